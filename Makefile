@@ -1,0 +1,71 @@
+# Hookrelay: `make dev` runs it locally, `make test` passes the tests.
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+LOCALBIN := $(CURDIR)/bin
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hookrelay
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+CONTROLLER_GEN := $(LOCALBIN)/controller-gen
+GO_TEST_FLAGS ?= -race -count=1
+IMG ?= ghcr.io/hookrelay/hookrelay:dev
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-14s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs and RBAC from the markers in api/ and controllers/.
+	$(CONTROLLER_GEN) rbac:roleName=hookrelay-manager crd paths="./api/..." paths="./controllers/..." \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy methods.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: fmt
+fmt: ## go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## go vet.
+	go vet ./...
+
+.PHONY: verify
+verify: manifests generate fmt vet ## Fail if generated files or formatting are stale.
+	@if [ -n "$$(git status --porcelain -- api config controllers go.mod go.sum)" ] || [ -n "$$(gofmt -l $$(git ls-files '*.go'))" ]; then \
+		git status --porcelain -- api config controllers go.mod go.sum; \
+		echo "verify: generated files or formatting are stale; run 'make manifests generate fmt' and commit" >&2; exit 1; fi
+	@echo "verify: generated files are up to date"
+
+.PHONY: build
+build: generate ## Build the binaries into bin/.
+	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/ ./cmd/...
+
+.PHONY: run
+run: manifests generate ## Run the manager against the cluster in $$KUBECONFIG (plain http:// endpoints allowed).
+	go run ./cmd/manager --allow-insecure-endpoints --routes-namespace=$${ROUTES_NAMESPACE:-hookrelay-system}
+
+.PHONY: controlplane
+controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked into bin/controlplane.
+	@hack/controlplane.sh $(LOCALBIN) >/dev/null
+
+.PHONY: test
+test: manifests generate controlplane ## Run every test against the built control plane.
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) ./...
+
+##@ Tools
+
+# Tools are cached by version in the user cache folder and linked into bin/.
+$(CONTROLLER_GEN):
+	@mkdir -p $(LOCALBIN)
+	@if [ ! -x "$(CACHE_DIR)/tools/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen" ]; then \
+		echo "tools: installing controller-gen $(CONTROLLER_TOOLS_VERSION)"; \
+		GOBIN="$(CACHE_DIR)/tools/controller-gen-$(CONTROLLER_TOOLS_VERSION)" go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION); fi
+	ln -sf "$(CACHE_DIR)/tools/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen" $@

@@ -1,0 +1,283 @@
+package v1alpha1
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// WebhookEndpointSpec says where and how the dispatcher delivers events.
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimit) || !has(self.rateLimit.burst) || self.rateLimit.burst >= self.rateLimit.perSecond",message="spec.rateLimit.burst must be at least spec.rateLimit.perSecond"
+type WebhookEndpointSpec struct {
+	// url receives the deliveries as HTTP POST requests. It must be an absolute
+	// https:// URL; plain http:// is accepted by the API but only published when
+	// the manager runs with --allow-insecure-endpoints (development).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="spec.url must be an absolute https:// URL with a host, such as https://example.com/webhooks"
+	URL string `json:"url"`
+
+	// description is free text for the people who operate the endpoint.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Description string `json:"description,omitempty"`
+
+	// sandbox marks a test endpoint: it receives only events published with
+	// "sandbox": true, and production endpoints never receive those.
+	// +optional
+	// +kubebuilder:default=false
+	Sandbox bool `json:"sandbox,omitempty"`
+
+	// secretRef names a Secret in the endpoint's namespace whose key "secret"
+	// holds a signing secret of the form whsec_<base64 of at least 24 bytes>.
+	// When omitted, the controller generates one (32 random bytes) in a Secret
+	// owned by the endpoint and never regenerates it; rotate it with the
+	// hookrelay.dev/rotate-secret annotation.
+	// +optional
+	SecretRef *SecretReference `json:"secretRef,omitempty"`
+
+	// timeout is how long one attempt may take, from connect to the last byte
+	// of the response status. Greater than 0s, at most 30s; default 10s.
+	// +optional
+	// +kubebuilder:default="10s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) > duration('0s') && duration(self) <= duration('30s')",message="spec.timeout must be a duration greater than 0s and at most 30s, such as 10s"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// retry says when failed attempts are tried again.
+	// +optional
+	// +kubebuilder:default={schedule: {"1m","5m","30m","2h"}}
+	Retry *RetryPolicy `json:"retry,omitempty"`
+
+	// successStatusCodes lists the HTTP status codes that count as delivered.
+	// Empty means any 2xx. Anything else, a timeout or a connection error is
+	// a failed attempt.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:Minimum=100
+	// +kubebuilder:validation:items:Maximum=599
+	SuccessStatusCodes []int32 `json:"successStatusCodes,omitempty"`
+
+	// autoDisable says when the dispatcher stops delivering to an endpoint that
+	// keeps failing.
+	// +optional
+	// +kubebuilder:default={afterConsecutiveFailures: 10}
+	AutoDisable *AutoDisablePolicy `json:"autoDisable,omitempty"`
+
+	// rateLimit caps how fast deliveries are sent to this endpoint. Unset means
+	// no cap beyond maxInFlight.
+	// +optional
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
+
+	// maxInFlight caps the attempts in progress at once for this endpoint.
+	// Default 10.
+	// +optional
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	MaxInFlight *int32 `json:"maxInFlight,omitempty"`
+
+	// headers are static HTTP headers added to every delivery. They cannot
+	// replace the signature, content and Standard Webhooks headers.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="spec.headers: each value must be at most 4096 characters"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^[A-Za-z0-9-]{1,128}$') && !(k.lowerAscii() in ['content-type', 'content-length', 'host', 'user-agent', 'webhook-id', 'webhook-timestamp', 'webhook-signature']))",message="spec.headers: names must be letters, digits and '-', and must not be Content-Type, Content-Length, Host, User-Agent or a webhook-* signature header"
+	Headers map[string]string `json:"headers,omitempty"`
+
+	// payload says how the request body is built from the event.
+	// +optional
+	Payload *PayloadSpec `json:"payload,omitempty"`
+
+	// paused stops deliveries to this endpoint without disabling it; matching
+	// events are held and sent once it is unpaused.
+	// +optional
+	// +kubebuilder:default=false
+	Paused bool `json:"paused,omitempty"`
+}
+
+// SecretReference names a Secret in the same namespace.
+type SecretReference struct {
+	// name of the Secret; its key "secret" holds the whsec_ signing secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// RetryPolicy is the schedule of retries after a failed attempt.
+type RetryPolicy struct {
+	// schedule lists the delays before each retry, measured from the previous
+	// attempt; the delivery gets len(schedule)+1 attempts in all, then is marked
+	// failed. Each step is a positive duration; the dispatcher adds jitter.
+	// Default 1m, 5m, 30m, 2h (five attempts in all).
+	// +required
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:Type=string
+	// +kubebuilder:validation:items:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.all(d, d.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(d) > duration('0s'))",message="spec.retry.schedule: every step must be a positive duration such as 30s, 5m or 2h"
+	Schedule []metav1.Duration `json:"schedule"`
+}
+
+// AutoDisablePolicy says when an endpoint that keeps failing is disabled.
+type AutoDisablePolicy struct {
+	// afterConsecutiveFailures is the number of failed deliveries in a row
+	// (each after all its retries) after which the endpoint gets no more
+	// attempts and new events are held. 0 never disables. Default 10.
+	// +optional
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=0
+	AfterConsecutiveFailures *int32 `json:"afterConsecutiveFailures,omitempty"`
+}
+
+// RateLimit is a token bucket for one endpoint.
+type RateLimit struct {
+	// perSecond is the sustained number of deliveries per second.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	PerSecond int32 `json:"perSecond"`
+
+	// burst is how many deliveries may be sent at once after a quiet period.
+	// Default: perSecond.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	Burst int32 `json:"burst,omitempty"`
+}
+
+// PayloadSpec says how a delivery's body is built.
+type PayloadSpec struct {
+	// transform is a CEL expression over event (id, type, created_at, data,
+	// sandbox) and endpoint (name, namespace, url) whose result, a map or list,
+	// is sent as the JSON body instead of the default event envelope
+	// {"id","object","type","created_at","data"}.
+	// +optional
+	// +kubebuilder:validation:MaxLength=8192
+	Transform string `json:"transform,omitempty"`
+}
+
+// WebhookEndpointStatus is the observed state of an endpoint. Ready,
+// observedGeneration and secretName are written by the controller; the
+// delivery fields and the Disabled and Delivering conditions by the dispatcher.
+type WebhookEndpointStatus struct {
+	// conditions: Ready (controller), Disabled and Delivering (dispatcher).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the spec generation the controller last handled
+	// completely.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// secretName is the Secret whose key "secret" signs deliveries.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// consecutiveFailures counts failed deliveries since the last success.
+	// +optional
+	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
+
+	// lastSuccessTime is when a delivery last succeeded.
+	// +optional
+	LastSuccessTime *metav1.Time `json:"lastSuccessTime,omitempty"`
+
+	// lastFailureTime is when a delivery last failed.
+	// +optional
+	LastFailureTime *metav1.Time `json:"lastFailureTime,omitempty"`
+
+	// lastFailureReason says why the last delivery failed (status code,
+	// timeout or connection error).
+	// +optional
+	LastFailureReason string `json:"lastFailureReason,omitempty"`
+
+	// disabledAt is when the dispatcher disabled the endpoint.
+	// +optional
+	DisabledAt *metav1.Time `json:"disabledAt,omitempty"`
+}
+
+// WebhookEndpoint is a receiver of webhooks: its URL, signing secret and
+// delivery policy.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=whep,categories=hookrelay
+// +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Disabled",type=string,JSONPath=`.status.conditions[?(@.type=="Disabled")].status`
+// +kubebuilder:printcolumn:name="Failures",type=integer,JSONPath=`.status.consecutiveFailures`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Sandbox",type=boolean,JSONPath=`.spec.sandbox`,priority=1
+// +kubebuilder:printcolumn:name="Paused",type=boolean,JSONPath=`.spec.paused`,priority=1
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
+type WebhookEndpoint struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec WebhookEndpointSpec `json:"spec"`
+
+	// +optional
+	Status WebhookEndpointStatus `json:"status,omitempty"`
+}
+
+// WebhookEndpointList is a list of WebhookEndpoints.
+// +kubebuilder:object:root=true
+type WebhookEndpointList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []WebhookEndpoint `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&WebhookEndpoint{}, &WebhookEndpointList{})
+}
+
+// Defaults that apply when a field is unset. The API server fills them in
+// from the CRD's defaults; these serve objects that bypassed it.
+const (
+	DefaultTimeout                  = 10 * time.Second
+	DefaultAfterConsecutiveFailures = 10
+	DefaultMaxInFlight              = 10
+)
+
+// DefaultRetrySchedule is 1m, 5m, 30m, 2h: five attempts in all.
+func DefaultRetrySchedule() []metav1.Duration {
+	return []metav1.Duration{{Duration: time.Minute}, {Duration: 5 * time.Minute}, {Duration: 30 * time.Minute}, {Duration: 2 * time.Hour}}
+}
+
+// EffectiveTimeout is spec.timeout or its default.
+func (s *WebhookEndpointSpec) EffectiveTimeout() time.Duration {
+	if s.Timeout == nil {
+		return DefaultTimeout
+	}
+	return s.Timeout.Duration
+}
+
+// EffectiveRetrySchedule is spec.retry.schedule or its default.
+func (s *WebhookEndpointSpec) EffectiveRetrySchedule() []metav1.Duration {
+	if s.Retry == nil || len(s.Retry.Schedule) == 0 {
+		return DefaultRetrySchedule()
+	}
+	return s.Retry.Schedule
+}
+
+// EffectiveAfterConsecutiveFailures is spec.autoDisable.afterConsecutiveFailures or its default.
+func (s *WebhookEndpointSpec) EffectiveAfterConsecutiveFailures() int32 {
+	if s.AutoDisable == nil || s.AutoDisable.AfterConsecutiveFailures == nil {
+		return DefaultAfterConsecutiveFailures
+	}
+	return *s.AutoDisable.AfterConsecutiveFailures
+}
+
+// EffectiveMaxInFlight is spec.maxInFlight or its default.
+func (s *WebhookEndpointSpec) EffectiveMaxInFlight() int32 {
+	if s.MaxInFlight == nil {
+		return DefaultMaxInFlight
+	}
+	return *s.MaxInFlight
+}

@@ -1,0 +1,292 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/celenv"
+	"github.com/hookrelay/hookrelay/routes"
+)
+
+// secretRefIndex indexes endpoints by spec.secretRef.name, so that a change
+// to a bring-your-own Secret re-reconciles the endpoints that use it.
+const secretRefIndex = "spec.secretRef.name"
+
+// EndpointReconciler gives each WebhookEndpoint a signing Secret (generated
+// once, or checked when brought by the user), rotates it on request, and
+// reports Ready once the endpoint's route is published to the dispatcher.
+type EndpointReconciler struct {
+	client.Client
+	Scheme *runtime.Scheme
+	Clock  clock.PassiveClock
+	// AllowInsecure publishes plain http:// endpoints (development only).
+	AllowInsecure bool
+	// RotationGrace is how long a rotated-out key keeps signing.
+	RotationGrace time.Duration
+
+	reporter    reporter
+	status      statusWriter
+	publication *publication
+}
+
+// problem is an invalid spec or reference: Ready=False with reason and
+// message; retrying does not fix it, a change to the objects does.
+type problem struct {
+	reason, message string
+}
+
+// +kubebuilder:rbac:groups=hookrelay.dev,resources=webhookendpoints,verbs=get;list;watch
+// +kubebuilder:rbac:groups=hookrelay.dev,resources=webhookendpoints/status,verbs=get;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile ensures the endpoint's signing Secret and reports its status.
+func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
+	var endpoint hookrelayv1alpha1.WebhookEndpoint
+	if err := r.Get(ctx, req.NamespacedName, &endpoint); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !endpoint.DeletionTimestamp.IsZero() {
+		// The generated Secret is garbage-collected through its owner
+		// reference; the routes compiler drops the route.
+		return ctrl.Result{}, nil
+	}
+
+	secret, requeueAfter, trouble, err := r.ensureSecret(ctx, &endpoint)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var keys []routes.Key
+	if trouble == nil {
+		if keys, err = activeKeys(secret, r.Clock.Now()); err != nil {
+			trouble = &problem{hookrelayv1alpha1.ReasonSecretInvalid, err.Error()}
+		}
+	}
+	if trouble == nil {
+		trouble = checkEndpointSpec(&endpoint, r.AllowInsecure)
+	}
+
+	generation := endpoint.Generation
+	var ready metav1.Condition
+	switch {
+	case trouble != nil:
+		ready = r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionFalse, trouble.reason, trouble.message, generation)
+		if previous := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady); previous == nil || previous.Reason != trouble.reason || previous.Message != trouble.message {
+			r.reporter.warning(ctx, &endpoint, trouble.reason, "Validate", "%s", trouble.message)
+		}
+	case r.publication.isPublished(req.NamespacedName, publishedRoute{generation: generation, keysVersion: routes.KeysVersion(keys)}):
+		ready = r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished,
+			"route and signing keys are published to the dispatcher", generation)
+	default:
+		// Not fully handled until the route is out: keep the previous
+		// observedGeneration, so readers know the new spec is not live yet.
+		generation = endpoint.Status.ObservedGeneration
+		ready = r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionUnknown, hookrelayv1alpha1.ReasonPublishing,
+			"waiting for the route to be published to the dispatcher", generation)
+	}
+
+	fields := map[string]any{}
+	if generation != 0 {
+		fields["observedGeneration"] = generation
+	}
+	if secret != nil {
+		fields["secretName"] = secret.Name
+	}
+	if err := r.status.apply(ctx, &endpoint, ready, fields); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: requeueAfter}, nil
+}
+
+// checkEndpointSpec finds what admission cannot check in a spec.
+func checkEndpointSpec(endpoint *hookrelayv1alpha1.WebhookEndpoint, allowInsecure bool) *problem {
+	if strings.HasPrefix(strings.ToLower(endpoint.Spec.URL), "http://") && !allowInsecure {
+		return &problem{hookrelayv1alpha1.ReasonInsecureURL, fmt.Sprintf(
+			"spec.url %q uses plain http://; use https://, or run the manager with --allow-insecure-endpoints for development", endpoint.Spec.URL)}
+	}
+	if endpoint.Spec.Payload != nil && endpoint.Spec.Payload.Transform != "" {
+		if _, err := celenv.CompileTransform(endpoint.Spec.Payload.Transform); err != nil {
+			return &problem{hookrelayv1alpha1.ReasonTransformInvalid, fmt.Sprintf("spec.payload.transform: %v", err)}
+		}
+	}
+	return nil
+}
+
+// ensureSecret returns the endpoint's signing Secret, generating, rotating
+// and expiring keys as needed, and when to come back to expire a key.
+func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint) (*corev1.Secret, time.Duration, *problem, error) {
+	name := signingSecretName(endpoint)
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: endpoint.Namespace, Name: name}, secret)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, 0, nil, err
+	}
+
+	if endpoint.Spec.SecretRef != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, 0, &problem{hookrelayv1alpha1.ReasonSecretInvalid,
+				fmt.Sprintf("spec.secretRef.name: Secret %q not found in namespace %q", name, endpoint.Namespace)}, nil
+		}
+		if endpoint.Annotations[hookrelayv1alpha1.AnnotationRotateSecret] != "" {
+			r.reporter.warning(ctx, endpoint, "RotationNotSupported", "Rotate",
+				"annotation %s is ignored for a bring-your-own secret (spec.secretRef); rotate by changing Secret %q",
+				hookrelayv1alpha1.AnnotationRotateSecret, name)
+		}
+		return secret, 0, nil, nil
+	}
+
+	if apierrors.IsNotFound(err) {
+		secret, err = r.generateSecret(ctx, endpoint, name)
+		return secret, 0, nil, err
+	}
+	if !metav1.IsControlledBy(secret, endpoint) {
+		return nil, 0, &problem{hookrelayv1alpha1.ReasonSecretInvalid, fmt.Sprintf(
+			"Secret %q exists and is not owned by this endpoint; delete it, or name it in spec.secretRef to bring your own", name)}, nil
+	}
+	if err := r.rotate(ctx, endpoint, secret); err != nil {
+		return nil, 0, nil, err
+	}
+	requeueAfter, err := r.expirePreviousKey(ctx, endpoint, secret)
+	return secret, requeueAfter, nil, err
+}
+
+// generateSecret creates the endpoint's Secret with a new key. It never
+// replaces an existing Secret: if the cache has not seen one that exists,
+// Create fails and the reconcile is retried.
+func (r *EndpointReconciler) generateSecret(ctx context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint, name string) (*corev1.Secret, error) {
+	value, err := newSigningSecret()
+	if err != nil {
+		return nil, err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: endpoint.Namespace,
+			Labels:    map[string]string{LabelEndpoint: endpoint.Name, labelManagedBy: managedBy},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{SecretKey: []byte(value)},
+	}
+	// A rotation requested before the Secret existed is already satisfied.
+	if requested := endpoint.Annotations[hookrelayv1alpha1.AnnotationRotateSecret]; requested != "" {
+		secret.Annotations = map[string]string{annotationRotatedFor: requested}
+	}
+	if err := controllerutil.SetControllerReference(endpoint, secret, r.Scheme); err != nil {
+		return nil, err
+	}
+	if err := r.Create(ctx, secret); err != nil {
+		return nil, fmt.Errorf("creating signing Secret %s/%s: %w", endpoint.Namespace, name, err)
+	}
+	r.reporter.normal(ctx, endpoint, "SecretGenerated", "Generate", "generated signing Secret %q", name)
+	return secret, nil
+}
+
+// rotate makes a new current key once per value of the rotate-secret
+// annotation; the old key becomes the previous one for the grace period.
+// Update carries the cached resourceVersion, so a stale cache cannot rotate
+// twice: the second Update conflicts.
+func (r *EndpointReconciler) rotate(ctx context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Secret) error {
+	requested := endpoint.Annotations[hookrelayv1alpha1.AnnotationRotateSecret]
+	if requested == "" || requested == secret.Annotations[annotationRotatedFor] {
+		return nil
+	}
+	if _, err := time.Parse(time.RFC3339, requested); err != nil {
+		r.reporter.warning(ctx, endpoint, "RotationInvalid", "Rotate",
+			"annotation %s=%q is not an RFC 3339 time such as 2026-01-02T15:04:05Z; the key was not rotated",
+			hookrelayv1alpha1.AnnotationRotateSecret, requested)
+		return nil
+	}
+	value, err := newSigningSecret()
+	if err != nil {
+		return err
+	}
+	expiresAt := r.Clock.Now().Add(r.RotationGrace).UTC().Truncate(time.Second)
+	secret.Data[previousSecretKey] = secret.Data[SecretKey]
+	secret.Data[SecretKey] = []byte(value)
+	if secret.Annotations == nil {
+		secret.Annotations = map[string]string{}
+	}
+	secret.Annotations[annotationRotatedFor] = requested
+	secret.Annotations[annotationPreviousExpiresAt] = expiresAt.Format(time.RFC3339)
+	if err := r.Update(ctx, secret); err != nil {
+		return fmt.Errorf("rotating signing Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	r.reporter.normal(ctx, endpoint, "SecretRotated", "Rotate",
+		"rotated the signing key in Secret %q; the previous key keeps signing until %s", secret.Name, expiresAt.Format(time.RFC3339))
+	return nil
+}
+
+// expirePreviousKey drops a previous key whose grace period is over, or
+// says when to come back to do so.
+func (r *EndpointReconciler) expirePreviousKey(ctx context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Secret) (time.Duration, error) {
+	_, expiresAt, ok := previousKey(secret)
+	if !ok {
+		return 0, nil
+	}
+	if remaining := expiresAt.Sub(r.Clock.Now()); remaining > 0 {
+		return remaining, nil
+	}
+	delete(secret.Data, previousSecretKey)
+	delete(secret.Annotations, annotationPreviousExpiresAt)
+	if err := r.Update(ctx, secret); err != nil {
+		return 0, fmt.Errorf("dropping the expired previous key from Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	r.reporter.normal(ctx, endpoint, "PreviousKeyExpired", "Rotate", "the previous signing key in Secret %q expired and no longer signs", secret.Name)
+	return 0, nil
+}
+
+// SetupWithManager watches endpoints, their Secrets and route publications.
+func (r *EndpointReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &hookrelayv1alpha1.WebhookEndpoint{}, secretRefIndex,
+		func(obj client.Object) []string {
+			if ref := obj.(*hookrelayv1alpha1.WebhookEndpoint).Spec.SecretRef; ref != nil {
+				return []string{ref.Name}
+			}
+			return nil
+		}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("webhookendpoint").
+		// Spec changes and annotations (rotation); not status writes.
+		For(&hookrelayv1alpha1.WebhookEndpoint{}, builder.WithPredicates(
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&corev1.Secret{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.endpointsUsingSecret)).
+		WatchesRawSource(source.Channel(r.publication.changes, &handler.TypedEnqueueRequestForObject[*hookrelayv1alpha1.WebhookEndpoint]{})).
+		Complete(r)
+}
+
+// endpointsUsingSecret maps a Secret to the endpoints that name it in spec.secretRef.
+func (r *EndpointReconciler) endpointsUsingSecret(ctx context.Context, secret client.Object) []reconcile.Request {
+	var endpoints hookrelayv1alpha1.WebhookEndpointList
+	if err := r.List(ctx, &endpoints, client.InNamespace(secret.GetNamespace()),
+		client.MatchingFields{secretRefIndex: secret.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing endpoints that use a Secret", "secret", secret.GetName())
+		return nil
+	}
+	requests := make([]reconcile.Request, 0, len(endpoints.Items))
+	for _, endpoint := range endpoints.Items {
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&endpoint)})
+	}
+	return requests
+}

@@ -1,0 +1,191 @@
+package controllers
+
+import (
+	"context"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/routes"
+)
+
+func TestGeneratedSecretNeverChanges(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	_, stop := startManager(t, Options{})
+	namespace := env.Namespace(t)
+
+	endpoint := newEndpoint(namespace, "palm")
+	g.Expect(env.Client.Create(ctx, endpoint)).To(Succeed())
+	eventuallyReady(t, endpoint, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+
+	secret := signingSecret(g, endpoint)
+	value := string(secret.Data[SecretKey])
+	g.Expect(value).To(HavePrefix("whsec_"))
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(value, "whsec_"))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(raw).To(HaveLen(32))
+	g.Expect(metav1.IsControlledBy(secret, endpoint)).To(BeTrue(), "the Secret is owned by the endpoint")
+	g.Expect(secret.Labels).To(HaveKeyWithValue(LabelEndpoint, "palm"))
+	g.Expect(endpoint.Status.SecretName).To(Equal(secret.Name))
+
+	// editSpec changes the spec and waits until the controller handled it.
+	editSpec := func(description string) {
+		t.Helper()
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(endpoint), endpoint)).To(Succeed())
+		endpoint.Spec.Description = description
+		g.Expect(env.Client.Update(ctx, endpoint)).To(Succeed())
+		g.Eventually(func(g Gomega) {
+			condition := readyOf(g, endpoint)
+			g.Expect(condition.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(endpoint.Status.ObservedGeneration).To(Equal(endpoint.Generation))
+		}).WithTimeout(20 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
+	}
+
+	editSpec("edited once")
+	g.Expect(string(signingSecret(g, endpoint).Data[SecretKey])).To(Equal(value), "an edit regenerated the secret")
+
+	stop()
+	startManager(t, Options{})
+	editSpec("edited after a restart")
+	g.Expect(string(signingSecret(g, endpoint).Data[SecretKey])).To(Equal(value), "a restart regenerated the secret")
+
+}
+
+func TestRotationKeepsPreviousKeyForTheGracePeriod(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	clock := clocktesting.NewFakeClock(time.Now())
+	routesNamespace, _ := startManager(t, Options{Clock: clock, RotationGrace: 24 * time.Hour})
+	namespace := env.Namespace(t)
+
+	endpoint := newEndpoint(namespace, "rotating")
+	g.Expect(env.Client.Create(ctx, endpoint)).To(Succeed())
+	eventuallyReady(t, endpoint, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+	entry := routes.EntryKey(namespace, endpoint.Name)
+	original := string(signingSecret(g, endpoint).Data[SecretKey])
+
+	publishedSecrets := func(g Gomega) []string {
+		_, keys := publishedRoutes(g, routesNamespace)
+		var secrets []string
+		for _, key := range keys[entry] {
+			secrets = append(secrets, key.Secret)
+		}
+		return secrets
+	}
+	g.Expect(publishedSecrets(g)).To(Equal([]string{original}))
+
+	annotate(t, endpoint, hookrelayv1alpha1.AnnotationRotateSecret, "2026-11-25T10:00:00Z")
+	var rotated string
+	g.Eventually(func(g Gomega) {
+		rotated = string(signingSecret(g, endpoint).Data[SecretKey])
+		g.Expect(rotated).NotTo(Equal(original))
+		g.Expect(publishedSecrets(g)).To(Equal([]string{rotated, original}), "new key first, old key kept")
+	}).WithTimeout(20 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
+	g.Expect(rotated).To(HavePrefix("whsec_"))
+
+	// Just before the end of the grace period both keys still sign.
+	clock.Step(24*time.Hour - time.Minute)
+	annotate(t, endpoint, "test.hookrelay.dev/poke", "1")
+	g.Consistently(publishedSecrets).WithTimeout(time.Second).Should(Equal([]string{rotated, original}))
+
+	clock.Step(2 * time.Minute)
+	annotate(t, endpoint, "test.hookrelay.dev/poke", "2")
+	g.Eventually(publishedSecrets).WithTimeout(20 * time.Second).Should(Equal([]string{rotated}))
+	g.Expect(signingSecret(g, endpoint).Data).NotTo(HaveKey(previousSecretKey))
+
+	// The same annotation value never rotates again.
+	annotate(t, endpoint, "test.hookrelay.dev/poke", "3")
+	g.Consistently(func(g Gomega) string { return string(signingSecret(g, endpoint).Data[SecretKey]) }).
+		WithTimeout(time.Second).Should(Equal(rotated))
+}
+
+func TestBringYourOwnSecret(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	routesNamespace, _ := startManager(t, Options{})
+	namespace := env.Namespace(t)
+
+	endpoint := newEndpoint(namespace, "byo")
+	endpoint.Spec.SecretRef = &hookrelayv1alpha1.SecretReference{Name: "customer-secret"}
+	g.Expect(env.Client.Create(ctx, endpoint)).To(Succeed())
+	condition := eventuallyReady(t, endpoint, metav1.ConditionFalse, hookrelayv1alpha1.ReasonSecretInvalid)
+	g.Expect(condition.Message).To(ContainSubstring(`"customer-secret" not found`))
+
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "customer-secret"},
+		Data:       map[string][]byte{SecretKey: []byte("not-a-whsec")},
+	}
+	g.Expect(env.Client.Create(ctx, secret)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		condition := readyOf(g, endpoint)
+		g.Expect(condition.Reason).To(Equal(hookrelayv1alpha1.ReasonSecretInvalid))
+		g.Expect(condition.Message).To(ContainSubstring(`does not start with "whsec_"`))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+
+	value := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	secret.Data[SecretKey] = []byte(value)
+	g.Expect(env.Client.Update(ctx, secret)).To(Succeed())
+	eventuallyReady(t, endpoint, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+	_, keys := publishedRoutes(g, routesNamespace)
+	g.Expect(keys[routes.EntryKey(namespace, "byo")]).To(Equal([]routes.Key{{Secret: value}}))
+}
+
+func TestInsecureURL(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startManager(t, Options{})
+	namespace := env.Namespace(t)
+
+	endpoint := newEndpoint(namespace, "plain")
+	endpoint.Spec.URL = "http://receiver.example/hooks"
+	g.Expect(env.Client.Create(ctx, endpoint)).To(Succeed())
+	condition := eventuallyReady(t, endpoint, metav1.ConditionFalse, hookrelayv1alpha1.ReasonInsecureURL)
+	g.Expect(condition.Message).To(ContainSubstring("--allow-insecure-endpoints"))
+
+	var events corev1.EventList
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.List(ctx, &events, client.InNamespace(namespace))).To(Succeed())
+		reasons := []string{}
+		for _, event := range events.Items {
+			reasons = append(reasons, event.Reason)
+		}
+		g.Expect(reasons).To(ContainElements("SecretGenerated", hookrelayv1alpha1.ReasonInsecureURL))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+}
+
+func TestInsecureURLAllowedForDevelopment(t *testing.T) {
+	g := NewWithT(t)
+	startManager(t, Options{AllowInsecure: true})
+	namespace := env.Namespace(t)
+
+	endpoint := newEndpoint(namespace, "plain")
+	endpoint.Spec.URL = "http://127.0.0.1:9/hooks"
+	g.Expect(env.Client.Create(context.Background(), endpoint)).To(Succeed())
+	eventuallyReady(t, endpoint, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+}
+
+// annotate sets an annotation on an object, retrying on conflicts.
+func annotate(t *testing.T, obj client.Object, key, value string) {
+	t.Helper()
+	NewWithT(t).Eventually(func() error {
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		annotations := obj.GetAnnotations()
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations[key] = value
+		obj.SetAnnotations(annotations)
+		return env.Client.Update(context.Background(), obj)
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+}

@@ -1,0 +1,89 @@
+// Package controllers reconciles WebhookEndpoints and WebhookSubscriptions
+// into signing Secrets and the dispatcher configuration (routes ConfigMaps
+// and keys Secrets in the operator namespace).
+package controllers
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/hookrelay/hookrelay/routes"
+)
+
+// DefaultRotationGrace is how long a rotated-out key keeps signing.
+const DefaultRotationGrace = 24 * time.Hour
+
+// Options configure the controllers.
+type Options struct {
+	// Namespace holds the dispatcher configuration (the operator namespace).
+	Namespace string
+	// ShardSize is the most bytes one routes ConfigMap or keys Secret holds.
+	ShardSize int
+	// AllowInsecure publishes plain http:// endpoints (development only).
+	AllowInsecure bool
+	// RotationGrace is how long a rotated-out key keeps signing.
+	RotationGrace time.Duration
+	// Clock is the time source; tests inject a fake one.
+	Clock clock.PassiveClock
+}
+
+// CacheOptions restricts the manager's ConfigMap cache to the routes shards
+// in the operator namespace.
+func CacheOptions(namespace string) cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.ConfigMap{}: {
+			Namespaces: map[string]cache.Config{namespace: {}},
+			Label:      labels.SelectorFromSet(labels.Set{routes.LabelRoutes: "true"}),
+		},
+	}}
+}
+
+// Leader election (--leader-elect) keeps its Lease in the operator namespace.
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=hookrelay-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// Setup registers the endpoint, subscription and routes controllers.
+func Setup(mgr ctrl.Manager, opts Options) error {
+	if opts.Namespace == "" {
+		return fmt.Errorf("controllers: the operator namespace is required")
+	}
+	if opts.ShardSize == 0 {
+		opts.ShardSize = DefaultShardSize
+	}
+	if opts.RotationGrace == 0 {
+		opts.RotationGrace = DefaultRotationGrace
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	report := reporter{recorder: mgr.GetEventRecorder("hookrelay-controller")}
+	status := statusWriter{client: mgr.GetClient(), clock: opts.Clock}
+	published := newPublication()
+
+	endpoints := &EndpointReconciler{
+		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Clock: opts.Clock,
+		AllowInsecure: opts.AllowInsecure, RotationGrace: opts.RotationGrace,
+		reporter: report, status: status, publication: published,
+	}
+	if err := endpoints.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the endpoint controller: %w", err)
+	}
+	subscriptions := &SubscriptionReconciler{Client: mgr.GetClient(), reporter: report, status: status}
+	if err := subscriptions.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the subscription controller: %w", err)
+	}
+	compiler := &RoutesReconciler{
+		Client: mgr.GetClient(), Clock: opts.Clock, Namespace: opts.Namespace,
+		ShardSize: opts.ShardSize, AllowInsecure: opts.AllowInsecure, publication: published,
+	}
+	if err := compiler.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the routes compiler: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,118 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/celenv"
+)
+
+// endpointRefIndex indexes subscriptions by spec.endpointRef.name, so that an
+// endpoint's appearance or removal re-reconciles its subscriptions.
+const endpointRefIndex = "spec.endpointRef.name"
+
+// SubscriptionReconciler reports whether a WebhookSubscription's endpoint
+// exists and its filter compiles.
+type SubscriptionReconciler struct {
+	client.Client
+
+	reporter reporter
+	status   statusWriter
+}
+
+// +kubebuilder:rbac:groups=hookrelay.dev,resources=webhooksubscriptions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=hookrelay.dev,resources=webhooksubscriptions/status,verbs=get;patch
+
+// Reconcile resolves the endpoint, compiles the filter and reports Ready.
+func (r *SubscriptionReconciler) Reconcile(ctx context.Context, req reconcile.Request) (ctrl.Result, error) {
+	var subscription hookrelayv1alpha1.WebhookSubscription
+	if err := r.Get(ctx, req.NamespacedName, &subscription); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !subscription.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+
+	var endpoint hookrelayv1alpha1.WebhookEndpoint
+	err := r.Get(ctx, types.NamespacedName{Namespace: subscription.Namespace, Name: subscription.Spec.EndpointRef.Name}, &endpoint)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	endpointExists := err == nil && endpoint.DeletionTimestamp.IsZero()
+
+	var ready metav1.Condition
+	if trouble := checkSubscription(&subscription, endpointExists); trouble != nil {
+		ready = r.status.readyCondition(subscription.Status.Conditions, metav1.ConditionFalse, trouble.reason, trouble.message, subscription.Generation)
+		if previous := meta.FindStatusCondition(subscription.Status.Conditions, hookrelayv1alpha1.ConditionReady); previous == nil || previous.Message != trouble.message {
+			r.reporter.warning(ctx, &subscription, trouble.reason, "Validate", "%s", trouble.message)
+		}
+	} else {
+		ready = r.status.readyCondition(subscription.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonResolved,
+			fmt.Sprintf("delivering to endpoint %q", endpoint.Name), subscription.Generation)
+	}
+	return ctrl.Result{}, r.status.apply(ctx, &subscription, ready, map[string]any{"observedGeneration": subscription.Generation})
+}
+
+// checkSubscription finds what admission cannot check in a subscription. The
+// routes compiler uses it too, to publish only Ready subscriptions.
+func checkSubscription(subscription *hookrelayv1alpha1.WebhookSubscription, endpointExists bool) *problem {
+	if !endpointExists {
+		return &problem{hookrelayv1alpha1.ReasonEndpointNotFound, fmt.Sprintf(
+			"spec.endpointRef.name: WebhookEndpoint %q not found in namespace %q", subscription.Spec.EndpointRef.Name, subscription.Namespace)}
+	}
+	if subscription.Spec.Filter != "" {
+		if _, err := celenv.CompileFilter(subscription.Spec.Filter); err != nil {
+			return &problem{hookrelayv1alpha1.ReasonFilterInvalid, fmt.Sprintf("spec.filter: %v", err)}
+		}
+	}
+	return nil
+}
+
+// SetupWithManager watches subscriptions and the endpoints they name.
+func (r *SubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &hookrelayv1alpha1.WebhookSubscription{}, endpointRefIndex,
+		func(obj client.Object) []string {
+			return []string{obj.(*hookrelayv1alpha1.WebhookSubscription).Spec.EndpointRef.Name}
+		}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("webhooksubscription").
+		For(&hookrelayv1alpha1.WebhookSubscription{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&hookrelayv1alpha1.WebhookEndpoint{}, handler.EnqueueRequestsFromMapFunc(r.subscriptionsOfEndpoint),
+			builder.WithPredicates(predicate.Funcs{
+				// Only an endpoint's appearance or removal changes a subscription.
+				UpdateFunc: func(e event.UpdateEvent) bool {
+					return e.ObjectOld.GetDeletionTimestamp().IsZero() != e.ObjectNew.GetDeletionTimestamp().IsZero()
+				},
+			})).
+		Complete(r)
+}
+
+// subscriptionsOfEndpoint maps an endpoint to the subscriptions that name it.
+func (r *SubscriptionReconciler) subscriptionsOfEndpoint(ctx context.Context, endpoint client.Object) []reconcile.Request {
+	var subscriptions hookrelayv1alpha1.WebhookSubscriptionList
+	if err := r.List(ctx, &subscriptions, client.InNamespace(endpoint.GetNamespace()),
+		client.MatchingFields{endpointRefIndex: endpoint.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing subscriptions of an endpoint", "endpoint", endpoint.GetName())
+		return nil
+	}
+	requests := make([]reconcile.Request, 0, len(subscriptions.Items))
+	for _, subscription := range subscriptions.Items {
+		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&subscription)})
+	}
+	return requests
+}

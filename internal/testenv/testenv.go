@@ -1,0 +1,125 @@
+// Package testenv starts the real control plane (kube-apiserver and etcd
+// built by hack/controlplane.sh) for integration tests, with the Hookrelay
+// CRDs installed, and runs kubectl against it.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+)
+
+// Env is a running control plane.
+type Env struct {
+	Config *rest.Config
+	Scheme *k8sruntime.Scheme
+	// Client reads straight from the API server, never from a cache.
+	Client client.Client
+	// Kubeconfig is a file for kubectl, as a cluster admin.
+	Kubeconfig string
+
+	environment *envtest.Environment
+}
+
+// RepoRoot is the repository's top folder.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Start starts kube-apiserver and etcd from $KUBEBUILDER_ASSETS with the
+// CRDs from config/crd/bases. Call Stop when done.
+func Start() (*Env, error) {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds the control plane into bin/controlplane")
+	}
+	scheme := k8sruntime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := hookrelayv1alpha1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	environment := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                scheme,
+	}
+	config, err := environment.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting the control plane: %w", err)
+	}
+	env := &Env{Config: config, Scheme: scheme, environment: environment}
+	if env.Client, err = client.New(config, client.Options{Scheme: scheme}); err != nil {
+		_ = environment.Stop()
+		return nil, err
+	}
+	admin, err := environment.AddUser(envtest.User{Name: "hookrelay-test-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		_ = environment.Stop()
+		return nil, fmt.Errorf("adding the kubectl user: %w", err)
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		_ = environment.Stop()
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "hookrelay-kubeconfig-")
+	if err != nil {
+		_ = environment.Stop()
+		return nil, err
+	}
+	env.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(env.Kubeconfig, kubeconfig, 0o600); err != nil {
+		_ = environment.Stop()
+		return nil, err
+	}
+	return env, nil
+}
+
+// Stop stops the control plane and removes the kubeconfig.
+func (e *Env) Stop() error {
+	_ = os.RemoveAll(filepath.Dir(e.Kubeconfig))
+	return e.environment.Stop()
+}
+
+// Namespace creates a fresh namespace for one test and deletes it after.
+func (e *Env) Namespace(t testing.TB) string {
+	t.Helper()
+	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "hookrelay-test-"}}
+	if err := e.Client.Create(context.Background(), namespace); err != nil {
+		t.Fatalf("creating a namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := e.Client.Delete(context.Background(), namespace); err != nil {
+			t.Errorf("deleting namespace %s: %v", namespace.Name, err)
+		}
+	})
+	return namespace.Name
+}
+
+// Kubectl runs /usr/bin/kubectl (or the kubectl on PATH) against the control
+// plane, with stdin, and returns its stdout and stderr.
+func (e *Env) Kubectl(ctx context.Context, stdin string, args ...string) (stdout, stderr string, err error) {
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", e.Kubeconfig}, args...)...)
+	cmd.Stdin = bytes.NewBufferString(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}

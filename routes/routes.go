@@ -1,0 +1,132 @@
+// Package routes is the compiled dispatcher configuration: the format the
+// controllers write into the operator namespace and the dispatcher reads.
+//
+// Routes live in ConfigMaps labelled LabelRoutes, one data key per endpoint
+// (see EntryKey) holding that endpoint's compiled Endpoint as JSON. Signing keys
+// live in Secrets labelled LabelKeys, one data key per endpoint holding its
+// active Keys as JSON. Both are packed into as many shards as needed to keep
+// each object under a size limit.
+package routes
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const (
+	// LabelRoutes marks the ConfigMaps that hold compiled routes.
+	LabelRoutes = "hookrelay.dev/routes"
+	// LabelKeys marks the Secrets that hold the endpoints' active signing keys.
+	LabelKeys = "hookrelay.dev/keys"
+
+	// RoutesShardPrefix and KeysShardPrefix name the shards: prefix + index.
+	RoutesShardPrefix = "hookrelay-routes-"
+	KeysShardPrefix   = "hookrelay-keys-"
+)
+
+// Endpoint is one Ready WebhookEndpoint as the dispatcher needs it, with the
+// Ready subscriptions that point at it.
+type Endpoint struct {
+	Namespace  string `json:"namespace"`
+	Name       string `json:"name"`
+	UID        string `json:"uid"`
+	Generation int64  `json:"generation"`
+
+	URL                string            `json:"url"`
+	Sandbox            bool              `json:"sandbox,omitempty"`
+	Paused             bool              `json:"paused,omitempty"`
+	Timeout            metav1.Duration   `json:"timeout"`
+	RetrySchedule      []metav1.Duration `json:"retrySchedule"`
+	SuccessStatusCodes []int32           `json:"successStatusCodes,omitempty"`
+	// AutoDisableAfter is the number of consecutive failed deliveries that
+	// disables the endpoint; 0 never disables.
+	AutoDisableAfter int32             `json:"autoDisableAfter"`
+	RateLimit        *RateLimit        `json:"rateLimit,omitempty"`
+	MaxInFlight      int32             `json:"maxInFlight"`
+	Headers          map[string]string `json:"headers,omitempty"`
+	Transform        string            `json:"transform,omitempty"`
+	// ReenableToken is the hookrelay.dev/reenable-requested-at annotation; a
+	// new value re-enables an auto-disabled endpoint.
+	ReenableToken string `json:"reenableToken,omitempty"`
+	// KeysVersion fingerprints the active keys published for this endpoint.
+	KeysVersion string `json:"keysVersion"`
+
+	Subscriptions []Subscription `json:"subscriptions,omitempty"`
+}
+
+// RateLimit is a token bucket: PerSecond sustained, Burst at once.
+type RateLimit struct {
+	PerSecond int32 `json:"perSecond"`
+	Burst     int32 `json:"burst"`
+}
+
+// Subscription is one Ready WebhookSubscription.
+type Subscription struct {
+	Name       string   `json:"name"`
+	Generation int64    `json:"generation"`
+	EventTypes []string `json:"eventTypes"`
+	Filter     string   `json:"filter,omitempty"`
+}
+
+// Key is one signing secret (whsec_…) that is active for an endpoint.
+// ExpiresAt is set on a previous key kept during a rotation grace period.
+type Key struct {
+	Secret    string     `json:"secret"`
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+}
+
+// EntryKey returns the data key of an endpoint in a shard: "<namespace>.<name>".
+// Namespaces cannot contain dots, so the first dot separates the two.
+func EntryKey(namespace, name string) string {
+	return namespace + "." + name
+}
+
+// ParseEntryKey splits a data key made by EntryKey.
+func ParseEntryKey(key string) (namespace, name string, err error) {
+	namespace, name, ok := strings.Cut(key, ".")
+	if !ok || namespace == "" || name == "" {
+		return "", "", fmt.Errorf("routes: data key %q is not <namespace>.<name>", key)
+	}
+	return namespace, name, nil
+}
+
+// KeysVersion fingerprints a list of keys without revealing them.
+func KeysVersion(keys []Key) string {
+	h := sha256.New()
+	for _, k := range keys {
+		h.Write([]byte(k.Secret))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// EncodeEndpoint and EncodeKeys give the canonical JSON of a shard entry, so
+// that an unchanged configuration encodes to identical bytes.
+func EncodeEndpoint(e Endpoint) ([]byte, error) { return json.Marshal(e) }
+
+// EncodeKeys gives the canonical JSON of an endpoint's keys.
+func EncodeKeys(keys []Key) ([]byte, error) { return json.Marshal(keys) }
+
+// DecodeEndpoint reads a routes ConfigMap entry.
+func DecodeEndpoint(data []byte) (Endpoint, error) {
+	var e Endpoint
+	if err := json.Unmarshal(data, &e); err != nil {
+		return Endpoint{}, fmt.Errorf("routes: decoding endpoint: %w", err)
+	}
+	return e, nil
+}
+
+// DecodeKeys reads a keys Secret entry.
+func DecodeKeys(data []byte) ([]Key, error) {
+	var keys []Key
+	if err := json.Unmarshal(data, &keys); err != nil {
+		return nil, fmt.Errorf("routes: decoding keys: %w", err)
+	}
+	return keys, nil
+}
