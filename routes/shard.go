@@ -48,20 +48,20 @@ func Pack(entries map[string][]byte, limit int, size func(key string, value []by
 	return shards, nil
 }
 
-// ConfigMapEntrySize is an entry's size in a ConfigMap's JSON: the key and the
-// value as an escaped JSON string, with their framing.
+// ConfigMapEntrySize is an entry's size in a stored ConfigMap: the key and the
+// value as an escaped JSON string, and the key again in managedFields.
 func ConfigMapEntrySize(key string, value []byte) int {
 	quoted, err := json.Marshal(string(value))
 	if err != nil { // a string always marshals
 		panic(err)
 	}
-	return len(key) + len(quoted) + 4
+	return 2*len(key) + len(quoted) + 16
 }
 
-// SecretEntrySize is an entry's size in a Secret's JSON: the key and the
-// base64 of the value, with their framing.
+// SecretEntrySize is an entry's size in a stored Secret: the key and the
+// base64 of the value, and the key again in managedFields.
 func SecretEntrySize(key string, value []byte) int {
-	return len(key) + base64.StdEncoding.EncodedLen(len(value)) + 6
+	return 2*len(key) + base64.StdEncoding.EncodedLen(len(value)) + 18
 }
 
 // ShardName names shard index of a kind: prefix + zero-padded index.

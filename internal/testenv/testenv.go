@@ -106,6 +106,13 @@ func (e *Env) Namespace(t testing.TB) string {
 		t.Fatalf("creating a namespace: %v", err)
 	}
 	t.Cleanup(func() {
+		// envtest runs no namespace controller: delete the Hookrelay
+		// objects explicitly, so later tests do not see them.
+		for _, obj := range []client.Object{&hookrelayv1alpha1.WebhookSubscription{}, &hookrelayv1alpha1.WebhookEndpoint{}} {
+			if err := e.Client.DeleteAllOf(context.Background(), obj, client.InNamespace(namespace.Name)); err != nil {
+				t.Errorf("deleting %T objects in %s: %v", obj, namespace.Name, err)
+			}
+		}
 		if err := e.Client.Delete(context.Background(), namespace); err != nil {
 			t.Errorf("deleting namespace %s: %v", namespace.Name, err)
 		}

@@ -1,0 +1,112 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+)
+
+// TestAdmissionRefusesInvalidSpecs applies each invalid spec with kubectl and
+// expects the API server to refuse it with a message naming the field.
+func TestAdmissionRefusesInvalidSpecs(t *testing.T) {
+	namespace := env.Namespace(t)
+	endpoint := func(spec string) string {
+		return fmt.Sprintf("apiVersion: hookrelay.dev/v1alpha1\nkind: WebhookEndpoint\nmetadata:\n  name: invalid\n  namespace: %s\nspec:\n%s", namespace, spec)
+	}
+	subscription := func(spec string) string {
+		return fmt.Sprintf("apiVersion: hookrelay.dev/v1alpha1\nkind: WebhookSubscription\nmetadata:\n  name: invalid\n  namespace: %s\nspec:\n  endpointRef: {name: palm}\n%s", namespace, spec)
+	}
+	cases := []struct {
+		name, manifest, field string
+	}{
+		{"url not a URL", endpoint("  url: not a url\n"), "spec.url"},
+		{"url without host", endpoint("  url: https://\n"), "spec.url"},
+		{"url with another scheme", endpoint("  url: ftp://files.example.com/hook\n"), "spec.url"},
+		{"empty retry schedule", endpoint("  url: https://example.com/hook\n  retry: {schedule: []}\n"), "spec.retry.schedule"},
+		{"zero retry step", endpoint("  url: https://example.com/hook\n  retry: {schedule: [1m, 0s]}\n"), "spec.retry.schedule"},
+		{"negative retry step", endpoint("  url: https://example.com/hook\n  retry: {schedule: [-5m]}\n"), "spec.retry.schedule"},
+		{"retry step not a duration", endpoint("  url: https://example.com/hook\n  retry: {schedule: [soon]}\n"), "spec.retry.schedule"},
+		{"zero timeout", endpoint("  url: https://example.com/hook\n  timeout: 0s\n"), "spec.timeout"},
+		{"negative timeout", endpoint("  url: https://example.com/hook\n  timeout: -1s\n"), "spec.timeout"},
+		{"timeout over 30s", endpoint("  url: https://example.com/hook\n  timeout: 31s\n"), "spec.timeout"},
+		{"negative failure threshold", endpoint("  url: https://example.com/hook\n  autoDisable: {afterConsecutiveFailures: -1}\n"), "spec.autoDisable.afterConsecutiveFailures"},
+		{"event type with spaces", subscription("  eventTypes: [\"user created\"]\n"), "spec.eventTypes"},
+		{"wildcard in the middle", subscription("  eventTypes: [\"business.*.updated\"]\n"), "spec.eventTypes"},
+		{"leading wildcard", subscription("  eventTypes: [\"*.created\"]\n"), "spec.eventTypes"},
+		{"no event types", subscription("  eventTypes: []\n"), "spec.eventTypes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			_, stderr, err := env.Kubectl(ctx, tc.manifest, "apply", "-f", "-")
+			if err == nil {
+				t.Fatalf("kubectl apply accepted:\n%s", tc.manifest)
+			}
+			if !strings.Contains(stderr, tc.field) {
+				t.Fatalf("kubectl apply error does not name %s:\n%s", tc.field, stderr)
+			}
+			if !strings.Contains(stderr, "Invalid value") && !strings.Contains(stderr, "invalid") {
+				t.Fatalf("kubectl apply failed for another reason:\n%s", stderr)
+			}
+		})
+	}
+
+	// The valid form of the same manifest is accepted, with defaults.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, stderr, err := env.Kubectl(ctx, endpoint("  url: https://example.com/hook\n"), "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply of a valid endpoint: %v\n%s", err, stderr)
+	}
+	stdout, stderr, err := env.Kubectl(ctx, "", "get", "whep", "invalid", "-n", namespace,
+		"-o", "jsonpath={.spec.timeout} {.spec.retry.schedule} {.spec.autoDisable.afterConsecutiveFailures} {.spec.maxInFlight}")
+	if err != nil {
+		t.Fatalf("kubectl get: %v\n%s", err, stderr)
+	}
+	if want := `10s ["1m","5m","30m","2h"] 10 10`; stdout != want {
+		t.Fatalf("defaults = %q, want %q", stdout, want)
+	}
+}
+
+// TestKubectlShowsAndWaitsForEndpoints checks the printer columns and that
+// `kubectl wait --for=condition=Ready` returns.
+func TestKubectlShowsAndWaitsForEndpoints(t *testing.T) {
+	g := NewWithT(t)
+	startManager(t, Options{})
+	namespace := env.Namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	manifest := fmt.Sprintf(`apiVersion: hookrelay.dev/v1alpha1
+kind: WebhookEndpoint
+metadata: {name: first, namespace: %[1]s}
+spec: {url: "https://first.example.com/hooks"}
+---
+apiVersion: hookrelay.dev/v1alpha1
+kind: WebhookEndpoint
+metadata: {name: second, namespace: %[1]s}
+spec: {url: "https://second.example.com/hooks"}
+`, namespace)
+	_, stderr, err := env.Kubectl(ctx, manifest, "apply", "-f", "-")
+	g.Expect(err).NotTo(HaveOccurred(), stderr)
+
+	stdout, stderr, err := env.Kubectl(ctx, "", "wait", "--for=condition=Ready", "whep", "--all", "-n", namespace, "--timeout=30s")
+	g.Expect(err).NotTo(HaveOccurred(), stderr)
+	g.Expect(stdout).To(ContainSubstring("webhookendpoint.hookrelay.dev/first condition met"))
+	g.Expect(stdout).To(ContainSubstring("webhookendpoint.hookrelay.dev/second condition met"))
+
+	stdout, stderr, err = env.Kubectl(ctx, "", "get", "whep", "-n", namespace)
+	g.Expect(err).NotTo(HaveOccurred(), stderr)
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	g.Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "URL", "READY", "DISABLED", "FAILURES", "AGE"}))
+	g.Expect(strings.Fields(lines[1])[:3]).To(Equal([]string{"first", "https://first.example.com/hooks", "True"}))
+
+	stdout, stderr, err = env.Kubectl(ctx, "", "get", "whep", "-n", namespace, "-o", "wide")
+	g.Expect(err).NotTo(HaveOccurred(), stderr)
+	g.Expect(strings.Fields(strings.Split(stdout, "\n")[0])).To(Equal([]string{"NAME", "URL", "READY", "DISABLED", "FAILURES", "AGE", "REASON", "SANDBOX", "PAUSED", "SECRET"}))
+	g.Expect(stdout).To(ContainSubstring("first-whsec"))
+}
