@@ -52,6 +52,11 @@ build: generate ## Build the binaries into bin/.
 run: manifests generate ## Run the manager against the cluster in $$KUBECONFIG (plain http:// endpoints allowed).
 	go run ./cmd/manager --allow-insecure-endpoints --routes-namespace=$${ROUTES_NAMESPACE:-hookrelay-system}
 
+.PHONY: dev
+dev: build controlplane ## Run Hookrelay locally: control plane, CRDs, manager and samples (state in .dev/).
+	go build -o $(LOCALBIN)/localup ./hack/localup
+	$(LOCALBIN)/localup --data-dir=.dev --bin-dir=$(LOCALBIN)
+
 .PHONY: controlplane
 controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked into bin/controlplane.
 	@hack/controlplane.sh $(LOCALBIN) >/dev/null
@@ -59,6 +64,21 @@ controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked
 .PHONY: test
 test: manifests generate controlplane ## Run every test against the built control plane.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) ./...
+
+##@ Images
+
+PLATFORMS ?= linux/amd64 linux/arm64
+
+.PHONY: images
+images: ## Build the image with Docker; without a Docker engine, check that the static binaries build for each platform.
+	@if docker info >/dev/null 2>&1; then \
+		docker build -t $(IMG) .; \
+	else \
+		echo "images: no Docker engine here; checking static builds for $(PLATFORMS)"; \
+		for platform in $(PLATFORMS); do \
+			CGO_ENABLED=0 GOOS=$${platform%/*} GOARCH=$${platform#*/} go build -trimpath -o $(CURDIR)/bin/$${platform}/ ./cmd/... && echo "images: $$platform ok"; \
+		done; \
+	fi
 
 ##@ Tools
 

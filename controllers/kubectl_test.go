@@ -3,11 +3,16 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/internal/testenv"
+	"github.com/hookrelay/hookrelay/routes"
 )
 
 // TestAdmissionRefusesInvalidSpecs applies each invalid spec with kubectl and
@@ -109,4 +114,29 @@ spec: {url: "https://second.example.com/hooks"}
 	g.Expect(err).NotTo(HaveOccurred(), stderr)
 	g.Expect(strings.Fields(strings.Split(stdout, "\n")[0])).To(Equal([]string{"NAME", "URL", "READY", "DISABLED", "FAILURES", "AGE", "REASON", "SANDBOX", "PAUSED", "SECRET"}))
 	g.Expect(stdout).To(ContainSubstring("first-whsec"))
+}
+
+// TestSamplesBecomeReady applies config/samples/ as the README does.
+func TestSamplesBecomeReady(t *testing.T) {
+	g := NewWithT(t)
+	routesNamespace, _ := startManager(t, Options{AllowInsecure: true})
+	namespace := env.Namespace(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	_, stderr, err := env.Kubectl(ctx, "", "apply", "-n", namespace, "-f", filepath.Join(testenv.RepoRoot(), "config", "samples"))
+	g.Expect(err).NotTo(HaveOccurred(), stderr)
+	stdout, stderr, err := env.Kubectl(ctx, "", "wait", "--for=condition=Ready", "whep,whsub", "--all", "-n", namespace, "--timeout=30s")
+	g.Expect(err).NotTo(HaveOccurred(), stderr)
+	g.Expect(strings.Count(stdout, "condition met")).To(Equal(6))
+
+	published, _ := publishedRoutes(g, routesNamespace)
+	palm := published[routes.EntryKey(namespace, "palm")]
+	g.Expect(palm.RetrySchedule).To(Equal(hookrelayv1alpha1.DefaultRetrySchedule()))
+	g.Expect(palm.Subscriptions[0].EventTypes).To(ContainElement("user.verification.completed"))
+	sandbox := published[routes.EntryKey(namespace, "palenca-sandbox")]
+	g.Expect(sandbox.Sandbox).To(BeTrue())
+	g.Expect(sandbox.SuccessStatusCodes).To(Equal([]int32{200, 201}))
+	g.Expect(sandbox.Transform).To(ContainSubstring(`"webhook_url": endpoint.url`))
+	g.Expect(published[routes.EntryKey(namespace, "palenca-production")].Sandbox).To(BeFalse())
 }

@@ -29,7 +29,7 @@ const (
 	minSecretBytes = 24
 
 	// LabelEndpoint names, on a generated Secret, the endpoint it signs for.
-	LabelEndpoint = "hookrelay.dev/endpoint"
+	LabelEndpoint  = "hookrelay.dev/endpoint"
 	labelManagedBy = "app.kubernetes.io/managed-by"
 	managedBy      = "hookrelay"
 

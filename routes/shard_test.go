@@ -22,9 +22,9 @@ func tenThousandEndpoints(t *testing.T) (routeEntries, keyEntries map[string][]b
 		keys := []Key{{Secret: "whsec_" + strings.Repeat("A", 44)}}
 		endpoint := Endpoint{
 			Namespace: namespace, Name: name, UID: "6f1c2b4e-0d0e-4c53-9a55-5b1f0d8e7a10", Generation: 3,
-			URL:           fmt.Sprintf("https://hooks.customer-%d.example.com/palenca/webhooks", i),
-			Timeout:       metav1.Duration{Duration: 30 * time.Second},
-			RetrySchedule: []metav1.Duration{{Duration: time.Minute}, {Duration: 5 * time.Minute}, {Duration: 30 * time.Minute}},
+			URL:                fmt.Sprintf("https://hooks.customer-%d.example.com/palenca/webhooks", i),
+			Timeout:            metav1.Duration{Duration: 30 * time.Second},
+			RetrySchedule:      []metav1.Duration{{Duration: time.Minute}, {Duration: 5 * time.Minute}, {Duration: 30 * time.Minute}},
 			SuccessStatusCodes: []int32{200, 201}, AutoDisableAfter: 10, MaxInFlight: 10,
 			Transform:   `{"webhook_url": endpoint.url, "data": {"user_id": event.data.user_id, "webhook_action": event.type}}`,
 			KeysVersion: KeysVersion(keys),

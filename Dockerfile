@@ -1,0 +1,21 @@
+# Builds the Hookrelay binaries (manager, and the dispatcher once present)
+# into one small static image that runs as non-root on a read-only root
+# filesystem.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY api/ api/
+COPY celenv/ celenv/
+COPY cmd/ cmd/
+COPY controllers/ controllers/
+COPY routes/ routes/
+COPY internal/ internal/
+ARG TARGETOS=linux
+ARG TARGETARCH=amd64
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/...
+
+FROM gcr.io/distroless/static:nonroot
+COPY --from=build /out/ /
+USER 65532:65532
+ENTRYPOINT ["/manager"]
