@@ -39,9 +39,52 @@ type Filter struct{ program cel.Program }
 // Transform is a compiled payload transform.
 type Transform struct{ program cel.Program }
 
+// compiled remembers compile results by expression: the routes compiler and
+// the dispatcher compile the same few expressions over and over.
+var compiled = struct {
+	sync.Mutex
+	filters    map[string]compileResult[*Filter]
+	transforms map[string]compileResult[*Transform]
+}{filters: map[string]compileResult[*Filter]{}, transforms: map[string]compileResult[*Transform]{}}
+
+// compiledLimit bounds the memo; past it, the memo starts over.
+const compiledLimit = 10_000
+
+type compileResult[T any] struct {
+	value T
+	err   error
+}
+
+func memo[T any](results map[string]compileResult[T], expression string, compileFn func(string) (T, error)) (T, error) {
+	compiled.Lock()
+	result, ok := results[expression]
+	compiled.Unlock()
+	if ok {
+		return result.value, result.err
+	}
+	value, err := compileFn(expression)
+	compiled.Lock()
+	if len(results) >= compiledLimit {
+		clear(results)
+	}
+	results[expression] = compileResult[T]{value, err}
+	compiled.Unlock()
+	return value, err
+}
+
 // CompileFilter compiles a boolean expression over event. The error carries
 // the compiler's message.
 func CompileFilter(expression string) (*Filter, error) {
+	return memo(compiled.filters, expression, compileFilter)
+}
+
+// CompileTransform compiles an expression over event and endpoint whose
+// result becomes the JSON body.
+func CompileTransform(expression string) (*Transform, error) {
+	return memo(compiled.transforms, expression, compileTransform)
+}
+
+func compileFilter(expression string) (*Filter, error) {
 	program, err := compile(expression, func(t *cel.Type) bool {
 		return t.IsExactType(types.BoolType) || t.IsExactType(types.DynType)
 	}, "bool")
@@ -51,9 +94,7 @@ func CompileFilter(expression string) (*Filter, error) {
 	return &Filter{program: program}, nil
 }
 
-// CompileTransform compiles an expression over event and endpoint whose
-// result becomes the JSON body.
-func CompileTransform(expression string) (*Transform, error) {
+func compileTransform(expression string) (*Transform, error) {
 	program, err := compile(expression, func(t *cel.Type) bool {
 		switch t.Kind() {
 		case types.MapKind, types.ListKind, types.DynKind:

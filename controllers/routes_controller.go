@@ -35,7 +35,10 @@ const DefaultShardSize = 512 << 10
 // so bursts of changes coalesce into one compile.
 type RoutesReconciler struct {
 	client.Client
-	Clock clock.PassiveClock
+	// Shards reads the shards straight from the API server: the cache lags
+	// behind this reconciler's own writes, which would make them conflict.
+	Shards client.Reader
+	Clock  clock.PassiveClock
 	// Namespace holds the dispatcher configuration.
 	Namespace string
 	// ShardSize is the most bytes one ConfigMap or Secret may hold.
@@ -195,7 +198,7 @@ func compileRoute(endpoint *hookrelayv1alpha1.WebhookEndpoint, keys []routes.Key
 // syncRoutes makes the routes ConfigMaps hold exactly the given shards.
 func (r *RoutesReconciler) syncRoutes(ctx context.Context, shards []map[string][]byte) error {
 	var existing corev1.ConfigMapList
-	if err := r.List(ctx, &existing, client.InNamespace(r.Namespace), client.HasLabels{routes.LabelRoutes}); err != nil {
+	if err := r.Shards.List(ctx, &existing, client.InNamespace(r.Namespace), client.HasLabels{routes.LabelRoutes}); err != nil {
 		return err
 	}
 	current := map[string]client.Object{}
@@ -218,7 +221,7 @@ func (r *RoutesReconciler) syncRoutes(ctx context.Context, shards []map[string][
 // syncKeys makes the keys Secrets hold exactly the given shards.
 func (r *RoutesReconciler) syncKeys(ctx context.Context, shards []map[string][]byte) error {
 	var existing corev1.SecretList
-	if err := r.List(ctx, &existing, client.InNamespace(r.Namespace), client.HasLabels{routes.LabelKeys}); err != nil {
+	if err := r.Shards.List(ctx, &existing, client.InNamespace(r.Namespace), client.HasLabels{routes.LabelKeys}); err != nil {
 		return err
 	}
 	current := map[string]client.Object{}

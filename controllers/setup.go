@@ -79,7 +79,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("setting up the subscription controller: %w", err)
 	}
 	compiler := &RoutesReconciler{
-		Client: mgr.GetClient(), Clock: opts.Clock, Namespace: opts.Namespace,
+		Client: mgr.GetClient(), Shards: mgr.GetAPIReader(), Clock: opts.Clock, Namespace: opts.Namespace,
 		ShardSize: opts.ShardSize, AllowInsecure: opts.AllowInsecure, publication: published,
 	}
 	if err := compiler.SetupWithManager(mgr); err != nil {

@@ -1,0 +1,237 @@
+// Command dispatcher accepts events from the platform's services, stores them
+// durably, and delivers them signed to the endpoints that subscribe, with
+// retries, auto-disable and status written back to the WebhookEndpoints.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/dispatcher/config"
+	"github.com/hookrelay/hookrelay/dispatcher/delivery"
+	"github.com/hookrelay/hookrelay/dispatcher/ingest"
+	"github.com/hookrelay/hookrelay/dispatcher/routing"
+	"github.com/hookrelay/hookrelay/dispatcher/signing"
+	"github.com/hookrelay/hookrelay/dispatcher/status"
+	"github.com/hookrelay/hookrelay/dispatcher/store"
+)
+
+type options struct {
+	namespace      string
+	listen         string
+	dataDir        string
+	headerPrefix   string
+	maxBody        int64
+	retention      time.Duration
+	maxRetryAfter  time.Duration
+	batchDelay     time.Duration
+	statusInterval time.Duration
+	drainTimeout   time.Duration
+}
+
+func main() {
+	var opts options
+	flag.StringVar(&opts.namespace, "namespace", envOr("POD_NAMESPACE", "hookrelay-system"),
+		"Namespace of the routes ConfigMaps and keys Secrets the controllers publish; defaults to $POD_NAMESPACE.")
+	flag.StringVar(&opts.listen, "listen-address", ":8080", "Address of the ingest API, /healthz, /readyz and /metrics.")
+	flag.StringVar(&opts.dataDir, "data-dir", "/var/lib/hookrelay", "Folder of the embedded store (hookrelay.db).")
+	flag.StringVar(&opts.headerPrefix, "header-prefix", "Hookrelay",
+		"Prefix of the <prefix>-Signature, <prefix>-Webhook-Id and <prefix>-Event-Type headers (Palm reproduces Palm's contract).")
+	flag.Int64Var(&opts.maxBody, "max-body-bytes", ingest.DefaultMaxBody, "Largest accepted event body, in bytes.")
+	flag.DurationVar(&opts.retention, "retention", 7*24*time.Hour, "How long finished deliveries and their attempts are kept.")
+	flag.DurationVar(&opts.maxRetryAfter, "max-retry-after", time.Hour, "Longest delay a receiver's Retry-After may ask for.")
+	flag.DurationVar(&opts.batchDelay, "batch-delay", time.Millisecond,
+		"How long a store write may wait for concurrent writes to share its fsync (group commit).")
+	flag.DurationVar(&opts.statusInterval, "status-interval", time.Second, "Shortest time between two status writes to one endpoint.")
+	flag.DurationVar(&opts.drainTimeout, "drain-timeout", 30*time.Second, "How long SIGTERM waits for attempts in flight.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, opts); err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, opts options) error {
+	log := ctrl.Log.WithName("dispatcher")
+	if !validHeaderPrefix(opts.headerPrefix) {
+		return fmt.Errorf("--header-prefix %q must be letters, digits and '-'", opts.headerPrefix)
+	}
+	restConfig, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := hookrelayv1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	kube, err := client.New(restConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		return err
+	}
+	clientset, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return err
+	}
+
+	if err := os.MkdirAll(opts.dataDir, 0o700); err != nil {
+		return err
+	}
+	db, err := store.OpenBolt(filepath.Join(opts.dataDir, "hookrelay.db"), opts.batchDelay)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: clientset.EventsV1()})
+	broadcaster.StartRecordingToSink(ctx.Done())
+	defer broadcaster.Shutdown()
+	reporter := &status.Reporter{
+		Client: kube, Recorder: broadcaster.NewRecorder(scheme, "hookrelay-dispatcher"),
+		Log: log.WithName("status"), Interval: opts.statusInterval,
+	}
+	engine, err := delivery.New(ctx, delivery.Options{
+		Store:         db,
+		Attempt:       &delivery.Attempter{Client: delivery.NewHTTPClient(nil), Signer: signing.Signer{Prefix: opts.headerPrefix}},
+		Status:        reporter,
+		Metrics:       delivery.NewMetrics(registry),
+		Log:           log.WithName("delivery"),
+		MaxRetryAfter: opts.maxRetryAfter,
+	})
+	if err != nil {
+		return err
+	}
+
+	var ready atomic.Bool
+	mux := http.NewServeMux()
+	(&ingest.Handler{Publisher: engine, MaxBody: opts.maxBody, Log: log.WithName("ingest")}).Register(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "loading the routing table and the store", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	listener, err := net.Listen("tcp", opts.listen)
+	if err != nil {
+		return err
+	}
+	server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- server.Serve(listener) }()
+	log.Info("listening", "address", listener.Addr().String(), "namespace", opts.namespace, "headerPrefix", opts.headerPrefix)
+
+	watcher := &config.Watcher{
+		Clientset: clientset, Namespace: opts.namespace, Log: log.WithName("config"),
+		Apply: func(ctx context.Context, table *routing.Table) error { return engine.SetTable(ctx, table) },
+	}
+	if err := watcher.Start(ctx); err != nil {
+		return err
+	}
+	pending, held, err := engine.Recover(ctx)
+	if err != nil {
+		return err
+	}
+	log.Info("ready", "endpoints", len(engine.Table().Endpoints()), "pendingDeliveries", pending, "heldDeliveries", held)
+	ready.Store(true)
+
+	// The reporter outlives ctx: it writes what the drained attempts change.
+	reporterCtx, stopReporter := context.WithCancel(context.Background())
+	defer stopReporter()
+	reporterDone := make(chan struct{})
+	go func() { reporter.Run(reporterCtx); close(reporterDone) }()
+	go sweep(ctx, db, opts.retention, log)
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("draining")
+	ready.Store(false)
+	drainCtx, cancel := context.WithTimeout(context.Background(), opts.drainTimeout)
+	defer cancel()
+	if err := server.Shutdown(drainCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error(err, "stopping the ingest server")
+	}
+	if err := engine.Stop(drainCtx); err != nil {
+		log.Error(err, "draining deliveries")
+	}
+	stopReporter()
+	<-reporterDone
+	log.Info("stopped")
+	return nil
+}
+
+// sweep deletes finished deliveries older than the retention, hourly.
+func sweep(ctx context.Context, db store.Store, retention time.Duration, log logr.Logger) {
+	ticker := time.NewTicker(time.Hour)
+	defer ticker.Stop()
+	for {
+		swept, err := db.Sweep(ctx, time.Now().Add(-retention))
+		if err != nil {
+			log.Error(err, "sweeping finished deliveries")
+		} else if swept > 0 {
+			log.Info("swept finished deliveries", "count", swept, "retention", retention.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+func validHeaderPrefix(prefix string) bool {
+	if prefix == "" {
+		return false
+	}
+	for _, r := range prefix {
+		if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func envOr(name, fallback string) string {
+	if value := os.Getenv(name); value != "" {
+		return value
+	}
+	return fallback
+}

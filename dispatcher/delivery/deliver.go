@@ -1,0 +1,142 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hookrelay/hookrelay/dispatcher/routing"
+	"github.com/hookrelay/hookrelay/dispatcher/store"
+)
+
+// storeRetry is how soon a delivery is tried again when the store could not
+// record its attempt.
+const storeRetry = 5 * time.Second
+
+// attempt makes the next attempt of a delivery and records what came of it.
+func (e *Engine) attempt(t task) {
+	ctx := context.Background()
+	delivery := t.delivery
+	id := routing.ID(delivery.Namespace, delivery.Endpoint)
+	endpoint := e.table.Load().Endpoint(id)
+	if !e.deliverable(endpoint) {
+		e.hold(ctx, delivery)
+		return
+	}
+	event := t.event
+	if event == nil {
+		loaded, err := e.Store.Event(ctx, delivery.Namespace, delivery.EventID)
+		if err != nil {
+			e.Log.Error(err, "loading the event of a delivery; trying again", "delivery", delivery.ID)
+			delivery.NextAttemptAt = e.Now().Add(storeRetry)
+			e.schedule(task{delivery: delivery})
+			return
+		}
+		event = &loaded
+	}
+
+	now := e.Now()
+	var out result
+	if body, err := Body(endpoint, event); err != nil {
+		out = result{err: err}
+	} else {
+		out = e.Attempt.do(ctx, endpoint, event, body, now)
+	}
+	delivery.Attempts++
+	record := store.Attempt{
+		DeliveryID: delivery.ID, Number: delivery.Attempts, StartedAt: now.UTC(), Duration: out.duration,
+		StatusCode: out.status, Response: out.response,
+	}
+	if out.err != nil {
+		record.Error = out.err.Error()
+	}
+	outcome := classify(endpoint, out.status, out.err)
+	e.Metrics.Attempts.WithLabelValues(string(outcome)).Inc()
+	e.Metrics.AttemptDuration.Observe(out.duration.Seconds())
+
+	finished := e.Now()
+	delivery.UpdatedAt = finished.UTC()
+	var health *store.Health
+	var change Change
+	switch {
+	case outcome == OutcomeSuccess:
+		delivery.State = store.Succeeded
+		health, change = e.recordOutcome(id, finished, "", false)
+	case outcome == OutcomeGone:
+		delivery.State = store.Failed
+		health, change = e.recordOutcome(id, finished, "HTTP 410 Gone: the receiver removed the endpoint", true)
+	case shouldRetry(endpoint, delivery.Attempts):
+		delivery.State = store.Pending
+		delivery.NextAttemptAt = finished.Add(retryDelay(endpoint, delivery.Attempts, out.status, out.retryAfter, e.MaxRetryAfter, finished)).UTC()
+	default:
+		delivery.State = store.Failed
+		health, change = e.recordOutcome(id, finished, failureReason(out, delivery.Attempts), false)
+	}
+
+	if err := e.Store.RecordAttempt(ctx, delivery, record, health); err != nil {
+		// The store still says pending: retry the attempt rather than lose it.
+		e.Log.Error(err, "recording an attempt; trying the delivery again", "delivery", delivery.ID)
+		delivery.Attempts--
+		delivery.State, delivery.NextAttemptAt = store.Pending, e.Now().Add(storeRetry)
+		e.schedule(task{delivery: delivery, event: event})
+		return
+	}
+	switch delivery.State {
+	case store.Succeeded:
+		e.Metrics.Deliveries.WithLabelValues("succeeded").Inc()
+	case store.Failed:
+		e.Metrics.Deliveries.WithLabelValues("failed").Inc()
+		e.Log.Info("delivery failed", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID, "attempts", delivery.Attempts, "error", record.Error, "status", record.StatusCode)
+	case store.Pending:
+		e.schedule(task{delivery: delivery, event: event})
+	}
+	if health != nil {
+		e.Status.HealthChanged(endpoint, *health, change)
+	}
+}
+
+func failureReason(out result, attempts int) string {
+	if out.err != nil {
+		return fmt.Sprintf("%d attempts; last: %v", attempts, out.err)
+	}
+	return fmt.Sprintf("%d attempts; last: HTTP %d", attempts, out.status)
+}
+
+// recordOutcome updates an endpoint's health with a finished delivery and
+// returns a copy to store, and what changed. reason is empty for a success.
+func (e *Engine) recordOutcome(id string, now time.Time, reason string, disableNow bool) (*store.Health, Change) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	health := e.healthOf(id)
+	at := now.UTC()
+	if reason == "" {
+		health.ConsecutiveFailures = 0
+		health.LastSuccess = &at
+		snapshot := *health
+		return &snapshot, ChangeDelivered
+	}
+	health.ConsecutiveFailures++
+	health.LastFailure, health.LastFailureReason = &at, reason
+	change := ChangeFailed
+	threshold := 0
+	if endpoint := e.table.Load().Endpoint(id); endpoint != nil {
+		threshold = int(endpoint.AutoDisableAfter)
+	}
+	if !health.Disabled && (disableNow || (threshold > 0 && health.ConsecutiveFailures >= threshold)) {
+		health.Disabled, health.DisabledAt = true, &at
+		change = ChangeDisabled
+	}
+	snapshot := *health
+	return &snapshot, change
+}
+
+// hold stores a delivery as held until its endpoint is deliverable again.
+func (e *Engine) hold(ctx context.Context, delivery store.Delivery) {
+	delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = store.Held, time.Time{}, e.Now().UTC()
+	if err := e.Store.UpdateDeliveries(ctx, []store.Delivery{delivery}); err != nil {
+		e.Log.Error(err, "holding a delivery; it stays pending", "delivery", delivery.ID)
+		return
+	}
+	e.Metrics.Held.Inc()
+	e.Metrics.Deliveries.WithLabelValues("held").Inc()
+}

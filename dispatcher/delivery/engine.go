@@ -1,0 +1,338 @@
+// Package delivery fans events out to endpoints and delivers them: per-endpoint
+// queues with a concurrency cap and a rate limit, signed HTTP attempts, the
+// retry schedule, and the health record that auto-disables an endpoint.
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/hookrelay/hookrelay/dispatcher/routing"
+	"github.com/hookrelay/hookrelay/dispatcher/signing"
+	"github.com/hookrelay/hookrelay/dispatcher/store"
+)
+
+// DedupeWindow is how long an event id is remembered.
+const DedupeWindow = 24 * time.Hour
+
+// ErrUnknownNamespace is returned for a namespace that has no endpoint.
+var ErrUnknownNamespace = errors.New("namespace has no webhook endpoints")
+
+// StatusSink hears about endpoint health changes (the status reporter).
+type StatusSink interface {
+	HealthChanged(endpoint *routing.Endpoint, health store.Health, change Change)
+}
+
+// Change says what happened to an endpoint's health.
+type Change string
+
+const (
+	ChangeDelivered  Change = "Delivered"
+	ChangeFailed     Change = "Failed"
+	ChangeDisabled   Change = "AutoDisabled"
+	ChangeReenabled  Change = "Reenabled"
+	ChangeObserved   Change = "Observed"
+)
+
+// Options configure an Engine.
+type Options struct {
+	Store   store.Store
+	Signer  signing.Signer
+	Attempt *Attempter
+	Status  StatusSink
+	Metrics *Metrics
+	Log     logr.Logger
+	// MaxRetryAfter caps how long a receiver's Retry-After may delay a retry.
+	MaxRetryAfter time.Duration
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Engine is the delivery engine.
+type Engine struct {
+	Options
+	table atomic.Pointer[routing.Table]
+
+	mu      sync.Mutex
+	queues  map[string]*queue
+	health  map[string]*store.Health
+	timers  map[string]*time.Timer
+	stopped bool
+
+	// inFlight counts attempts and timers' hand-offs, for a graceful drain.
+	inFlight sync.WaitGroup
+}
+
+// New returns an engine with the stored health loaded. Call SetTable, then
+// Recover, before publishing.
+func New(ctx context.Context, opts Options) (*Engine, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	e := &Engine{Options: opts, queues: map[string]*queue{}, health: map[string]*store.Health{}, timers: map[string]*time.Timer{}}
+	e.table.Store(&routing.Table{})
+	healths, err := opts.Store.Healths(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range healths {
+		e.health[healths[i].Endpoint] = &healths[i]
+	}
+	return e, nil
+}
+
+// Table is the routing table in use.
+func (e *Engine) Table() *routing.Table { return e.table.Load() }
+
+// Incoming is an event as a producer publishes it.
+type Incoming struct {
+	ID        string
+	Type      string
+	Data      []byte
+	Sandbox   bool
+	CreatedAt time.Time
+}
+
+// Publish fans an event out and stores it with its deliveries; it returns
+// once they are on disk, and queues the pending ones.
+func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming, envelope map[string]any) (store.Accepted, error) {
+	table := e.table.Load()
+	if !table.HasNamespace(namespace) {
+		return store.Accepted{}, fmt.Errorf("%w: %q", ErrUnknownNamespace, namespace)
+	}
+	matched := table.Match(namespace, in.Type, in.Sandbox, envelope)
+	targets := make([]store.Target, len(matched))
+	for i, endpoint := range matched {
+		targets[i] = store.Target{Endpoint: endpoint.Name, Held: !e.deliverable(endpoint)}
+	}
+	now := e.Now().UTC()
+	event := store.Event{Namespace: namespace, ID: in.ID, Type: in.Type, CreatedAt: in.CreatedAt, Data: in.Data, Sandbox: in.Sandbox, AcceptedAt: now}
+	accepted, err := e.Store.Accept(ctx, event, targets, now.Add(-DedupeWindow))
+	if err != nil {
+		return store.Accepted{}, err
+	}
+	if accepted.Duplicate {
+		e.Metrics.Events.WithLabelValues("duplicate").Inc()
+		return accepted, nil
+	}
+	e.Metrics.Events.WithLabelValues("accepted").Inc()
+	for _, delivery := range accepted.Deliveries {
+		if delivery.State == store.Held {
+			e.Metrics.Held.Inc()
+			e.Metrics.Deliveries.WithLabelValues("held").Inc()
+			continue
+		}
+		e.enqueue(task{delivery: delivery, event: &accepted.Event})
+	}
+	return accepted, nil
+}
+
+// deliverable reports whether an endpoint takes attempts now.
+func (e *Engine) deliverable(endpoint *routing.Endpoint) bool {
+	if endpoint == nil || endpoint.Paused {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	health := e.health[endpoint.ID]
+	return health == nil || !health.Disabled
+}
+
+// SetTable swaps the routing table, re-enables endpoints whose re-enable
+// token changed, and releases held deliveries of endpoints that became
+// deliverable.
+func (e *Engine) SetTable(ctx context.Context, table *routing.Table) error {
+	previous := e.table.Swap(table)
+	var release []string
+	for _, endpoint := range table.Endpoints() {
+		if previous.Endpoint(endpoint.ID) == nil {
+			// First sight: publish its Disabled and Delivering conditions.
+			e.mu.Lock()
+			health := *e.healthOf(endpoint.ID)
+			e.mu.Unlock()
+			e.Status.HealthChanged(endpoint, health, ChangeObserved)
+		}
+		wasDeliverable := e.deliverable(previous.Endpoint(endpoint.ID))
+		if endpoint.ReenableToken != "" {
+			if err := e.reenable(ctx, endpoint); err != nil {
+				return err
+			}
+		}
+		if !wasDeliverable && e.deliverable(endpoint) {
+			release = append(release, endpoint.ID)
+		}
+		e.queueFor(endpoint.ID).configure(endpoint)
+	}
+	if len(release) == 0 {
+		return nil
+	}
+	return e.release(ctx, release)
+}
+
+// reenable acts on a new re-enable token: the failure count starts over and
+// the endpoint is enabled.
+func (e *Engine) reenable(ctx context.Context, endpoint *routing.Endpoint) error {
+	e.mu.Lock()
+	health := e.healthOf(endpoint.ID)
+	if health.ReenableToken == endpoint.ReenableToken {
+		e.mu.Unlock()
+		return nil
+	}
+	wasDisabled := health.Disabled
+	health.ReenableToken = endpoint.ReenableToken
+	health.ConsecutiveFailures, health.Disabled, health.DisabledAt = 0, false, nil
+	snapshot := *health
+	e.mu.Unlock()
+	if err := e.Store.PutHealth(ctx, snapshot); err != nil {
+		return err
+	}
+	if wasDisabled {
+		e.Log.Info("endpoint re-enabled", "endpoint", endpoint.ID, "token", endpoint.ReenableToken)
+		e.Status.HealthChanged(endpoint, snapshot, ChangeReenabled)
+	}
+	return nil
+}
+
+// healthOf returns the endpoint's health record, creating it. Call with e.mu held.
+func (e *Engine) healthOf(id string) *store.Health {
+	health := e.health[id]
+	if health == nil {
+		health = &store.Health{Endpoint: id}
+		e.health[id] = health
+	}
+	return health
+}
+
+// release turns the held deliveries of the given endpoints into pending
+// ones and queues them, oldest first.
+func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
+	active, err := e.Store.Active(ctx)
+	if err != nil {
+		return err
+	}
+	wanted := map[string]bool{}
+	for _, id := range endpointIDs {
+		wanted[id] = true
+	}
+	now := e.Now().UTC()
+	var released []store.Delivery
+	for _, delivery := range active {
+		if delivery.State == store.Held && wanted[routing.ID(delivery.Namespace, delivery.Endpoint)] {
+			delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = store.Pending, now, now
+			released = append(released, delivery)
+		}
+	}
+	if len(released) == 0 {
+		return nil
+	}
+	if err := e.Store.UpdateDeliveries(ctx, released); err != nil {
+		return err
+	}
+	e.Log.Info("released held deliveries", "count", len(released), "endpoints", endpointIDs)
+	e.Metrics.Held.Sub(float64(len(released)))
+	for _, delivery := range released {
+		e.enqueue(task{delivery: delivery})
+	}
+	return nil
+}
+
+// Recover schedules every stored pending delivery again: those that were in
+// flight when the dispatcher stopped, and those waiting for a retry.
+func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
+	active, err := e.Store.Active(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, delivery := range active {
+		if delivery.State == store.Held {
+			held++
+			continue
+		}
+		pending++
+		e.schedule(task{delivery: delivery})
+	}
+	e.Metrics.Held.Set(float64(held))
+	return pending, held, nil
+}
+
+// schedule queues a task at its delivery's NextAttemptAt.
+func (e *Engine) schedule(t task) {
+	wait := t.delivery.NextAttemptAt.Sub(e.Now())
+	if wait <= 0 {
+		e.enqueue(t)
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return
+	}
+	id := t.delivery.ID
+	e.timers[id] = time.AfterFunc(wait, func() {
+		e.mu.Lock()
+		delete(e.timers, id)
+		e.mu.Unlock()
+		e.enqueue(t)
+	})
+}
+
+// enqueue hands a task to its endpoint's queue.
+func (e *Engine) enqueue(t task) {
+	e.queueFor(routing.ID(t.delivery.Namespace, t.delivery.Endpoint)).push(t)
+}
+
+func (e *Engine) queueFor(id string) *queue {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	q := e.queues[id]
+	if q == nil {
+		q = newQueue(e, id)
+		if endpoint := e.table.Load().Endpoint(id); endpoint != nil {
+			q.configure(endpoint)
+		}
+		e.queues[id] = q
+	}
+	return q
+}
+
+// Stop stops starting attempts and waits, until ctx ends, for the ones in
+// flight. Pending deliveries stay stored and resume at the next start.
+func (e *Engine) Stop(ctx context.Context) error {
+	e.mu.Lock()
+	e.stopped = true
+	for id, timer := range e.timers {
+		timer.Stop()
+		delete(e.timers, id)
+	}
+	queues := make([]*queue, 0, len(e.queues))
+	for _, q := range e.queues {
+		queues = append(queues, q)
+	}
+	e.mu.Unlock()
+	for _, q := range queues {
+		q.stop()
+	}
+	done := make(chan struct{})
+	go func() {
+		e.inFlight.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("delivery: attempts still in flight at shutdown: %w", ctx.Err())
+	}
+}
+
+func (e *Engine) isStopped() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stopped
+}

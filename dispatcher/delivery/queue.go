@@ -1,0 +1,96 @@
+package delivery
+
+import (
+	"context"
+	"sync"
+
+	"golang.org/x/time/rate"
+
+	"github.com/hookrelay/hookrelay/dispatcher/routing"
+	"github.com/hookrelay/hookrelay/dispatcher/store"
+)
+
+// task is a delivery ready for its next attempt; event is nil until loaded.
+type task struct {
+	delivery store.Delivery
+	event    *store.Event
+}
+
+// queue is one endpoint's line of ready deliveries. Workers start on demand,
+// at most maxInFlight at once, so an idle endpoint costs no goroutine and a
+// slow one holds only its own workers.
+type queue struct {
+	engine *Engine
+	id     string
+
+	mu          sync.Mutex
+	ready       []task
+	workers     int
+	maxInFlight int
+	limiter     *rate.Limiter
+	stopped     bool
+}
+
+func newQueue(engine *Engine, id string) *queue {
+	return &queue{engine: engine, id: id, maxInFlight: 1}
+}
+
+// configure applies the endpoint's concurrency cap and rate limit.
+func (q *queue) configure(endpoint *routing.Endpoint) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.maxInFlight = max(int(endpoint.MaxInFlight), 1)
+	switch limit := endpoint.RateLimit; {
+	case limit == nil:
+		q.limiter = nil
+	case q.limiter == nil || q.limiter.Limit() != rate.Limit(limit.PerSecond) || q.limiter.Burst() != int(limit.Burst):
+		q.limiter = rate.NewLimiter(rate.Limit(limit.PerSecond), max(int(limit.Burst), 1))
+	}
+}
+
+func (q *queue) push(t task) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.stopped {
+		return
+	}
+	q.ready = append(q.ready, t)
+	q.engine.Metrics.QueueDepth.Inc()
+	if q.workers < q.maxInFlight {
+		q.workers++
+		q.engine.inFlight.Add(1)
+		go q.work()
+	}
+}
+
+func (q *queue) work() {
+	defer q.engine.inFlight.Done()
+	for {
+		q.mu.Lock()
+		if len(q.ready) == 0 || q.stopped {
+			q.workers--
+			q.mu.Unlock()
+			return
+		}
+		t := q.ready[0]
+		q.ready[0] = task{}
+		q.ready = q.ready[1:]
+		limiter := q.limiter
+		q.mu.Unlock()
+		q.engine.Metrics.QueueDepth.Dec()
+		if limiter != nil {
+			_ = limiter.Wait(context.Background())
+		}
+		q.engine.attempt(t)
+	}
+}
+
+// stop drops the ready tasks (they stay pending in the store) and lets the
+// workers finish their current attempt.
+func (q *queue) stop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.stopped = true
+	q.engine.Metrics.QueueDepth.Sub(float64(len(q.ready)))
+	q.ready = nil
+}

@@ -1,0 +1,180 @@
+// Package ingest is the producers' HTTP API: POST
+// /v1/namespaces/{namespace}/events. It answers 202 only once the event and
+// its deliveries are on disk.
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/hookrelay/hookrelay/dispatcher/delivery"
+	"github.com/hookrelay/hookrelay/dispatcher/store"
+)
+
+// DefaultMaxBody is the default cap on a request body.
+const DefaultMaxBody = 256 << 10
+
+var (
+	namespacePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	typePattern      = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+	idPattern        = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
+)
+
+// Publisher is the part of the delivery engine that ingest uses.
+type Publisher interface {
+	Publish(ctx context.Context, namespace string, in delivery.Incoming, envelope map[string]any) (store.Accepted, error)
+}
+
+// Handler serves the ingest API.
+type Handler struct {
+	Publisher Publisher
+	// MaxBody caps a request body, in bytes.
+	MaxBody int64
+	Log     logr.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Register adds the ingest routes to mux.
+func (h *Handler) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/namespaces/{namespace}/events", h.publish)
+}
+
+// request is the JSON body of a publish.
+type request struct {
+	ID      string          `json:"id"`
+	Type    string          `json:"type"`
+	Data    json.RawMessage `json:"data"`
+	Sandbox bool            `json:"sandbox"`
+}
+
+// Response is the answer to a publish.
+type Response struct {
+	ID         string `json:"id"`
+	Deliveries int    `json:"deliveries"`
+	Duplicate  bool   `json:"duplicate,omitempty"`
+}
+
+// Error is the body of every 4xx and 5xx answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
+	namespace := r.PathValue("namespace")
+	if !namespacePattern.MatchString(namespace) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("namespace %q is not a valid namespace name", namespace))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body is over the %d-byte limit", h.MaxBody))
+		return
+	case err != nil:
+		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		return
+	}
+	in, err := h.decode(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	h.accept(w, r.Context(), namespace, in)
+}
+
+// decode checks a JSON event and fills in its id and time.
+func (h *Handler) decode(body []byte) (delivery.Incoming, error) {
+	decoder := json.NewDecoder(bytes.NewReader(body))
+	decoder.DisallowUnknownFields()
+	var req request
+	if err := decoder.Decode(&req); err != nil {
+		return delivery.Incoming{}, fmt.Errorf("body is not a valid event: %v", err)
+	}
+	if decoder.More() {
+		return delivery.Incoming{}, fmt.Errorf("body holds more than one JSON value")
+	}
+	return h.incoming(req.ID, req.Type, req.Data, req.Sandbox, time.Time{})
+}
+
+// incoming validates an event's fields, whatever the encoding.
+func (h *Handler) incoming(id, eventType string, data []byte, sandbox bool, createdAt time.Time) (delivery.Incoming, error) {
+	switch {
+	case eventType == "":
+		return delivery.Incoming{}, fmt.Errorf(`type is required, such as "user.verification.completed"`)
+	case len(eventType) > 253 || !typePattern.MatchString(eventType):
+		return delivery.Incoming{}, fmt.Errorf("type %q is malformed: use dot-separated names of letters, digits, '_' and '-', such as user.created", eventType)
+	case id != "" && !idPattern.MatchString(id):
+		return delivery.Incoming{}, fmt.Errorf("id %q is malformed: use 1 to 255 letters, digits, '_', '.', ':' or '-'", id)
+	}
+	if id == "" {
+		id = newEventID(h.now())
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		data = []byte("{}")
+	}
+	if createdAt.IsZero() {
+		createdAt = h.now()
+	}
+	return delivery.Incoming{ID: id, Type: eventType, Data: data, Sandbox: sandbox, CreatedAt: createdAt.UTC().Truncate(time.Second)}, nil
+}
+
+// accept publishes a valid event and writes the answer.
+func (h *Handler) accept(w http.ResponseWriter, ctx context.Context, namespace string, in delivery.Incoming) {
+	envelope, err := delivery.EventMap(in.ID, in.Type, in.CreatedAt, in.Data, in.Sandbox)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	accepted, err := h.Publisher.Publish(ctx, namespace, in, envelope)
+	switch {
+	case errors.Is(err, delivery.ErrUnknownNamespace):
+		writeError(w, http.StatusNotFound, fmt.Sprintf("namespace %q has no WebhookEndpoints", namespace))
+		return
+	case err != nil:
+		h.Log.Error(err, "publishing an event", "namespace", namespace, "id", in.ID)
+		writeError(w, http.StatusServiceUnavailable, "the event could not be stored; publish it again")
+		return
+	}
+	status := http.StatusAccepted
+	if accepted.Duplicate {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, Response{ID: accepted.Event.ID, Deliveries: accepted.Event.Deliveries, Duplicate: accepted.Duplicate})
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+// newEventID is "evt_" + the time in milliseconds + 12 random hex digits.
+func newEventID(now time.Time) string {
+	random := make([]byte, 6)
+	_, _ = rand.Read(random)
+	return fmt.Sprintf("evt_%d_%s", now.UnixMilli(), hex.EncodeToString(random))
+}
+
+func writeJSON(w http.ResponseWriter, status int, value any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(value)
+}
+
+func writeError(w http.ResponseWriter, status int, message string) {
+	writeJSON(w, status, Error{Error: message})
+}

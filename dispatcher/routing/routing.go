@@ -1,0 +1,168 @@
+// Package routing is the dispatcher's routing table: the compiled routes and
+// keys published by the controllers, with filters and transforms compiled,
+// swapped atomically as a whole when the configuration changes.
+package routing
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hookrelay/hookrelay/celenv"
+	"github.com/hookrelay/hookrelay/routes"
+)
+
+// Endpoint is one deliverable endpoint.
+type Endpoint struct {
+	routes.Endpoint
+	// ID is "<namespace>/<name>".
+	ID        string
+	Keys      []routes.Key
+	Transform *celenv.Transform
+
+	subscriptions []subscription
+}
+
+type subscription struct {
+	eventTypes []string
+	filter     *celenv.Filter
+}
+
+// Secrets lists the keys that sign at now, current first.
+func (e *Endpoint) Secrets(now time.Time) []string {
+	secrets := make([]string, 0, len(e.Keys))
+	for _, key := range e.Keys {
+		if key.ExpiresAt == nil || now.Before(*key.ExpiresAt) {
+			secrets = append(secrets, key.Secret)
+		}
+	}
+	return secrets
+}
+
+// Succeeded reports whether a status code counts as delivered.
+func (e *Endpoint) Succeeded(status int) bool {
+	if len(e.SuccessStatusCodes) == 0 {
+		return status >= 200 && status < 300
+	}
+	return slices.Contains(e.SuccessStatusCodes, int32(status))
+}
+
+// Table is an immutable routing table.
+type Table struct {
+	endpoints   map[string]*Endpoint
+	byNamespace map[string][]*Endpoint
+}
+
+// ID names an endpoint in the table.
+func ID(namespace, name string) string { return namespace + "/" + name }
+
+// Build compiles the shards' entries into a table. An entry that cannot be
+// used is left out and reported; the rest of the table still works.
+func Build(routeEntries, keyEntries map[string][]byte) (*Table, []error) {
+	table := &Table{endpoints: map[string]*Endpoint{}, byNamespace: map[string][]*Endpoint{}}
+	var problems []error
+	for entry, data := range routeEntries {
+		endpoint, err := compileEndpoint(entry, data, keyEntries[entry])
+		if err != nil {
+			problems = append(problems, err)
+			continue
+		}
+		table.endpoints[endpoint.ID] = endpoint
+		table.byNamespace[endpoint.Namespace] = append(table.byNamespace[endpoint.Namespace], endpoint)
+	}
+	for _, endpoints := range table.byNamespace {
+		slices.SortFunc(endpoints, func(a, b *Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	}
+	return table, problems
+}
+
+func compileEndpoint(entry string, routeData, keyData []byte) (*Endpoint, error) {
+	route, err := routes.DecodeEndpoint(routeData)
+	if err != nil {
+		return nil, fmt.Errorf("route %s: %w", entry, err)
+	}
+	if keyData == nil {
+		return nil, fmt.Errorf("route %s: no signing keys published", entry)
+	}
+	keys, err := routes.DecodeKeys(keyData)
+	if err != nil {
+		return nil, fmt.Errorf("route %s: %w", entry, err)
+	}
+	if routes.KeysVersion(keys) != route.KeysVersion {
+		return nil, fmt.Errorf("route %s: keys version %s, route wants %s (keys not yet published)", entry, routes.KeysVersion(keys), route.KeysVersion)
+	}
+	endpoint := &Endpoint{Endpoint: route, ID: ID(route.Namespace, route.Name), Keys: keys}
+	if route.Transform != "" {
+		if endpoint.Transform, err = celenv.CompileTransform(route.Transform); err != nil {
+			return nil, fmt.Errorf("route %s: transform: %w", entry, err)
+		}
+	}
+	for _, s := range route.Subscriptions {
+		compiled := subscription{eventTypes: s.EventTypes}
+		if s.Filter != "" {
+			if compiled.filter, err = celenv.CompileFilter(s.Filter); err != nil {
+				return nil, fmt.Errorf("route %s: subscription %s: filter: %w", entry, s.Name, err)
+			}
+		}
+		endpoint.subscriptions = append(endpoint.subscriptions, compiled)
+	}
+	return endpoint, nil
+}
+
+// Endpoint returns an endpoint by ID, or nil.
+func (t *Table) Endpoint(id string) *Endpoint { return t.endpoints[id] }
+
+// Endpoints lists every endpoint.
+func (t *Table) Endpoints() []*Endpoint {
+	out := make([]*Endpoint, 0, len(t.endpoints))
+	for _, endpoint := range t.endpoints {
+		out = append(out, endpoint)
+	}
+	return out
+}
+
+// HasNamespace reports whether any endpoint lives in namespace.
+func (t *Table) HasNamespace(namespace string) bool { return len(t.byNamespace[namespace]) > 0 }
+
+// Match lists the endpoints of namespace that an event goes to: one per
+// endpoint, however many of its subscriptions match; sandbox events only to
+// sandbox endpoints and production events only to production ones. event is
+// the envelope that filters see.
+func (t *Table) Match(namespace, eventType string, sandbox bool, event map[string]any) []*Endpoint {
+	var out []*Endpoint
+	for _, endpoint := range t.byNamespace[namespace] {
+		if endpoint.Sandbox != sandbox {
+			continue
+		}
+		if slices.ContainsFunc(endpoint.subscriptions, func(s subscription) bool { return s.matches(eventType, event) }) {
+			out = append(out, endpoint)
+		}
+	}
+	return out
+}
+
+func (s subscription) matches(eventType string, event map[string]any) bool {
+	if !slices.ContainsFunc(s.eventTypes, func(pattern string) bool { return TypeMatches(pattern, eventType) }) {
+		return false
+	}
+	if s.filter == nil {
+		return true
+	}
+	// A filter that cannot evaluate on this event (a missing field, say)
+	// does not match it.
+	matched, err := s.filter.Match(event)
+	return err == nil && matched
+}
+
+// TypeMatches reports whether an event type matches a subscription pattern:
+// "*", "prefix.*", or an exact type.
+func TypeMatches(pattern, eventType string) bool {
+	if pattern == "*" {
+		return true
+	}
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(eventType, prefix)
+	}
+	return pattern == eventType
+}

@@ -1,0 +1,67 @@
+package signing
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	oldSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	newSecret = "whsec_dGhpcyBpcyB0aGUgbmV3IHNpZ25pbmcga2V5IQ=="
+)
+
+func TestSignAndVerifyBothFamilies(t *testing.T) {
+	now := time.Unix(1_764_064_800, 0)
+	body := []byte(`{"id":"evt_1","object":"event","type":"user.created","created_at":"2025-01-06T10:30:00Z","data":{}}`)
+	h := http.Header{}
+	err := Signer{Prefix: "Palm"}.Sign(h, Delivery{EventID: "evt_1", EventType: "user.created", EndpointID: "ns/palm", Timestamp: now.Unix(), Body: body},
+		[]string{newSecret, oldSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Palm's recipe, by hand: HMAC-SHA256 keyed by the whole secret string.
+	mac := hmac.New(sha256.New, []byte(oldSecret))
+	mac.Write([]byte("1764064800." + string(body)))
+	if !strings.Contains(h.Get("Palm-Signature"), "v1="+hex.EncodeToString(mac.Sum(nil))) {
+		t.Fatalf("Palm-Signature %q lacks the old key's signature", h.Get("Palm-Signature"))
+	}
+	if !strings.HasPrefix(h.Get("Palm-Signature"), "t=1764064800,v1=") {
+		t.Fatalf("Palm-Signature = %q", h.Get("Palm-Signature"))
+	}
+	// Standard Webhooks, by hand: keyed by the decoded secret, over id.t.body.
+	key, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(newSecret, "whsec_"))
+	mac = hmac.New(sha256.New, key)
+	mac.Write([]byte("evt_1.1764064800." + string(body)))
+	if !strings.HasPrefix(h.Get("webhook-signature"), "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil))+" v1,") {
+		t.Fatalf("webhook-signature = %q", h.Get("webhook-signature"))
+	}
+	for _, secret := range []string{oldSecret, newSecret} {
+		if err := VerifyPrefixed(h, "Palm", secret, body, now.Add(time.Minute)); err != nil {
+			t.Errorf("VerifyPrefixed: %v", err)
+		}
+		if err := VerifyStandard(h, secret, body, now.Add(time.Minute)); err != nil {
+			t.Errorf("VerifyStandard: %v", err)
+		}
+	}
+	if h.Get("Palm-Webhook-Id") != "ns/palm" || h.Get("Palm-Event-Type") != "user.created" || h.Get("webhook-id") != "evt_1" {
+		t.Fatalf("headers = %v", h)
+	}
+
+	other := "whsec_" + base64.StdEncoding.EncodeToString([]byte("an entirely different key......"))
+	if VerifyPrefixed(h, "Palm", other, body, now) == nil || VerifyStandard(h, other, body, now) == nil {
+		t.Fatal("a wrong key verified")
+	}
+	if VerifyPrefixed(h, "Palm", oldSecret, append(body, ' '), now) == nil {
+		t.Fatal("a changed body verified")
+	}
+	if VerifyPrefixed(h, "Palm", oldSecret, body, now.Add(6*time.Minute)) == nil {
+		t.Fatal("a stale timestamp verified")
+	}
+}

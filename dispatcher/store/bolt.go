@@ -1,0 +1,350 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketEvents     = []byte("events")     // namespace \x00 id → Event
+	bucketDeliveries = []byte("deliveries") // delivery id → Delivery
+	bucketActive     = []byte("active")     // delivery id → nothing: pending and held deliveries
+	bucketAttempts   = []byte("attempts")   // delivery id / number → Attempt
+	bucketHealth     = []byte("health")     // namespace/name → Health
+	bucketByEvent    = []byte("by-event")   // namespace \x00 event id \x00 delivery id → nothing
+)
+
+// Bolt is the embedded store: one bbolt file on the dispatcher's volume.
+// Writes from concurrent callers share transactions and fsyncs (bbolt's
+// Batch), so that durability does not cap throughput.
+type Bolt struct {
+	db *bolt.DB
+}
+
+// OpenBolt opens (or creates) the store file. batchDelay is how long a write
+// may wait for others to share its fsync.
+func OpenBolt(path string, batchDelay time.Duration) (*Bolt, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+	}
+	db.MaxBatchDelay = batchDelay
+	db.MaxBatchSize = 2000
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketEvents, bucketDeliveries, bucketActive, bucketAttempts, bucketHealth, bucketByEvent} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: creating buckets in %s: %w", path, err)
+	}
+	return &Bolt{db: db}, nil
+}
+
+// Close closes the file.
+func (b *Bolt) Close() error { return b.db.Close() }
+
+func eventKey(namespace, id string) []byte { return []byte(namespace + "\x00" + id) }
+
+func attemptKey(deliveryID string, number int) []byte {
+	return fmt.Appendf(nil, "%s/%06d", deliveryID, number)
+}
+
+func put(bucket *bolt.Bucket, key []byte, value any) error {
+	data, err := json.Marshal(value)
+	if err != nil {
+		return err
+	}
+	return bucket.Put(key, data)
+}
+
+// Accept implements Store.
+func (b *Bolt) Accept(_ context.Context, event Event, targets []Target, dedupeSince time.Time) (Accepted, error) {
+	var out Accepted
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		out = Accepted{}
+		events := tx.Bucket(bucketEvents)
+		if existing := events.Get(eventKey(event.Namespace, event.ID)); existing != nil {
+			var first Event
+			if err := json.Unmarshal(existing, &first); err != nil {
+				return err
+			}
+			if first.AcceptedAt.After(dedupeSince) {
+				out = Accepted{Event: first, Duplicate: true}
+				return nil
+			}
+		}
+		event.Deliveries = len(targets)
+		if err := put(events, eventKey(event.Namespace, event.ID), event); err != nil {
+			return err
+		}
+		deliveries, active, byEvent := tx.Bucket(bucketDeliveries), tx.Bucket(bucketActive), tx.Bucket(bucketByEvent)
+		for _, target := range targets {
+			sequence, err := deliveries.NextSequence()
+			if err != nil {
+				return err
+			}
+			delivery := Delivery{
+				ID: fmt.Sprintf("dlv_%016x", sequence), Namespace: event.Namespace, EventID: event.ID, Endpoint: target.Endpoint,
+				State: Pending, NextAttemptAt: event.AcceptedAt, CreatedAt: event.AcceptedAt, UpdatedAt: event.AcceptedAt,
+			}
+			if target.Held {
+				delivery.State, delivery.NextAttemptAt = Held, time.Time{}
+			}
+			if err := put(deliveries, []byte(delivery.ID), delivery); err != nil {
+				return err
+			}
+			if err := active.Put([]byte(delivery.ID), nil); err != nil {
+				return err
+			}
+			if err := byEvent.Put([]byte(event.Namespace+"\x00"+event.ID+"\x00"+delivery.ID), nil); err != nil {
+				return err
+			}
+			out.Deliveries = append(out.Deliveries, delivery)
+		}
+		out.Event = event
+		return nil
+	})
+	if err != nil {
+		return Accepted{}, fmt.Errorf("store: accepting event %s/%s: %w", event.Namespace, event.ID, err)
+	}
+	return out, nil
+}
+
+// putDelivery stores a delivery and keeps the active index in step.
+func putDelivery(tx *bolt.Tx, delivery Delivery) error {
+	if err := put(tx.Bucket(bucketDeliveries), []byte(delivery.ID), delivery); err != nil {
+		return err
+	}
+	if delivery.State == Pending || delivery.State == Held {
+		return tx.Bucket(bucketActive).Put([]byte(delivery.ID), nil)
+	}
+	return tx.Bucket(bucketActive).Delete([]byte(delivery.ID))
+}
+
+// RecordAttempt implements Store.
+func (b *Bolt) RecordAttempt(_ context.Context, delivery Delivery, attempt Attempt, health *Health) error {
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		if err := putDelivery(tx, delivery); err != nil {
+			return err
+		}
+		if err := put(tx.Bucket(bucketAttempts), attemptKey(attempt.DeliveryID, attempt.Number), attempt); err != nil {
+			return err
+		}
+		if health != nil {
+			return put(tx.Bucket(bucketHealth), []byte(health.Endpoint), health)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: recording attempt %d of %s: %w", attempt.Number, delivery.ID, err)
+	}
+	return nil
+}
+
+// UpdateDeliveries implements Store.
+func (b *Bolt) UpdateDeliveries(_ context.Context, deliveries []Delivery) error {
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		for _, delivery := range deliveries {
+			if err := putDelivery(tx, delivery); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: updating %d deliveries: %w", len(deliveries), err)
+	}
+	return nil
+}
+
+// PutHealth implements Store.
+func (b *Bolt) PutHealth(_ context.Context, health Health) error {
+	err := b.db.Batch(func(tx *bolt.Tx) error {
+		return put(tx.Bucket(bucketHealth), []byte(health.Endpoint), health)
+	})
+	if err != nil {
+		return fmt.Errorf("store: storing health of %s: %w", health.Endpoint, err)
+	}
+	return nil
+}
+
+// Active implements Store.
+func (b *Bolt) Active(context.Context) ([]Delivery, error) {
+	var out []Delivery
+	err := b.db.View(func(tx *bolt.Tx) error {
+		deliveries := tx.Bucket(bucketDeliveries)
+		return tx.Bucket(bucketActive).ForEach(func(id, _ []byte) error {
+			var delivery Delivery
+			if err := json.Unmarshal(deliveries.Get(id), &delivery); err != nil {
+				return fmt.Errorf("delivery %s: %w", id, err)
+			}
+			out = append(out, delivery)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: listing active deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// Healths implements Store.
+func (b *Bolt) Healths(context.Context) ([]Health, error) {
+	var out []Health
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketHealth).ForEach(func(_, value []byte) error {
+			var health Health
+			if err := json.Unmarshal(value, &health); err != nil {
+				return err
+			}
+			out = append(out, health)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: listing health: %w", err)
+	}
+	return out, nil
+}
+
+// Event implements Store.
+func (b *Bolt) Event(_ context.Context, namespace, id string) (Event, error) {
+	var event Event
+	err := b.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketEvents).Get(eventKey(namespace, id))
+		if data == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(data, &event)
+	})
+	if err != nil {
+		return Event{}, fmt.Errorf("store: event %s/%s: %w", namespace, id, err)
+	}
+	return event, nil
+}
+
+// DeliveriesOf implements Store.
+func (b *Bolt) DeliveriesOf(_ context.Context, namespace, eventID string) ([]Delivery, error) {
+	var out []Delivery
+	err := b.db.View(func(tx *bolt.Tx) error {
+		deliveries := tx.Bucket(bucketDeliveries)
+		prefix := []byte(namespace + "\x00" + eventID + "\x00")
+		cursor := tx.Bucket(bucketByEvent).Cursor()
+		for key, _ := cursor.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, _ = cursor.Next() {
+			var delivery Delivery
+			if err := json.Unmarshal(deliveries.Get(key[len(prefix):]), &delivery); err != nil {
+				return err
+			}
+			out = append(out, delivery)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: deliveries of %s/%s: %w", namespace, eventID, err)
+	}
+	return out, nil
+}
+
+// Attempts implements Store.
+func (b *Bolt) Attempts(_ context.Context, deliveryID string) ([]Attempt, error) {
+	var out []Attempt
+	err := b.db.View(func(tx *bolt.Tx) error {
+		prefix := []byte(deliveryID + "/")
+		cursor := tx.Bucket(bucketAttempts).Cursor()
+		for key, value := cursor.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, value = cursor.Next() {
+			var attempt Attempt
+			if err := json.Unmarshal(value, &attempt); err != nil {
+				return err
+			}
+			out = append(out, attempt)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: attempts of %s: %w", deliveryID, err)
+	}
+	return out, nil
+}
+
+// Sweep implements Store.
+func (b *Bolt) Sweep(_ context.Context, before time.Time) (int, error) {
+	swept := 0
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		deliveries, attempts, byEvent, events := tx.Bucket(bucketDeliveries), tx.Bucket(bucketAttempts), tx.Bucket(bucketByEvent), tx.Bucket(bucketEvents)
+		var finished []Delivery
+		err := deliveries.ForEach(func(_, value []byte) error {
+			var delivery Delivery
+			if err := json.Unmarshal(value, &delivery); err != nil {
+				return err
+			}
+			if (delivery.State == Succeeded || delivery.State == Failed) && delivery.UpdatedAt.Before(before) {
+				finished = append(finished, delivery)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, delivery := range finished {
+			if err := deliveries.Delete([]byte(delivery.ID)); err != nil {
+				return err
+			}
+			if err := byEvent.Delete([]byte(delivery.Namespace + "\x00" + delivery.EventID + "\x00" + delivery.ID)); err != nil {
+				return err
+			}
+			prefix := []byte(delivery.ID + "/")
+			cursor := attempts.Cursor()
+			for key, _ := cursor.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, _ = cursor.Seek(prefix) {
+				if err := attempts.Delete(key); err != nil {
+					return err
+				}
+			}
+			swept++
+		}
+		// Events with no delivery left, accepted before the cut-off.
+		var stale [][]byte
+		err = events.ForEach(func(key, value []byte) error {
+			var event Event
+			if err := json.Unmarshal(value, &event); err != nil {
+				return err
+			}
+			if !event.AcceptedAt.Before(before) {
+				return nil
+			}
+			prefix := append(append([]byte{}, key...), 0)
+			if k, _ := byEvent.Cursor().Seek(prefix); k == nil || !bytes.HasPrefix(k, prefix) {
+				stale = append(stale, append([]byte{}, key...))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, key := range stale {
+			if err := events.Delete(key); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: sweeping before %s: %w", before.Format(time.RFC3339), err)
+	}
+	return swept, nil
+}
+
+var _ Store = (*Bolt)(nil)
+
+// IsNotFound reports whether err is ErrNotFound.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

@@ -1,0 +1,129 @@
+// Package store keeps events, deliveries, attempts and endpoint health
+// durably. Bolt is the embedded implementation; the interface is what a
+// shared PostgreSQL implementation satisfies too.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned for an event or delivery that is not stored.
+var ErrNotFound = errors.New("not found")
+
+// State of a delivery.
+type State string
+
+const (
+	// Pending deliveries wait for their next attempt.
+	Pending State = "pending"
+	// Held deliveries wait for their endpoint to be re-enabled or unpaused.
+	Held State = "held"
+	// Succeeded deliveries got a success status.
+	Succeeded State = "succeeded"
+	// Failed deliveries used all their attempts.
+	Failed State = "failed"
+)
+
+// Event is an accepted event.
+type Event struct {
+	Namespace string          `json:"namespace"`
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	CreatedAt time.Time       `json:"created_at"`
+	Data      json.RawMessage `json:"data"`
+	Sandbox   bool            `json:"sandbox,omitempty"`
+	// AcceptedAt starts the dedupe window.
+	AcceptedAt time.Time `json:"accepted_at"`
+	// Deliveries is how many deliveries the event fanned out to.
+	Deliveries int `json:"deliveries"`
+}
+
+// Delivery is one event on its way to one endpoint.
+type Delivery struct {
+	// ID sorts in the order deliveries were accepted.
+	ID        string `json:"id"`
+	Namespace string `json:"namespace"`
+	EventID   string `json:"event_id"`
+	// Endpoint is the WebhookEndpoint's name, in Namespace.
+	Endpoint      string    `json:"endpoint"`
+	State         State     `json:"state"`
+	Attempts      int       `json:"attempts"`
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+}
+
+// Attempt is one HTTP request of a delivery and what came of it.
+type Attempt struct {
+	DeliveryID string        `json:"delivery_id"`
+	Number     int           `json:"number"`
+	StartedAt  time.Time     `json:"started_at"`
+	Duration   time.Duration `json:"duration"`
+	StatusCode int           `json:"status_code,omitempty"`
+	Error      string        `json:"error,omitempty"`
+	// Response is the first KiB of the response body.
+	Response string `json:"response,omitempty"`
+}
+
+// Health is an endpoint's delivery record, which drives auto-disable.
+type Health struct {
+	// Endpoint is "<namespace>/<name>".
+	Endpoint            string     `json:"endpoint"`
+	ConsecutiveFailures int        `json:"consecutive_failures"`
+	Disabled            bool       `json:"disabled,omitempty"`
+	DisabledAt          *time.Time `json:"disabled_at,omitempty"`
+	LastSuccess         *time.Time `json:"last_success,omitempty"`
+	LastFailure         *time.Time `json:"last_failure,omitempty"`
+	LastFailureReason   string     `json:"last_failure_reason,omitempty"`
+	// ReenableToken is the last re-enable request acted upon.
+	ReenableToken string `json:"reenable_token,omitempty"`
+}
+
+// Target is one endpoint an event fans out to.
+type Target struct {
+	Endpoint string
+	// Held stores the delivery as held (endpoint disabled or paused).
+	Held bool
+}
+
+// Accepted is the outcome of Accept.
+type Accepted struct {
+	Event      Event
+	Deliveries []Delivery
+	// Duplicate is true when the event id was accepted before, within the
+	// dedupe window; Event is then the first one and Deliveries is empty.
+	Duplicate bool
+}
+
+// Store is the durable state of the dispatcher. Every write is on disk
+// (fsync) when it returns.
+type Store interface {
+	// Accept stores an event and one delivery per target in one transaction,
+	// unless an event with the same namespace and id was accepted since
+	// dedupeSince.
+	Accept(ctx context.Context, event Event, targets []Target, dedupeSince time.Time) (Accepted, error)
+	// RecordAttempt stores an attempt, the delivery's new state and, when
+	// not nil, the endpoint's new health, in one transaction.
+	RecordAttempt(ctx context.Context, delivery Delivery, attempt Attempt, health *Health) error
+	// UpdateDeliveries stores new states of deliveries (held ⇄ pending).
+	UpdateDeliveries(ctx context.Context, deliveries []Delivery) error
+	// PutHealth stores an endpoint's health.
+	PutHealth(ctx context.Context, health Health) error
+	// Active lists pending and held deliveries, oldest first.
+	Active(ctx context.Context) ([]Delivery, error)
+	// Healths lists every endpoint's health.
+	Healths(ctx context.Context) ([]Health, error)
+	// Event returns an event.
+	Event(ctx context.Context, namespace, id string) (Event, error)
+	// Attempts lists a delivery's attempts in order.
+	Attempts(ctx context.Context, deliveryID string) ([]Attempt, error)
+	// DeliveriesOf lists an event's deliveries.
+	DeliveriesOf(ctx context.Context, namespace, eventID string) ([]Delivery, error)
+	// Sweep deletes finished deliveries, their attempts, and events, last
+	// updated before the time, and says how many deliveries went.
+	Sweep(ctx context.Context, before time.Time) (int, error)
+	Close() error
+}

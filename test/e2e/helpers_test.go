@@ -1,0 +1,339 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+)
+
+// dispatcher is a running dispatcher process.
+type dispatcher struct {
+	cmd     *exec.Cmd
+	URL     string
+	logPath string
+	done    chan struct{}
+}
+
+// startDispatcher runs the dispatcher binary against the test API server,
+// with its store in dataDir, and waits until it is ready.
+func startDispatcher(t *testing.T, dataDir string, args ...string) *dispatcher {
+	t.Helper()
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	address := listener.Addr().String()
+	listener.Close()
+	logPath := filepath.Join(t.TempDir(), "dispatcher.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(dispatcherBinary, append([]string{
+		"--namespace=" + routesNamespace, "--listen-address=" + address, "--data-dir=" + dataDir,
+		"--status-interval=100ms", "--drain-timeout=5s",
+	}, args...)...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig, "GORACE=halt_on_error=1")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &dispatcher{cmd: cmd, URL: "http://" + address, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logFile.Close()
+		close(d.done)
+	}()
+	t.Cleanup(func() {
+		d.stop(t)
+		if t.Failed() {
+			log, _ := os.ReadFile(logPath)
+			t.Logf("dispatcher log:\n%s", tail(string(log), 60))
+		}
+	})
+	NewWithT(t).Eventually(func() (int, error) {
+		select {
+		case <-d.done:
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("the dispatcher exited:\n%s", tail(string(log), 40))
+		default:
+		}
+		response, err := http.Get(d.URL + "/readyz")
+		if err != nil {
+			return 0, err
+		}
+		response.Body.Close()
+		return response.StatusCode, nil
+	}).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(Equal(http.StatusOK))
+	return d
+}
+
+// stop drains the dispatcher with SIGTERM and checks it exited cleanly.
+func (d *dispatcher) stop(t *testing.T) {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(20 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+		t.Errorf("the dispatcher did not stop on SIGTERM")
+	}
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("the dispatcher exited with %d", code)
+	}
+}
+
+// kill stops the dispatcher with SIGKILL, as a crash would.
+func (d *dispatcher) kill() {
+	_ = d.cmd.Process.Kill()
+	<-d.done
+}
+
+// publish posts a JSON event to a namespace and decodes the answer.
+func (d *dispatcher) publish(t *testing.T, namespace string, body string) (int, map[string]any) {
+	t.Helper()
+	return d.post(t, d.URL+"/v1/namespaces/"+namespace+"/events", "application/json", body)
+}
+
+func (d *dispatcher) post(t *testing.T, url, contentType, body string) (int, map[string]any) {
+	t.Helper()
+	response, err := http.Post(url, contentType, strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", url, err)
+	}
+	defer response.Body.Close()
+	var answer map[string]any
+	if err := json.NewDecoder(response.Body).Decode(&answer); err != nil {
+		t.Fatalf("POST %s: decoding the answer: %v", url, err)
+	}
+	return response.StatusCode, answer
+}
+
+// metric reads one unlabelled (or fully labelled) sample from /metrics.
+func (d *dispatcher) metric(g Gomega, name string) string {
+	response, err := http.Get(d.URL + "/metrics")
+	g.Expect(err).NotTo(HaveOccurred())
+	defer response.Body.Close()
+	text, err := io.ReadAll(response.Body)
+	g.Expect(err).NotTo(HaveOccurred())
+	for _, line := range strings.Split(string(text), "\n") {
+		if value, ok := strings.CutPrefix(line, name+" "); ok {
+			return value
+		}
+	}
+	return ""
+}
+
+// delivery is one request a receiver got.
+type delivery struct {
+	Header http.Header
+	Body   []byte
+	At     time.Time
+}
+
+// EventID is the delivery's Standard Webhooks id: the event id.
+func (d delivery) EventID() string { return d.Header.Get("webhook-id") }
+
+// receiver is a real HTTP server on 127.0.0.1 that records deliveries and
+// answers as the test says.
+type receiver struct {
+	*httptest.Server
+	mu         sync.Mutex
+	deliveries []delivery
+	answer     func(n int) (status int, delay time.Duration)
+}
+
+func newReceiver(t *testing.T, answer func(n int) (int, time.Duration)) *receiver {
+	r := &receiver{answer: answer}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.deliveries = append(r.deliveries, delivery{Header: req.Header.Clone(), Body: body, At: time.Now()})
+		n := len(r.deliveries)
+		answer := r.answer
+		r.mu.Unlock()
+		status, delay := answer(n)
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case <-req.Context().Done():
+				return
+			}
+		}
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"received":%d}`, n)
+	}))
+	t.Cleanup(r.Server.Close)
+	return r
+}
+
+func answerWith(status int) func(int) (int, time.Duration) {
+	return func(int) (int, time.Duration) { return status, 0 }
+}
+
+func (r *receiver) setAnswer(answer func(int) (int, time.Duration)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.answer = answer
+}
+
+func (r *receiver) got() []delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]delivery(nil), r.deliveries...)
+}
+
+func (r *receiver) eventIDs() []string {
+	var ids []string
+	for _, d := range r.got() {
+		ids = append(ids, d.EventID())
+	}
+	return ids
+}
+
+// endpoint creates a WebhookEndpoint and one subscription to eventTypes,
+// and waits until the dispatcher has its route (its Disabled condition,
+// which the dispatcher writes on first sight, is there).
+func endpoint(t *testing.T, namespace, name, url string, eventTypes []string, spec func(*hookrelayv1alpha1.WebhookEndpointSpec)) *hookrelayv1alpha1.WebhookEndpoint {
+	t.Helper()
+	g := NewWithT(t)
+	ctx := context.Background()
+	subscription := &hookrelayv1alpha1.WebhookSubscription{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		Spec: hookrelayv1alpha1.WebhookSubscriptionSpec{
+			EndpointRef: hookrelayv1alpha1.EndpointReference{Name: name}, EventTypes: eventTypes,
+		},
+	}
+	g.Expect(env.Client.Create(ctx, subscription)).To(Succeed())
+	endpoint := &hookrelayv1alpha1.WebhookEndpoint{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+		Spec:       hookrelayv1alpha1.WebhookEndpointSpec{URL: url},
+	}
+	if spec != nil {
+		spec(&endpoint.Spec)
+	}
+	g.Expect(env.Client.Create(ctx, endpoint)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		g.Expect(condition(g, endpoint, hookrelayv1alpha1.ConditionReady)).To(Equal(metav1.ConditionTrue))
+		g.Expect(condition(g, endpoint, hookrelayv1alpha1.ConditionDisabled)).To(Equal(metav1.ConditionFalse))
+	}).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
+	return endpoint
+}
+
+// condition reads a condition's status from the API server.
+func condition(g Gomega, endpoint *hookrelayv1alpha1.WebhookEndpoint, conditionType string) metav1.ConditionStatus {
+	g.Expect(env.Client.Get(context.Background(), client.ObjectKeyFromObject(endpoint), endpoint)).To(Succeed())
+	c := meta.FindStatusCondition(endpoint.Status.Conditions, conditionType)
+	if c == nil {
+		return ""
+	}
+	return c.Status
+}
+
+// secretOf reads an endpoint's generated signing secret.
+func secretOf(t *testing.T, endpoint *hookrelayv1alpha1.WebhookEndpoint) string {
+	t.Helper()
+	var secret corev1.Secret
+	key := types.NamespacedName{Namespace: endpoint.Namespace, Name: endpoint.Name + "-whsec"}
+	if err := env.Client.Get(context.Background(), key, &secret); err != nil {
+		t.Fatal(err)
+	}
+	return string(secret.Data["secret"])
+}
+
+// verifyPalm checks a Palm-Signature header by the five steps of Palm's
+// documentation, written out here independently of the dispatcher's code.
+func verifyPalm(header http.Header, secret string, body []byte) error {
+	// 1. Extract t and v1.
+	var timestamp string
+	var signatures []string
+	for _, part := range strings.Split(header.Get("Palm-Signature"), ",") {
+		if value, ok := strings.CutPrefix(part, "t="); ok {
+			timestamp = value
+		} else if value, ok := strings.CutPrefix(part, "v1="); ok {
+			signatures = append(signatures, value)
+		}
+	}
+	if timestamp == "" || len(signatures) == 0 {
+		return fmt.Errorf("Palm-Signature %q lacks t or v1", header.Get("Palm-Signature"))
+	}
+	// 2. The timestamp is within 5 minutes.
+	var seconds int64
+	if _, err := fmt.Sscan(timestamp, &seconds); err != nil {
+		return err
+	}
+	if age := time.Since(time.Unix(seconds, 0)); age > 5*time.Minute || age < -5*time.Minute {
+		return fmt.Errorf("stale timestamp %s", timestamp)
+	}
+	// 3. The signed payload is "{timestamp}.{raw_request_body}".
+	payload := timestamp + "." + string(body)
+	// 4. HMAC-SHA256 with the whsec_ secret.
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(payload))
+	expected := mac.Sum(nil)
+	// 5. Constant-time comparison with v1.
+	for _, signature := range signatures {
+		if raw, err := hex.DecodeString(signature); err == nil && hmac.Equal(raw, expected) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no v1 signature matches")
+}
+
+// verifyStandard checks the Standard Webhooks headers with the reference
+// Go library.
+func verifyStandard(header http.Header, secret string, body []byte) error {
+	verifier, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		return err
+	}
+	return verifier.Verify(body, header)
+}
+
+func tail(text string, lines int) string {
+	all := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}
+
+// jsonBody is a compact JSON string of a value.
+func jsonBody(value any) string {
+	var buffer bytes.Buffer
+	_ = json.NewEncoder(&buffer).Encode(value)
+	return buffer.String()
+}
+
+func clientKey(obj client.Object) client.ObjectKey { return client.ObjectKeyFromObject(obj) }
