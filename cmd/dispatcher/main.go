@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -50,6 +51,7 @@ type options struct {
 	batchDelay     time.Duration
 	statusInterval time.Duration
 	drainTimeout   time.Duration
+	profiling      bool
 }
 
 func main() {
@@ -63,10 +65,11 @@ func main() {
 	flag.Int64Var(&opts.maxBody, "max-body-bytes", ingest.DefaultMaxBody, "Largest accepted event body, in bytes.")
 	flag.DurationVar(&opts.retention, "retention", 7*24*time.Hour, "How long finished deliveries and their attempts are kept.")
 	flag.DurationVar(&opts.maxRetryAfter, "max-retry-after", time.Hour, "Longest delay a receiver's Retry-After may ask for.")
-	flag.DurationVar(&opts.batchDelay, "batch-delay", time.Millisecond,
+	flag.DurationVar(&opts.batchDelay, "batch-delay", 2*time.Millisecond,
 		"How long a store write may wait for concurrent writes to share its fsync (group commit).")
 	flag.DurationVar(&opts.statusInterval, "status-interval", time.Second, "Shortest time between two status writes to one endpoint.")
 	flag.DurationVar(&opts.drainTimeout, "drain-timeout", 30*time.Second, "How long SIGTERM waits for attempts in flight.")
+	flag.BoolVar(&opts.profiling, "enable-profiling", false, "Serve Go's pprof profiles under /debug/pprof/ on the listen address.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -138,6 +141,10 @@ func run(ctx context.Context, opts options) error {
 	var ready atomic.Bool
 	mux := http.NewServeMux()
 	(&ingest.Handler{Publisher: engine, MaxBody: opts.maxBody, Log: log.WithName("ingest")}).Register(mux)
+	if opts.profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/hookrelay/hookrelay/dispatcher/routing"
@@ -96,20 +97,11 @@ func (a *Attempter) post(ctx context.Context, endpoint *routing.Endpoint, event 
 	return out
 }
 
-// envelope is the default body: {"id","object","type","created_at","data"}.
-type envelope struct {
-	ID        string          `json:"id"`
-	Object    string          `json:"object"`
-	Type      string          `json:"type"`
-	CreatedAt string          `json:"created_at"`
-	Data      json.RawMessage `json:"data"`
-}
-
 // Body builds a delivery's body: the event envelope, or the endpoint's
 // transform of it.
 func Body(endpoint *routing.Endpoint, event *store.Event) ([]byte, error) {
 	if endpoint.Transform == nil {
-		return json.Marshal(envelope{ID: event.ID, Object: "event", Type: event.Type, CreatedAt: formatTime(event.CreatedAt), Data: event.Data})
+		return envelope(event), nil
 	}
 	eventMap, err := EventMap(event.ID, event.Type, event.CreatedAt, event.Data, event.Sandbox)
 	if err != nil {
@@ -122,6 +114,23 @@ func Body(endpoint *routing.Endpoint, event *store.Event) ([]byte, error) {
 		return nil, err
 	}
 	return json.Marshal(value)
+}
+
+// envelope is the default body, {"id","object":"event","type","created_at",
+// "data"}, with the producer's data bytes as they came. Ingest admits only ids
+// and types of plain ASCII letters, digits and punctuation, which Go and JSON
+// quote alike, and only valid JSON data.
+func envelope(event *store.Event) []byte {
+	body := make([]byte, 0, len(event.Data)+len(event.ID)+len(event.Type)+96)
+	body = append(body, `{"id":`...)
+	body = strconv.AppendQuote(body, event.ID)
+	body = append(body, `,"object":"event","type":`...)
+	body = strconv.AppendQuote(body, event.Type)
+	body = append(body, `,"created_at":"`...)
+	body = event.CreatedAt.UTC().AppendFormat(body, time.RFC3339)
+	body = append(body, `","data":`...)
+	body = append(body, event.Data...)
+	return append(body, '}')
 }
 
 // EventMap is the event as CEL filters and transforms see it.

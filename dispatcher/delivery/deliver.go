@@ -9,9 +9,37 @@ import (
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 )
 
-// storeRetry is how soon a delivery is tried again when the store could not
-// record its attempt.
+// storeRetry is how soon a delivery is tried again when its event could not
+// be read from the store.
 const storeRetry = 5 * time.Second
+
+// maxRecordBatch bounds the attempts written in one transaction.
+const maxRecordBatch = 1024
+
+// writeRecords writes attempt records as they come, gathering all that are
+// waiting into one transaction.
+func (e *Engine) writeRecords() {
+	defer close(e.recordsDone)
+	batch := make([]store.AttemptRecord, 0, maxRecordBatch)
+	for record := range e.records {
+		batch = append(batch[:0], record)
+	gather:
+		for len(batch) < maxRecordBatch {
+			select {
+			case next, ok := <-e.records:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, next)
+			default:
+				break gather
+			}
+		}
+		if err := e.Store.RecordAttempts(context.Background(), batch); err != nil {
+			e.Log.Error(err, "recording attempts; their deliveries stay pending in the store and are delivered again after a restart", "count", len(batch))
+		}
+	}
+}
 
 // attempt makes the next attempt of a delivery and records what came of it.
 func (e *Engine) attempt(t task) {
@@ -73,14 +101,10 @@ func (e *Engine) attempt(t task) {
 		health, change = e.recordOutcome(id, finished, failureReason(out, delivery.Attempts), false)
 	}
 
-	if err := e.Store.RecordAttempt(ctx, delivery, record, health); err != nil {
-		// The store still says pending: retry the attempt rather than lose it.
-		e.Log.Error(err, "recording an attempt; trying the delivery again", "delivery", delivery.ID)
-		delivery.Attempts--
-		delivery.State, delivery.NextAttemptAt = store.Pending, e.Now().Add(storeRetry)
-		e.schedule(task{delivery: delivery, event: event})
-		return
-	}
+	// Recorded in the background, many attempts to a transaction. A crash
+	// before the write leaves the delivery pending in the store, and it is
+	// delivered again: at least once.
+	e.records <- store.AttemptRecord{Delivery: delivery, Attempt: record, Health: health}
 	switch delivery.State {
 	case store.Succeeded:
 		e.Metrics.Deliveries.WithLabelValues("succeeded").Inc()

@@ -65,8 +65,11 @@ type Engine struct {
 	timers  map[string]*time.Timer
 	stopped bool
 
-	// inFlight counts attempts and timers' hand-offs, for a graceful drain.
+	// inFlight counts the queues' workers, for a graceful drain.
 	inFlight sync.WaitGroup
+	// records carries attempt records to writeRecords.
+	records     chan store.AttemptRecord
+	recordsDone chan struct{}
 }
 
 // New returns an engine with the stored health loaded. Call SetTable, then
@@ -75,7 +78,10 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	e := &Engine{Options: opts, queues: map[string]*queue{}, health: map[string]*store.Health{}, timers: map[string]*time.Timer{}}
+	e := &Engine{
+		Options: opts, queues: map[string]*queue{}, health: map[string]*store.Health{}, timers: map[string]*time.Timer{},
+		records: make(chan store.AttemptRecord, maxRecordBatch), recordsDone: make(chan struct{}),
+	}
 	e.table.Store(&routing.Table{})
 	healths, err := opts.Store.Healths(ctx)
 	if err != nil {
@@ -84,6 +90,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	for i := range healths {
 		e.health[healths[i].Endpoint] = &healths[i]
 	}
+	go e.writeRecords()
 	return e, nil
 }
 
@@ -101,12 +108,20 @@ type Incoming struct {
 
 // Publish fans an event out and stores it with its deliveries; it returns
 // once they are on disk, and queues the pending ones.
-func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming, envelope map[string]any) (store.Accepted, error) {
+func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (store.Accepted, error) {
 	table := e.table.Load()
 	if !table.HasNamespace(namespace) {
 		return store.Accepted{}, fmt.Errorf("%w: %q", ErrUnknownNamespace, namespace)
 	}
-	matched := table.Match(namespace, in.Type, in.Sandbox, envelope)
+	var envelope map[string]any
+	matched := table.Match(namespace, in.Type, in.Sandbox, func() map[string]any {
+		if envelope == nil {
+			// Data is valid JSON (ingest checked it); a filter on an event
+			// that cannot be read does not match.
+			envelope, _ = EventMap(in.ID, in.Type, in.CreatedAt, in.Data, in.Sandbox)
+		}
+		return envelope
+	})
 	targets := make([]store.Target, len(matched))
 	for i, endpoint := range matched {
 		targets[i] = store.Target{Endpoint: endpoint.Name, Held: !e.deliverable(endpoint)}
@@ -321,6 +336,8 @@ func (e *Engine) Stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		e.inFlight.Wait()
+		close(e.records)
+		<-e.recordsDone
 		close(done)
 	}()
 	select {

@@ -33,7 +33,7 @@ var (
 
 // Publisher is the part of the delivery engine that ingest uses.
 type Publisher interface {
-	Publish(ctx context.Context, namespace string, in delivery.Incoming, envelope map[string]any) (store.Accepted, error)
+	Publish(ctx context.Context, namespace string, in delivery.Incoming) (store.Accepted, error)
 }
 
 // Handler serves the ingest API.
@@ -133,12 +133,7 @@ func (h *Handler) incoming(id, eventType string, data []byte, sandbox bool, crea
 
 // accept publishes a valid event and writes the answer.
 func (h *Handler) accept(w http.ResponseWriter, ctx context.Context, namespace string, in delivery.Incoming) {
-	envelope, err := delivery.EventMap(in.ID, in.Type, in.CreatedAt, in.Data, in.Sandbox)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	accepted, err := h.Publisher.Publish(ctx, namespace, in, envelope)
+	accepted, err := h.Publisher.Publish(ctx, namespace, in)
 	switch {
 	case errors.Is(err, delivery.ErrUnknownNamespace):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("namespace %q has no WebhookEndpoints", namespace))

@@ -127,9 +127,9 @@ func (t *Table) HasNamespace(namespace string) bool { return len(t.byNamespace[n
 
 // Match lists the endpoints of namespace that an event goes to: one per
 // endpoint, however many of its subscriptions match; sandbox events only to
-// sandbox endpoints and production events only to production ones. event is
-// the envelope that filters see.
-func (t *Table) Match(namespace, eventType string, sandbox bool, event map[string]any) []*Endpoint {
+// sandbox endpoints and production events only to production ones. event
+// gives the envelope that filters see; it is called only if a filter runs.
+func (t *Table) Match(namespace, eventType string, sandbox bool, event func() map[string]any) []*Endpoint {
 	var out []*Endpoint
 	for _, endpoint := range t.byNamespace[namespace] {
 		if endpoint.Sandbox != sandbox {
@@ -142,7 +142,7 @@ func (t *Table) Match(namespace, eventType string, sandbox bool, event map[strin
 	return out
 }
 
-func (s subscription) matches(eventType string, event map[string]any) bool {
+func (s subscription) matches(eventType string, event func() map[string]any) bool {
 	if !slices.ContainsFunc(s.eventTypes, func(pattern string) bool { return TypeMatches(pattern, eventType) }) {
 		return false
 	}
@@ -151,7 +151,7 @@ func (s subscription) matches(eventType string, event map[string]any) bool {
 	}
 	// A filter that cannot evaluate on this event (a missing field, say)
 	// does not match it.
-	matched, err := s.filter.Match(event)
+	matched, err := s.filter.Match(event())
 	return err == nil && matched
 }
 

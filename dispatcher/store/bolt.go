@@ -13,6 +13,7 @@ import (
 
 var (
 	bucketEvents     = []byte("events")     // namespace \x00 id → Event
+	bucketEventData  = []byte("event-data") // namespace \x00 id → the event's data, raw JSON
 	bucketDeliveries = []byte("deliveries") // delivery id → Delivery
 	bucketActive     = []byte("active")     // delivery id → nothing: pending and held deliveries
 	bucketAttempts   = []byte("attempts")   // delivery id / number → Attempt
@@ -37,7 +38,7 @@ func OpenBolt(path string, batchDelay time.Duration) (*Bolt, error) {
 	db.MaxBatchDelay = batchDelay
 	db.MaxBatchSize = 2000
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEvents, bucketDeliveries, bucketActive, bucketAttempts, bucketHealth, bucketByEvent} {
+		for _, name := range [][]byte{bucketEvents, bucketEventData, bucketDeliveries, bucketActive, bucketAttempts, bucketHealth, bucketByEvent} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -88,6 +89,9 @@ func (b *Bolt) Accept(_ context.Context, event Event, targets []Target, dedupeSi
 		if err := put(events, eventKey(event.Namespace, event.ID), event); err != nil {
 			return err
 		}
+		if err := tx.Bucket(bucketEventData).Put(eventKey(event.Namespace, event.ID), event.Data); err != nil {
+			return err
+		}
 		deliveries, active, byEvent := tx.Bucket(bucketDeliveries), tx.Bucket(bucketActive), tx.Bucket(bucketByEvent)
 		for _, target := range targets {
 			sequence, err := deliveries.NextSequence()
@@ -132,22 +136,27 @@ func putDelivery(tx *bolt.Tx, delivery Delivery) error {
 	return tx.Bucket(bucketActive).Delete([]byte(delivery.ID))
 }
 
-// RecordAttempt implements Store.
-func (b *Bolt) RecordAttempt(_ context.Context, delivery Delivery, attempt Attempt, health *Health) error {
-	err := b.db.Batch(func(tx *bolt.Tx) error {
-		if err := putDelivery(tx, delivery); err != nil {
-			return err
-		}
-		if err := put(tx.Bucket(bucketAttempts), attemptKey(attempt.DeliveryID, attempt.Number), attempt); err != nil {
-			return err
-		}
-		if health != nil {
-			return put(tx.Bucket(bucketHealth), []byte(health.Endpoint), health)
+// RecordAttempts implements Store. The engine gathers records from many
+// attempts into one call, so one transaction and one fsync serve them all.
+func (b *Bolt) RecordAttempts(_ context.Context, records []AttemptRecord) error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		for _, record := range records {
+			if err := putDelivery(tx, record.Delivery); err != nil {
+				return err
+			}
+			if err := put(tx.Bucket(bucketAttempts), attemptKey(record.Attempt.DeliveryID, record.Attempt.Number), record.Attempt); err != nil {
+				return err
+			}
+			if record.Health != nil {
+				if err := put(tx.Bucket(bucketHealth), []byte(record.Health.Endpoint), record.Health); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: recording attempt %d of %s: %w", attempt.Number, delivery.ID, err)
+		return fmt.Errorf("store: recording %d attempts: %w", len(records), err)
 	}
 	return nil
 }
@@ -226,7 +235,11 @@ func (b *Bolt) Event(_ context.Context, namespace, id string) (Event, error) {
 		if data == nil {
 			return ErrNotFound
 		}
-		return json.Unmarshal(data, &event)
+		if err := json.Unmarshal(data, &event); err != nil {
+			return err
+		}
+		event.Data = bytes.Clone(tx.Bucket(bucketEventData).Get(eventKey(namespace, id)))
+		return nil
 	})
 	if err != nil {
 		return Event{}, fmt.Errorf("store: event %s/%s: %w", namespace, id, err)
@@ -333,6 +346,9 @@ func (b *Bolt) Sweep(_ context.Context, before time.Time) (int, error) {
 		}
 		for _, key := range stale {
 			if err := events.Delete(key); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketEventData).Delete(key); err != nil {
 				return err
 			}
 		}

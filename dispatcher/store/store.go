@@ -32,9 +32,10 @@ type Event struct {
 	Namespace string          `json:"namespace"`
 	ID        string          `json:"id"`
 	Type      string          `json:"type"`
-	CreatedAt time.Time       `json:"created_at"`
-	Data      json.RawMessage `json:"data"`
-	Sandbox   bool            `json:"sandbox,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	// Data is the producer's JSON, stored as is beside the record.
+	Data    json.RawMessage `json:"-"`
+	Sandbox bool            `json:"sandbox,omitempty"`
 	// AcceptedAt starts the dedupe window.
 	AcceptedAt time.Time `json:"accepted_at"`
 	// Deliveries is how many deliveries the event fanned out to.
@@ -82,6 +83,14 @@ type Health struct {
 	ReenableToken string `json:"reenable_token,omitempty"`
 }
 
+// AttemptRecord is what one attempt changes: the attempt itself, its
+// delivery's new state, and the endpoint's health when that changed.
+type AttemptRecord struct {
+	Delivery Delivery
+	Attempt  Attempt
+	Health   *Health
+}
+
 // Target is one endpoint an event fans out to.
 type Target struct {
 	Endpoint string
@@ -105,9 +114,9 @@ type Store interface {
 	// unless an event with the same namespace and id was accepted since
 	// dedupeSince.
 	Accept(ctx context.Context, event Event, targets []Target, dedupeSince time.Time) (Accepted, error)
-	// RecordAttempt stores an attempt, the delivery's new state and, when
-	// not nil, the endpoint's new health, in one transaction.
-	RecordAttempt(ctx context.Context, delivery Delivery, attempt Attempt, health *Health) error
+	// RecordAttempts stores attempts, with their deliveries' new states and,
+	// where not nil, their endpoints' new health, in one transaction.
+	RecordAttempts(ctx context.Context, records []AttemptRecord) error
 	// UpdateDeliveries stores new states of deliveries (held ⇄ pending).
 	UpdateDeliveries(ctx context.Context, deliveries []Delivery) error
 	// PutHealth stores an endpoint's health.

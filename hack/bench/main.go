@@ -1,0 +1,342 @@
+// Command bench measures the dispatcher end to end for `make bench`: events
+// published to a running dispatcher (real store, fsync on) and delivered to
+// loopback receivers, with fan-out 1 and 4, next to a bare two-hop relay (a
+// plain Go server that forwards each POST to the receivers, with no store)
+// measured in the same run. It prints figures; it asserts nothing.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/controllers"
+	"github.com/hookrelay/hookrelay/internal/testenv"
+)
+
+const (
+	routesNamespace = "hookrelay-system"
+	namespace       = "bench"
+)
+
+func main() {
+	events := flag.Int("events", 5000, "Events to publish in each run.")
+	concurrency := flag.Int("concurrency", 32, "Concurrent publishers.")
+	dispatcherBinary := flag.String("dispatcher", "bin/dispatcher", "The dispatcher binary.")
+	flag.Parse()
+	logf.SetLogger(logr.Discard())
+	if err := run(*events, *concurrency, *dispatcherBinary); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// receivers are loopback HTTP servers that note when each event first
+// arrives and how many deliveries came.
+type receivers struct {
+	servers []*httptest.Server
+	mu      sync.Mutex
+	first   map[string]time.Time
+	count   int
+	done    chan struct{}
+	want    int
+}
+
+func newReceivers(n int) *receivers {
+	r := &receivers{first: map[string]time.Time{}}
+	for range n {
+		r.servers = append(r.servers, httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			_, _ = io.Copy(io.Discard, req.Body)
+			id := req.Header.Get("webhook-id")
+			if id == "" {
+				id = req.Header.Get("X-Event-Id")
+			}
+			now := time.Now()
+			r.mu.Lock()
+			if _, seen := r.first[id]; !seen {
+				r.first[id] = now
+			}
+			r.count++
+			if r.count == r.want && r.done != nil {
+				close(r.done)
+			}
+			r.mu.Unlock()
+			w.WriteHeader(http.StatusOK)
+		})))
+	}
+	return r
+}
+
+func (r *receivers) reset(want int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.first, r.count, r.want, r.done = map[string]time.Time{}, 0, want, make(chan struct{})
+}
+
+func (r *receivers) close() {
+	for _, s := range r.servers {
+		s.Close()
+	}
+}
+
+// result of one run.
+type result struct {
+	name               string
+	eventsPerSecond    float64
+	deliveriesPerSec   float64
+	p50, p99           time.Duration
+	events, deliveries int
+}
+
+// measure publishes events to url (a dispatcher or the relay), fanOut
+// deliveries each, and waits for all deliveries to arrive.
+func measure(name, url, eventType string, events, fanOut, concurrency int, r *receivers) (result, error) {
+	r.reset(events * fanOut)
+	sent := make([]time.Time, events)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
+	started := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, concurrency)
+	for worker := range concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := worker; i < events; i += concurrency {
+				id := fmt.Sprintf("evt_%s_%06d", name, i)
+				body := fmt.Sprintf(`{"id":%q,"type":%q,"data":{"n":%d,"user_id":"d1c9b98b-3190-479e-99db-04060ff3997f"}}`, id, eventType, i)
+				request, _ := http.NewRequest(http.MethodPost, url, bytes.NewBufferString(body))
+				request.Header.Set("Content-Type", "application/json")
+				request.Header.Set("X-Event-Id", id)
+				sent[i] = time.Now()
+				response, err := client.Do(request)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, _ = io.Copy(io.Discard, response.Body)
+				response.Body.Close()
+				if response.StatusCode >= 300 {
+					errs <- fmt.Errorf("%s: publish answered %d", name, response.StatusCode)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return result{}, err
+	}
+	select {
+	case <-r.done:
+	case <-time.After(5 * time.Minute):
+		return result{}, fmt.Errorf("%s: deliveries did not all arrive", name)
+	}
+	elapsed := time.Since(started)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	latencies := make([]time.Duration, 0, events)
+	for i := range events {
+		latencies = append(latencies, r.first[fmt.Sprintf("evt_%s_%06d", name, i)].Sub(sent[i]))
+	}
+	slices.Sort(latencies)
+	return result{
+		name: name, events: events, deliveries: events * fanOut,
+		eventsPerSecond:  float64(events) / elapsed.Seconds(),
+		deliveriesPerSec: float64(events*fanOut) / elapsed.Seconds(),
+		p50:              latencies[len(latencies)/2], p99: latencies[len(latencies)*99/100],
+	}, nil
+}
+
+// relay is the baseline: accept the POST, forward it to each receiver, answer.
+func relay(targets []string, fanOut int) *httptest.Server {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var wg sync.WaitGroup
+		for _, target := range targets[:fanOut] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				forward, _ := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
+				forward.Header.Set("Content-Type", "application/json")
+				forward.Header.Set("X-Event-Id", req.Header.Get("X-Event-Id"))
+				if response, err := client.Do(forward); err == nil {
+					_, _ = io.Copy(io.Discard, response.Body)
+					response.Body.Close()
+				}
+			}()
+		}
+		wg.Wait()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+}
+
+func run(events, concurrency int, dispatcherBinary string) error {
+	env, err := testenv.Start()
+	if err != nil {
+		return err
+	}
+	defer env.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, name := range []string{routesNamespace, namespace} {
+		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+			return err
+		}
+	}
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: env.Scheme, Cache: controllers.CacheOptions(routesNamespace),
+		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		return err
+	}
+	if err := controllers.Setup(mgr, controllers.Options{Namespace: routesNamespace, AllowInsecure: true}); err != nil {
+		return err
+	}
+	go func() { _ = mgr.Start(ctx) }()
+
+	r := newReceivers(4)
+	defer r.close()
+	for i, server := range r.servers {
+		name := fmt.Sprintf("receiver-%d", i+1)
+		types := []string{"bench.four"}
+		if i == 0 {
+			types = append(types, "bench.one")
+		}
+		if err := env.Client.Create(ctx, &hookrelayv1alpha1.WebhookSubscription{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+			Spec:       hookrelayv1alpha1.WebhookSubscriptionSpec{EndpointRef: hookrelayv1alpha1.EndpointReference{Name: name}, EventTypes: types},
+		}); err != nil {
+			return err
+		}
+		if err := env.Client.Create(ctx, &hookrelayv1alpha1.WebhookEndpoint{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name},
+			Spec:       hookrelayv1alpha1.WebhookEndpointSpec{URL: server.URL, MaxInFlight: ptr.To[int32](64)},
+		}); err != nil {
+			return err
+		}
+	}
+
+	dataDir, err := os.MkdirTemp("", "hookrelay-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dataDir)
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	address := listener.Addr().String()
+	listener.Close()
+	dispatcher := exec.Command(dispatcherBinary, "--namespace="+routesNamespace, "--listen-address="+address,
+		"--data-dir="+dataDir, "--zap-log-level=error", "--enable-profiling")
+	fmt.Fprintf(os.Stderr, "bench: dispatcher at http://%s (profiles under /debug/pprof/)\n", address)
+	dispatcher.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
+	dispatcher.Stderr = os.Stderr
+	if err := dispatcher.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = dispatcher.Process.Signal(syscall.SIGTERM)
+		_ = dispatcher.Wait()
+	}()
+	if err := waitRouted("http://"+address, r); err != nil {
+		return err
+	}
+
+	publishURL := "http://" + address + "/v1/namespaces/" + namespace + "/events"
+	targets := make([]string, len(r.servers))
+	for i, s := range r.servers {
+		targets[i] = s.URL
+	}
+	fmt.Printf("hookrelay bench: %d events per run, %d concurrent publishers, store %s (fsync on)\n\n", events, concurrency, filepath.Join(dataDir, "hookrelay.db"))
+	fmt.Printf("%-22s %12s %14s %12s %12s\n", "run", "events/s", "deliveries/s", "p50", "p99")
+	var results []result
+	for _, fanOut := range []int{1, 4} {
+		eventType := map[int]string{1: "bench.one", 4: "bench.four"}[fanOut]
+		baseline := relay(targets, fanOut)
+		// Warm both up, then measure each.
+		if _, err := measure(fmt.Sprintf("warm-relay-%d", fanOut), baseline.URL, eventType, 200, fanOut, concurrency, r); err != nil {
+			return err
+		}
+		if _, err := measure(fmt.Sprintf("warm-dispatcher-%d", fanOut), publishURL, eventType, 200, fanOut, concurrency, r); err != nil {
+			return err
+		}
+		relayResult, err := measure(fmt.Sprintf("relay-fanout-%d", fanOut), baseline.URL, eventType, events, fanOut, concurrency, r)
+		baseline.Close()
+		if err != nil {
+			return err
+		}
+		hookrelayResult, err := measure(fmt.Sprintf("hookrelay-fanout-%d", fanOut), publishURL, eventType, events, fanOut, concurrency, r)
+		if err != nil {
+			return err
+		}
+		for _, res := range []result{relayResult, hookrelayResult} {
+			fmt.Printf("%-22s %12.0f %14.0f %12s %12s\n", res.name, res.eventsPerSecond, res.deliveriesPerSec,
+				res.p50.Round(10*time.Microsecond), res.p99.Round(10*time.Microsecond))
+		}
+		results = append(results, relayResult, hookrelayResult)
+	}
+	fmt.Println()
+	for i := 0; i < len(results); i += 2 {
+		fmt.Printf("%s: %.0f%% of the relay's delivered events/s\n", results[i+1].name, 100*results[i+1].eventsPerSecond/results[i].eventsPerSecond)
+	}
+	return nil
+}
+
+// waitRouted waits until the dispatcher fans a probe out to all four
+// endpoints, and the probe's deliveries have arrived.
+func waitRouted(url string, r *receivers) error {
+	deadline := time.Now().Add(60 * time.Second)
+	r.reset(4)
+	for time.Now().Before(deadline) {
+		response, err := http.Post(url+"/v1/namespaces/"+namespace+"/events", "application/json",
+			bytes.NewBufferString(`{"type":"bench.four","data":{}}`))
+		if err == nil {
+			var answer struct{ Deliveries int }
+			_ = json.NewDecoder(response.Body).Decode(&answer)
+			response.Body.Close()
+			if response.StatusCode == http.StatusAccepted && answer.Deliveries == 4 {
+				select {
+				case <-r.done:
+					return nil
+				case <-time.After(30 * time.Second):
+					return errors.New("the probe's deliveries did not arrive")
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("the dispatcher did not load the bench endpoints within 60s")
+}
