@@ -1,4 +1,4 @@
-# Builds the Hookrelay binaries (manager, and the dispatcher once present)
+# Builds the Hookrelay binaries (manager and dispatcher)
 # into one small static image that runs as non-root on a read-only root
 # filesystem.
 FROM golang:1.26 AS build
@@ -10,6 +10,7 @@ COPY celenv/ celenv/
 COPY cmd/ cmd/
 COPY controllers/ controllers/
 COPY routes/ routes/
+COPY dispatcher/ dispatcher/
 COPY internal/ internal/
 ARG TARGETOS=linux
 ARG TARGETARCH=amd64

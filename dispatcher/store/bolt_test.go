@@ -1,0 +1,108 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func openTestStore(t *testing.T, path string) *Bolt {
+	t.Helper()
+	db, err := OpenBolt(path, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func TestAcceptDedupesWithinTheWindow(t *testing.T) {
+	ctx := context.Background()
+	db := openTestStore(t, filepath.Join(t.TempDir(), "hookrelay.db"))
+	defer db.Close()
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	event := Event{Namespace: "palm", ID: "evt_1", Type: "user.created", CreatedAt: now, Data: []byte(`{"a":1}`), AcceptedAt: now}
+
+	first, err := db.Accept(ctx, event, []Target{{Endpoint: "a"}, {Endpoint: "b", Held: true}}, now.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Duplicate || len(first.Deliveries) != 2 || first.Deliveries[1].State != Held || first.Deliveries[0].State != Pending {
+		t.Fatalf("first accept = %+v", first)
+	}
+	again, err := db.Accept(ctx, event, []Target{{Endpoint: "a"}}, now.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate || again.Event.Deliveries != 2 || len(again.Deliveries) != 0 {
+		t.Fatalf("a repeated id was fanned out again: %+v", again)
+	}
+	// Past the window the id is new again.
+	later := event
+	later.AcceptedAt = now.Add(25 * time.Hour)
+	third, err := db.Accept(ctx, later, []Target{{Endpoint: "a"}}, later.AcceptedAt.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if third.Duplicate {
+		t.Fatal("an id older than the dedupe window was refused")
+	}
+}
+
+func TestStateSurvivesReopenAndSweep(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "hookrelay.db")
+	db := openTestStore(t, path)
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	accepted, err := db.Accept(ctx, Event{Namespace: "ns", ID: "evt_1", Type: "t", Data: []byte(`{"x":[1, 2]}`), AcceptedAt: now},
+		[]Target{{Endpoint: "done"}, {Endpoint: "waiting"}}, now.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	finished := accepted.Deliveries[0]
+	finished.State, finished.Attempts, finished.UpdatedAt = Succeeded, 1, now
+	health := Health{Endpoint: "ns/done", LastSuccess: &now}
+	err = db.RecordAttempts(ctx, []AttemptRecord{{Delivery: finished,
+		Attempt: Attempt{DeliveryID: finished.ID, Number: 1, StartedAt: now, Duration: time.Millisecond, StatusCode: 200, Response: "ok"}, Health: &health}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db = openTestStore(t, path)
+	defer db.Close()
+	active, err := db.Active(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(active) != 1 || active[0].Endpoint != "waiting" {
+		t.Fatalf("active after reopen = %+v, want the waiting delivery", active)
+	}
+	event, err := db.Event(ctx, "ns", "evt_1")
+	if err != nil || string(event.Data) != `{"x":[1, 2]}` {
+		t.Fatalf("event after reopen = %+v, %v", event, err)
+	}
+	attempts, err := db.Attempts(ctx, finished.ID)
+	if err != nil || len(attempts) != 1 || attempts[0].StatusCode != 200 || attempts[0].Response != "ok" {
+		t.Fatalf("attempts = %+v, %v", attempts, err)
+	}
+	healths, err := db.Healths(ctx)
+	if err != nil || len(healths) != 1 || healths[0].LastSuccess == nil {
+		t.Fatalf("health = %+v, %v", healths, err)
+	}
+
+	swept, err := db.Sweep(ctx, now.Add(time.Hour))
+	if err != nil || swept != 1 {
+		t.Fatalf("Sweep = %d, %v; want the one finished delivery", swept, err)
+	}
+	if attempts, _ := db.Attempts(ctx, finished.ID); len(attempts) != 0 {
+		t.Fatalf("attempts of a swept delivery remain: %+v", attempts)
+	}
+	deliveries, err := db.DeliveriesOf(ctx, "ns", "evt_1")
+	if err != nil || len(deliveries) != 1 || deliveries[0].Endpoint != "waiting" {
+		t.Fatalf("deliveries after sweep = %+v, %v", deliveries, err)
+	}
+	if _, err := db.Event(ctx, "ns", "evt_1"); err != nil {
+		t.Fatalf("an event with a pending delivery was swept: %v", err)
+	}
+}
