@@ -5,6 +5,7 @@ package controllers
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -63,7 +64,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		opts.Clock = clock.RealClock{}
 	}
 	report := reporter{recorder: mgr.GetEventRecorder("hookrelay-controller")}
-	status := statusWriter{client: mgr.GetClient(), clock: opts.Clock}
+	status := statusWriter{client: mgr.GetClient(), clock: opts.Clock, written: &sync.Map{}}
 	published := newPublication()
 
 	endpoints := &EndpointReconciler{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,9 @@ const FieldOwner = "hookrelay-controller"
 type statusWriter struct {
 	client client.Client
 	clock  clock.PassiveClock
+	// written remembers, by object UID, the status this process last
+	// applied: the cache can still show an older one right after a write.
+	written *sync.Map
 }
 
 // readyCondition builds the Ready condition, keeping lastTransitionTime when
@@ -61,7 +65,8 @@ func (w statusWriter) apply(ctx context.Context, obj client.Object, ready metav1
 		return fmt.Errorf("converting %s: %w", obj.GetName(), err)
 	}
 	currentStatus, _, _ := unstructured.NestedMap(current, "status")
-	if statusHolds(currentStatus, desired) {
+	last, wrote := w.written.Load(obj.GetUID())
+	if statusHolds(currentStatus, desired) && (!wrote || reflect.DeepEqual(last, desired)) {
 		return nil
 	}
 
@@ -77,6 +82,7 @@ func (w statusWriter) apply(ctx context.Context, obj client.Object, ready metav1
 		client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("applying status of %s/%s: %w", obj.GetNamespace(), obj.GetName(), err)
 	}
+	w.written.Store(obj.GetUID(), desired)
 	return nil
 }
 

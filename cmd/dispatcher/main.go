@@ -140,7 +140,7 @@ func run(ctx context.Context, opts options) error {
 
 	var ready atomic.Bool
 	mux := http.NewServeMux()
-	(&ingest.Handler{Publisher: engine, MaxBody: opts.maxBody, Log: log.WithName("ingest")}).Register(mux)
+	(&ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("ingest")}).Register(mux)
 	if opts.profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -72,7 +72,7 @@ func (e *Engine) attempt(t task) {
 	}
 	delivery.Attempts++
 	record := store.Attempt{
-		DeliveryID: delivery.ID, Number: delivery.Attempts, StartedAt: now.UTC(), Duration: out.duration,
+		DeliveryID: delivery.ID, Number: delivery.Attempts, StartedAt: now.UTC(), DurationMS: float64(out.duration.Microseconds()) / 1000,
 		StatusCode: out.status, Response: out.response,
 	}
 	if out.err != nil {

@@ -33,11 +33,11 @@ type StatusSink interface {
 type Change string
 
 const (
-	ChangeDelivered  Change = "Delivered"
-	ChangeFailed     Change = "Failed"
-	ChangeDisabled   Change = "AutoDisabled"
-	ChangeReenabled  Change = "Reenabled"
-	ChangeObserved   Change = "Observed"
+	ChangeDelivered Change = "Delivered"
+	ChangeFailed    Change = "Failed"
+	ChangeDisabled  Change = "AutoDisabled"
+	ChangeReenabled Change = "Reenabled"
+	ChangeObserved  Change = "Observed"
 )
 
 // Options configure an Engine.

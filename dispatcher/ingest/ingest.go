@@ -39,6 +39,8 @@ type Publisher interface {
 // Handler serves the ingest API.
 type Handler struct {
 	Publisher Publisher
+	// Store is read for the delivery log.
+	Store store.Store
 	// MaxBody caps a request body, in bytes.
 	MaxBody int64
 	Log     logr.Logger
@@ -49,6 +51,52 @@ type Handler struct {
 // Register adds the ingest routes to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/namespaces/{namespace}/events", h.publish)
+	mux.HandleFunc("GET /v1/namespaces/{namespace}/events/{id}", h.event)
+}
+
+// EventLog is an event with its deliveries and their attempts.
+type EventLog struct {
+	Event      store.Event     `json:"event"`
+	Data       json.RawMessage `json:"data"`
+	Deliveries []DeliveryLog   `json:"deliveries"`
+}
+
+// DeliveryLog is a delivery with its attempts.
+type DeliveryLog struct {
+	store.Delivery
+	Attempts []store.Attempt `json:"attempts"`
+}
+
+// event answers GET .../events/{id} from the delivery log.
+func (h *Handler) event(w http.ResponseWriter, r *http.Request) {
+	namespace, id := r.PathValue("namespace"), r.PathValue("id")
+	event, err := h.Store.Event(r.Context(), namespace, id)
+	if store.IsNotFound(err) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no event %q in namespace %q", id, namespace))
+		return
+	}
+	if err != nil {
+		h.Log.Error(err, "reading the delivery log", "namespace", namespace, "id", id)
+		writeError(w, http.StatusServiceUnavailable, "the delivery log could not be read")
+		return
+	}
+	deliveries, err := h.Store.DeliveriesOf(r.Context(), namespace, id)
+	if err != nil {
+		h.Log.Error(err, "reading the delivery log", "namespace", namespace, "id", id)
+		writeError(w, http.StatusServiceUnavailable, "the delivery log could not be read")
+		return
+	}
+	out := EventLog{Event: event, Data: event.Data, Deliveries: make([]DeliveryLog, 0, len(deliveries))}
+	for _, delivery := range deliveries {
+		attempts, err := h.Store.Attempts(r.Context(), delivery.ID)
+		if err != nil {
+			h.Log.Error(err, "reading the delivery log", "delivery", delivery.ID)
+			writeError(w, http.StatusServiceUnavailable, "the delivery log could not be read")
+			return
+		}
+		out.Deliveries = append(out.Deliveries, DeliveryLog{Delivery: delivery, Attempts: attempts})
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // request is the JSON body of a publish.

@@ -221,5 +221,3 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 	r.mu.Unlock()
 	return nil
 }
-
-

@@ -63,7 +63,7 @@ func TestStateSurvivesReopenAndSweep(t *testing.T) {
 	finished.State, finished.Attempts, finished.UpdatedAt = Succeeded, 1, now
 	health := Health{Endpoint: "ns/done", LastSuccess: &now}
 	err = db.RecordAttempts(ctx, []AttemptRecord{{Delivery: finished,
-		Attempt: Attempt{DeliveryID: finished.ID, Number: 1, StartedAt: now, Duration: time.Millisecond, StatusCode: 200, Response: "ok"}, Health: &health}})
+		Attempt: Attempt{DeliveryID: finished.ID, Number: 1, StartedAt: now, DurationMS: 1.5, StatusCode: 200, Response: "ok"}, Health: &health}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,9 +29,9 @@ const (
 
 // Event is an accepted event.
 type Event struct {
-	Namespace string          `json:"namespace"`
-	ID        string          `json:"id"`
-	Type      string          `json:"type"`
+	Namespace string    `json:"namespace"`
+	ID        string    `json:"id"`
+	Type      string    `json:"type"`
 	CreatedAt time.Time `json:"created_at"`
 	// Data is the producer's JSON, stored as is beside the record.
 	Data    json.RawMessage `json:"-"`
@@ -59,12 +59,13 @@ type Delivery struct {
 
 // Attempt is one HTTP request of a delivery and what came of it.
 type Attempt struct {
-	DeliveryID string        `json:"delivery_id"`
-	Number     int           `json:"number"`
-	StartedAt  time.Time     `json:"started_at"`
-	Duration   time.Duration `json:"duration"`
-	StatusCode int           `json:"status_code,omitempty"`
-	Error      string        `json:"error,omitempty"`
+	DeliveryID string    `json:"delivery_id"`
+	Number     int       `json:"number"`
+	StartedAt  time.Time `json:"started_at"`
+	// DurationMS is how long the attempt took, in milliseconds.
+	DurationMS float64 `json:"duration_ms"`
+	StatusCode int     `json:"status_code,omitempty"`
+	Error      string  `json:"error,omitempty"`
 	// Response is the first KiB of the response body.
 	Response string `json:"response,omitempty"`
 }

@@ -1,6 +1,8 @@
 // Command localup runs Hookrelay on this machine for `make dev`: the built
-// kube-apiserver and etcd (state kept under the data folder between runs),
-// the CRDs, the manager, and the samples. Ctrl-C stops everything.
+// kube-apiserver and etcd, the CRDs, the manager, the dispatcher, a sample
+// receiver that verifies signatures, and the samples. State (etcd, the
+// dispatcher's store) stays in the data folder between runs. Ctrl-C stops
+// everything.
 package main
 
 import (
@@ -8,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,6 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -33,7 +38,9 @@ func main() {
 
 func run() error {
 	dataDirFlag := flag.String("data-dir", ".dev", "Folder for the control plane's state, the kubeconfig and the logs; kept between runs.")
-	binDir := flag.String("bin-dir", "bin", "Folder of the built binaries (manager) and controlplane/.")
+	binDir := flag.String("bin-dir", "bin", "Folder of the built binaries (manager, dispatcher) and controlplane/.")
+	dispatcherAddress := flag.String("dispatcher-address", "127.0.0.1:8080", "Where the dispatcher listens.")
+	receiverAddress := flag.String("receiver-address", "127.0.0.1:8090", "Where the sample receiver listens (config/samples/ point here).")
 	flag.Parse()
 	dataDir, err := filepath.Abs(*dataDirFlag)
 	if err != nil {
@@ -80,7 +87,11 @@ func run() error {
 	if err := os.WriteFile(kubeconfig, kubeconfigData, 0o600); err != nil {
 		return err
 	}
-	c, err := client.New(config, client.Options{})
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	c, err := client.New(config, client.Options{Scheme: scheme})
 	if err != nil {
 		return err
 	}
@@ -99,6 +110,23 @@ func run() error {
 	}
 	defer manager.stop()
 
+	dispatcherLog := filepath.Join(dataDir, "dispatcher.log")
+	step("starting the dispatcher (store: %s, log: %s)", filepath.Join(dataDir, "dispatcher"), dispatcherLog)
+	dispatcher, err := start(filepath.Join(binDirAbs, "dispatcher"), kubeconfig, dispatcherLog,
+		"--namespace="+operatorNamespace, "--listen-address="+*dispatcherAddress, "--data-dir="+filepath.Join(dataDir, "dispatcher"))
+	if err != nil {
+		return err
+	}
+	defer dispatcher.stop()
+
+	receiverLog := filepath.Join(dataDir, "receiver.log")
+	step("starting the sample receiver on http://%s (log: %s)", *receiverAddress, receiverLog)
+	stopReceiver, err := serveReceiver(ctx, *receiverAddress, c, receiverLog)
+	if err != nil {
+		return err
+	}
+	defer stopReceiver()
+
 	step("applying config/samples/")
 	apply := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "config/samples/")
 	apply.Stdout, apply.Stderr = os.Stdout, os.Stderr
@@ -110,27 +138,59 @@ func run() error {
 	if out, err := wait.CombinedOutput(); err != nil {
 		return fmt.Errorf("waiting for the samples to be Ready: %w\n%s", err, out)
 	}
+	if err := waitReady("http://"+*dispatcherAddress+"/readyz", dispatcher); err != nil {
+		return fmt.Errorf("%w (see %s)", err, dispatcherLog)
+	}
 
 	fmt.Printf(`
 Hookrelay is ready.
 
   export KUBECONFIG=%[1]s
   kubectl get whep,whsub
-  kubectl get configmaps -n %[2]s -l hookrelay.dev/routes
-  kubectl get secrets -n %[2]s -l hookrelay.dev/keys
 
-Manager log: %[3]s
+Send an event to the Palm sample endpoint; the sample receiver prints it, verified:
+
+  curl -sS http://%[4]s/v1/namespaces/default/events -H 'Content-Type: application/json' \
+    -d '{"type":"user.created","data":{"user_id":"usr_123"}}'
+
+Read its delivery log (use the id the answer gave):
+
+  curl -sS http://%[4]s/v1/namespaces/default/events/EVENT_ID
+
+Logs: receiver %[5]s, dispatcher %[6]s, manager %[3]s
 Press Ctrl-C to stop; the next run keeps the same state.
-`, kubeconfig, operatorNamespace, managerLog)
+`, kubeconfig, operatorNamespace, managerLog, *dispatcherAddress, receiverLog, dispatcherLog)
 
 	select {
 	case <-ctx.Done():
 		fmt.Println()
 		step("stopping")
 		return nil
-	case err := <-manager.done:
-		return fmt.Errorf("the manager exited: %v (see %s)", err, managerLog)
+	case <-manager.done:
+		return fmt.Errorf("the manager exited: %v (see %s)", manager.err, managerLog)
+	case <-dispatcher.done:
+		return fmt.Errorf("the dispatcher exited: %v (see %s)", dispatcher.err, dispatcherLog)
 	}
+}
+
+// waitReady polls a readiness URL until it answers 200, or the process exits.
+func waitReady(url string, p *process) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("exited before it was ready: %v", p.err)
+		default:
+		}
+		if response, err := http.Get(url); err == nil {
+			response.Body.Close()
+			if response.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s was not ready within 60s", url)
 }
 
 // step prints a progress line.
@@ -139,8 +199,10 @@ func step(format string, args ...any) {
 }
 
 type process struct {
-	cmd  *exec.Cmd
-	done chan error
+	cmd *exec.Cmd
+	// done is closed when the process exits; err is then its exit error.
+	done chan struct{}
+	err  error
 }
 
 // start runs a binary with KUBECONFIG set, its output appended to a log file.
@@ -156,10 +218,11 @@ func start(binary, kubeconfig, logPath string, args ...string) (*process, error)
 		logFile.Close()
 		return nil, fmt.Errorf("starting %s: %w", binary, err)
 	}
-	p := &process{cmd: cmd, done: make(chan error, 1)}
+	p := &process{cmd: cmd, done: make(chan struct{})}
 	go func() {
-		p.done <- cmd.Wait()
+		p.err = cmd.Wait()
 		logFile.Close()
+		close(p.done)
 	}()
 	return p, nil
 }

@@ -94,4 +94,3 @@ func run(m *testing.M) int {
 	}
 	return code
 }
-

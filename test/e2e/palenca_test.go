@@ -65,7 +65,7 @@ func TestPalencaContract(t *testing.T) {
 	g.Expect(status).To(Equal(http.StatusAccepted))
 	g.Expect(answer["deliveries"]).To(Equal(1.0), "sandbox event, one sandbox endpoint")
 
-	g.Eventually(production.got).WithTimeout(10 * time.Second).Should(HaveLen(2), "the 202 was retried")
+	g.Eventually(production.got).WithTimeout(10*time.Second).Should(HaveLen(2), "the 202 was retried")
 	g.Eventually(func(g Gomega) {
 		g.Expect(env.Client.Get(context.Background(), clientKey(productionEndpoint), productionEndpoint)).To(Succeed())
 		g.Expect(productionEndpoint.Status.LastSuccessTime).NotTo(BeNil())

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"testing"
@@ -44,15 +45,18 @@ func TestPalmContract(t *testing.T) {
 	g.Expect(got.Header.Get("Palm-Event-Type")).To(Equal("business.verification.completed"))
 	g.Expect(got.Header.Get("webhook-id")).To(Equal("evt_1704538200000_f6g7h8i9j0k1"))
 	var envelope map[string]any
-	g.Expect(json.Unmarshal(got.Body, &envelope)).To(Succeed())
+	err := json.Unmarshal(got.Body, &envelope)
+	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(envelope).To(HaveKeyWithValue("id", "evt_1704538200000_f6g7h8i9j0k1"))
 	g.Expect(envelope).To(HaveKeyWithValue("object", "event"))
 	g.Expect(envelope).To(HaveKeyWithValue("type", "business.verification.completed"))
 	g.Expect(envelope).To(HaveKey("created_at"))
-	_, err := time.Parse(time.RFC3339, envelope["created_at"].(string))
+	_, err = time.Parse(time.RFC3339, envelope["created_at"].(string))
 	g.Expect(err).NotTo(HaveOccurred(), "created_at is ISO 8601")
 	g.Expect(envelope["data"]).To(HaveKeyWithValue("object", HaveKeyWithValue("business_id", "bus_987e6543")))
-	g.Eventually(func(g Gomega) metav1.ConditionStatus { return condition(g, palm, hookrelayv1alpha1.ConditionDelivering) }).
+	g.Eventually(func(g Gomega) metav1.ConditionStatus {
+		return condition(g, palm, hookrelayv1alpha1.ConditionDelivering)
+	}).
 		WithTimeout(10 * time.Second).Should(Equal(metav1.ConditionTrue))
 
 	// A receiver that answers 500 gets exactly 5 attempts, spaced by the schedule.
@@ -67,6 +71,31 @@ func TestPalmContract(t *testing.T) {
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 	attempts := failing.got()
 	g.Expect(attempts).To(HaveLen(5))
+	// The delivery log has the five attempts, each with its status and the response.
+	response, err := http.Get(d.URL + "/v1/namespaces/" + namespace + "/events/evt_failing")
+	g.Expect(err).NotTo(HaveOccurred())
+	var eventLog struct {
+		Deliveries []struct {
+			Endpoint, State string
+			Attempts        []struct {
+				Number     int
+				StatusCode int     `json:"status_code"`
+				DurationMS float64 `json:"duration_ms"`
+				Response   string
+			}
+		}
+	}
+	g.Expect(json.NewDecoder(response.Body).Decode(&eventLog)).To(Succeed())
+	response.Body.Close()
+	g.Expect(eventLog.Deliveries).To(HaveLen(1))
+	g.Expect(eventLog.Deliveries[0].State).To(Equal("failed"))
+	g.Expect(eventLog.Deliveries[0].Attempts).To(HaveLen(5))
+	for i, attempt := range eventLog.Deliveries[0].Attempts {
+		g.Expect(attempt.Number).To(Equal(i + 1))
+		g.Expect(attempt.StatusCode).To(Equal(http.StatusInternalServerError))
+		g.Expect(attempt.DurationMS).To(BeNumerically(">", 0))
+		g.Expect(attempt.Response).To(Equal(fmt.Sprintf(`{"received":%d}`, i+1)))
+	}
 	for i := 1; i < len(attempts); i++ {
 		g.Expect(attempts[i].At.Sub(attempts[i-1].At)).To(BeNumerically(">=", shortSchedule[i-1].Duration),
 			"attempt %d came before its retry delay", i+1)

@@ -1,0 +1,190 @@
+// Package dev tests `make dev` as a new user meets it: start it, follow the
+// printed instructions, stop it, start it again.
+package dev
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/hookrelay/hookrelay/internal/testenv"
+)
+
+// localup is a running `make dev`.
+type localup struct {
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	output strings.Builder
+	ready  chan struct{}
+	done   chan struct{}
+}
+
+func (l *localup) printed() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.output.String()
+}
+
+// start runs localup (what `make dev` runs after building) and waits for
+// its "ready" line.
+func start(t *testing.T, binDir, dataDir, dispatcherAddress string) *localup {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "localup"), "--data-dir="+dataDir, "--bin-dir="+binDir,
+		"--dispatcher-address="+dispatcherAddress)
+	cmd.Dir = testenv.RepoRoot()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	l := &localup{cmd: cmd, ready: make(chan struct{}), done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(l.done)
+		scanner := bufio.NewScanner(stdout)
+		readySeen := false
+		for scanner.Scan() {
+			l.mu.Lock()
+			l.output.WriteString(scanner.Text() + "\n")
+			l.mu.Unlock()
+			if !readySeen && strings.HasPrefix(scanner.Text(), "Press Ctrl-C to stop") {
+				readySeen = true
+				close(l.ready)
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		_ = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-l.done
+		if t.Failed() {
+			t.Logf("make dev printed:\n%s", l.printed())
+		}
+	})
+	select {
+	case <-l.ready:
+	case <-l.done:
+		t.Fatalf("make dev exited before it was ready:\n%s", l.printed())
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("make dev was not ready within 3 minutes:\n%s", l.printed())
+	}
+	return l
+}
+
+// interrupt stops it with Ctrl-C and expects a clean exit.
+func (l *localup) interrupt(t *testing.T) {
+	t.Helper()
+	_ = l.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-l.done:
+	case <-time.After(time.Minute):
+		t.Fatalf("make dev did not stop on Ctrl-C:\n%s", l.printed())
+	}
+	if code := l.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("make dev exited with %d after Ctrl-C:\n%s", code, l.printed())
+	}
+}
+
+// shell runs a printed command line with the printed KUBECONFIG.
+func shell(t *testing.T, kubeconfig, line string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sh", "-c", line)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", line, err, out)
+	}
+	return string(out)
+}
+
+func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
+	g := NewWithT(t)
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`")
+	}
+	binDir := t.TempDir()
+	for _, pkg := range []string{"./cmd/manager", "./cmd/dispatcher", "./hack/localup"} {
+		build := exec.Command("go", "build", "-o", binDir+"/", pkg)
+		build.Dir = testenv.RepoRoot()
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", pkg, err, out)
+		}
+	}
+	if err := os.Symlink(assets, filepath.Join(binDir, "controlplane")); err != nil {
+		t.Fatal(err)
+	}
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	dispatcherAddress := listener.Addr().String()
+	listener.Close()
+	dataDir := t.TempDir()
+
+	dev := start(t, binDir, dataDir, dispatcherAddress)
+	printed := dev.printed()
+	kubeconfig := regexp.MustCompile(`export KUBECONFIG=(\S+)`).FindStringSubmatch(printed)[1]
+	receiverLog := regexp.MustCompile(`Logs: receiver (\S+),`).FindStringSubmatch(printed)[1]
+
+	// The samples are Ready.
+	table := shell(t, kubeconfig, "kubectl get whep,whsub --no-headers")
+	rows := strings.Split(strings.TrimSpace(table), "\n")
+	g.Expect(rows).To(HaveLen(6), table)
+	for _, row := range rows {
+		g.Expect(row).To(MatchRegexp(`\sTrue\s`), table)
+	}
+
+	// The printed send line makes the receiver print a verified delivery.
+	send := regexp.MustCompile(`(?m)^  (curl -sS \S+/events -H .*\\\n\s+-d .*)$`).FindStringSubmatch(printed)
+	g.Expect(send).NotTo(BeNil(), "no send line in:\n%s", printed)
+	var answer struct {
+		ID         string
+		Deliveries int
+	}
+	g.Expect(json.Unmarshal([]byte(shell(t, kubeconfig, send[1])), &answer)).To(Succeed())
+	g.Expect(answer.Deliveries).To(Equal(1))
+	g.Eventually(func() (string, error) {
+		log, err := os.ReadFile(receiverLog)
+		return string(log), err
+	}).WithTimeout(30 * time.Second).Should(MatchRegexp(`POST /palm event=` + regexp.QuoteMeta(answer.ID) +
+		` type=user.created Hookrelay-Signature verified, webhook-signature verified`))
+	dev.interrupt(t)
+
+	// Started again on the same data folder, the delivery log still has it.
+	dev = start(t, binDir, dataDir, dispatcherAddress)
+	logLine := regexp.MustCompile(`(?m)^  (curl -sS \S+/events/EVENT_ID)$`).FindStringSubmatch(dev.printed())
+	g.Expect(logLine).NotTo(BeNil())
+	var eventLog struct {
+		Deliveries []struct {
+			Endpoint string
+			State    string
+			Attempts []struct {
+				StatusCode int `json:"status_code"`
+			}
+		}
+	}
+	out := shell(t, kubeconfig, strings.Replace(logLine[1], "EVENT_ID", answer.ID, 1))
+	g.Expect(json.Unmarshal([]byte(out), &eventLog)).To(Succeed(), out)
+	g.Expect(eventLog.Deliveries).To(HaveLen(1), out)
+	g.Expect(eventLog.Deliveries[0].Endpoint).To(Equal("palm"))
+	g.Expect(eventLog.Deliveries[0].State).To(Equal("succeeded"))
+	g.Expect(eventLog.Deliveries[0].Attempts[0].StatusCode).To(Equal(200))
+	dev.interrupt(t)
+}
