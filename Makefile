@@ -65,6 +65,14 @@ controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked
 test: manifests generate controlplane ## Run every test against the built control plane.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: deploy
+deploy: ## Install Hookrelay on the cluster in $$KUBECONFIG (config/default).
+	kubectl apply -k config/default
+
+.PHONY: undeploy
+undeploy: ## Remove Hookrelay from the cluster in $$KUBECONFIG.
+	kubectl delete -k config/default --ignore-not-found
+
 .PHONY: bench
 bench: build controlplane ## Measure delivery throughput and latency against a bare relay (prints figures).
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./hack/bench --dispatcher=$(LOCALBIN)/dispatcher $(BENCH_FLAGS)

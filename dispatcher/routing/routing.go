@@ -89,9 +89,9 @@ func compileEndpoint(entry string, routeData, keyData []byte) (*Endpoint, error)
 	if err != nil {
 		return nil, fmt.Errorf("route %s: %w", entry, err)
 	}
-	if routes.KeysVersion(keys) != route.KeysVersion {
-		return nil, fmt.Errorf("route %s: keys version %s, route wants %s (keys not yet published)", entry, routes.KeysVersion(keys), route.KeysVersion)
-	}
+	// The keys shard is written before the routes shard, so keys newer than
+	// the route (route.KeysVersion differs, during a rotation) are the ones
+	// to sign with.
 	endpoint := &Endpoint{Endpoint: route, ID: ID(route.Namespace, route.Name), Keys: keys}
 	if route.Transform != "" {
 		if endpoint.Transform, err = celenv.CompileTransform(route.Transform); err != nil {

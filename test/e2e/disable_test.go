@@ -80,3 +80,18 @@ func TestAutoDisableAndReenable(t *testing.T) {
 	g.Expect(ep.Status.ConsecutiveFailures).To(BeZero())
 	g.Expect(d.metric(g, "hookrelay_held_deliveries")).To(Equal("0"))
 }
+
+// TestGoneDisablesAtOnce: a 410 answer disables the endpoint after one attempt.
+func TestGoneDisablesAtOnce(t *testing.T) {
+	g := NewWithT(t)
+	namespace := env.Namespace(t)
+	d := startDispatcher(t, t.TempDir())
+	gone := newReceiver(t, answerWith(http.StatusGone))
+	ep := endpoint(t, namespace, "gone", gone.URL, []string{"*"}, palmSpec)
+	status, _ := d.publish(t, namespace, `{"id":"evt_gone","type":"user.created","data":{}}`)
+	g.Expect(status).To(Equal(http.StatusAccepted))
+	g.Eventually(func(g Gomega) metav1.ConditionStatus { return condition(g, ep, hookrelayv1alpha1.ConditionDisabled) }).
+		WithTimeout(20 * time.Second).Should(Equal(metav1.ConditionTrue))
+	g.Expect(gone.got()).To(HaveLen(1), "no retry after 410 Gone")
+	g.Expect(ep.Status.LastFailureReason).To(ContainSubstring("410 Gone"))
+}
