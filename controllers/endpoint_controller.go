@@ -158,6 +158,15 @@ func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrel
 		secret, err = r.generateSecret(ctx, endpoint, name)
 		return secret, 0, nil, err
 	}
+	if ownedByEarlierEndpoint(secret, endpoint) {
+		// An endpoint of the same name was deleted and its Secret not yet
+		// garbage-collected: it signs for nobody. Replace it.
+		if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
+			return nil, 0, nil, fmt.Errorf("deleting the Secret %s/%s of a deleted endpoint: %w", secret.Namespace, secret.Name, err)
+		}
+		secret, err = r.generateSecret(ctx, endpoint, name)
+		return secret, 0, nil, err
+	}
 	if !metav1.IsControlledBy(secret, endpoint) {
 		return nil, 0, &problem{hookrelayv1alpha1.ReasonSecretInvalid, fmt.Sprintf(
 			"Secret %q exists and is not owned by this endpoint; delete it, or name it in spec.secretRef to bring your own", name)}, nil
@@ -167,6 +176,14 @@ func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrel
 	}
 	requeueAfter, err := r.expirePreviousKey(ctx, endpoint, secret)
 	return secret, requeueAfter, nil, err
+}
+
+// ownedByEarlierEndpoint reports whether a Secret's controller is a
+// WebhookEndpoint of the same name with another UID: one that was deleted.
+func ownedByEarlierEndpoint(secret *corev1.Secret, endpoint *hookrelayv1alpha1.WebhookEndpoint) bool {
+	owner := metav1.GetControllerOf(secret)
+	return owner != nil && owner.APIVersion == hookrelayv1alpha1.GroupVersion.String() && owner.Kind == "WebhookEndpoint" &&
+		owner.Name == endpoint.Name && owner.UID != endpoint.UID
 }
 
 // generateSecret creates the endpoint's Secret with a new key. It never

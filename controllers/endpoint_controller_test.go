@@ -189,3 +189,24 @@ func annotate(t *testing.T, obj client.Object, key, value string) {
 		return env.Client.Update(context.Background(), obj)
 	}).WithTimeout(10 * time.Second).Should(Succeed())
 }
+
+func TestRecreatedEndpointReplacesTheOrphanedSecret(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startManager(t, Options{})
+	namespace := env.Namespace(t)
+
+	endpoint := newEndpoint(namespace, "again")
+	g.Expect(env.Client.Create(ctx, endpoint)).To(Succeed())
+	eventuallyReady(t, endpoint, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+	first := string(signingSecret(g, endpoint).Data[SecretKey])
+
+	// This control plane runs no garbage collector: the Secret outlives its endpoint.
+	g.Expect(env.Client.Delete(ctx, endpoint)).To(Succeed())
+	recreated := newEndpoint(namespace, "again")
+	g.Expect(env.Client.Create(ctx, recreated)).To(Succeed())
+	eventuallyReady(t, recreated, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+	secret := signingSecret(g, recreated)
+	g.Expect(metav1.IsControlledBy(secret, recreated)).To(BeTrue())
+	g.Expect(string(secret.Data[SecretKey])).NotTo(Equal(first), "a new endpoint gets a new key")
+}

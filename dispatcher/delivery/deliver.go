@@ -119,11 +119,12 @@ func (e *Engine) attempt(t task) {
 	}
 }
 
+// failureReason says how a delivery's last attempt failed, and after how many.
 func failureReason(out result, attempts int) string {
 	if out.err != nil {
-		return fmt.Sprintf("%d attempts; last: %v", attempts, out.err)
+		return fmt.Sprintf("%v (%d attempts)", out.err, attempts)
 	}
-	return fmt.Sprintf("%d attempts; last: HTTP %d", attempts, out.status)
+	return fmt.Sprintf("HTTP %d (%d attempts)", out.status, attempts)
 }
 
 // recordOutcome updates an endpoint's health with a finished delivery and

@@ -174,6 +174,9 @@ func (e *Engine) SetTable(ctx context.Context, table *routing.Table) error {
 			e.Status.HealthChanged(endpoint, health, ChangeObserved)
 		}
 		wasDeliverable := e.deliverable(previous.Endpoint(endpoint.ID))
+		if err := e.adopt(ctx, endpoint); err != nil {
+			return err
+		}
 		if endpoint.ReenableToken != "" {
 			if err := e.reenable(ctx, endpoint); err != nil {
 				return err
@@ -188,6 +191,29 @@ func (e *Engine) SetTable(ctx context.Context, table *routing.Table) error {
 		return nil
 	}
 	return e.release(ctx, release)
+}
+
+// adopt ties the endpoint's health record to its UID: a record left by a
+// deleted endpoint of the same name starts over.
+func (e *Engine) adopt(ctx context.Context, endpoint *routing.Endpoint) error {
+	e.mu.Lock()
+	health := e.healthOf(endpoint.ID)
+	if health.UID == endpoint.UID {
+		e.mu.Unlock()
+		return nil
+	}
+	stale := health.UID != ""
+	if stale {
+		*health = store.Health{Endpoint: endpoint.ID}
+	}
+	health.UID = endpoint.UID
+	snapshot := *health
+	e.mu.Unlock()
+	if !stale {
+		return nil // stored with the next change of its health
+	}
+	e.Log.Info("new endpoint of an earlier one's name: its delivery record starts over", "endpoint", endpoint.ID)
+	return e.Store.PutHealth(ctx, snapshot)
 }
 
 // reenable acts on a new re-enable token: the failure count starts over and

@@ -48,6 +48,8 @@ type Reporter struct {
 
 	mu      sync.Mutex
 	dirty   map[string]report
+	// applied is keyed by endpoint UID: a new endpoint of the same name
+	// has no status yet.
 	applied map[string]appliedConditions
 }
 
@@ -154,7 +156,7 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 	if r.applied == nil {
 		r.applied = map[string]appliedConditions{}
 	}
-	previous := r.applied[rep.endpoint.ID]
+	previous := r.applied[rep.endpoint.UID]
 	r.mu.Unlock()
 
 	disabled := metav1.Condition{Type: hookrelayv1alpha1.ConditionDisabled, Status: metav1.ConditionFalse, Reason: hookrelayv1alpha1.ReasonEnabled,
@@ -217,7 +219,7 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 		return err
 	}
 	r.mu.Lock()
-	r.applied[rep.endpoint.ID] = appliedConditions{disabled: disabled, delivering: delivering, status: status}
+	r.applied[rep.endpoint.UID] = appliedConditions{disabled: disabled, delivering: delivering, status: status}
 	r.mu.Unlock()
 	return nil
 }

@@ -73,7 +73,10 @@ type Attempt struct {
 // Health is an endpoint's delivery record, which drives auto-disable.
 type Health struct {
 	// Endpoint is "<namespace>/<name>".
-	Endpoint            string     `json:"endpoint"`
+	Endpoint string `json:"endpoint"`
+	// UID is the WebhookEndpoint's; a new endpoint of the same name starts
+	// with a clean record.
+	UID                 string     `json:"uid,omitempty"`
 	ConsecutiveFailures int        `json:"consecutive_failures"`
 	Disabled            bool       `json:"disabled,omitempty"`
 	DisabledAt          *time.Time `json:"disabled_at,omitempty"`

@@ -67,7 +67,7 @@ func TestPalmContract(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		g.Expect(env.Client.Get(t.Context(), clientKey(broken), broken)).To(Succeed())
 		g.Expect(broken.Status.ConsecutiveFailures).To(Equal(int32(1)), "the delivery failed")
-		g.Expect(broken.Status.LastFailureReason).To(Equal("5 attempts; last: HTTP 500"))
+		g.Expect(broken.Status.LastFailureReason).To(Equal("HTTP 500 (5 attempts)"))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 	attempts := failing.got()
 	g.Expect(attempts).To(HaveLen(5))
@@ -114,7 +114,7 @@ func TestPalmContract(t *testing.T) {
 	g.Eventually(func(g Gomega) string {
 		g.Expect(env.Client.Get(t.Context(), clientKey(sleeper), sleeper)).To(Succeed())
 		return sleeper.Status.LastFailureReason
-	}).WithTimeout(20 * time.Second).Should(Equal("2 attempts; last: timed out after 1s"))
+	}).WithTimeout(20 * time.Second).Should(Equal("timed out after 1s (2 attempts)"))
 	g.Expect(slow.got()).To(HaveLen(2))
 	g.Expect(slices.Compact(slow.eventIDs())).To(HaveLen(1))
 }
