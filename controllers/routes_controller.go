@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -197,13 +198,9 @@ func compileRoute(endpoint *hookrelayv1alpha1.WebhookEndpoint, keys []routes.Key
 
 // syncRoutes makes the routes ConfigMaps hold exactly the given shards.
 func (r *RoutesReconciler) syncRoutes(ctx context.Context, shards []map[string][]byte) error {
-	var existing corev1.ConfigMapList
-	if err := r.Shards.List(ctx, &existing, client.InNamespace(r.Namespace), client.HasLabels{routes.LabelRoutes}); err != nil {
+	current, err := r.currentShards(ctx, &corev1.ConfigMapList{}, routes.LabelRoutes)
+	if err != nil {
 		return err
-	}
-	current := map[string]client.Object{}
-	for i := range existing.Items {
-		current[existing.Items[i].Name] = &existing.Items[i]
 	}
 	desired := make([]client.Object, len(shards))
 	for i, shard := range shards {
@@ -220,13 +217,9 @@ func (r *RoutesReconciler) syncRoutes(ctx context.Context, shards []map[string][
 
 // syncKeys makes the keys Secrets hold exactly the given shards.
 func (r *RoutesReconciler) syncKeys(ctx context.Context, shards []map[string][]byte) error {
-	var existing corev1.SecretList
-	if err := r.Shards.List(ctx, &existing, client.InNamespace(r.Namespace), client.HasLabels{routes.LabelKeys}); err != nil {
+	current, err := r.currentShards(ctx, &corev1.SecretList{}, routes.LabelKeys)
+	if err != nil {
 		return err
-	}
-	current := map[string]client.Object{}
-	for i := range existing.Items {
-		current[existing.Items[i].Name] = &existing.Items[i]
 	}
 	desired := make([]client.Object, len(shards))
 	for i, shard := range shards {
@@ -236,6 +229,23 @@ func (r *RoutesReconciler) syncKeys(ctx context.Context, shards []map[string][]b
 	return r.syncShards(ctx, current, desired, func(have, want client.Object) bool {
 		return reflect.DeepEqual(have.(*corev1.Secret).Data, want.(*corev1.Secret).Data)
 	})
+}
+
+// currentShards lists the shards of one kind, by name.
+func (r *RoutesReconciler) currentShards(ctx context.Context, list client.ObjectList, label string) (map[string]client.Object, error) {
+	if err := r.Shards.List(ctx, list, client.InNamespace(r.Namespace), client.HasLabels{label}); err != nil {
+		return nil, err
+	}
+	items, err := meta.ExtractList(list)
+	if err != nil {
+		return nil, err
+	}
+	current := make(map[string]client.Object, len(items))
+	for _, item := range items {
+		obj := item.(client.Object)
+		current[obj.GetName()] = obj
+	}
+	return current, nil
 }
 
 func (r *RoutesReconciler) shardMeta(name, label string) metav1.ObjectMeta {

@@ -46,8 +46,8 @@ type Reporter struct {
 	// Interval is the shortest time between two writes to one endpoint.
 	Interval time.Duration
 
-	mu      sync.Mutex
-	dirty   map[string]report
+	mu    sync.Mutex
+	dirty map[string]report
 	// applied is keyed by endpoint UID: a new endpoint of the same name
 	// has no status yet.
 	applied map[string]appliedConditions
