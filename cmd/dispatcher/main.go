@@ -52,6 +52,7 @@ type options struct {
 	statusInterval time.Duration
 	drainTimeout   time.Duration
 	profiling      bool
+	egressAllow    string
 }
 
 func main() {
@@ -69,6 +70,8 @@ func main() {
 		"How long a store write may wait for concurrent writes to share its fsync (group commit).")
 	flag.DurationVar(&opts.statusInterval, "status-interval", time.Second, "Shortest time between two status writes to one endpoint.")
 	flag.DurationVar(&opts.drainTimeout, "drain-timeout", 30*time.Second, "How long SIGTERM waits for attempts in flight.")
+	flag.StringVar(&opts.egressAllow, "egress-allow-cidr", "",
+		"Comma-separated CIDRs that deliveries may reach although they are loopback, private, link-local or cloud-metadata addresses (127.0.0.0/8 for local development).")
 	flag.BoolVar(&opts.profiling, "enable-profiling", false, "Serve Go's pprof profiles under /debug/pprof/ on the listen address.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -87,6 +90,10 @@ func run(ctx context.Context, opts options) error {
 	log := ctrl.Log.WithName("dispatcher")
 	if !validHeaderPrefix(opts.headerPrefix) {
 		return fmt.Errorf("--header-prefix %q must be letters, digits and '-'", opts.headerPrefix)
+	}
+	allow, err := delivery.ParseCIDRs(opts.egressAllow)
+	if err != nil {
+		return fmt.Errorf("--egress-allow-cidr: %w", err)
 	}
 	restConfig, err := ctrl.GetConfig()
 	if err != nil {
@@ -128,7 +135,7 @@ func run(ctx context.Context, opts options) error {
 	}
 	engine, err := delivery.New(ctx, delivery.Options{
 		Store:         db,
-		Attempt:       &delivery.Attempter{Client: delivery.NewHTTPClient(nil), Signer: signing.Signer{Prefix: opts.headerPrefix}},
+		Attempt:       &delivery.Attempter{Client: delivery.NewHTTPClient(delivery.EgressPolicy{Allow: allow}.Transport()), Signer: signing.Signer{Prefix: opts.headerPrefix}},
 		Status:        reporter,
 		Metrics:       delivery.NewMetrics(registry),
 		Log:           log.WithName("delivery"),

@@ -113,7 +113,9 @@ func run() error {
 	dispatcherLog := filepath.Join(dataDir, "dispatcher.log")
 	step("starting the dispatcher (store: %s, log: %s)", filepath.Join(dataDir, "dispatcher"), dispatcherLog)
 	dispatcher, err := start(filepath.Join(binDirAbs, "dispatcher"), kubeconfig, dispatcherLog,
-		"--namespace="+operatorNamespace, "--listen-address="+*dispatcherAddress, "--data-dir="+filepath.Join(dataDir, "dispatcher"))
+		"--namespace="+operatorNamespace, "--listen-address="+*dispatcherAddress, "--data-dir="+filepath.Join(dataDir, "dispatcher"),
+		// The sample receiver listens on loopback.
+		"--egress-allow-cidr=127.0.0.0/8")
 	if err != nil {
 		return err
 	}
