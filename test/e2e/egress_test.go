@@ -62,7 +62,7 @@ func TestEgressRefusesInternalAddresses(t *testing.T) {
 			g.Expect(eventLog.Deliveries[0].State).To(Equal("failed"))
 			g.Expect(eventLog.Deliveries[0].Attempts).To(HaveLen(2))
 			g.Expect(eventLog.Deliveries[0].Attempts[1].Error).To(ContainSubstring(want))
-		}).WithTimeout(20 * time.Second).Should(Succeed(), eventType)
+		}).WithTimeout(20*time.Second).Should(Succeed(), eventType)
 	}
 	g.Expect(connections.Load()).To(BeZero(), "a refused delivery connected to the receiver")
 	g.Expect(r.got()).To(BeEmpty())
