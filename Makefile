@@ -38,11 +38,12 @@ vet: ## go vet.
 	go vet ./...
 
 .PHONY: verify
-verify: manifests generate fmt vet ## Fail if generated files or formatting are stale.
+verify: manifests generate vet ## Fail if generated files, go.mod or formatting are stale.
+	go mod tidy
 	@if [ -n "$$(git status --porcelain -- api config controllers go.mod go.sum)" ] || [ -n "$$(gofmt -l $$(git ls-files '*.go'))" ]; then \
-		git status --porcelain -- api config controllers go.mod go.sum; \
-		echo "verify: generated files or formatting are stale; run 'make manifests generate fmt' and commit" >&2; exit 1; fi
-	@echo "verify: generated files are up to date"
+		git status --porcelain -- api config controllers go.mod go.sum; gofmt -l $$(git ls-files '*.go'); \
+		echo "verify: generated files, go.mod or formatting are stale; run 'make manifests generate fmt' and 'go mod tidy', and commit" >&2; exit 1; fi
+	@echo "verify: generated files and formatting are up to date"
 
 .PHONY: build
 build: generate ## Build the binaries into bin/.
