@@ -275,10 +275,15 @@ func secretOf(t *testing.T, endpoint *hookrelayv1alpha1.WebhookEndpoint) string 
 // verifyPalm checks a Palm-Signature header by the five steps of Palm's
 // documentation, written out here independently of the dispatcher's code.
 func verifyPalm(header http.Header, secret string, body []byte) error {
+	return verifyPrefixed(header, "Palm", secret, body)
+}
+
+// verifyPrefixed checks a <prefix>-Signature header by Palm's five steps.
+func verifyPrefixed(header http.Header, prefix, secret string, body []byte) error {
 	// 1. Extract t and v1.
 	var timestamp string
 	var signatures []string
-	for _, part := range strings.Split(header.Get("Palm-Signature"), ",") {
+	for _, part := range strings.Split(header.Get(prefix+"-Signature"), ",") {
 		if value, ok := strings.CutPrefix(part, "t="); ok {
 			timestamp = value
 		} else if value, ok := strings.CutPrefix(part, "v1="); ok {
@@ -286,7 +291,7 @@ func verifyPalm(header http.Header, secret string, body []byte) error {
 		}
 	}
 	if timestamp == "" || len(signatures) == 0 {
-		return fmt.Errorf("Palm-Signature %q lacks t or v1", header.Get("Palm-Signature"))
+		return fmt.Errorf("%s-Signature %q lacks t or v1", prefix, header.Get(prefix+"-Signature"))
 	}
 	// 2. The timestamp is within 5 minutes.
 	var seconds int64

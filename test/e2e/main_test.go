@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +24,9 @@ import (
 	"github.com/hookrelay/hookrelay/controllers"
 	"github.com/hookrelay/hookrelay/internal/testenv"
 )
+
+// rotationGrace is short, so that a test can see a rotated-out key expire.
+const rotationGrace = 10 * time.Second
 
 // routesNamespace is the operator namespace of the e2e system.
 const routesNamespace = "hookrelay-system"
@@ -81,7 +85,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	// Receivers listen on http://127.0.0.1.
-	if err := controllers.Setup(mgr, controllers.Options{Namespace: routesNamespace, AllowInsecure: true}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{Namespace: routesNamespace, AllowInsecure: true, RotationGrace: rotationGrace}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

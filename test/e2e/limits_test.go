@@ -1,0 +1,100 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"k8s.io/utils/ptr"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+)
+
+// TestRateLimitSlowsOnlyItsEndpoint: an endpoint limited to 5 deliveries a
+// second gets no more than that, while another gets everything at once.
+func TestRateLimitSlowsOnlyItsEndpoint(t *testing.T) {
+	g := NewWithT(t)
+	namespace := env.Namespace(t)
+	d := startDispatcher(t, t.TempDir())
+	limited := newReceiver(t, answerWith(http.StatusOK))
+	free := newReceiver(t, answerWith(http.StatusOK))
+	endpoint(t, namespace, "limited", limited.URL, []string{"*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
+		spec.RateLimit = &hookrelayv1alpha1.RateLimit{PerSecond: 5, Burst: 5}
+	})
+	endpoint(t, namespace, "free", free.URL, []string{"*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
+		spec.MaxInFlight = ptr.To[int32](20)
+	})
+
+	const events = 25
+	for i := range events {
+		status, _ := d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_rate_%02d","type":"usage.reported","data":{}}`, i))
+		g.Expect(status).To(Equal(http.StatusAccepted))
+	}
+	g.Eventually(func() int { return len(free.got()) }).WithTimeout(10 * time.Second).Should(Equal(events))
+	g.Expect(len(limited.got())).To(BeNumerically("<", events), "the limited endpoint is still going when the free one is done")
+
+	g.Eventually(func() int { return len(limited.got()) }).WithTimeout(30 * time.Second).Should(Equal(events))
+	// A token bucket of 5 a second with a burst of 5 allows at most 5 + 5·T
+	// deliveries in any T seconds.
+	arrivals := limited.got()
+	for i := range arrivals {
+		for j := i + 1; j < len(arrivals); j++ {
+			window := arrivals[j].At.Sub(arrivals[i].At).Seconds()
+			g.Expect(float64(j-i+1)).To(BeNumerically("<=", 5+5*window+1),
+				"%d deliveries within %.2fs", j-i+1, window)
+		}
+	}
+}
+
+// TestRotatedKeysBothVerifyDuringTheGracePeriod: after a rotation, a
+// receiver with only the old key and one with only the new key both verify a
+// delivery; once the grace period ends, only the new key does.
+func TestRotatedKeysBothVerifyDuringTheGracePeriod(t *testing.T) {
+	g := NewWithT(t)
+	namespace := env.Namespace(t)
+	d := startDispatcher(t, t.TempDir())
+	r := newReceiver(t, answerWith(http.StatusOK))
+	ep := endpoint(t, namespace, "rotating", r.URL, []string{"*"}, nil)
+	oldKey := secretOf(t, ep)
+
+	stdout, stderr, err := env.Kubectl(t.Context(), "", "annotate", "whep", "rotating", "-n", namespace,
+		hookrelayv1alpha1.AnnotationRotateSecret+"="+time.Now().UTC().Format(time.RFC3339))
+	g.Expect(err).NotTo(HaveOccurred(), stdout+stderr)
+	rotatedAt := time.Now()
+	var newKey string
+	g.Eventually(func() string { newKey = secretOf(t, ep); return newKey }).WithTimeout(10 * time.Second).ShouldNot(Equal(oldKey))
+
+	// Publish until a delivery carries both keys' signatures (the dispatcher
+	// picks up the new keys within a moment).
+	n := 0
+	var both delivery
+	g.Eventually(func(g Gomega) {
+		n++
+		status, _ := d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_rotation_%d","type":"key.rotated","data":{}}`, n))
+		g.Expect(status).To(Equal(http.StatusAccepted))
+		g.Eventually(func() int { return len(r.got()) }).WithTimeout(10 * time.Second).Should(Equal(n))
+		both = r.got()[n-1]
+		g.Expect(strings.Count(both.Header.Get("Hookrelay-Signature"), "v1=")).To(Equal(2))
+	}).WithTimeout(rotationGrace / 2).WithPolling(100 * time.Millisecond).Should(Succeed())
+	g.Expect(time.Since(rotatedAt)).To(BeNumerically("<", rotationGrace), "the grace period ended before the test could check it")
+	for _, key := range []string{oldKey, newKey} {
+		g.Expect(verifyPrefixed(both.Header, "Hookrelay", key, both.Body)).To(Succeed())
+		g.Expect(verifyStandard(both.Header, key, both.Body)).To(Succeed())
+	}
+
+	// After the grace period, only the new key signs.
+	g.Eventually(func(g Gomega) {
+		n++
+		status, _ := d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_rotation_%d","type":"key.rotated","data":{}}`, n))
+		g.Expect(status).To(Equal(http.StatusAccepted))
+		g.Eventually(func() int { return len(r.got()) }).WithTimeout(10 * time.Second).Should(Equal(n))
+		last := r.got()[n-1]
+		g.Expect(verifyPrefixed(last.Header, "Hookrelay", oldKey, last.Body)).NotTo(Succeed())
+		g.Expect(verifyStandard(last.Header, oldKey, last.Body)).NotTo(Succeed())
+		g.Expect(verifyPrefixed(last.Header, "Hookrelay", newKey, last.Body)).To(Succeed())
+		g.Expect(verifyStandard(last.Header, newKey, last.Body)).To(Succeed())
+	}).WithTimeout(3 * rotationGrace).WithPolling(time.Second).Should(Succeed())
+}
