@@ -3,6 +3,7 @@ module github.com/hookrelay/hookrelay
 go 1.26.0
 
 require (
+	github.com/cloudevents/sdk-go/v2 v2.16.2
 	github.com/go-logr/logr v1.4.3
 	github.com/google/cel-go v0.31.0
 	github.com/onsi/gomega v1.44.0

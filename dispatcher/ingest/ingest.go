@@ -135,7 +135,11 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		return
 	}
-	in, err := h.decode(body)
+	decode := h.decode
+	if isCloudEvent(r) {
+		decode = func(body []byte) (delivery.Incoming, error) { return h.decodeCloudEvent(r, body) }
+	}
+	in, err := decode(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
