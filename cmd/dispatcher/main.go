@@ -53,6 +53,9 @@ type options struct {
 	drainTimeout   time.Duration
 	profiling      bool
 	egressAllow    string
+	insecureNoAuth bool
+	tokenAudience  string
+	authCacheTTL   time.Duration
 }
 
 func main() {
@@ -72,6 +75,10 @@ func main() {
 	flag.DurationVar(&opts.drainTimeout, "drain-timeout", 30*time.Second, "How long SIGTERM waits for attempts in flight.")
 	flag.StringVar(&opts.egressAllow, "egress-allow-cidr", "",
 		"Comma-separated CIDRs that deliveries may reach although they are loopback, private, link-local or cloud-metadata addresses (127.0.0.0/8 for local development).")
+	flag.BoolVar(&opts.insecureNoAuth, "insecure-no-auth", false,
+		"Accept requests without a token or RBAC check. For local development only: anyone who reaches the dispatcher can publish and read.")
+	flag.StringVar(&opts.tokenAudience, "token-audience", "", "Audience that bearer tokens must be issued for; empty accepts the API server's audiences.")
+	flag.DurationVar(&opts.authCacheTTL, "auth-cache-ttl", 30*time.Second, "How long a TokenReview or SubjectAccessReview answer is reused.")
 	flag.BoolVar(&opts.profiling, "enable-profiling", false, "Serve Go's pprof profiles under /debug/pprof/ on the listen address.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -147,7 +154,16 @@ func run(ctx context.Context, opts options) error {
 
 	var ready atomic.Bool
 	mux := http.NewServeMux()
-	(&ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("ingest")}).Register(mux)
+	api := &ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("api")}
+	if opts.insecureNoAuth {
+		log.Info("WARNING: --insecure-no-auth: anyone who reaches the dispatcher can publish events and read the delivery log; use it for local development only")
+	} else {
+		api.Auth = &ingest.KubeAuth{Client: clientset, TTL: opts.authCacheTTL}
+		if opts.tokenAudience != "" {
+			api.Auth.Audiences = []string{opts.tokenAudience}
+		}
+	}
+	api.Register(mux)
 	if opts.profiling {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

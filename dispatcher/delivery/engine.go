@@ -261,24 +261,19 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	for _, id := range endpointIDs {
 		wanted[id] = true
 	}
-	now := e.Now().UTC()
-	var released []store.Delivery
+	var held []store.Delivery
 	for _, delivery := range active {
 		if delivery.State == store.Held && wanted[routing.ID(delivery.Namespace, delivery.Endpoint)] {
-			delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = store.Pending, now, now
-			released = append(released, delivery)
+			held = append(held, delivery)
 		}
 	}
-	if len(released) == 0 {
-		return nil
-	}
-	if err := e.Store.UpdateDeliveries(ctx, released); err != nil {
+	released, err := e.requeue(ctx, held)
+	if err != nil {
 		return err
 	}
-	e.Log.Info("released held deliveries", "count", len(released), "endpoints", endpointIDs)
-	e.Metrics.Held.Sub(float64(len(released)))
-	for _, delivery := range released {
-		e.enqueue(task{delivery: delivery})
+	if len(released) > 0 {
+		e.Log.Info("released held deliveries", "count", len(released), "endpoints", endpointIDs)
+		e.Metrics.Held.Sub(float64(len(released)))
 	}
 	return nil
 }

@@ -31,9 +31,11 @@ var (
 	idPattern        = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
 )
 
-// Publisher is the part of the delivery engine that ingest uses.
+// Publisher is the part of the delivery engine that the API uses.
 type Publisher interface {
 	Publish(ctx context.Context, namespace string, in delivery.Incoming) (store.Accepted, error)
+	Retry(ctx context.Context, namespace, id string) (store.Delivery, error)
+	Replay(ctx context.Context, namespace, endpoint string, since time.Time) (int, error)
 }
 
 // Handler serves the ingest API.
@@ -41,6 +43,9 @@ type Handler struct {
 	Publisher Publisher
 	// Store is read for the delivery log.
 	Store store.Store
+	// Auth checks every request's token and RBAC; nil lets everyone in
+	// (--insecure-no-auth, for development only).
+	Auth *KubeAuth
 	// MaxBody caps a request body, in bytes.
 	MaxBody int64
 	Log     logr.Logger
@@ -50,53 +55,33 @@ type Handler struct {
 
 // Register adds the ingest routes to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/namespaces/{namespace}/events", h.publish)
-	mux.HandleFunc("GET /v1/namespaces/{namespace}/events/{id}", h.event)
+	mux.HandleFunc("POST /v1/namespaces/{namespace}/events", h.authorized("create", "events", h.publish))
+	mux.HandleFunc("GET /v1/namespaces/{namespace}/events/{id}", h.authorized("get", "deliveries", h.event))
+	mux.HandleFunc("GET /v1/namespaces/{namespace}/endpoints/{endpoint}/deliveries", h.authorized("list", "deliveries", h.endpointDeliveries))
+	mux.HandleFunc("POST /v1/namespaces/{namespace}/deliveries/{id}/retry", h.authorized("update", "deliveries", h.retry))
+	mux.HandleFunc("POST /v1/namespaces/{namespace}/endpoints/{endpoint}/replay", h.authorized("update", "deliveries", h.replay))
 }
 
-// EventLog is an event with its deliveries and their attempts.
-type EventLog struct {
-	Event      store.Event     `json:"event"`
-	Data       json.RawMessage `json:"data"`
-	Deliveries []DeliveryLog   `json:"deliveries"`
-}
-
-// DeliveryLog is a delivery with its attempts.
-type DeliveryLog struct {
-	store.Delivery
-	Attempts []store.Attempt `json:"attempts"`
-}
-
-// event answers GET .../events/{id} from the delivery log.
-func (h *Handler) event(w http.ResponseWriter, r *http.Request) {
-	namespace, id := r.PathValue("namespace"), r.PathValue("id")
-	event, err := h.Store.Event(r.Context(), namespace, id)
-	if store.IsNotFound(err) {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no event %q in namespace %q", id, namespace))
-		return
-	}
-	if err != nil {
-		h.Log.Error(err, "reading the delivery log", "namespace", namespace, "id", id)
-		writeError(w, http.StatusServiceUnavailable, "the delivery log could not be read")
-		return
-	}
-	deliveries, err := h.Store.DeliveriesOf(r.Context(), namespace, id)
-	if err != nil {
-		h.Log.Error(err, "reading the delivery log", "namespace", namespace, "id", id)
-		writeError(w, http.StatusServiceUnavailable, "the delivery log could not be read")
-		return
-	}
-	out := EventLog{Event: event, Data: event.Data, Deliveries: make([]DeliveryLog, 0, len(deliveries))}
-	for _, delivery := range deliveries {
-		attempts, err := h.Store.Attempts(r.Context(), delivery.ID)
-		if err != nil {
-			h.Log.Error(err, "reading the delivery log", "delivery", delivery.ID)
-			writeError(w, http.StatusServiceUnavailable, "the delivery log could not be read")
+// authorized runs next only for a caller whose token RBAC allows verb on
+// resource in the request's namespace; without Auth, for anyone.
+func (h *Handler) authorized(verb, resource string, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		namespace := r.PathValue("namespace")
+		if !namespacePattern.MatchString(namespace) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("namespace %q is not a valid namespace name", namespace))
 			return
 		}
-		out.Deliveries = append(out.Deliveries, DeliveryLog{Delivery: delivery, Attempts: attempts})
+		if h.Auth != nil {
+			if denied := h.Auth.check(r.Context(), r, namespace, verb, resource); denied != nil {
+				if denied.status == http.StatusUnauthorized {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="hookrelay"`)
+				}
+				writeError(w, denied.status, denied.message)
+				return
+			}
+		}
+		next(w, r)
 	}
-	writeJSON(w, http.StatusOK, out)
 }
 
 // request is the JSON body of a publish.
@@ -121,10 +106,6 @@ type Error struct {
 
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	namespace := r.PathValue("namespace")
-	if !namespacePattern.MatchString(namespace) {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("namespace %q is not a valid namespace name", namespace))
-		return
-	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBody))
 	var tooLarge *http.MaxBytesError
 	switch {

@@ -19,7 +19,12 @@ var (
 	bucketAttempts   = []byte("attempts")   // delivery id / number → Attempt
 	bucketHealth     = []byte("health")     // namespace/name → Health
 	bucketByEvent    = []byte("by-event")   // namespace \x00 event id \x00 delivery id → nothing
+	bucketByEndpoint = []byte("by-endpoint") // namespace \x00 endpoint \x00 delivery id → nothing
 )
+
+func byEndpointKey(d Delivery) []byte {
+	return []byte(d.Namespace + "\x00" + d.Endpoint + "\x00" + d.ID)
+}
 
 // Bolt is the embedded store: one bbolt file on the dispatcher's volume.
 // Writes from concurrent callers share transactions and fsyncs (bbolt's
@@ -38,7 +43,7 @@ func OpenBolt(path string, batchDelay time.Duration) (*Bolt, error) {
 	db.MaxBatchDelay = batchDelay
 	db.MaxBatchSize = 2000
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketEvents, bucketEventData, bucketDeliveries, bucketActive, bucketAttempts, bucketHealth, bucketByEvent} {
+		for _, name := range [][]byte{bucketEvents, bucketEventData, bucketDeliveries, bucketActive, bucketAttempts, bucketHealth, bucketByEvent, bucketByEndpoint} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -112,6 +117,9 @@ func (b *Bolt) Accept(_ context.Context, event Event, targets []Target, dedupeSi
 				return err
 			}
 			if err := byEvent.Put([]byte(event.Namespace+"\x00"+event.ID+"\x00"+delivery.ID), nil); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketByEndpoint).Put(byEndpointKey(delivery), nil); err != nil {
 				return err
 			}
 			out.Deliveries = append(out.Deliveries, delivery)
@@ -269,6 +277,66 @@ func (b *Bolt) DeliveriesOf(_ context.Context, namespace, eventID string) ([]Del
 	return out, nil
 }
 
+// Delivery implements Store.
+func (b *Bolt) Delivery(_ context.Context, id string) (Delivery, error) {
+	var delivery Delivery
+	err := b.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketDeliveries).Get([]byte(id))
+		if data == nil {
+			return ErrNotFound
+		}
+		return json.Unmarshal(data, &delivery)
+	})
+	if err != nil {
+		return Delivery{}, fmt.Errorf("store: delivery %s: %w", id, err)
+	}
+	return delivery, nil
+}
+
+// EndpointDeliveries implements Store.
+func (b *Bolt) EndpointDeliveries(_ context.Context, namespace, endpoint string, query DeliveryQuery) ([]Delivery, string, error) {
+	var page []Delivery
+	next := ""
+	err := b.db.View(func(tx *bolt.Tx) error {
+		deliveries := tx.Bucket(bucketDeliveries)
+		prefix := []byte(namespace + "\x00" + endpoint + "\x00")
+		cursor := tx.Bucket(bucketByEndpoint).Cursor()
+		// Newest first: start after the page's start and walk backwards.
+		start := append(append([]byte{}, prefix...), 0xff)
+		if query.After != "" {
+			start = append(append([]byte{}, prefix...), query.After...)
+		}
+		key, _ := cursor.Seek(start)
+		if key == nil {
+			key, _ = cursor.Last()
+		} else {
+			key, _ = cursor.Prev()
+		}
+		for ; key != nil && bytes.HasPrefix(key, prefix); key, _ = cursor.Prev() {
+			var delivery Delivery
+			if err := json.Unmarshal(deliveries.Get(key[len(prefix):]), &delivery); err != nil {
+				return err
+			}
+			if !query.Since.IsZero() && delivery.CreatedAt.Before(query.Since) {
+				break // older ones only from here on
+			}
+			if (query.State != "" && delivery.State != query.State) || (!query.Until.IsZero() && !delivery.CreatedAt.Before(query.Until)) {
+				continue
+			}
+			if query.Limit > 0 && len(page) == query.Limit {
+				next = page[len(page)-1].ID
+				break
+			}
+			page = append(page, delivery)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("store: deliveries of endpoint %s/%s: %w", namespace, endpoint, err)
+	}
+	return page, next, nil
+}
+
 // Attempts implements Store.
 func (b *Bolt) Attempts(_ context.Context, deliveryID string) ([]Attempt, error) {
 	var out []Attempt
@@ -314,6 +382,9 @@ func (b *Bolt) Sweep(_ context.Context, before time.Time) (int, error) {
 				return err
 			}
 			if err := byEvent.Delete([]byte(delivery.Namespace + "\x00" + delivery.EventID + "\x00" + delivery.ID)); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketByEndpoint).Delete(byEndpointKey(delivery)); err != nil {
 				return err
 			}
 			prefix := []byte(delivery.ID + "/")

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -104,5 +105,53 @@ func TestStateSurvivesReopenAndSweep(t *testing.T) {
 	}
 	if _, err := db.Event(ctx, "ns", "evt_1"); err != nil {
 		t.Fatalf("an event with a pending delivery was swept: %v", err)
+	}
+}
+
+func TestEndpointDeliveriesPagesNewestFirst(t *testing.T) {
+	ctx := context.Background()
+	db := openTestStore(t, filepath.Join(t.TempDir(), "hookrelay.db"))
+	defer db.Close()
+	start := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	var ids []string
+	for i := range 7 {
+		at := start.Add(time.Duration(i) * time.Minute)
+		targets := []Target{{Endpoint: "palm"}, {Endpoint: "other"}}
+		accepted, err := db.Accept(ctx, Event{Namespace: "ns", ID: fmt.Sprintf("evt_%d", i), Type: "t", AcceptedAt: at}, targets, at.Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		palm := accepted.Deliveries[0]
+		if i%2 == 0 {
+			palm.State = Failed
+			if err := db.UpdateDeliveries(ctx, []Delivery{palm}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids = append(ids, palm.ID)
+	}
+	eventIDs := func(page []Delivery) []string {
+		var out []string
+		for _, d := range page {
+			out = append(out, d.EventID)
+		}
+		return out
+	}
+
+	page, next, err := db.EndpointDeliveries(ctx, "ns", "palm", DeliveryQuery{Limit: 3})
+	if err != nil || fmt.Sprint(eventIDs(page)) != "[evt_6 evt_5 evt_4]" || next != ids[4] {
+		t.Fatalf("first page = %v, next %q, %v", eventIDs(page), next, err)
+	}
+	page, next, err = db.EndpointDeliveries(ctx, "ns", "palm", DeliveryQuery{Limit: 3, After: next})
+	if err != nil || fmt.Sprint(eventIDs(page)) != "[evt_3 evt_2 evt_1]" {
+		t.Fatalf("second page = %v, %v", eventIDs(page), err)
+	}
+	page, next, err = db.EndpointDeliveries(ctx, "ns", "palm", DeliveryQuery{Limit: 3, After: next})
+	if err != nil || fmt.Sprint(eventIDs(page)) != "[evt_0]" || next != "" {
+		t.Fatalf("last page = %v, next %q, %v", eventIDs(page), next, err)
+	}
+	page, _, err = db.EndpointDeliveries(ctx, "ns", "palm", DeliveryQuery{State: Failed, Since: start.Add(2 * time.Minute), Until: start.Add(6 * time.Minute)})
+	if err != nil || fmt.Sprint(eventIDs(page)) != "[evt_4 evt_2]" {
+		t.Fatalf("failed between 10:02 and 10:06 = %v, %v", eventIDs(page), err)
 	}
 }

@@ -95,6 +95,18 @@ type AttemptRecord struct {
 	Health   *Health
 }
 
+// DeliveryQuery selects an endpoint's deliveries.
+type DeliveryQuery struct {
+	// State keeps only deliveries in that state, when set.
+	State State
+	// Since and Until bound the deliveries' creation time, when set.
+	Since, Until time.Time
+	// After continues a listing after the delivery with this id.
+	After string
+	// Limit is the most deliveries in a page.
+	Limit int
+}
+
 // Target is one endpoint an event fans out to.
 type Target struct {
 	Endpoint string
@@ -135,6 +147,11 @@ type Store interface {
 	Attempts(ctx context.Context, deliveryID string) ([]Attempt, error)
 	// DeliveriesOf lists an event's deliveries.
 	DeliveriesOf(ctx context.Context, namespace, eventID string) ([]Delivery, error)
+	// Delivery returns one delivery.
+	Delivery(ctx context.Context, id string) (Delivery, error)
+	// EndpointDeliveries lists an endpoint's deliveries, newest first, as the
+	// query says; next is the After of the following page, empty at the end.
+	EndpointDeliveries(ctx context.Context, namespace, endpoint string, query DeliveryQuery) (page []Delivery, next string, err error)
 	// Sweep deletes finished deliveries, their attempts, and events, last
 	// updated before the time, and says how many deliveries went.
 	Sweep(ctx context.Context, before time.Time) (int, error)

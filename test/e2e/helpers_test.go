@@ -57,7 +57,7 @@ func startDispatcher(t *testing.T, dataDir string, args ...string) *dispatcher {
 	}
 	cmd := exec.Command(dispatcherBinary, append([]string{
 		"--namespace=" + routesNamespace, "--listen-address=" + address, "--data-dir=" + dataDir,
-		"--status-interval=100ms", "--drain-timeout=5s", "--egress-allow-cidr=127.0.0.0/8",
+		"--status-interval=100ms", "--drain-timeout=5s", "--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth",
 	}, args...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig, "GORACE=halt_on_error=1")
 	cmd.Stdout, cmd.Stderr = logFile, logFile

@@ -31,6 +31,9 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 	g.Expect(objects).To(Equal([]string{
 		"clusterrole.rbac.authorization.k8s.io/hookrelay-dispatcher",
 		"clusterrole.rbac.authorization.k8s.io/hookrelay-manager",
+		"clusterrole.rbac.authorization.k8s.io/hookrelay-operator",
+		"clusterrole.rbac.authorization.k8s.io/hookrelay-publisher",
+		"clusterrole.rbac.authorization.k8s.io/hookrelay-viewer",
 		"clusterrolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
 		"clusterrolebinding.rbac.authorization.k8s.io/hookrelay-manager",
 		"customresourcedefinition.apiextensions.k8s.io/webhookendpoints.hookrelay.dev",
