@@ -12,13 +12,13 @@ import (
 )
 
 var (
-	bucketEvents     = []byte("events")     // namespace \x00 id → Event
-	bucketEventData  = []byte("event-data") // namespace \x00 id → the event's data, raw JSON
-	bucketDeliveries = []byte("deliveries") // delivery id → Delivery
-	bucketActive     = []byte("active")     // delivery id → nothing: pending and held deliveries
-	bucketAttempts   = []byte("attempts")   // delivery id / number → Attempt
-	bucketHealth     = []byte("health")     // namespace/name → Health
-	bucketByEvent    = []byte("by-event")   // namespace \x00 event id \x00 delivery id → nothing
+	bucketEvents     = []byte("events")      // namespace \x00 id → Event
+	bucketEventData  = []byte("event-data")  // namespace \x00 id → the event's data, raw JSON
+	bucketDeliveries = []byte("deliveries")  // delivery id → Delivery
+	bucketActive     = []byte("active")      // delivery id → nothing: pending and held deliveries
+	bucketAttempts   = []byte("attempts")    // delivery id / number → Attempt
+	bucketHealth     = []byte("health")      // namespace/name → Health
+	bucketByEvent    = []byte("by-event")    // namespace \x00 event id \x00 delivery id → nothing
 	bucketByEndpoint = []byte("by-endpoint") // namespace \x00 endpoint \x00 delivery id → nothing
 )
 
