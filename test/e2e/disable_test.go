@@ -62,9 +62,8 @@ func TestAutoDisableAndReenable(t *testing.T) {
 	g.Expect(failing.got()).To(HaveLen(20))
 
 	// Re-enabling delivers the held events, oldest first.
-	stdout, stderr, err := env.Kubectl(context.Background(), "", "annotate", "whep", "flaky", "-n", namespace,
-		hookrelayv1alpha1.AnnotationReenableRequestedAt+"=2026-11-25T10:00:00Z")
-	g.Expect(err).NotTo(HaveOccurred(), stderr+stdout)
+	out, err := kubectlHookrelay(t, "reenable", "flaky", "-n", namespace)
+	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Eventually(func() []string { return failing.eventIDs()[20:] }).WithTimeout(20 * time.Second).
 		Should(Equal([]string{"evt_held_0", "evt_held_1", "evt_held_2"}))
 	g.Eventually(disabled).WithTimeout(20 * time.Second).Should(Equal("False"))

@@ -176,7 +176,28 @@ type receiver struct {
 
 func newReceiver(t *testing.T, answer func(n int) (int, time.Duration)) *receiver {
 	r := &receiver{answer: answer}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	r.Server = httptest.NewServer(r.handler())
+	t.Cleanup(r.Server.Close)
+	return r
+}
+
+// newReceiverAt starts a receiver on the address of an earlier, closed one.
+func newReceiverAt(t *testing.T, url string, answer func(n int) (int, time.Duration)) *receiver {
+	r := &receiver{answer: answer}
+	r.Server = httptest.NewUnstartedServer(r.handler())
+	listener, err := net.Listen("tcp", strings.TrimPrefix(url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Server.Listener.Close()
+	r.Server.Listener = listener
+	r.Server.Start()
+	t.Cleanup(r.Server.Close)
+	return r
+}
+
+func (r *receiver) handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, _ := io.ReadAll(req.Body)
 		r.mu.Lock()
 		r.deliveries = append(r.deliveries, delivery{Header: req.Header.Clone(), Body: body, At: time.Now()})
@@ -193,9 +214,7 @@ func newReceiver(t *testing.T, answer func(n int) (int, time.Duration)) *receive
 		}
 		w.WriteHeader(status)
 		fmt.Fprintf(w, `{"received":%d}`, n)
-	}))
-	t.Cleanup(r.Server.Close)
-	return r
+	})
 }
 
 func answerWith(status int) func(int) (int, time.Duration) {
@@ -342,3 +361,15 @@ func jsonBody(value any) string {
 }
 
 func clientKey(obj client.Object) client.ObjectKey { return client.ObjectKeyFromObject(obj) }
+
+// kubectlHookrelay runs `kubectl hookrelay ARGS` as a user would, with the
+// test cluster's kubeconfig.
+func kubectlHookrelay(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"hookrelay"}, args...)...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}

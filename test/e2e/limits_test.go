@@ -60,9 +60,9 @@ func TestRotatedKeysBothVerifyDuringTheGracePeriod(t *testing.T) {
 	ep := endpoint(t, namespace, "rotating", r.URL, []string{"*"}, nil)
 	oldKey := secretOf(t, ep)
 
-	stdout, stderr, err := env.Kubectl(t.Context(), "", "annotate", "whep", "rotating", "-n", namespace,
-		hookrelayv1alpha1.AnnotationRotateSecret+"="+time.Now().UTC().Format(time.RFC3339))
-	g.Expect(err).NotTo(HaveOccurred(), stdout+stderr)
+	out, err := kubectlHookrelay(t, "rotate-secret", "rotating", "-n", namespace)
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(ContainSubstring("secret rotation requested"))
 	rotatedAt := time.Now()
 	var newKey string
 	g.Eventually(func() string { newKey = secretOf(t, ep); return newKey }).WithTimeout(10 * time.Second).ShouldNot(Equal(oldKey))

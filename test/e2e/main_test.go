@@ -33,7 +33,8 @@ const routesNamespace = "hookrelay-system"
 
 var (
 	env *testenv.Env
-	// dispatcherBinary is built once, with the race detector.
+	// dispatcherBinary is built once, with the race detector, beside
+	// kubectl-hookrelay.
 	dispatcherBinary string
 )
 
@@ -50,13 +51,15 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(buildDir)
 	dispatcherBinary = filepath.Join(buildDir, "dispatcher")
-	build := exec.Command("go", "build", "-race", "-o", dispatcherBinary, "./cmd/dispatcher")
+	build := exec.Command("go", "build", "-race", "-o", buildDir+"/", "./cmd/dispatcher", "./cmd/kubectl-hookrelay")
 	build.Dir = testenv.RepoRoot()
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the dispatcher:", err)
+		fmt.Fprintln(os.Stderr, "building the dispatcher and the kubectl plugin:", err)
 		return 1
 	}
+	// kubectl finds the plugin on PATH.
+	os.Setenv("PATH", buildDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 
 	if env, err = testenv.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, err)

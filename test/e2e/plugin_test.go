@@ -1,0 +1,91 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+)
+
+// TestPluginAttemptsAndReplay: `kubectl hookrelay attempts` shows each
+// attempt of a delivery that failed twice and then succeeded; `kubectl
+// hookrelay replay --since` delivers failed deliveries again.
+func TestPluginAttemptsAndReplay(t *testing.T) {
+	g := NewWithT(t)
+	namespace := env.Namespace(t)
+	d := startDispatcher(t, t.TempDir())
+	server := "--server=" + d.URL
+	shortRetries := func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
+		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 50 * time.Millisecond}, {Duration: 50 * time.Millisecond}}}
+	}
+
+	flaky := newReceiver(t, func(n int) (int, time.Duration) {
+		if n <= 2 {
+			return http.StatusInternalServerError, 0
+		}
+		return http.StatusOK, 0
+	})
+	endpoint(t, namespace, "third-time", flaky.URL, []string{"order.*"}, shortRetries)
+	out, err := kubectlHookrelay(t, "send", "-n", namespace, server, "--type", "order.created", "--id", "evt_third_time", "--data", `{"order":1}`)
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(Equal("event evt_third_time accepted: 1 deliveries\n"))
+	g.Eventually(func() int { return len(flaky.got()) }).WithTimeout(10 * time.Second).Should(Equal(3))
+
+	g.Eventually(func(g Gomega) {
+		out, err := kubectlHookrelay(t, "attempts", "evt_third_time", "-n", namespace, server)
+		g.Expect(err).NotTo(HaveOccurred(), out)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		g.Expect(lines[0]).To(Equal("event evt_third_time (order.created), 1 deliveries"))
+		g.Expect(strings.Fields(lines[2])).To(Equal([]string{"ENDPOINT", "DELIVERY", "STATE", "ATTEMPT", "STARTED", "STATUS", "DURATION", "ERROR", "RESPONSE"}))
+		g.Expect(lines[3:]).To(HaveLen(3))
+		for i, status := range []string{"500", "500", "200"} {
+			fields := strings.Fields(lines[3+i])
+			g.Expect(fields[0]).To(Equal("third-time"))
+			g.Expect(fields[2]).To(Equal("succeeded"))
+			g.Expect(fields[3]).To(Equal(fmt.Sprint(i + 1)))
+			g.Expect(fields[5]).To(Equal(status))
+			g.Expect(fields[6]).To(MatchRegexp(`^\d+\.\dms$`))
+		}
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+
+	// An attempt that never connects shows its error.
+	dead := newReceiver(t, answerWith(http.StatusOK))
+	deadURL := dead.URL
+	dead.Close()
+	endpoint(t, namespace, "dead", deadURL, []string{"refund.*"}, shortRetries)
+	since := time.Now().UTC().Add(-time.Second).Format(time.RFC3339)
+	for i := range 2 {
+		out, err := kubectlHookrelay(t, "send", "-n", namespace, server, "--type", "refund.issued", "--id", fmt.Sprintf("evt_refund_%d", i))
+		g.Expect(err).NotTo(HaveOccurred(), out)
+	}
+	g.Eventually(func(g Gomega) {
+		out, err := kubectlHookrelay(t, "deliveries", "dead", "-n", namespace, server, "--state", "failed")
+		g.Expect(err).NotTo(HaveOccurred(), out)
+		g.Expect(regexp.MustCompile(`(?m)evt_refund_\d\s+failed\s+3`).FindAllString(out, -1)).To(HaveLen(2), out)
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	out, err = kubectlHookrelay(t, "attempts", "evt_refund_0", "-n", namespace, server)
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(ContainSubstring("connect: connection refused"))
+
+	// Replay them to a receiver that is back, at the same address.
+	back := newReceiverAt(t, deadURL, answerWith(http.StatusOK))
+	out, err = kubectlHookrelay(t, "replay", "dead", "-n", namespace, server, "--since", since)
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(HavePrefix("replaying 2 failed deliveries to dead"))
+	g.Eventually(back.eventIDs).WithTimeout(10 * time.Second).Should(Equal([]string{"evt_refund_0", "evt_refund_1"}))
+
+	// Errors say what is wrong.
+	out, err = kubectlHookrelay(t, "replay", "dead", "-n", namespace, server, "--since", "yesterday")
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(out).To(ContainSubstring(`--since "yesterday" is neither an RFC 3339 time`))
+	out, err = kubectlHookrelay(t, "attempts", "evt_nope", "-n", namespace, server)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(out).To(ContainSubstring(`no event "evt_nope" in namespace`))
+}
