@@ -1,4 +1,4 @@
-# Builds the Hookrelay binaries (manager and dispatcher)
+# Builds the Hookrelay binaries (manager, dispatcher, kubectl-hookrelay)
 # into one small static image that runs as non-root on a read-only root
 # filesystem.
 FROM golang:1.26 AS build

@@ -161,9 +161,16 @@ Read its delivery log (use the id the answer gave):
 
   curl -sS http://%[4]s/v1/namespaces/default/events/EVENT_ID
 
+Or with the kubectl plugin (built into bin/):
+
+  export PATH=%[7]s:$PATH HOOKRELAY_SERVER=http://%[4]s
+  kubectl hookrelay send --type user.created --data '{"user_id":"usr_123"}'
+  kubectl hookrelay deliveries palm
+  kubectl hookrelay attempts EVENT_ID
+
 Logs: receiver %[5]s, dispatcher %[6]s, manager %[3]s
 Press Ctrl-C to stop; the next run keeps the same state.
-`, kubeconfig, operatorNamespace, managerLog, *dispatcherAddress, receiverLog, dispatcherLog)
+`, kubeconfig, operatorNamespace, managerLog, *dispatcherAddress, receiverLog, dispatcherLog, binDirAbs)
 
 	select {
 	case <-ctx.Done():
