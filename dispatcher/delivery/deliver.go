@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hookrelay/hookrelay/dispatcher/routing"
@@ -95,7 +96,11 @@ func (e *Engine) attempt(t task) {
 		health, change = e.recordOutcome(id, finished, "HTTP 410 Gone: the receiver removed the endpoint", true)
 	case shouldRetry(endpoint, delivery.Attempts):
 		delivery.State = store.Pending
-		delivery.NextAttemptAt = finished.Add(retryDelay(endpoint, delivery.Attempts, out.status, out.retryAfter, e.MaxRetryAfter, finished)).UTC()
+		delay := retryDelay(endpoint, delivery.Attempts, out.status, out.retryAfter, e.MaxRetryAfter, finished)
+		delivery.NextAttemptAt = finished.Add(delay).UTC()
+		if out.status == http.StatusTooManyRequests {
+			e.queueFor(id).pause(finished.Add(backOffAfter429(out.retryAfter, e.MaxRetryAfter, finished)))
+		}
 	default:
 		delivery.State = store.Failed
 		health, change = e.recordOutcome(id, finished, failureReason(out, delivery.Attempts), false)

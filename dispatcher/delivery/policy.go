@@ -65,3 +65,16 @@ func parseRetryAfter(value string, now time.Time) (time.Duration, bool) {
 	}
 	return 0, false
 }
+
+// defaultBackOff is how long an endpoint's attempts wait after a 429 that
+// names no Retry-After.
+const defaultBackOff = time.Second
+
+// backOffAfter429 is how long all attempts to an endpoint wait after it
+// answered 429: its Retry-After, capped, or a second.
+func backOffAfter429(retryAfter string, maxRetryAfter time.Duration, now time.Time) time.Duration {
+	if asked, ok := parseRetryAfter(retryAfter, now); ok {
+		return min(asked, maxRetryAfter)
+	}
+	return defaultBackOff
+}

@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"sync"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -28,11 +29,14 @@ type queue struct {
 	workers     int
 	maxInFlight int
 	limiter     *rate.Limiter
+	// pausedUntil holds the endpoint's attempts after a 429 Too Many Requests.
+	pausedUntil time.Time
 	stopped     bool
+	stopping    chan struct{}
 }
 
 func newQueue(engine *Engine, id string) *queue {
-	return &queue{engine: engine, id: id, maxInFlight: 1}
+	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{})}
 }
 
 // configure applies the endpoint's concurrency cap and rate limit.
@@ -75,13 +79,34 @@ func (q *queue) work() {
 		t := q.ready[0]
 		q.ready[0] = task{}
 		q.ready = q.ready[1:]
-		limiter := q.limiter
+		limiter, pausedFor := q.limiter, time.Until(q.pausedUntil)
 		q.mu.Unlock()
 		q.engine.Metrics.QueueDepth.Dec()
+		if pausedFor > 0 {
+			select {
+			case <-time.After(pausedFor):
+			case <-q.stopping:
+				q.mu.Lock()
+				q.workers--
+				q.mu.Unlock()
+				return // the delivery stays pending in the store
+			}
+		}
 		if limiter != nil {
 			_ = limiter.Wait(context.Background())
 		}
 		q.engine.attempt(t)
+	}
+}
+
+// pause holds the endpoint's next attempts until the given time: the
+// receiver asked for less traffic (429), so all of its deliveries wait, and
+// no other endpoint's.
+func (q *queue) pause(until time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if until.After(q.pausedUntil) {
+		q.pausedUntil = until
 	}
 }
 
@@ -90,6 +115,9 @@ func (q *queue) work() {
 func (q *queue) stop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if !q.stopped {
+		close(q.stopping)
+	}
 	q.stopped = true
 	q.engine.Metrics.QueueDepth.Sub(float64(len(q.ready)))
 	q.ready = nil

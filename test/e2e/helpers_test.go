@@ -172,6 +172,7 @@ type receiver struct {
 	mu         sync.Mutex
 	deliveries []delivery
 	answer     func(n int) (status int, delay time.Duration)
+	retryAfter string
 }
 
 func newReceiver(t *testing.T, answer func(n int) (int, time.Duration)) *receiver {
@@ -202,7 +203,7 @@ func (r *receiver) handler() http.Handler {
 		r.mu.Lock()
 		r.deliveries = append(r.deliveries, delivery{Header: req.Header.Clone(), Body: body, At: time.Now()})
 		n := len(r.deliveries)
-		answer := r.answer
+		answer, retryAfter := r.answer, r.retryAfter
 		r.mu.Unlock()
 		status, delay := answer(n)
 		if delay > 0 {
@@ -211,6 +212,9 @@ func (r *receiver) handler() http.Handler {
 			case <-req.Context().Done():
 				return
 			}
+		}
+		if retryAfter != "" && status == http.StatusTooManyRequests {
+			w.Header().Set("Retry-After", retryAfter)
 		}
 		w.WriteHeader(status)
 		fmt.Fprintf(w, `{"received":%d}`, n)
@@ -225,6 +229,13 @@ func (r *receiver) setAnswer(answer func(int) (int, time.Duration)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.answer = answer
+}
+
+// setRetryAfter makes 429 answers carry a Retry-After header.
+func (r *receiver) setRetryAfter(value string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.retryAfter = value
 }
 
 func (r *receiver) got() []delivery {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
@@ -97,4 +98,35 @@ func TestRotatedKeysBothVerifyDuringTheGracePeriod(t *testing.T) {
 		g.Expect(verifyPrefixed(last.Header, "Hookrelay", newKey, last.Body)).To(Succeed())
 		g.Expect(verifyStandard(last.Header, newKey, last.Body)).To(Succeed())
 	}).WithTimeout(3 * rotationGrace).WithPolling(time.Second).Should(Succeed())
+}
+
+// TestTooManyRequestsSlowsOnlyThatEndpoint: after a 429 with Retry-After: 1,
+// the endpoint gets no attempt for a second, while another endpoint gets its
+// events at once.
+func TestTooManyRequestsSlowsOnlyThatEndpoint(t *testing.T) {
+	g := NewWithT(t)
+	namespace := env.Namespace(t)
+	d := startDispatcher(t, t.TempDir())
+	busy := newReceiver(t, func(n int) (int, time.Duration) {
+		if n == 1 {
+			return http.StatusTooManyRequests, 0
+		}
+		return http.StatusOK, 0
+	})
+	busy.setRetryAfter("1")
+	calm := newReceiver(t, answerWith(http.StatusOK))
+	endpoint(t, namespace, "busy", busy.URL, []string{"report.*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
+		spec.MaxInFlight = ptr.To[int32](1)
+		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 100 * time.Millisecond}}}
+	})
+	endpoint(t, namespace, "calm", calm.URL, []string{"report.*"}, nil)
+
+	for i := range 5 {
+		status, _ := d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_429_%d","type":"report.ready","data":{}}`, i))
+		g.Expect(status).To(Equal(http.StatusAccepted))
+	}
+	g.Eventually(func() int { return len(calm.got()) }).WithTimeout(10 * time.Second).Should(Equal(5))
+	g.Eventually(func() int { return len(busy.got()) }).WithTimeout(20*time.Second).Should(Equal(6), "5 deliveries and the one retried after the 429")
+	arrivals := busy.got()
+	g.Expect(arrivals[1].At.Sub(arrivals[0].At)).To(BeNumerically(">=", time.Second), "the endpoint was left alone after its 429")
 }
