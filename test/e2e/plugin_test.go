@@ -10,6 +10,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 )
@@ -59,7 +60,10 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	dead := newReceiver(t, answerWith(http.StatusOK))
 	deadURL := dead.URL
 	dead.Close()
-	endpoint(t, namespace, "dead", deadURL, []string{"refund.*"}, shortRetries)
+	endpoint(t, namespace, "dead", deadURL, []string{"refund.*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
+		shortRetries(spec)
+		spec.MaxInFlight = ptr.To[int32](1) // so that arrivals keep the replay's order
+	})
 	since := time.Now().UTC().Add(-time.Second).Format(time.RFC3339)
 	for i := range 2 {
 		out, err := kubectlHookrelay(t, "send", "-n", namespace, server, "--type", "refund.issued", "--id", fmt.Sprintf("evt_refund_%d", i))
