@@ -66,6 +66,16 @@ func (o *options) ns() (string, error) {
 	return namespace, nil
 }
 
+// connect gives the namespace to work in and a way to the dispatcher.
+func (o *options) connect() (string, *api, error) {
+	namespace, err := o.ns()
+	if err != nil {
+		return "", nil, err
+	}
+	a, err := o.dispatcher()
+	return namespace, a, err
+}
+
 // api reaches the dispatcher's API.
 type api struct {
 	client *http.Client

@@ -31,10 +31,6 @@ func sendCommand(o *options) *cobra.Command {
   kubectl hookrelay send --type login.success --sandbox --data '{"user_id":"u1","platform":"uber"}'`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			namespace, err := o.ns()
-			if err != nil {
-				return err
-			}
 			if !json.Valid([]byte(data)) {
 				return fmt.Errorf("--data %q is not valid JSON", data)
 			}
@@ -42,7 +38,7 @@ func sendCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			a, err := o.dispatcher()
+			namespace, a, err := o.connect()
 			if err != nil {
 				return err
 			}
@@ -75,10 +71,6 @@ func deliveriesCommand(o *options) *cobra.Command {
 		Example: "  kubectl hookrelay deliveries palm --state failed --since 24h",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			namespace, err := o.ns()
-			if err != nil {
-				return err
-			}
 			query := url.Values{"limit": {fmt.Sprint(limit)}}
 			if state != "" {
 				query.Set("state", state)
@@ -90,7 +82,7 @@ func deliveriesCommand(o *options) *cobra.Command {
 				}
 				query.Set("since", t.Format(time.RFC3339))
 			}
-			a, err := o.dispatcher()
+			namespace, a, err := o.connect()
 			if err != nil {
 				return err
 			}
@@ -126,11 +118,7 @@ func attemptsCommand(o *options) *cobra.Command {
 		Example: "  kubectl hookrelay attempts evt_1704538200000_f6g7h8i9j0k1",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			namespace, err := o.ns()
-			if err != nil {
-				return err
-			}
-			a, err := o.dispatcher()
+			namespace, a, err := o.connect()
 			if err != nil {
 				return err
 			}
@@ -165,11 +153,7 @@ func retryCommand(o *options) *cobra.Command {
 		Short: "Make one more attempt of a finished delivery, now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			namespace, err := o.ns()
-			if err != nil {
-				return err
-			}
-			a, err := o.dispatcher()
+			namespace, a, err := o.connect()
 			if err != nil {
 				return err
 			}
@@ -191,15 +175,11 @@ func replayCommand(o *options) *cobra.Command {
 		Example: "  kubectl hookrelay replay palm --since 2026-11-25T08:00:00Z\n  kubectl hookrelay replay palm --since 6h",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			namespace, err := o.ns()
-			if err != nil {
-				return err
-			}
 			t, err := parseSince(since)
 			if err != nil {
 				return err
 			}
-			a, err := o.dispatcher()
+			namespace, a, err := o.connect()
 			if err != nil {
 				return err
 			}
