@@ -48,7 +48,6 @@ type options struct {
 	maxBody        int64
 	retention      time.Duration
 	maxRetryAfter  time.Duration
-	batchDelay     time.Duration
 	statusInterval time.Duration
 	drainTimeout   time.Duration
 	profiling      bool
@@ -69,8 +68,6 @@ func main() {
 	flag.Int64Var(&opts.maxBody, "max-body-bytes", ingest.DefaultMaxBody, "Largest accepted event body, in bytes.")
 	flag.DurationVar(&opts.retention, "retention", 7*24*time.Hour, "How long finished deliveries and their attempts are kept.")
 	flag.DurationVar(&opts.maxRetryAfter, "max-retry-after", time.Hour, "Longest delay a receiver's Retry-After may ask for.")
-	flag.DurationVar(&opts.batchDelay, "batch-delay", 2*time.Millisecond,
-		"How long a store write may wait for concurrent writes to share its fsync (group commit).")
 	flag.DurationVar(&opts.statusInterval, "status-interval", time.Second, "Shortest time between two status writes to one endpoint.")
 	flag.DurationVar(&opts.drainTimeout, "drain-timeout", 30*time.Second, "How long SIGTERM waits for attempts in flight.")
 	flag.StringVar(&opts.egressAllow, "egress-allow-cidr", "",
@@ -125,7 +122,7 @@ func run(ctx context.Context, opts options) error {
 	if err := os.MkdirAll(opts.dataDir, 0o700); err != nil {
 		return err
 	}
-	db, err := store.OpenBolt(filepath.Join(opts.dataDir, "hookrelay.db"), opts.batchDelay)
+	db, err := store.OpenBolt(filepath.Join(opts.dataDir, "hookrelay.db"))
 	if err != nil {
 		return err
 	}

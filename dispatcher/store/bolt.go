@@ -27,21 +27,32 @@ func byEndpointKey(d Delivery) []byte {
 }
 
 // Bolt is the embedded store: one bbolt file on the dispatcher's volume.
-// Writes from concurrent callers share transactions and fsyncs (bbolt's
-// Batch), so that durability does not cap throughput.
+//
+// Writes go through one writer goroutine that commits everything waiting in
+// one transaction (group commit): while one commit and its fsync run, the
+// next writes gather, so concurrent callers share fsyncs without waiting for
+// a timer.
 type Bolt struct {
-	db *bolt.DB
+	db     *bolt.DB
+	writes chan *write
+	done   chan struct{}
 }
 
-// OpenBolt opens (or creates) the store file. batchDelay is how long a write
-// may wait for others to share its fsync.
-func OpenBolt(path string, batchDelay time.Duration) (*Bolt, error) {
+// write is one caller's part of a group commit.
+type write struct {
+	apply  func(*bolt.Tx) error
+	result chan error
+}
+
+// maxGroup bounds the writes committed together.
+const maxGroup = 4096
+
+// OpenBolt opens (or creates) the store file.
+func OpenBolt(path string) (*Bolt, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
-	db.MaxBatchDelay = batchDelay
-	db.MaxBatchSize = 2000
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketEvents, bucketEventData, bucketDeliveries, bucketActive, bucketAttempts, bucketHealth, bucketByEvent, bucketByEndpoint} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -54,11 +65,64 @@ func OpenBolt(path string, batchDelay time.Duration) (*Bolt, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: creating buckets in %s: %w", path, err)
 	}
-	return &Bolt{db: db}, nil
+	b := &Bolt{db: db, writes: make(chan *write, maxGroup), done: make(chan struct{})}
+	go b.writer()
+	return b, nil
 }
 
-// Close closes the file.
-func (b *Bolt) Close() error { return b.db.Close() }
+// Close finishes the writes under way and closes the file.
+func (b *Bolt) Close() error {
+	close(b.writes)
+	<-b.done
+	return b.db.Close()
+}
+
+// update runs apply in a transaction shared with the other writes waiting,
+// and returns once that transaction is on disk.
+func (b *Bolt) update(apply func(*bolt.Tx) error) error {
+	w := &write{apply: apply, result: make(chan error, 1)}
+	b.writes <- w
+	return <-w.result
+}
+
+func (b *Bolt) writer() {
+	defer close(b.done)
+	group := make([]*write, 0, maxGroup)
+	for first := range b.writes {
+		group = append(group[:0], first)
+	gather:
+		for len(group) < maxGroup {
+			select {
+			case next, ok := <-b.writes:
+				if !ok {
+					break gather
+				}
+				group = append(group, next)
+			default:
+				break gather
+			}
+		}
+		err := b.db.Update(func(tx *bolt.Tx) error {
+			for _, w := range group {
+				if err := w.apply(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil || len(group) == 1 {
+			for _, w := range group {
+				w.result <- err
+			}
+			continue
+		}
+		// One write failed the group: commit each alone, so the others
+		// still land and only the failing one hears of it.
+		for _, w := range group {
+			w.result <- b.db.Update(w.apply)
+		}
+	}
+}
 
 func eventKey(namespace, id string) []byte { return []byte(namespace + "\x00" + id) }
 
@@ -77,7 +141,7 @@ func put(bucket *bolt.Bucket, key []byte, value any) error {
 // Accept implements Store.
 func (b *Bolt) Accept(_ context.Context, event Event, targets []Target, dedupeSince time.Time) (Accepted, error) {
 	var out Accepted
-	err := b.db.Batch(func(tx *bolt.Tx) error {
+	err := b.update(func(tx *bolt.Tx) error {
 		out = Accepted{}
 		events := tx.Bucket(bucketEvents)
 		if existing := events.Get(eventKey(event.Namespace, event.ID)); existing != nil {
@@ -144,10 +208,9 @@ func putDelivery(tx *bolt.Tx, delivery Delivery) error {
 	return tx.Bucket(bucketActive).Delete([]byte(delivery.ID))
 }
 
-// RecordAttempts implements Store. The engine gathers records from many
-// attempts into one call, so one transaction and one fsync serve them all.
+// RecordAttempts implements Store.
 func (b *Bolt) RecordAttempts(_ context.Context, records []AttemptRecord) error {
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	err := b.update(func(tx *bolt.Tx) error {
 		for _, record := range records {
 			if err := putDelivery(tx, record.Delivery); err != nil {
 				return err
@@ -171,7 +234,7 @@ func (b *Bolt) RecordAttempts(_ context.Context, records []AttemptRecord) error 
 
 // UpdateDeliveries implements Store.
 func (b *Bolt) UpdateDeliveries(_ context.Context, deliveries []Delivery) error {
-	err := b.db.Batch(func(tx *bolt.Tx) error {
+	err := b.update(func(tx *bolt.Tx) error {
 		for _, delivery := range deliveries {
 			if err := putDelivery(tx, delivery); err != nil {
 				return err
@@ -187,7 +250,7 @@ func (b *Bolt) UpdateDeliveries(_ context.Context, deliveries []Delivery) error 
 
 // PutHealth implements Store.
 func (b *Bolt) PutHealth(_ context.Context, health Health) error {
-	err := b.db.Batch(func(tx *bolt.Tx) error {
+	err := b.update(func(tx *bolt.Tx) error {
 		return put(tx.Bucket(bucketHealth), []byte(health.Endpoint), health)
 	})
 	if err != nil {
@@ -361,7 +424,7 @@ func (b *Bolt) Attempts(_ context.Context, deliveryID string) ([]Attempt, error)
 // Sweep implements Store.
 func (b *Bolt) Sweep(_ context.Context, before time.Time) (int, error) {
 	swept := 0
-	err := b.db.Update(func(tx *bolt.Tx) error {
+	err := b.update(func(tx *bolt.Tx) error {
 		deliveries, attempts, byEvent, events := tx.Bucket(bucketDeliveries), tx.Bucket(bucketAttempts), tx.Bucket(bucketByEvent), tx.Bucket(bucketEvents)
 		var finished []Delivery
 		err := deliveries.ForEach(func(_, value []byte) error {

@@ -10,7 +10,7 @@ import (
 
 func openTestStore(t *testing.T, path string) *Bolt {
 	t.Helper()
-	db, err := OpenBolt(path, time.Millisecond)
+	db, err := OpenBolt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
