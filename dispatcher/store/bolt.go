@@ -49,7 +49,9 @@ const maxGroup = 4096
 
 // OpenBolt opens (or creates) the store file.
 func OpenBolt(path string) (*Bolt, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	// As etcd runs it: the freelist is rebuilt on open rather than written
+	// with every commit.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
