@@ -67,6 +67,8 @@ type Engine struct {
 
 	// inFlight counts the queues' workers, for a graceful drain.
 	inFlight sync.WaitGroup
+	// recovered is set once Recover has queued what the store holds.
+	recovered atomic.Bool
 	// records carries attempt records to writeRecords.
 	records     chan store.AttemptRecord
 	recordsDone chan struct{}
@@ -187,7 +189,9 @@ func (e *Engine) SetTable(ctx context.Context, table *routing.Table) error {
 		}
 		e.queueFor(endpoint.ID).configure(endpoint)
 	}
-	if len(release) == 0 {
+	// Until Recover has run, it releases what is held; releasing here too
+	// would queue those deliveries twice.
+	if len(release) == 0 || !e.recovered.Load() {
 		return nil
 	}
 	return e.release(ctx, release)
@@ -280,21 +284,31 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 
 // Recover schedules every stored pending delivery again: those that were in
 // flight when the dispatcher stopped, and those waiting for a retry.
+// Held deliveries whose endpoint is deliverable now (unpaused or re-enabled
+// while the dispatcher was down) are released. Call it after the first
+// SetTable.
 func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
+	defer e.recovered.Store(true)
 	active, err := e.Store.Active(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
+	table := e.table.Load()
+	var releasable []store.Delivery
 	for _, delivery := range active {
-		if delivery.State == store.Held {
+		switch {
+		case delivery.State == store.Pending:
+			pending++
+			e.schedule(task{delivery: delivery})
+		case e.deliverable(table.Endpoint(routing.ID(delivery.Namespace, delivery.Endpoint))):
+			releasable = append(releasable, delivery)
+		default:
 			held++
-			continue
 		}
-		pending++
-		e.schedule(task{delivery: delivery})
 	}
 	e.Metrics.Held.Set(float64(held))
-	return pending, held, nil
+	released, err := e.requeue(ctx, releasable)
+	return pending + len(released), held, err
 }
 
 // schedule queues a task at its delivery's NextAttemptAt.
