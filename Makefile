@@ -46,17 +46,23 @@ verify: manifests generate vet ## Fail if generated files, go.mod or formatting 
 	@echo "verify: generated files and formatting are up to date"
 
 .PHONY: build
-build: generate ## Build the binaries into bin/.
+build: generate binaries ## Build the binaries into bin/.
+
+.PHONY: binaries
+binaries:
 	CGO_ENABLED=0 go build -trimpath -o $(LOCALBIN)/ ./cmd/...
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in $$KUBECONFIG (plain http:// endpoints allowed).
 	go run ./cmd/manager --allow-insecure-endpoints --routes-namespace=$${ROUTES_NAMESPACE:-hookrelay-system}
 
+DEV_DIR ?= .dev
+DEV_FLAGS ?=
+
 .PHONY: dev
-dev: build controlplane ## Run Hookrelay locally: control plane, CRDs, manager and samples (state in .dev/).
+dev: binaries controlplane ## Run Hookrelay locally: control plane, CRDs, manager, dispatcher, sample receiver and samples (state in $(DEV_DIR)/).
 	go build -o $(LOCALBIN)/localup ./hack/localup
-	$(LOCALBIN)/localup --data-dir=.dev --bin-dir=$(LOCALBIN)
+	$(LOCALBIN)/localup --data-dir=$(DEV_DIR) --bin-dir=$(LOCALBIN) $(DEV_FLAGS)
 
 .PHONY: controlplane
 controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked into bin/controlplane.

@@ -224,6 +224,9 @@ func start(binary, kubeconfig, logPath string, args ...string) (*process, error)
 	}
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	// Its own process group: Ctrl-C in the terminal reaches only localup,
+	// which stops the processes in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()

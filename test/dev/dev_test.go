@@ -1,5 +1,5 @@
 // Package dev tests `make dev` as a new user meets it: start it, follow the
-// printed instructions, stop it, start it again.
+// printed instructions, stop it with Ctrl-C, start it again.
 package dev
 
 import (
@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -38,13 +37,16 @@ func (l *localup) printed() string {
 	return l.output.String()
 }
 
-// start runs localup (what `make dev` runs after building) and waits for
-// its "ready" line.
-func start(t *testing.T, binDir, dataDir, dispatcherAddress string) *localup {
+// start runs `make dev` in the repository, as a user would (with its state
+// in dataDir and the dispatcher on a free port), and waits for "ready".
+func start(t *testing.T, dataDir, dispatcherAddress string) *localup {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "localup"), "--data-dir="+dataDir, "--bin-dir="+binDir,
-		"--dispatcher-address="+dispatcherAddress)
+	cmd := exec.Command("make", "dev", "DEV_DIR="+dataDir, "DEV_FLAGS=--dispatcher-address="+dispatcherAddress)
 	cmd.Dir = testenv.RepoRoot()
+	// Its own process group, so that Ctrl-C reaches make and its children
+	// as it does in a terminal.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Env = withoutMakeVariables(os.Environ())
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +73,7 @@ func start(t *testing.T, binDir, dataDir, dispatcherAddress string) *localup {
 		_ = cmd.Wait()
 	}()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-l.done
 		if t.Failed() {
 			t.Logf("make dev printed:\n%s", l.printed())
@@ -87,18 +89,34 @@ func start(t *testing.T, binDir, dataDir, dispatcherAddress string) *localup {
 	return l
 }
 
-// interrupt stops it with Ctrl-C and expects a clean exit.
+// interrupt stops it with Ctrl-C and expects everything to stop cleanly.
 func (l *localup) interrupt(t *testing.T) {
 	t.Helper()
-	_ = l.cmd.Process.Signal(syscall.SIGINT)
+	_ = syscall.Kill(-l.cmd.Process.Pid, syscall.SIGINT)
 	select {
 	case <-l.done:
 	case <-time.After(time.Minute):
 		t.Fatalf("make dev did not stop on Ctrl-C:\n%s", l.printed())
 	}
-	if code := l.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("make dev exited with %d after Ctrl-C:\n%s", code, l.printed())
+	printed := l.printed()
+	if !regexp.MustCompile(`(?m)^dev: \S+ stopping the control plane$`).MatchString(printed) {
+		t.Fatalf("make dev did not stop cleanly on Ctrl-C:\n%s", printed)
 	}
+	if regexp.MustCompile(`(?m)^dev: [^0-9]`).MatchString(printed) {
+		t.Fatalf("make dev reported an error:\n%s", printed)
+	}
+}
+
+// withoutMakeVariables drops the outer make's variables (`make test` runs
+// this test), so that `make dev` starts as it does from a shell.
+func withoutMakeVariables(environ []string) []string {
+	var out []string
+	for _, variable := range environ {
+		if !strings.HasPrefix(variable, "MAKEFLAGS=") && !strings.HasPrefix(variable, "MFLAGS=") && !strings.HasPrefix(variable, "MAKELEVEL=") {
+			out = append(out, variable)
+		}
+	}
+	return out
 }
 
 // shell runs a printed command line with the printed KUBECONFIG.
@@ -117,28 +135,13 @@ func shell(t *testing.T, kubeconfig, line string) string {
 
 func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
 	g := NewWithT(t)
-	assets := os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		t.Fatal("KUBEBUILDER_ASSETS is not set: run the tests with `make test`")
-	}
-	binDir := t.TempDir()
-	for _, pkg := range []string{"./cmd/manager", "./cmd/dispatcher", "./hack/localup"} {
-		build := exec.Command("go", "build", "-o", binDir+"/", pkg)
-		build.Dir = testenv.RepoRoot()
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", pkg, err, out)
-		}
-	}
-	if err := os.Symlink(assets, filepath.Join(binDir, "controlplane")); err != nil {
-		t.Fatal(err)
-	}
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	g.Expect(err).NotTo(HaveOccurred())
 	dispatcherAddress := listener.Addr().String()
 	listener.Close()
 	dataDir := t.TempDir()
 
-	dev := start(t, binDir, dataDir, dispatcherAddress)
+	dev := start(t, dataDir, dispatcherAddress)
 	printed := dev.printed()
 	kubeconfig := regexp.MustCompile(`export KUBECONFIG=(\S+)`).FindStringSubmatch(printed)[1]
 	receiverLog := regexp.MustCompile(`Logs: receiver (\S+),`).FindStringSubmatch(printed)[1]
@@ -168,7 +171,7 @@ func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
 	dev.interrupt(t)
 
 	// Started again on the same data folder, the delivery log still has it.
-	dev = start(t, binDir, dataDir, dispatcherAddress)
+	dev = start(t, dataDir, dispatcherAddress)
 	logLine := regexp.MustCompile(`(?m)^  (curl -sS \S+/events/EVENT_ID)$`).FindStringSubmatch(dev.printed())
 	g.Expect(logLine).NotTo(BeNil())
 	var eventLog struct {
