@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -85,15 +84,6 @@ type Key struct {
 // Namespaces cannot contain dots, so the first dot separates the two.
 func EntryKey(namespace, name string) string {
 	return namespace + "." + name
-}
-
-// ParseEntryKey splits a data key made by EntryKey.
-func ParseEntryKey(key string) (namespace, name string, err error) {
-	namespace, name, ok := strings.Cut(key, ".")
-	if !ok || namespace == "" || name == "" {
-		return "", "", fmt.Errorf("routes: data key %q is not <namespace>.<name>", key)
-	}
-	return namespace, name, nil
 }
 
 // KeysVersion fingerprints a list of keys without revealing them.

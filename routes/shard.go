@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 )
 
 // shardOverhead is reserved in every shard for the object's metadata, so that
@@ -67,9 +66,4 @@ func SecretEntrySize(key string, value []byte) int {
 // ShardName names shard index of a kind: prefix + zero-padded index.
 func ShardName(prefix string, index int) string {
 	return fmt.Sprintf("%s%03d", prefix, index)
-}
-
-// IsShardName reports whether name is a shard of prefix.
-func IsShardName(prefix, name string) bool {
-	return strings.HasPrefix(name, prefix)
 }

@@ -125,7 +125,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	h.accept(w, r.Context(), namespace, in)
+	h.accept(r.Context(), w, namespace, in)
 }
 
 // decode checks a JSON event and fills in its id and time.
@@ -165,7 +165,7 @@ func (h *Handler) incoming(id, eventType string, data []byte, sandbox bool, crea
 }
 
 // accept publishes a valid event and writes the answer.
-func (h *Handler) accept(w http.ResponseWriter, ctx context.Context, namespace string, in delivery.Incoming) {
+func (h *Handler) accept(ctx context.Context, w http.ResponseWriter, namespace string, in delivery.Incoming) {
 	accepted, err := h.Publisher.Publish(ctx, namespace, in)
 	switch {
 	case errors.Is(err, delivery.ErrUnknownNamespace):
