@@ -67,8 +67,11 @@ type Engine struct {
 
 	// inFlight counts the queues' workers, for a graceful drain.
 	inFlight sync.WaitGroup
-	// recovered is set once Recover has queued what the store holds.
-	recovered atomic.Bool
+	// releasing orders the release of held deliveries between Recover and
+	// table swaps; recovered is set once Recover has queued what the store
+	// holds.
+	releasing sync.Mutex
+	recovered bool
 	// records carries attempt records to writeRecords.
 	records     chan store.AttemptRecord
 	recordsDone chan struct{}
@@ -189,9 +192,14 @@ func (e *Engine) SetTable(ctx context.Context, table *routing.Table) error {
 		}
 		e.queueFor(endpoint.ID).configure(endpoint)
 	}
+	if len(release) == 0 {
+		return nil
+	}
 	// Until Recover has run, it releases what is held; releasing here too
-	// would queue those deliveries twice.
-	if len(release) == 0 || !e.recovered.Load() {
+	// would queue those deliveries twice. A swap during Recover waits for it.
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
+	if !e.recovered {
 		return nil
 	}
 	return e.release(ctx, release)
@@ -288,7 +296,9 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 // while the dispatcher was down) are released. Call it after the first
 // SetTable.
 func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
-	defer e.recovered.Store(true)
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
+	defer func() { e.recovered = true }()
 	active, err := e.Store.Active(ctx)
 	if err != nil {
 		return 0, 0, err
