@@ -51,6 +51,8 @@ type options struct {
 	statusInterval time.Duration
 	drainTimeout   time.Duration
 	profiling      bool
+	tlsCertFile    string
+	tlsKeyFile     string
 	egressAllow    string
 	insecureNoAuth bool
 	tokenAudience  string
@@ -76,6 +78,8 @@ func main() {
 		"Accept requests without a token or RBAC check. For local development only: anyone who reaches the dispatcher can publish and read.")
 	flag.StringVar(&opts.tokenAudience, "token-audience", "", "Audience that bearer tokens must be issued for; empty accepts the API server's audiences.")
 	flag.DurationVar(&opts.authCacheTTL, "auth-cache-ttl", 30*time.Second, "How long a TokenReview or SubjectAccessReview answer is reused.")
+	flag.StringVar(&opts.tlsCertFile, "tls-cert-file", "", "Serve the API over TLS with this certificate (PEM); with --tls-key-file.")
+	flag.StringVar(&opts.tlsKeyFile, "tls-key-file", "", "Private key (PEM) of --tls-cert-file.")
 	flag.BoolVar(&opts.profiling, "enable-profiling", false, "Serve Go's pprof profiles under /debug/pprof/ on the listen address.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -94,6 +98,9 @@ func run(ctx context.Context, opts options) error {
 	log := ctrl.Log.WithName("dispatcher")
 	if !validHeaderPrefix(opts.headerPrefix) {
 		return fmt.Errorf("--header-prefix %q must be letters, digits and '-'", opts.headerPrefix)
+	}
+	if (opts.tlsCertFile == "") != (opts.tlsKeyFile == "") {
+		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
 	}
 	allow, err := delivery.ParseCIDRs(opts.egressAllow)
 	if err != nil {
@@ -180,8 +187,14 @@ func run(ctx context.Context, opts options) error {
 	}
 	server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- server.Serve(listener) }()
-	log.Info("listening", "address", listener.Addr().String(), "namespace", opts.namespace, "headerPrefix", opts.headerPrefix)
+	go func() {
+		if opts.tlsCertFile != "" {
+			serveErr <- server.ServeTLS(listener, opts.tlsCertFile, opts.tlsKeyFile)
+			return
+		}
+		serveErr <- server.Serve(listener)
+	}()
+	log.Info("listening", "address", listener.Addr().String(), "tls", opts.tlsCertFile != "", "namespace", opts.namespace, "headerPrefix", opts.headerPrefix)
 
 	watcher := &config.Watcher{
 		Clientset: clientset, Namespace: opts.namespace, Log: log.WithName("config"),

@@ -22,6 +22,7 @@ type options struct {
 	server, token                  string
 	dispatcherNamespace            string
 	dispatcherService              string
+	dispatcherScheme               string
 }
 
 func (o *options) bind(cmd *cobra.Command) {
@@ -34,6 +35,7 @@ func (o *options) bind(cmd *cobra.Command) {
 	flags.StringVar(&o.token, "token", os.Getenv("HOOKRELAY_TOKEN"), "Bearer token for a dispatcher reached with --server ($HOOKRELAY_TOKEN).")
 	flags.StringVar(&o.dispatcherNamespace, "dispatcher-namespace", "hookrelay-system", "Namespace of the dispatcher Service.")
 	flags.StringVar(&o.dispatcherService, "dispatcher-service", "hookrelay-dispatcher", "Name of the dispatcher Service.")
+	flags.StringVar(&o.dispatcherScheme, "dispatcher-scheme", "http", "Scheme of the dispatcher Service behind the proxy: http, or https when it runs with --tls-cert-file.")
 }
 
 func (o *options) clientConfig() clientcmd.ClientConfig {
@@ -99,8 +101,11 @@ func (o *options) dispatcher() (*api, error) {
 	if err != nil {
 		return nil, err
 	}
-	base := fmt.Sprintf("%s/api/v1/namespaces/%s/services/http:%s:http/proxy",
-		strings.TrimSuffix(config.Host, "/"), o.dispatcherNamespace, o.dispatcherService)
+	if o.dispatcherScheme != "http" && o.dispatcherScheme != "https" {
+		return nil, fmt.Errorf("--dispatcher-scheme %q is not http or https", o.dispatcherScheme)
+	}
+	base := fmt.Sprintf("%s/api/v1/namespaces/%s/services/%s:%s:http/proxy",
+		strings.TrimSuffix(config.Host, "/"), o.dispatcherNamespace, o.dispatcherScheme, o.dispatcherService)
 	return &api{client: client, base: base}, nil
 }
 

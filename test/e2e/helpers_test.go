@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -44,6 +46,19 @@ type dispatcher struct {
 // with its store in dataDir, and waits until it is ready.
 func startDispatcher(t *testing.T, dataDir string, args ...string) *dispatcher {
 	t.Helper()
+	return launchDispatcher(t, dataDir, "http", http.DefaultClient, args...)
+}
+
+// startDispatcherTLS runs a dispatcher that serves TLS with a certificate
+// that pool trusts.
+func startDispatcherTLS(t *testing.T, dataDir string, pool *x509.CertPool, args ...string) *dispatcher {
+	t.Helper()
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return launchDispatcher(t, dataDir, "https", client, args...)
+}
+
+func launchDispatcher(t *testing.T, dataDir, scheme string, client *http.Client, args ...string) *dispatcher {
+	t.Helper()
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +79,7 @@ func startDispatcher(t *testing.T, dataDir string, args ...string) *dispatcher {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &dispatcher{cmd: cmd, URL: "http://" + address, logPath: logPath, done: make(chan struct{})}
+	d := &dispatcher{cmd: cmd, URL: scheme + "://" + address, logPath: logPath, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
@@ -84,7 +99,7 @@ func startDispatcher(t *testing.T, dataDir string, args ...string) *dispatcher {
 			t.Fatalf("the dispatcher exited:\n%s", tail(string(log), 40))
 		default:
 		}
-		response, err := http.Get(d.URL + "/readyz")
+		response, err := client.Get(d.URL + "/readyz")
 		if err != nil {
 			return 0, err
 		}
