@@ -286,7 +286,7 @@ func (r *EndpointReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("webhookendpoint").
 		// Spec changes and annotations (rotation); not status writes.
 		For(&hookrelayv1alpha1.WebhookEndpoint{}, builder.WithPredicates(
-			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}), r.status.forgetDeleted())).
 		Owns(&corev1.Secret{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.endpointsUsingSecret)).
 		WatchesRawSource(source.Channel(r.publication.changes, &handler.TypedEnqueueRequestForObject[*hookrelayv1alpha1.WebhookEndpoint]{})).

@@ -12,6 +12,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 )
@@ -28,6 +30,7 @@ type statusWriter struct {
 	clock  clock.PassiveClock
 	// written remembers, by object UID, the status this process last
 	// applied: the cache can still show an older one right after a write.
+	// forgetDeleted drops an entry once its object is gone.
 	written *sync.Map
 }
 
@@ -84,6 +87,15 @@ func (w statusWriter) apply(ctx context.Context, obj client.Object, ready metav1
 	}
 	w.written.Store(obj.GetUID(), desired)
 	return nil
+}
+
+// forgetDeleted is a predicate that drops what was remembered of an object
+// when it is deleted, and lets every event through.
+func (w statusWriter) forgetDeleted() predicate.Funcs {
+	return predicate.Funcs{DeleteFunc: func(e event.DeleteEvent) bool {
+		w.written.Delete(e.Object.GetUID())
+		return true
+	}}
 }
 
 // statusHolds reports whether current already has every desired field, and

@@ -91,7 +91,7 @@ func (r *SubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("webhooksubscription").
-		For(&hookrelayv1alpha1.WebhookSubscription{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&hookrelayv1alpha1.WebhookSubscription{}, builder.WithPredicates(predicate.GenerationChangedPredicate{}, r.status.forgetDeleted())).
 		Watches(&hookrelayv1alpha1.WebhookEndpoint{}, handler.EnqueueRequestsFromMapFunc(r.subscriptionsOfEndpoint),
 			builder.WithPredicates(predicate.Funcs{
 				// Only an endpoint's appearance or removal changes a subscription.
