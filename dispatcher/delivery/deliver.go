@@ -8,6 +8,7 @@ import (
 
 	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/batch"
 )
 
 // storeRetry is how soon a delivery is tried again when its event could not
@@ -21,25 +22,11 @@ const maxRecordBatch = 1024
 // waiting into one transaction.
 func (e *Engine) writeRecords() {
 	defer close(e.recordsDone)
-	batch := make([]store.AttemptRecord, 0, maxRecordBatch)
-	for record := range e.records {
-		batch = append(batch[:0], record)
-	gather:
-		for len(batch) < maxRecordBatch {
-			select {
-			case next, ok := <-e.records:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, next)
-			default:
-				break gather
-			}
+	batch.Each(e.records, maxRecordBatch, func(records []store.AttemptRecord) {
+		if err := e.Store.RecordAttempts(context.Background(), records); err != nil {
+			e.Log.Error(err, "recording attempts; their deliveries stay pending in the store and are delivered again after a restart", "count", len(records))
 		}
-		if err := e.Store.RecordAttempts(context.Background(), batch); err != nil {
-			e.Log.Error(err, "recording attempts; their deliveries stay pending in the store and are delivered again after a restart", "count", len(batch))
-		}
-	}
+	})
 }
 
 // attempt makes the next attempt of a delivery and records what came of it.

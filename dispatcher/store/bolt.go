@@ -9,6 +9,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/hookrelay/hookrelay/internal/batch"
 )
 
 var (
@@ -89,21 +91,7 @@ func (b *Bolt) update(apply func(*bolt.Tx) error) error {
 
 func (b *Bolt) writer() {
 	defer close(b.done)
-	group := make([]*write, 0, maxGroup)
-	for first := range b.writes {
-		group = append(group[:0], first)
-	gather:
-		for len(group) < maxGroup {
-			select {
-			case next, ok := <-b.writes:
-				if !ok {
-					break gather
-				}
-				group = append(group, next)
-			default:
-				break gather
-			}
-		}
+	batch.Each(b.writes, maxGroup, func(group []*write) {
 		err := b.db.Update(func(tx *bolt.Tx) error {
 			for _, w := range group {
 				if err := w.apply(tx); err != nil {
@@ -116,14 +104,14 @@ func (b *Bolt) writer() {
 			for _, w := range group {
 				w.result <- err
 			}
-			continue
+			return
 		}
 		// One write failed the group: commit each alone, so the others
 		// still land and only the failing one hears of it.
 		for _, w := range group {
 			w.result <- b.db.Update(w.apply)
 		}
-	}
+	})
 }
 
 func eventKey(namespace, id string) []byte { return []byte(namespace + "\x00" + id) }
