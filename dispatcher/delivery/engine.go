@@ -171,13 +171,6 @@ func (e *Engine) SetTable(ctx context.Context, table *routing.Table) error {
 	previous := e.table.Swap(table)
 	var release []string
 	for _, endpoint := range table.Endpoints() {
-		if previous.Endpoint(endpoint.ID) == nil {
-			// First sight: publish its Disabled and Delivering conditions.
-			e.mu.Lock()
-			health := *e.healthOf(endpoint.ID)
-			e.mu.Unlock()
-			e.Status.HealthChanged(endpoint, health, ChangeObserved)
-		}
 		wasDeliverable := e.deliverable(previous.Endpoint(endpoint.ID))
 		if err := e.adopt(ctx, endpoint); err != nil {
 			return err
@@ -186,6 +179,14 @@ func (e *Engine) SetTable(ctx context.Context, table *routing.Table) error {
 			if err := e.reenable(ctx, endpoint); err != nil {
 				return err
 			}
+		}
+		if previous.Endpoint(endpoint.ID) == nil {
+			// First sight: publish its Disabled and Delivering conditions,
+			// from the record as adopt and reenable left it.
+			e.mu.Lock()
+			health := *e.healthOf(endpoint.ID)
+			e.mu.Unlock()
+			e.Status.HealthChanged(endpoint, health, ChangeObserved)
 		}
 		if !wasDeliverable && e.deliverable(endpoint) {
 			release = append(release, endpoint.ID)
