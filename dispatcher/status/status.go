@@ -53,10 +53,11 @@ type Reporter struct {
 	applied map[string]appliedConditions
 }
 
+// report is the latest health of an endpoint, waiting to be written; the
+// conditions derive from it alone.
 type report struct {
 	endpoint *routing.Endpoint
 	health   store.Health
-	change   delivery.Change
 }
 
 // appliedConditions remembers what was written, to keep lastTransitionTime
@@ -72,13 +73,7 @@ func (r *Reporter) HealthChanged(endpoint *routing.Endpoint, health store.Health
 	if r.dirty == nil {
 		r.dirty = map[string]report{}
 	}
-	previous, queued := r.dirty[endpoint.ID]
-	// A disable or re-enable is never hidden by a later ordinary change.
-	if queued && (previous.change == delivery.ChangeDisabled || previous.change == delivery.ChangeReenabled) &&
-		change != delivery.ChangeDisabled && change != delivery.ChangeReenabled {
-		change = previous.change
-	}
-	r.dirty[endpoint.ID] = report{endpoint: endpoint, health: health, change: change}
+	r.dirty[endpoint.ID] = report{endpoint: endpoint, health: health}
 	r.mu.Unlock()
 
 	switch change {
