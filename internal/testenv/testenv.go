@@ -18,8 +18,13 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 )
@@ -118,6 +123,19 @@ func (e *Env) Namespace(t testing.TB) string {
 		}
 	})
 	return namespace.Name
+}
+
+// NewManager returns a controller manager on the control plane, as tests and
+// the bench run it: the given cache, no metrics or probe listeners, and
+// controller names that may repeat (a test starts several managers).
+func (e *Env) NewManager(cacheOptions cache.Options) (ctrl.Manager, error) {
+	return ctrl.NewManager(e.Config, ctrl.Options{
+		Scheme:                 e.Scheme,
+		Cache:                  cacheOptions,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
 }
 
 // Kubectl runs /usr/bin/kubectl (or the kubectl on PATH) against the control
