@@ -24,6 +24,7 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/celenv"
+	"github.com/hookrelay/hookrelay/internal/redact"
 	"github.com/hookrelay/hookrelay/routes"
 )
 
@@ -121,7 +122,7 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 func checkEndpointSpec(endpoint *hookrelayv1alpha1.WebhookEndpoint, allowInsecure bool) *problem {
 	if strings.HasPrefix(strings.ToLower(endpoint.Spec.URL), "http://") && !allowInsecure {
 		return &problem{hookrelayv1alpha1.ReasonInsecureURL, fmt.Sprintf(
-			"spec.url %q uses plain http://; use https://, or run the manager with --allow-insecure-endpoints for development", endpoint.Spec.URL)}
+			"spec.url %q uses plain http://; use https://, or run the manager with --allow-insecure-endpoints for development", redact.URL(endpoint.Spec.URL))}
 	}
 	if endpoint.Spec.Payload != nil && endpoint.Spec.Payload.Transform != "" {
 		if _, err := celenv.CompileTransform(endpoint.Spec.Payload.Transform); err != nil {

@@ -8,6 +8,8 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/hookrelay/hookrelay/internal/eventnote"
 )
 
 // reporter records a Kubernetes Event on an object and logs the same line,
@@ -35,5 +37,5 @@ func (r reporter) report(ctx context.Context, obj client.Object, eventType, reas
 	} else {
 		log.Info(note)
 	}
-	r.recorder.Eventf(obj, nil, eventType, reason, action, "%s", note)
+	r.recorder.Eventf(obj, nil, eventType, reason, action, "%s", eventnote.Fit(note))
 }

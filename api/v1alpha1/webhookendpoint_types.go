@@ -11,11 +11,16 @@ import (
 type WebhookEndpointSpec struct {
 	// url receives the deliveries as HTTP POST requests. It must be an absolute
 	// https:// URL; plain http:// is accepted by the API but only published when
-	// the manager runs with --allow-insecure-endpoints (development).
+	// the manager runs with --allow-insecure-endpoints (development). User info
+	// (user:password@) and IPv6 zones are refused. Query values are hidden
+	// wherever the dispatcher and the controller show the URL, but the URL
+	// itself is readable by anyone who can read the endpoint.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="spec.url must be an absolute https:// URL with a host, such as https://example.com/webhooks"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')",message="spec.url must not carry user info (user:password@); send credentials in a header instead"
+	// +kubebuilder:validation:XValidation:rule="!isURL(self) || !url(self).getHostname().contains('%')",message="spec.url must not carry an IPv6 zone (such as %25eth0); use a host name or a global address"
 	URL string `json:"url"`
 
 	// description is free text for the people who operate the endpoint.

@@ -14,6 +14,7 @@ import (
 	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/redact"
 )
 
 // responseSnippet is how much of a response body an attempt keeps.
@@ -69,7 +70,7 @@ func (a *Attempter) do(ctx context.Context, endpoint *routing.Endpoint, event *s
 func (a *Attempter) post(ctx context.Context, endpoint *routing.Endpoint, event *store.Event, body []byte, now time.Time) result {
 	request, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.URL, bytes.NewReader(body))
 	if err != nil {
-		return result{err: fmt.Errorf("building the request: %w", err)}
+		return result{err: fmt.Errorf("building the request: %w", redact.Error(err))}
 	}
 	for name, value := range endpoint.Headers {
 		request.Header.Set(name, value)
@@ -84,7 +85,8 @@ func (a *Attempter) post(ctx context.Context, endpoint *routing.Endpoint, event 
 	}
 	response, err := a.Client.Do(request)
 	if err != nil {
-		return result{err: err}
+		// The error quotes the URL, and is stored, logged and shown in status.
+		return result{err: redact.Error(err)}
 	}
 	defer response.Body.Close()
 	snippet, err := io.ReadAll(io.LimitReader(response.Body, responseSnippet))

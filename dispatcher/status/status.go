@@ -26,6 +26,7 @@ import (
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/eventnote"
 )
 
 // FieldOwner is the Server-Side Apply field manager of the dispatcher.
@@ -99,7 +100,7 @@ func (r *Reporter) event(endpoint *routing.Endpoint, eventType, reason, action, 
 		TypeMeta:   metav1.TypeMeta{APIVersion: hookrelayv1alpha1.GroupVersion.String(), Kind: "WebhookEndpoint"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: endpoint.Namespace, Name: endpoint.Name, UID: types.UID(endpoint.UID)},
 	}
-	r.Recorder.Eventf(regarding, nil, eventType, reason, action, "%s", note)
+	r.Recorder.Eventf(regarding, nil, eventType, reason, action, "%s", eventnote.Fit(note))
 }
 
 // Run writes the queued changes every Interval until ctx ends, then once more.
