@@ -146,20 +146,58 @@ func TestInsecureURL(t *testing.T) {
 	namespace := env.Namespace(t)
 
 	endpoint := newEndpoint(namespace, "plain")
-	endpoint.Spec.URL = "http://receiver.example/hooks"
+	endpoint.Spec.URL = "http://receiver.example/hooks?token=s3cret"
 	g.Expect(env.Client.Create(ctx, endpoint)).To(Succeed())
 	condition := eventuallyReady(t, endpoint, metav1.ConditionFalse, hookrelayv1alpha1.ReasonInsecureURL)
 	g.Expect(condition.Message).To(ContainSubstring("--allow-insecure-endpoints"))
+	// The query value is hidden, the rest of the URL is shown.
+	g.Expect(condition.Message).To(ContainSubstring(`"http://receiver.example/hooks?token=REDACTED"`))
+	g.Expect(condition.Message).NotTo(ContainSubstring("s3cret"))
 
-	var events corev1.EventList
 	g.Eventually(func(g Gomega) {
-		g.Expect(env.Client.List(ctx, &events, client.InNamespace(namespace))).To(Succeed())
-		reasons := []string{}
-		for _, event := range events.Items {
-			reasons = append(reasons, event.Reason)
-		}
-		g.Expect(reasons).To(ContainElements("SecretGenerated", hookrelayv1alpha1.ReasonInsecureURL))
+		events := eventsOf(g, namespace)
+		g.Expect(events).To(HaveKey("SecretGenerated"))
+		g.Expect(events).To(HaveKey(hookrelayv1alpha1.ReasonInsecureURL))
+		g.Expect(events[hookrelayv1alpha1.ReasonInsecureURL]).To(ContainSubstring("token=REDACTED"))
+		g.Expect(events[hookrelayv1alpha1.ReasonInsecureURL]).NotTo(ContainSubstring("s3cret"))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
+}
+
+// TestLongEventNoteIsCut: a warning whose note exceeds the API server's
+// 1 KiB limit (here, a long spec.url quoted in the InsecureURL message) is
+// still recorded, cut with an ellipsis.
+func TestLongEventNoteIsCut(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startManager(t, Options{})
+	namespace := env.Namespace(t)
+
+	endpoint := newEndpoint(namespace, "long")
+	endpoint.Spec.URL = "http://receiver.example/" + strings.Repeat("segment/", 200)
+	g.Expect(env.Client.Create(ctx, endpoint)).To(Succeed())
+	condition := eventuallyReady(t, endpoint, metav1.ConditionFalse, hookrelayv1alpha1.ReasonInsecureURL)
+	g.Expect(len(condition.Message)).To(BeNumerically(">", 1024), "the condition keeps the whole message")
+
+	g.Eventually(func(g Gomega) {
+		events := eventsOf(g, namespace)
+		g.Expect(events).To(HaveKey(hookrelayv1alpha1.ReasonInsecureURL))
+		note := events[hookrelayv1alpha1.ReasonInsecureURL]
+		g.Expect(len(note)).To(BeNumerically("<=", 1024))
+		g.Expect(note).To(HavePrefix(`spec.url "http://receiver.example/segment/segment/`))
+		g.Expect(note).To(HaveSuffix("…"))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+}
+
+// eventsOf reads the Events of a namespace from the API server, the latest
+// message by reason.
+func eventsOf(g Gomega, namespace string) map[string]string {
+	var events corev1.EventList
+	g.Expect(env.Client.List(context.Background(), &events, client.InNamespace(namespace))).To(Succeed())
+	messages := map[string]string{}
+	for _, event := range events.Items {
+		messages[event.Reason] = event.Message
+	}
+	return messages
 }
 
 func TestInsecureURLAllowedForDevelopment(t *testing.T) {

@@ -31,6 +31,12 @@ func TestAdmissionRefusesInvalidSpecs(t *testing.T) {
 		{"url not a URL", endpoint("  url: not a url\n"), "spec.url"},
 		{"url without host", endpoint("  url: https://\n"), "spec.url"},
 		{"url with another scheme", endpoint("  url: ftp://files.example.com/hook\n"), "spec.url"},
+		{"url with user and password", endpoint("  url: https://user:pass@example.com/\n"), "spec.url must not carry user info"},
+		{"url with user", endpoint("  url: https://user@example.com/\n"), "spec.url must not carry user info"},
+		{"url with empty user info", endpoint("  url: https://@example.com/\n"), "spec.url must not carry user info"},
+		{"url with a loopback zone", endpoint("  url: \"http://[::1%25lo]/\"\n"), "spec.url must not carry an IPv6 zone"},
+		{"url with a private zone", endpoint("  url: \"http://[fd00::2%25eth0]/\"\n"), "spec.url must not carry an IPv6 zone"},
+		{"url with a link-local zone", endpoint("  url: \"https://[fe80::1%25eth0]:8443/hook\"\n"), "spec.url must not carry an IPv6 zone"},
 		{"empty retry schedule", endpoint("  url: https://example.com/hook\n  retry: {schedule: []}\n"), "spec.retry.schedule"},
 		{"zero retry step", endpoint("  url: https://example.com/hook\n  retry: {schedule: [1m, 0s]}\n"), "spec.retry.schedule"},
 		{"negative retry step", endpoint("  url: https://example.com/hook\n  retry: {schedule: [-5m]}\n"), "spec.retry.schedule"},
@@ -59,6 +65,17 @@ func TestAdmissionRefusesInvalidSpecs(t *testing.T) {
 				t.Fatalf("kubectl apply failed for another reason:\n%s", stderr)
 			}
 		})
+	}
+
+	// URLs close to the refused ones are accepted.
+	for i, url := range []string{"https://example.com/a@b", "https://example.com/?q=a@b", "https://[2606:2800:220:1::1]:8443/hook", "https://example.com/%25"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		manifest := fmt.Sprintf("apiVersion: hookrelay.dev/v1alpha1\nkind: WebhookEndpoint\nmetadata:\n  name: valid-%d\n  namespace: %s\nspec:\n  url: %q\n", i, namespace, url)
+		_, stderr, err := env.Kubectl(ctx, manifest, "apply", "-f", "-")
+		cancel()
+		if err != nil {
+			t.Errorf("kubectl apply of url %s: %v\n%s", url, err, stderr)
+		}
 	}
 
 	// The valid form of the same manifest is accepted, with defaults.

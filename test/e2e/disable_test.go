@@ -9,8 +9,10 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 )
@@ -93,4 +95,36 @@ func TestGoneDisablesAtOnce(t *testing.T) {
 		WithTimeout(20 * time.Second).Should(Equal(metav1.ConditionTrue))
 	g.Expect(gone.got()).To(HaveLen(1), "no retry after 410 Gone")
 	g.Expect(ep.Status.LastFailureReason).To(ContainSubstring("410 Gone"))
+}
+
+// TestAutoDisabledEventWithLongReason: a failure reason that makes the
+// AutoDisabled note longer than the API server's 1 KiB limit (a connection
+// error quoting a long URL) still records the Event, cut with an ellipsis.
+func TestAutoDisabledEventWithLongReason(t *testing.T) {
+	g := NewWithT(t)
+	namespace := env.Namespace(t)
+	d := startDispatcher(t, t.TempDir())
+	closed := newReceiver(t, answerWith(http.StatusOK))
+	closed.Close() // nothing listens there: connection refused
+	ep := endpoint(t, namespace, "long", closed.URL+"/"+strings.Repeat("segment/", 150), []string{"*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
+		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 10 * time.Millisecond}}}
+		spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](1)}
+	})
+	status, _ := d.publish(t, namespace, `{"id":"evt_long","type":"user.created","data":{}}`)
+	g.Expect(status).To(Equal(http.StatusAccepted))
+	g.Eventually(func(g Gomega) metav1.ConditionStatus { return condition(g, ep, hookrelayv1alpha1.ConditionDisabled) }).
+		WithTimeout(20 * time.Second).Should(Equal(metav1.ConditionTrue))
+	g.Expect(len(ep.Status.LastFailureReason)).To(BeNumerically(">", 1024))
+
+	g.Eventually(func(g Gomega) string {
+		var events corev1.EventList
+		g.Expect(env.Client.List(t.Context(), &events, client.InNamespace(namespace),
+			client.MatchingFields{"reason": hookrelayv1alpha1.ReasonAutoDisabled})).To(Succeed())
+		g.Expect(events.Items).To(HaveLen(1))
+		return events.Items[0].Message
+	}).WithTimeout(20 * time.Second).Should(SatisfyAll(
+		HavePrefix("disabled after 1 consecutive failed deliveries (last: Post"),
+		HaveSuffix("…"),
+		WithTransform(func(note string) int { return len(note) }, BeNumerically("<=", 1024)),
+	))
 }
