@@ -20,7 +20,7 @@ type WebhookEndpointSpec struct {
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="spec.url must be an absolute https:// URL with a host, such as https://example.com/webhooks"
 	// +kubebuilder:validation:XValidation:rule="!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@')",message="spec.url must not carry user info (user:password@); send credentials in a header instead"
-	// +kubebuilder:validation:XValidation:rule="!isURL(self) || !url(self).getHostname().contains('%')",message="spec.url must not carry an IPv6 zone (such as %25eth0); use a host name or a global address"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*[[][^]]*%')",message="spec.url must not carry an IPv6 zone (such as %25eth0); use a host name or a global address"
 	URL string `json:"url"`
 
 	// description is free text for the people who operate the endpoint.
