@@ -46,13 +46,13 @@ type Endpoint struct {
 	SuccessStatusCodes []int32           `json:"successStatusCodes,omitempty"`
 	// AutoDisableAfter is the number of consecutive failed deliveries that
 	// disables the endpoint; 0 never disables.
-	AutoDisableAfter int32             `json:"autoDisableAfter"`
-	RateLimit        *RateLimit        `json:"rateLimit,omitempty"`
-	MaxInFlight      int32             `json:"maxInFlight"`
+	AutoDisableAfter int32      `json:"autoDisableAfter"`
+	RateLimit        *RateLimit `json:"rateLimit,omitempty"`
+	MaxInFlight      int32      `json:"maxInFlight"`
 	// Headers are the literal header values (spec.headers[].value); values
 	// from Secrets are in the endpoint's KeysEntry.
-	Headers map[string]string `json:"headers,omitempty"`
-	Transform        string            `json:"transform,omitempty"`
+	Headers   map[string]string `json:"headers,omitempty"`
+	Transform string            `json:"transform,omitempty"`
 	// ReenableToken is the hookrelay.dev/reenable-requested-at annotation; a
 	// new value re-enables an auto-disabled endpoint.
 	ReenableToken string `json:"reenableToken,omitempty"`
