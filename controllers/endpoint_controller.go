@@ -82,6 +82,11 @@ const secretRecheckInterval = 30 * time.Second
 
 // +kubebuilder:rbac:groups=hookrelay.dev,resources=webhookendpoints,verbs=get;list;watch
 // +kubebuilder:rbac:groups=hookrelay.dev,resources=webhookendpoints/status,verbs=get;patch
+// Secrets, cluster-wide: list and watch feed the cache, which a label
+// selector limits to hookrelay.dev/endpoint-secret=true (RBAC cannot limit by
+// label); get reads an unlabelled bring-your-own Secret by name, only to say
+// which label it lacks; create makes generated Secrets, update rotates and
+// labels them, delete replaces one left by a deleted endpoint of the same name.
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
