@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,17 +29,35 @@ import (
 	"github.com/hookrelay/hookrelay/routes"
 )
 
-// secretRefIndex indexes endpoints by spec.secretRef.name, so that a change
-// to a bring-your-own Secret re-reconciles the endpoints that use it.
-const secretRefIndex = "spec.secretRef.name"
+// secretRefIndex indexes endpoints by the Secrets they name
+// (spec.secretRef.name, spec.headers[].valueFrom.secretKeyRef.name), so that
+// a change to one of those Secrets re-reconciles the endpoints that use it.
+const secretRefIndex = "spec.secretNames"
+
+// referencedSecrets lists the Secrets an endpoint names, besides its generated one.
+func referencedSecrets(endpoint *hookrelayv1alpha1.WebhookEndpoint) []string {
+	var names []string
+	if ref := endpoint.Spec.SecretRef; ref != nil {
+		names = append(names, ref.Name)
+	}
+	for _, header := range endpoint.Spec.Headers {
+		if header.ValueFrom != nil && !slices.Contains(names, header.ValueFrom.SecretKeyRef.Name) {
+			names = append(names, header.ValueFrom.SecretKeyRef.Name)
+		}
+	}
+	return names
+}
 
 // EndpointReconciler gives each WebhookEndpoint a signing Secret (generated
 // once, or checked when brought by the user), rotates it on request, and
 // reports Ready once the endpoint's route is published to the dispatcher.
 type EndpointReconciler struct {
 	client.Client
-	Scheme *runtime.Scheme
-	Clock  clock.PassiveClock
+	// APIReader reads Secrets that the cache does not hold (those without
+	// the hookrelay.dev/endpoint-secret label) by name, for a definitive answer.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Clock     clock.PassiveClock
 	// AllowInsecure publishes plain http:// endpoints (development only).
 	AllowInsecure bool
 	// RotationGrace is how long a rotated-out key keeps signing.
@@ -53,10 +72,22 @@ type EndpointReconciler struct {
 // message; retrying does not fix it, a change to the objects does.
 type problem struct {
 	reason, message string
+	// recheck: the problem is a Secret the cache cannot show (missing, or
+	// not labelled), so no watch event announces its fix: look again later.
+	recheck bool
 }
+
+// secretRecheckInterval is how often an endpoint whose Secret is missing or
+// unlabelled is looked at again.
+const secretRecheckInterval = 30 * time.Second
 
 // +kubebuilder:rbac:groups=hookrelay.dev,resources=webhookendpoints,verbs=get;list;watch
 // +kubebuilder:rbac:groups=hookrelay.dev,resources=webhookendpoints/status,verbs=get;patch
+// Secrets, cluster-wide: list and watch feed the cache, which a label
+// selector limits to hookrelay.dev/endpoint-secret=true (RBAC cannot limit by
+// label); get reads an unlabelled bring-your-own Secret by name, only to say
+// which label it lacks; create makes generated Secrets, update rotates and
+// labels them, delete replaces one left by a deleted endpoint of the same name.
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -79,11 +110,22 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	var keys []routes.Key
 	if trouble == nil {
 		if keys, err = activeKeys(secret, r.Clock.Now()); err != nil {
-			trouble = &problem{hookrelayv1alpha1.ReasonSecretInvalid, err.Error()}
+			trouble = &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: err.Error()}
 		}
 	}
 	if trouble == nil {
 		trouble = checkEndpointSpec(&endpoint, r.AllowInsecure)
+	}
+	if trouble == nil {
+		// Only for the message: the routes compiler reads them again.
+		if _, trouble, err = secretHeaders(ctx, r.secrets(), &endpoint); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if trouble == nil {
+		if message, ok := r.publication.tooLarge(req.NamespacedName, endpoint.Generation); ok {
+			trouble = &problem{reason: hookrelayv1alpha1.ReasonRouteTooLarge, message: message}
+		}
 	}
 
 	generation := endpoint.Generation
@@ -115,18 +157,21 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	if err := r.status.apply(ctx, &endpoint, ready, fields); err != nil {
 		return ctrl.Result{}, err
 	}
+	if trouble != nil && trouble.recheck {
+		requeueAfter = secretRecheckInterval
+	}
 	return ctrl.Result{RequeueAfter: requeueAfter}, nil
 }
 
 // checkEndpointSpec finds what admission cannot check in a spec.
 func checkEndpointSpec(endpoint *hookrelayv1alpha1.WebhookEndpoint, allowInsecure bool) *problem {
 	if strings.HasPrefix(strings.ToLower(endpoint.Spec.URL), "http://") && !allowInsecure {
-		return &problem{hookrelayv1alpha1.ReasonInsecureURL, fmt.Sprintf(
+		return &problem{reason: hookrelayv1alpha1.ReasonInsecureURL, message: fmt.Sprintf(
 			"spec.url %q uses plain http://; use https://, or run the manager with --allow-insecure-endpoints for development", redact.URL(endpoint.Spec.URL))}
 	}
 	if endpoint.Spec.Payload != nil && endpoint.Spec.Payload.Transform != "" {
 		if _, err := celenv.CompileTransform(endpoint.Spec.Payload.Transform); err != nil {
-			return &problem{hookrelayv1alpha1.ReasonTransformInvalid, fmt.Sprintf("spec.payload.transform: %v", err)}
+			return &problem{reason: hookrelayv1alpha1.ReasonTransformInvalid, message: fmt.Sprintf("spec.payload.transform: %v", err)}
 		}
 	}
 	return nil
@@ -136,16 +181,13 @@ func checkEndpointSpec(endpoint *hookrelayv1alpha1.WebhookEndpoint, allowInsecur
 // and expiring keys as needed, and when to come back to expire a key.
 func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint) (*corev1.Secret, time.Duration, *problem, error) {
 	name := signingSecretName(endpoint)
-	secret := &corev1.Secret{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: endpoint.Namespace, Name: name}, secret)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, 0, nil, err
-	}
-
 	if endpoint.Spec.SecretRef != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, 0, &problem{hookrelayv1alpha1.ReasonSecretInvalid,
-				fmt.Sprintf("spec.secretRef.name: Secret %q not found in namespace %q", name, endpoint.Namespace)}, nil
+		secret, trouble, err := r.secrets().get(ctx, endpoint.Namespace, name, "spec.secretRef.name")
+		if err != nil || trouble != nil {
+			return nil, 0, trouble, err
+		}
+		if trouble := foreignSecret(secret, endpoint, "spec.secretRef.name", true); trouble != nil {
+			return nil, 0, trouble, nil
 		}
 		if endpoint.Annotations[hookrelayv1alpha1.AnnotationRotateSecret] != "" {
 			r.reporter.warning(ctx, endpoint, "RotationNotSupported", "Rotate",
@@ -155,6 +197,10 @@ func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrel
 		return secret, 0, nil, nil
 	}
 
+	secret, err := r.generatedSecret(ctx, endpoint.Namespace, name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, 0, nil, err
+	}
 	if apierrors.IsNotFound(err) {
 		secret, err = r.generateSecret(ctx, endpoint, name)
 		return secret, 0, nil, err
@@ -169,7 +215,7 @@ func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrel
 		return secret, 0, nil, err
 	}
 	if !metav1.IsControlledBy(secret, endpoint) {
-		return nil, 0, &problem{hookrelayv1alpha1.ReasonSecretInvalid, fmt.Sprintf(
+		return nil, 0, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
 			"Secret %q exists and is not owned by this endpoint; delete it, or name it in spec.secretRef to bring your own", name)}, nil
 	}
 	if err := r.rotate(ctx, endpoint, secret); err != nil {
@@ -177,6 +223,39 @@ func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrel
 	}
 	requeueAfter, err := r.expirePreviousKey(ctx, endpoint, secret)
 	return secret, requeueAfter, nil, err
+}
+
+// secrets reads the Secrets an endpoint names, with a definitive answer
+// from the API server when the cache does not hold one.
+func (r *EndpointReconciler) secrets() secretGetter {
+	return secretGetter{cached: r.Client, live: r.APIReader}
+}
+
+// generatedSecret reads the Secret of a generated name. One generated before
+// the cache was restricted to labelled Secrets is not in the cache: it is
+// read from the API server and, if an endpoint controls it, labelled, so that
+// the cache holds it from then on.
+func (r *EndpointReconciler) generatedSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	key := types.NamespacedName{Namespace: namespace, Name: name}
+	err := r.Get(ctx, key, secret)
+	if !apierrors.IsNotFound(err) || r.APIReader == nil {
+		return secret, err
+	}
+	if err := r.APIReader.Get(ctx, key, secret); err != nil {
+		return nil, err
+	}
+	if owner := metav1.GetControllerOf(secret); owner == nil || owner.Kind != "WebhookEndpoint" || secret.Labels[hookrelayv1alpha1.LabelEndpointSecret] == "true" {
+		return secret, nil
+	}
+	if secret.Labels == nil {
+		secret.Labels = map[string]string{}
+	}
+	secret.Labels[hookrelayv1alpha1.LabelEndpointSecret] = "true"
+	if err := r.Update(ctx, secret); err != nil {
+		return nil, fmt.Errorf("labelling signing Secret %s/%s: %w", namespace, name, err)
+	}
+	return secret, nil
 }
 
 // ownedByEarlierEndpoint reports whether a Secret's controller is a
@@ -199,7 +278,8 @@ func (r *EndpointReconciler) generateSecret(ctx context.Context, endpoint *hookr
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      name,
 			Namespace: endpoint.Namespace,
-			Labels:    map[string]string{LabelEndpoint: endpoint.Name, labelManagedBy: managedBy},
+			Labels: map[string]string{LabelEndpoint: endpoint.Name, labelManagedBy: managedBy,
+				hookrelayv1alpha1.LabelEndpointSecret: "true"},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{SecretKey: []byte(value)},
@@ -276,10 +356,7 @@ func (r *EndpointReconciler) expirePreviousKey(ctx context.Context, endpoint *ho
 func (r *EndpointReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &hookrelayv1alpha1.WebhookEndpoint{}, secretRefIndex,
 		func(obj client.Object) []string {
-			if ref := obj.(*hookrelayv1alpha1.WebhookEndpoint).Spec.SecretRef; ref != nil {
-				return []string{ref.Name}
-			}
-			return nil
+			return referencedSecrets(obj.(*hookrelayv1alpha1.WebhookEndpoint))
 		}); err != nil {
 		return err
 	}
@@ -294,7 +371,8 @@ func (r *EndpointReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// endpointsUsingSecret maps a Secret to the endpoints that name it in spec.secretRef.
+// endpointsUsingSecret maps a Secret to the endpoints that name it in
+// spec.secretRef or spec.headers.
 func (r *EndpointReconciler) endpointsUsingSecret(ctx context.Context, secret client.Object) []reconcile.Request {
 	var endpoints hookrelayv1alpha1.WebhookEndpointList
 	if err := r.List(ctx, &endpoints, client.InNamespace(secret.GetNamespace()),

@@ -76,7 +76,7 @@ func TestRotationKeepsPreviousKeyForTheGracePeriod(t *testing.T) {
 	publishedSecrets := func(g Gomega) []string {
 		_, keys := publishedRoutes(g, routesNamespace)
 		var secrets []string
-		for _, key := range keys[entry] {
+		for _, key := range keys[entry].Keys {
 			secrets = append(secrets, key.Secret)
 		}
 		return secrets
@@ -121,14 +121,25 @@ func TestBringYourOwnSecret(t *testing.T) {
 	g.Expect(condition.Message).To(ContainSubstring(`"customer-secret" not found`))
 
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "customer-secret"},
-		Data:       map[string][]byte{SecretKey: []byte("not-a-whsec")},
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "customer-secret",
+			Labels: map[string]string{hookrelayv1alpha1.LabelEndpointSecret: "true"}},
+		Data: map[string][]byte{SecretKey: []byte("not-a-whsec")},
 	}
 	g.Expect(env.Client.Create(ctx, secret)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		condition := readyOf(g, endpoint)
 		g.Expect(condition.Reason).To(Equal(hookrelayv1alpha1.ReasonSecretInvalid))
-		g.Expect(condition.Message).To(ContainSubstring(`does not start with "whsec_"`))
+		g.Expect(condition.Message).To(ContainSubstring(`is not a signing secret`))
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+
+	// Too short: the message says what is wanted, not what the Secret holds.
+	secret.Data[SecretKey] = []byte("whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789")))
+	g.Expect(env.Client.Update(ctx, secret)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		condition := readyOf(g, endpoint)
+		g.Expect(condition.Message).To(ContainSubstring("at least 24 random bytes"))
+		g.Expect(condition.Message).NotTo(ContainSubstring("10"))
+		g.Expect(condition.Message).NotTo(ContainSubstring("MDEyMzQ1Njc4OQ"))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 
 	value := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
@@ -136,7 +147,7 @@ func TestBringYourOwnSecret(t *testing.T) {
 	g.Expect(env.Client.Update(ctx, secret)).To(Succeed())
 	eventuallyReady(t, endpoint, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
 	_, keys := publishedRoutes(g, routesNamespace)
-	g.Expect(keys[routes.EntryKey(namespace, "byo")]).To(Equal([]routes.Key{{Secret: value}}))
+	g.Expect(keys[routes.EntryKey(namespace, "byo")]).To(Equal(routes.KeysEntry{Keys: []routes.Key{{Secret: value}}}))
 }
 
 func TestInsecureURL(t *testing.T) {

@@ -45,6 +45,13 @@ func TestAdmissionRefusesInvalidSpecs(t *testing.T) {
 		{"negative timeout", endpoint("  url: https://example.com/hook\n  timeout: -1s\n"), "spec.timeout"},
 		{"timeout over 30s", endpoint("  url: https://example.com/hook\n  timeout: 31s\n"), "spec.timeout"},
 		{"negative failure threshold", endpoint("  url: https://example.com/hook\n  autoDisable: {afterConsecutiveFailures: -1}\n"), "spec.autoDisable.afterConsecutiveFailures"},
+		{"header value with CR LF", endpoint("  url: https://example.com/hook\n  headers: [{name: X-Team, value: \"a\\r\\nX-Injected: 1\"}]\n"), "spec.headers"},
+		{"header value with LF", endpoint("  url: https://example.com/hook\n  headers: [{name: X-Team, value: \"a\\nb\"}]\n"), "spec.headers"},
+		{"header names equal up to case", endpoint("  url: https://example.com/hook\n  headers: [{name: X-Team, value: a}, {name: x-team, value: b}]\n"), "spec.headers"},
+		{"header with value and valueFrom", endpoint("  url: https://example.com/hook\n  headers: [{name: X-Team, value: a, valueFrom: {secretKeyRef: {name: s, key: k}}}]\n"), "spec.headers"},
+		{"header without a value", endpoint("  url: https://example.com/hook\n  headers: [{name: X-Team}]\n"), "spec.headers"},
+		{"reserved header name", endpoint("  url: https://example.com/hook\n  headers: [{name: Webhook-Signature, value: a}]\n"), "spec.headers"},
+		{"headers over the total size", endpoint("  url: https://example.com/hook\n  headers: [" + bigHeaders(5, 4000) + "]\n"), "spec.headers"},
 		{"event type with spaces", subscription("  eventTypes: [\"user created\"]\n"), "spec.eventTypes"},
 		{"wildcard in the middle", subscription("  eventTypes: [\"business.*.updated\"]\n"), "spec.eventTypes"},
 		{"leading wildcard", subscription("  eventTypes: [\"*.created\"]\n"), "spec.eventTypes"},
@@ -156,4 +163,13 @@ func TestSamplesBecomeReady(t *testing.T) {
 	g.Expect(sandbox.SuccessStatusCodes).To(Equal([]int32{200, 201}))
 	g.Expect(sandbox.Transform).To(ContainSubstring(`"webhook_url": endpoint.url`))
 	g.Expect(published[routes.EntryKey(namespace, "palenca-production")].Sandbox).To(BeFalse())
+}
+
+// bigHeaders is n YAML flow headers with values of size characters.
+func bigHeaders(n, size int) string {
+	headers := make([]string, n)
+	for i := range headers {
+		headers[i] = fmt.Sprintf("{name: X-Big-%d, value: %s}", i, strings.Repeat("v", size))
+	}
+	return strings.Join(headers, ", ")
 }

@@ -18,20 +18,37 @@ type publishedRoute struct {
 	keysVersion string
 }
 
-// publication is the routes compiler's record of what it last published,
-// shared in memory with the endpoint controller, which it wakes for every
-// endpoint whose published route changed.
+// rejectedRoute is an endpoint the routes compiler left out because its
+// route did not fit a shard: which spec, and why.
+type rejectedRoute struct {
+	generation int64
+	message    string
+}
+
+// publication is the routes compiler's record of what it last published and
+// left out, shared in memory with the endpoint controller, which it wakes for
+// every endpoint whose published route or rejection changed.
 type publication struct {
 	mu        sync.RWMutex
 	published map[types.NamespacedName]publishedRoute
+	rejected  map[types.NamespacedName]rejectedRoute
 	changes   chan event.TypedGenericEvent[*hookrelayv1alpha1.WebhookEndpoint]
 }
 
 func newPublication() *publication {
 	return &publication{
 		published: map[types.NamespacedName]publishedRoute{},
+		rejected:  map[types.NamespacedName]rejectedRoute{},
 		changes:   make(chan event.TypedGenericEvent[*hookrelayv1alpha1.WebhookEndpoint], 1024),
 	}
+}
+
+// tooLarge returns why the last compile left out generation of endpoint, if it did.
+func (p *publication) tooLarge(endpoint types.NamespacedName, generation int64) (string, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	rejected, ok := p.rejected[endpoint]
+	return rejected.message, ok && rejected.generation == generation
 }
 
 func (p *publication) isPublished(endpoint types.NamespacedName, route publishedRoute) bool {
@@ -41,25 +58,18 @@ func (p *publication) isPublished(endpoint types.NamespacedName, route published
 	return ok && published == route
 }
 
-// record replaces what is published and wakes the endpoint controller for
-// each endpoint that appeared, changed or went away.
-func (p *publication) record(ctx context.Context, published map[types.NamespacedName]publishedRoute) error {
+// record replaces what is published and left out, and wakes the endpoint
+// controller for each endpoint whose entry appeared, changed or went away.
+func (p *publication) record(ctx context.Context, published map[types.NamespacedName]publishedRoute, rejected map[types.NamespacedName]rejectedRoute) error {
 	p.mu.Lock()
-	var changed []types.NamespacedName
-	for endpoint, route := range published {
-		if previous, ok := p.published[endpoint]; !ok || previous != route {
-			changed = append(changed, endpoint)
-		}
+	changed := changedKeys(p.published, published)
+	for endpoint := range changedKeys(p.rejected, rejected) {
+		changed[endpoint] = struct{}{}
 	}
-	for endpoint := range p.published {
-		if _, ok := published[endpoint]; !ok {
-			changed = append(changed, endpoint)
-		}
-	}
-	p.published = published
+	p.published, p.rejected = published, rejected
 	p.mu.Unlock()
 
-	for _, endpoint := range changed {
+	for endpoint := range changed {
 		wake := event.TypedGenericEvent[*hookrelayv1alpha1.WebhookEndpoint]{Object: &hookrelayv1alpha1.WebhookEndpoint{
 			ObjectMeta: metav1.ObjectMeta{Namespace: endpoint.Namespace, Name: endpoint.Name},
 		}}
@@ -70,4 +80,21 @@ func (p *publication) record(ctx context.Context, published map[types.Namespaced
 		}
 	}
 	return nil
+}
+
+// changedKeys lists the keys whose values differ between two maps, or that
+// only one of them has.
+func changedKeys[V comparable](before, after map[types.NamespacedName]V) map[types.NamespacedName]struct{} {
+	changed := map[types.NamespacedName]struct{}{}
+	for key, value := range after {
+		if previous, ok := before[key]; !ok || previous != value {
+			changed[key] = struct{}{}
+		}
+	}
+	for key := range before {
+		if _, ok := after[key]; !ok {
+			changed[key] = struct{}{}
+		}
+	}
+	return changed
 }

@@ -17,10 +17,12 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/routes"
@@ -48,6 +50,8 @@ type RoutesReconciler struct {
 	AllowInsecure bool
 
 	publication *publication
+	// keysCache holds the keys shards, apart from the client's cache.
+	keysCache cache.Cache
 }
 
 // +kubebuilder:rbac:groups="",namespace=hookrelay-system,resources=configmaps,verbs=get;list;watch;create;update;delete
@@ -56,6 +60,7 @@ type RoutesReconciler struct {
 type compiled struct {
 	routes, keys map[string][]byte
 	published    map[types.NamespacedName]publishedRoute
+	rejected     map[types.NamespacedName]rejectedRoute
 	// nextExpiry is when the earliest rotated-out key stops signing.
 	nextExpiry time.Time
 }
@@ -66,6 +71,7 @@ func (r *RoutesReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	r.leaveOutOversized(out)
 	keyShards, err := routes.Pack(out.keys, r.ShardSize, routes.SecretEntrySize)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -81,13 +87,37 @@ func (r *RoutesReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	if err := r.syncRoutes(ctx, routeShards); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.publication.record(ctx, out.published); err != nil {
+	if err := r.publication.record(ctx, out.published, out.rejected); err != nil {
 		return ctrl.Result{}, err
 	}
 	if out.nextExpiry.IsZero() {
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{RequeueAfter: max(out.nextExpiry.Sub(r.Clock.Now()), time.Second)}, nil
+}
+
+// leaveOutOversized removes the endpoints whose route or keys entry would not
+// fit in a shard, so that one endpoint cannot stop the publication of all the
+// others; the endpoint controller reports them RouteTooLarge.
+func (r *RoutesReconciler) leaveOutOversized(out *compiled) {
+	budget := routes.EntryBudget(r.ShardSize)
+	for name, published := range out.published {
+		entry := routes.EntryKey(name.Namespace, name.Name)
+		var message string
+		if size := routes.ConfigMapEntrySize(entry, out.routes[entry]); size > budget {
+			message = fmt.Sprintf("the compiled route is %d bytes, over the limit of %d bytes for one endpoint (--routes-shard-size=%d); "+
+				"shorten spec.headers, spec.payload.transform or the filters of its subscriptions", size, budget, r.ShardSize)
+		} else if size := routes.SecretEntrySize(entry, out.keys[entry]); size > budget {
+			message = fmt.Sprintf("the signing keys and header values from Secrets take %d bytes, over the limit of %d bytes for one endpoint (--routes-shard-size=%d); "+
+				"shorten the header values in Secrets", size, budget, r.ShardSize)
+		} else {
+			continue
+		}
+		delete(out.routes, entry)
+		delete(out.keys, entry)
+		delete(out.published, name)
+		out.rejected[name] = rejectedRoute{generation: published.generation, message: message}
+	}
 }
 
 // compile turns the cached endpoints, subscriptions and Secrets into shard entries.
@@ -111,24 +141,31 @@ func (r *RoutesReconciler) compile(ctx context.Context) (*compiled, error) {
 	}
 
 	now := r.Clock.Now()
-	out := &compiled{routes: map[string][]byte{}, keys: map[string][]byte{}, published: map[types.NamespacedName]publishedRoute{}}
+	out := &compiled{routes: map[string][]byte{}, keys: map[string][]byte{},
+		published: map[types.NamespacedName]publishedRoute{}, rejected: map[types.NamespacedName]rejectedRoute{}}
+	// Only labelled Secrets, from the cache: the endpoint controller reports
+	// those it cannot use.
+	secrets := secretGetter{cached: r.Client}
 	for i := range endpoints.Items {
 		endpoint := &endpoints.Items[i]
 		if !endpoint.DeletionTimestamp.IsZero() || checkEndpointSpec(endpoint, r.AllowInsecure) != nil {
 			continue
 		}
-		var secret corev1.Secret
-		err := r.Get(ctx, types.NamespacedName{Namespace: endpoint.Namespace, Name: signingSecretName(endpoint)}, &secret)
-		if apierrors.IsNotFound(err) {
-			continue // the endpoint controller reports it
-		}
+		secret, trouble, err := r.signingSecret(ctx, secrets, endpoint)
 		if err != nil {
 			return nil, err
 		}
-		if endpoint.Spec.SecretRef == nil && !metav1.IsControlledBy(&secret, endpoint) {
+		if trouble != nil {
+			continue // the endpoint controller reports it
+		}
+		headers, trouble, err := secretHeaders(ctx, secrets, endpoint)
+		if err != nil {
+			return nil, err
+		}
+		if trouble != nil {
 			continue
 		}
-		keys, err := activeKeys(&secret, now)
+		keys, err := activeKeys(secret, now)
 		if err != nil {
 			continue
 		}
@@ -144,12 +181,36 @@ func (r *RoutesReconciler) compile(ctx context.Context) (*compiled, error) {
 		if out.routes[entry], err = routes.EncodeEndpoint(route); err != nil {
 			return nil, err
 		}
-		if out.keys[entry], err = routes.EncodeKeys(keys); err != nil {
+		if out.keys[entry], err = routes.EncodeKeys(routes.KeysEntry{Keys: keys, Headers: headers}); err != nil {
 			return nil, err
 		}
 		out.published[name] = publishedRoute{generation: endpoint.Generation, keysVersion: route.KeysVersion}
 	}
 	return out, nil
+}
+
+// signingSecret returns the cached Secret that signs for an endpoint, or the
+// problem that keeps it from signing.
+func (r *RoutesReconciler) signingSecret(ctx context.Context, secrets secretGetter, endpoint *hookrelayv1alpha1.WebhookEndpoint) (*corev1.Secret, *problem, error) {
+	if endpoint.Spec.SecretRef != nil {
+		secret, trouble, err := secrets.get(ctx, endpoint.Namespace, endpoint.Spec.SecretRef.Name, "spec.secretRef.name")
+		if err != nil || trouble != nil {
+			return nil, trouble, err
+		}
+		return secret, foreignSecret(secret, endpoint, "spec.secretRef.name", true), nil
+	}
+	var secret corev1.Secret
+	err := r.Get(ctx, types.NamespacedName{Namespace: endpoint.Namespace, Name: generatedSecretName(endpoint.Name)}, &secret)
+	if apierrors.IsNotFound(err) {
+		return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: "not generated yet"}, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if !metav1.IsControlledBy(&secret, endpoint) {
+		return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: "not owned by the endpoint"}, nil
+	}
+	return &secret, nil, nil
 }
 
 // compileRoute is the dispatcher's view of one endpoint and its Ready subscriptions.
@@ -168,7 +229,7 @@ func compileRoute(endpoint *hookrelayv1alpha1.WebhookEndpoint, keys []routes.Key
 		SuccessStatusCodes: slices.Sorted(slices.Values(spec.SuccessStatusCodes)),
 		AutoDisableAfter:   spec.EffectiveAfterConsecutiveFailures(),
 		MaxInFlight:        spec.EffectiveMaxInFlight(),
-		Headers:            spec.Headers,
+		Headers:            literalHeaders(spec.Headers),
 		ReenableToken:      endpoint.Annotations[hookrelayv1alpha1.AnnotationReenableRequestedAt],
 		KeysVersion:        routes.KeysVersion(keys),
 	}
@@ -194,6 +255,22 @@ func compileRoute(endpoint *hookrelayv1alpha1.WebhookEndpoint, keys []routes.Key
 	}
 	slices.SortFunc(route.Subscriptions, func(a, b routes.Subscription) int { return strings.Compare(a.Name, b.Name) })
 	return route
+}
+
+// literalHeaders maps the headers with a literal value by name; those with a
+// value from a Secret go in the keys entry instead.
+func literalHeaders(headers []hookrelayv1alpha1.Header) map[string]string {
+	var literal map[string]string
+	for _, header := range headers {
+		if header.ValueFrom != nil {
+			continue
+		}
+		if literal == nil {
+			literal = map[string]string{}
+		}
+		literal[header.Name] = header.Value
+	}
+	return literal
 }
 
 // syncRoutes makes the routes ConfigMaps hold exactly the given shards.
@@ -290,20 +367,21 @@ func (r *RoutesReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&hookrelayv1alpha1.WebhookEndpoint{}, compile, specOrAnnotations).
 		Watches(&hookrelayv1alpha1.WebhookSubscription{}, compile, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, compile, builder.WithPredicates(predicate.NewPredicateFuncs(r.isRelevantSecret))).
+		// An edited or deleted keys shard is repaired.
+		WatchesRawSource(source.Kind(r.keysCache, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(
+			func(context.Context, *corev1.Secret) []reconcile.Request {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: "routes"}}}
+			}))).
 		// The cache holds only the routes ConfigMaps (see CacheOptions):
 		// an edited or deleted shard is repaired.
 		Watches(&corev1.ConfigMap{}, compile).
 		Complete(r)
 }
 
-// isRelevantSecret reports whether a Secret signs for an endpoint or is a
-// keys shard; other Secrets in the cluster do not trigger a compile.
+// isRelevantSecret reports whether a labelled Secret is generated for an
+// endpoint or named by one; other labelled Secrets do not trigger a compile.
 func (r *RoutesReconciler) isRelevantSecret(secret client.Object) bool {
-	labels := secret.GetLabels()
-	if _, ok := labels[LabelEndpoint]; ok {
-		return true
-	}
-	if _, ok := labels[routes.LabelKeys]; ok && secret.GetNamespace() == r.Namespace {
+	if _, ok := secret.GetLabels()[LabelEndpoint]; ok {
 		return true
 	}
 	var endpoints hookrelayv1alpha1.WebhookEndpointList

@@ -34,7 +34,7 @@ func TestRoutesFollowEndpointsAndSubscriptions(t *testing.T) {
 	endpoint := newEndpoint(namespace, "palenca")
 	endpoint.Spec.SuccessStatusCodes = []int32{201, 200}
 	endpoint.Spec.Sandbox = true
-	endpoint.Spec.Headers = map[string]string{"X-Team": "income"}
+	endpoint.Spec.Headers = []hookrelayv1alpha1.Header{{Name: "X-Team", Value: "income"}}
 	g.Expect(env.Client.Create(ctx, endpoint)).To(Succeed())
 	subscription := newSubscription(namespace, "logins", "palenca", "login.*")
 	subscription.Spec.Filter = `event.data.platform == "uber"`

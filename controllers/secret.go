@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -9,7 +10,12 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/routes"
@@ -50,18 +56,14 @@ func newSigningSecret() (string, error) {
 	return secretPrefix + base64.StdEncoding.EncodeToString(raw), nil
 }
 
-// checkSigningSecret says what is wrong with a signing secret value, if anything.
+// checkSigningSecret says whether a value is a valid signing secret. The
+// error says what a valid one looks like, never what this one holds or how
+// long it is: the reader of the message may not be allowed to read the Secret.
 func checkSigningSecret(value string) error {
 	encoded, ok := strings.CutPrefix(value, secretPrefix)
-	if !ok {
-		return fmt.Errorf("value does not start with %q", secretPrefix)
-	}
 	raw, err := base64.StdEncoding.DecodeString(encoded)
-	if err != nil {
-		return fmt.Errorf("value after %q is not standard base64: %v", secretPrefix, err)
-	}
-	if len(raw) < minSecretBytes {
-		return fmt.Errorf("value decodes to %d bytes, want at least %d", len(raw), minSecretBytes)
+	if !ok || err != nil || len(raw) < minSecretBytes {
+		return fmt.Errorf("value is not a signing secret: it must be %q followed by the standard base64 of at least %d random bytes", secretPrefix, minSecretBytes)
 	}
 	return nil
 }
@@ -116,4 +118,102 @@ func previousKey(secret *corev1.Secret) (string, time.Time, bool) {
 		return previous, time.Time{}, true
 	}
 	return previous, expiresAt, true
+}
+
+// maxSecretHeaderBytes bounds a header value read from a Secret, like the
+// CRD bounds a literal one.
+const maxSecretHeaderBytes = 4096
+
+// secretGetter reads the Secrets an endpoint names. cached holds only the
+// Secrets labelled hookrelay.dev/endpoint-secret (see CacheOptions); live,
+// when set, reads a cache miss by name from the API server, so that an
+// unlabelled Secret gets a message saying which label to add rather than
+// "not found".
+type secretGetter struct {
+	cached, live client.Reader
+}
+
+// get returns the Secret name in namespace, or the problem that keeps an
+// endpoint from using it. field names the spec field that refers to it.
+func (s secretGetter) get(ctx context.Context, namespace, name, field string) (*corev1.Secret, *problem, error) {
+	secret := &corev1.Secret{}
+	err := s.cached.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
+	if apierrors.IsNotFound(err) && s.live != nil {
+		if err = s.live.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err == nil {
+			return nil, unlabelledSecret(field, name), nil
+		}
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, recheck: true,
+			message: fmt.Sprintf("%s: Secret %q not found in namespace %q", field, name, namespace)}, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if secret.Labels[hookrelayv1alpha1.LabelEndpointSecret] != "true" {
+		return nil, unlabelledSecret(field, name), nil
+	}
+	return secret, nil, nil
+}
+
+func unlabelledSecret(field, name string) *problem {
+	return &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, recheck: true, message: fmt.Sprintf(
+		"%s: Secret %q does not carry the label %s=true that lets endpoints read it; add it with `kubectl label secret %s %s=true`",
+		field, name, hookrelayv1alpha1.LabelEndpointSecret, name, hookrelayv1alpha1.LabelEndpointSecret)}
+}
+
+// foreignSecret says why an endpoint may not read a labelled Secret: it is
+// another endpoint's generated signing Secret, or a keys shard of the
+// dispatcher configuration. ownOK allows the endpoint's own generated Secret.
+func foreignSecret(secret *corev1.Secret, endpoint *hookrelayv1alpha1.WebhookEndpoint, field string, ownOK bool) *problem {
+	if _, ok := secret.Labels[routes.LabelKeys]; ok {
+		return &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+			"%s: Secret %q holds the dispatcher's keys and cannot be used by an endpoint", field, secret.Name)}
+	}
+	owner := metav1.GetControllerOf(secret)
+	if owner == nil || owner.APIVersion != hookrelayv1alpha1.GroupVersion.String() || owner.Kind != "WebhookEndpoint" {
+		return nil
+	}
+	if ownOK && owner.UID == endpoint.UID {
+		return nil
+	}
+	return &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+		"%s: Secret %q is the generated signing Secret of WebhookEndpoint %q; an endpoint may use only its own generated Secret or one brought for it",
+		field, secret.Name, owner.Name)}
+}
+
+// secretHeaders reads the header values an endpoint takes from Secrets
+// (spec.headers[].valueFrom), by header name.
+func secretHeaders(ctx context.Context, secrets secretGetter, endpoint *hookrelayv1alpha1.WebhookEndpoint) (map[string]string, *problem, error) {
+	var values map[string]string
+	for _, header := range endpoint.Spec.Headers {
+		if header.ValueFrom == nil {
+			continue
+		}
+		ref := header.ValueFrom.SecretKeyRef
+		field := fmt.Sprintf("spec.headers[%s].valueFrom.secretKeyRef", header.Name)
+		secret, trouble, err := secrets.get(ctx, endpoint.Namespace, ref.Name, field)
+		if err != nil || trouble != nil {
+			return nil, trouble, err
+		}
+		if trouble := foreignSecret(secret, endpoint, field, false); trouble != nil {
+			return nil, trouble, nil
+		}
+		value, ok := secret.Data[ref.Key]
+		if !ok {
+			return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid,
+				message: fmt.Sprintf("%s: Secret %q has no key %q", field, ref.Name, ref.Key)}, nil
+		}
+		// Said without the value or its length: the message is public.
+		if len(value) > maxSecretHeaderBytes || !httpguts.ValidHeaderFieldValue(string(value)) {
+			return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+				"%s: key %q of Secret %q is not a valid header value: at most %d bytes, without CR, LF or other control characters",
+				field, ref.Key, ref.Name, maxSecretHeaderBytes)}, nil
+		}
+		if values == nil {
+			values = map[string]string{}
+		}
+		values[header.Name] = string(value)
+	}
+	return values, nil, nil
 }

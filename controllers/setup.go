@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/routes"
 )
 
@@ -35,15 +36,34 @@ type Options struct {
 	Clock clock.PassiveClock
 }
 
-// CacheOptions restricts the manager's ConfigMap cache to the routes shards
-// in the operator namespace.
+// CacheOptions restricts the manager's caches: ConfigMaps to the routes
+// shards in the operator namespace, Secrets to those labelled
+// hookrelay.dev/endpoint-secret=true (generated signing Secrets and the
+// bring-your-own ones users opted in). Other Secrets in the cluster are never
+// held in memory; the keys shards have their own cache (see Setup), so that
+// no endpoint can read them through the manager's client.
 func CacheOptions(namespace string) cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.ConfigMap{}: {
 			Namespaces: map[string]cache.Config{namespace: {}},
 			Label:      labels.SelectorFromSet(labels.Set{routes.LabelRoutes: "true"}),
 		},
+		&corev1.Secret{}: {
+			Label: labels.SelectorFromSet(labels.Set{hookrelayv1alpha1.LabelEndpointSecret: "true"}),
+		},
 	}}
+}
+
+// newKeysCache caches the keys shards in the operator namespace, apart from
+// the manager's cache, only to repair them when they are edited or deleted.
+func newKeysCache(mgr ctrl.Manager, namespace string) (cache.Cache, error) {
+	return cache.New(mgr.GetConfig(), cache.Options{
+		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
+		DefaultNamespaces: map[string]cache.Config{namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{routes.LabelKeys: "true"})},
+		},
+	})
 }
 
 // Leader election (--leader-elect) keeps its Lease in the operator namespace.
@@ -68,7 +88,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	published := newPublication()
 
 	endpoints := &EndpointReconciler{
-		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Clock: opts.Clock,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Clock: opts.Clock,
 		AllowInsecure: opts.AllowInsecure, RotationGrace: opts.RotationGrace,
 		reporter: report, status: status, publication: published,
 	}
@@ -79,9 +99,16 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if err := subscriptions.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the subscription controller: %w", err)
 	}
+	keysCache, err := newKeysCache(mgr, opts.Namespace)
+	if err != nil {
+		return fmt.Errorf("creating the keys shards cache: %w", err)
+	}
+	if err := mgr.Add(keysCache); err != nil {
+		return err
+	}
 	compiler := &RoutesReconciler{
 		Client: mgr.GetClient(), Shards: mgr.GetAPIReader(), Clock: opts.Clock, Namespace: opts.Namespace,
-		ShardSize: opts.ShardSize, AllowInsecure: opts.AllowInsecure, publication: published,
+		ShardSize: opts.ShardSize, AllowInsecure: opts.AllowInsecure, publication: published, keysCache: keysCache,
 	}
 	if err := compiler.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the routes compiler: %w", err)

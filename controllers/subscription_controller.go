@@ -70,12 +70,12 @@ func (r *SubscriptionReconciler) Reconcile(ctx context.Context, req reconcile.Re
 // routes compiler uses it too, to publish only Ready subscriptions.
 func checkSubscription(subscription *hookrelayv1alpha1.WebhookSubscription, endpointExists bool) *problem {
 	if !endpointExists {
-		return &problem{hookrelayv1alpha1.ReasonEndpointNotFound, fmt.Sprintf(
+		return &problem{reason: hookrelayv1alpha1.ReasonEndpointNotFound, message: fmt.Sprintf(
 			"spec.endpointRef.name: WebhookEndpoint %q not found in namespace %q", subscription.Spec.EndpointRef.Name, subscription.Namespace)}
 	}
 	if subscription.Spec.Filter != "" {
 		if _, err := celenv.CompileFilter(subscription.Spec.Filter); err != nil {
-			return &problem{hookrelayv1alpha1.ReasonFilterInvalid, fmt.Sprintf("spec.filter: %v", err)}
+			return &problem{reason: hookrelayv1alpha1.ReasonFilterInvalid, message: fmt.Sprintf("spec.filter: %v", err)}
 		}
 	}
 	return nil

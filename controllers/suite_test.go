@@ -134,7 +134,7 @@ func signingSecret(g Gomega, endpoint *hookrelayv1alpha1.WebhookEndpoint) *corev
 }
 
 // publishedRoutes reads every route and key from the shards in a namespace.
-func publishedRoutes(g Gomega, namespace string) (map[string]routes.Endpoint, map[string][]routes.Key) {
+func publishedRoutes(g Gomega, namespace string) (map[string]routes.Endpoint, map[string]routes.KeysEntry) {
 	var configMaps corev1.ConfigMapList
 	g.Expect(env.Client.List(context.Background(), &configMaps, client.InNamespace(namespace), client.HasLabels{routes.LabelRoutes})).To(Succeed())
 	endpoints := map[string]routes.Endpoint{}
@@ -147,7 +147,7 @@ func publishedRoutes(g Gomega, namespace string) (map[string]routes.Endpoint, ma
 	}
 	var secrets corev1.SecretList
 	g.Expect(env.Client.List(context.Background(), &secrets, client.InNamespace(namespace), client.HasLabels{routes.LabelKeys})).To(Succeed())
-	keys := map[string][]routes.Key{}
+	keys := map[string]routes.KeysEntry{}
 	for _, secret := range secrets.Items {
 		for key, data := range secret.Data {
 			decoded, err := routes.DecodeKeys(data)

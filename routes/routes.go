@@ -4,7 +4,8 @@
 // Routes live in ConfigMaps labelled LabelRoutes, one data key per endpoint
 // (see EntryKey) holding that endpoint's compiled Endpoint as JSON. Signing keys
 // live in Secrets labelled LabelKeys, one data key per endpoint holding its
-// active Keys as JSON. Both are packed into as many shards as needed to keep
+// KeysEntry as JSON: active signing keys and header values from Secrets, which
+// never go in the ConfigMaps. Both are packed into as many shards as needed to keep
 // each object under a size limit.
 package routes
 
@@ -45,11 +46,13 @@ type Endpoint struct {
 	SuccessStatusCodes []int32           `json:"successStatusCodes,omitempty"`
 	// AutoDisableAfter is the number of consecutive failed deliveries that
 	// disables the endpoint; 0 never disables.
-	AutoDisableAfter int32             `json:"autoDisableAfter"`
-	RateLimit        *RateLimit        `json:"rateLimit,omitempty"`
-	MaxInFlight      int32             `json:"maxInFlight"`
-	Headers          map[string]string `json:"headers,omitempty"`
-	Transform        string            `json:"transform,omitempty"`
+	AutoDisableAfter int32      `json:"autoDisableAfter"`
+	RateLimit        *RateLimit `json:"rateLimit,omitempty"`
+	MaxInFlight      int32      `json:"maxInFlight"`
+	// Headers are the literal header values (spec.headers[].value); values
+	// from Secrets are in the endpoint's KeysEntry.
+	Headers   map[string]string `json:"headers,omitempty"`
+	Transform string            `json:"transform,omitempty"`
 	// ReenableToken is the hookrelay.dev/reenable-requested-at annotation; a
 	// new value re-enables an auto-disabled endpoint.
 	ReenableToken string `json:"reenableToken,omitempty"`
@@ -80,6 +83,16 @@ type Key struct {
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 }
 
+// KeysEntry is an endpoint's entry in a keys Secret: what must not be stored
+// in a ConfigMap.
+type KeysEntry struct {
+	// Keys are the active signing keys, current first.
+	Keys []Key `json:"keys"`
+	// Headers are the header values read from Secrets
+	// (spec.headers[].valueFrom), by header name.
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
 // EntryKey returns the data key of an endpoint in a shard: "<namespace>.<name>".
 // Namespaces cannot contain dots, so the first dot separates the two.
 func EntryKey(namespace, name string) string {
@@ -100,8 +113,8 @@ func KeysVersion(keys []Key) string {
 // that an unchanged configuration encodes to identical bytes.
 func EncodeEndpoint(e Endpoint) ([]byte, error) { return json.Marshal(e) }
 
-// EncodeKeys gives the canonical JSON of an endpoint's keys.
-func EncodeKeys(keys []Key) ([]byte, error) { return json.Marshal(keys) }
+// EncodeKeys gives the canonical JSON of an endpoint's keys entry.
+func EncodeKeys(entry KeysEntry) ([]byte, error) { return json.Marshal(entry) }
 
 // DecodeEndpoint reads a routes ConfigMap entry.
 func DecodeEndpoint(data []byte) (Endpoint, error) {
@@ -113,10 +126,10 @@ func DecodeEndpoint(data []byte) (Endpoint, error) {
 }
 
 // DecodeKeys reads a keys Secret entry.
-func DecodeKeys(data []byte) ([]Key, error) {
-	var keys []Key
-	if err := json.Unmarshal(data, &keys); err != nil {
-		return nil, fmt.Errorf("routes: decoding keys: %w", err)
+func DecodeKeys(data []byte) (KeysEntry, error) {
+	var entry KeysEntry
+	if err := json.Unmarshal(data, &entry); err != nil {
+		return KeysEntry{}, fmt.Errorf("routes: decoding keys: %w", err)
 	}
-	return keys, nil
+	return entry, nil
 }

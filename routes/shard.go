@@ -11,13 +11,18 @@ import (
 // the whole object, not just its data, stays under the limit.
 const shardOverhead = 2048
 
+// EntryBudget is the most bytes one entry may take in a shard of limit
+// bytes, as measured by ConfigMapEntrySize or SecretEntrySize. An entry over
+// it must be left out before calling Pack.
+func EntryBudget(limit int) int { return limit - shardOverhead }
+
 // Pack splits entries into shards whose encoded size stays under limit bytes,
 // filling them in key order. The same entries always give the same shards,
 // byte for byte, so an unchanged configuration rewrites nothing.
 // size gives an entry's encoded share of the object (ConfigMapEntrySize or
 // SecretEntrySize).
 func Pack(entries map[string][]byte, limit int, size func(key string, value []byte) int) ([]map[string][]byte, error) {
-	budget := limit - shardOverhead
+	budget := EntryBudget(limit)
 	if budget <= 0 {
 		return nil, fmt.Errorf("routes: shard size limit %d bytes is too small (minimum %d)", limit, shardOverhead+1)
 	}

@@ -37,7 +37,7 @@ func tenThousandEndpoints(t *testing.T) (routeEntries, keyEntries map[string][]b
 		if routeEntries[EntryKey(namespace, name)], err = EncodeEndpoint(endpoint); err != nil {
 			t.Fatal(err)
 		}
-		if keyEntries[EntryKey(namespace, name)], err = EncodeKeys(keys); err != nil {
+		if keyEntries[EntryKey(namespace, name)], err = EncodeKeys(KeysEntry{Keys: keys}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -29,8 +29,10 @@ const (
 	// the dispatcher configuration.
 	ReasonPublishing = "Publishing"
 
-	// ReasonSecretInvalid: the signing Secret named by spec.secretRef is missing,
-	// has no "secret" key, or does not hold a whsec_ value of at least 24 bytes.
+	// ReasonSecretInvalid: a Secret the endpoint reads (spec.secretRef or
+	// spec.headers[].valueFrom) is missing, lacks the hookrelay.dev/endpoint-secret
+	// label, belongs to another endpoint, lacks the key, or holds an invalid
+	// value (for spec.secretRef: not whsec_ with at least 24 bytes).
 	ReasonSecretInvalid = "SecretInvalid"
 
 	// ReasonInsecureURL: spec.url uses plain http:// and the manager does not
@@ -78,4 +80,20 @@ const (
 	// AnnotationReenableRequestedAt, set to any new value (conventionally an
 	// RFC 3339 time), re-enables an auto-disabled endpoint.
 	AnnotationReenableRequestedAt = "hookrelay.dev/reenable-requested-at"
+)
+
+// Tenant isolation: route size and Secrets an endpoint may read.
+const (
+	// ReasonRouteTooLarge: the endpoint's compiled route or its keys entry
+	// (signing keys and header values from Secrets) is larger than one shard
+	// of the dispatcher configuration (--routes-shard-size). The endpoint is
+	// left out of the configuration; every other endpoint is still published.
+	ReasonRouteTooLarge = "RouteTooLarge"
+
+	// LabelEndpointSecret, set to "true" on a Secret, lets WebhookEndpoints in
+	// its namespace read it: as a bring-your-own signing secret
+	// (spec.secretRef) or for header values (spec.headers[].valueFrom). A
+	// Secret without it is refused (SecretInvalid), and so is one generated
+	// for another endpoint. The controller sets it on the Secrets it generates.
+	LabelEndpointSecret = "hookrelay.dev/endpoint-secret"
 )

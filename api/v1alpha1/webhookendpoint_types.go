@@ -36,6 +36,8 @@ type WebhookEndpointSpec struct {
 
 	// secretRef names a Secret in the endpoint's namespace whose key "secret"
 	// holds a signing secret of the form whsec_<base64 of at least 24 bytes>.
+	// The Secret must carry the label hookrelay.dev/endpoint-secret: "true"
+	// and must not be another endpoint's generated Secret.
 	// When omitted, the controller generates one (32 random bytes) in a Secret
 	// owned by the endpoint and never regenerates it; rotate it with the
 	// hookrelay.dev/rotate-secret annotation.
@@ -84,13 +86,19 @@ type WebhookEndpointSpec struct {
 	// +kubebuilder:validation:Maximum=1000
 	MaxInFlight *int32 `json:"maxInFlight,omitempty"`
 
-	// headers are static HTTP headers added to every delivery. They cannot
-	// replace the signature, content and Standard Webhooks headers.
+	// headers are HTTP headers added to every delivery, each with a literal
+	// value or a value read from a Secret. They cannot replace the signature,
+	// content and Standard Webhooks headers. Names are unique regardless of
+	// case. At most 32 headers, and at most 16384 characters of literal names
+	// and values in all, so that a compiled route always fits the dispatcher
+	// configuration.
 	// +optional
-	// +kubebuilder:validation:MaxProperties=32
-	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 4096)",message="spec.headers: each value must be at most 4096 characters"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^[A-Za-z0-9-]{1,128}$') && !(k.lowerAscii() in ['content-type', 'content-length', 'host', 'user-agent', 'webhook-id', 'webhook-timestamp', 'webhook-signature']))",message="spec.headers: names must be letters, digits and '-', and must not be Content-Type, Content-Length, Host, User-Agent or a webhook-* signature header"
-	Headers map[string]string `json:"headers,omitempty"`
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:XValidation:rule="self.all(h, self.exists_one(o, o.name.lowerAscii() == h.name.lowerAscii()))",message="spec.headers: names must be unique regardless of case"
+	// +kubebuilder:validation:XValidation:rule="self.map(h, size(h.name) + (has(h.value) ? size(h.value) : 0)).sum() <= 16384",message="spec.headers: names and literal values may hold at most 16384 characters in all"
+	Headers []Header `json:"headers,omitempty"`
 
 	// payload says how the request body is built from the event.
 	// +optional
@@ -101,6 +109,56 @@ type WebhookEndpointSpec struct {
 	// +optional
 	// +kubebuilder:default=false
 	Paused bool `json:"paused,omitempty"`
+}
+
+// Header is one HTTP header of a delivery: exactly one of value and valueFrom.
+// +kubebuilder:validation:XValidation:rule="has(self.value) != has(self.valueFrom)",message="spec.headers: each header needs exactly one of value and valueFrom"
+// +kubebuilder:validation:XValidation:rule="!has(self.value) || !self.value.matches('[\\x00-\\x08\\x0a-\\x1f\\x7f]')",message="spec.headers: values must not contain CR, LF or other control characters"
+type Header struct {
+	// name of the header: letters, digits and '-', at most 128 characters.
+	// Not Content-Type, Content-Length, Host, User-Agent or a webhook-*
+	// signature header.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9-]+$') && !(self.lowerAscii() in ['content-type', 'content-length', 'host', 'user-agent', 'webhook-id', 'webhook-timestamp', 'webhook-signature'])",message="spec.headers: names must be letters, digits and '-', and must not be Content-Type, Content-Length, Host, User-Agent or a webhook-* signature header"
+	Name string `json:"name"`
+
+	// value is the header's literal value, at most 4096 characters. It is
+	// stored in the dispatcher configuration in plain text: put credentials
+	// in a Secret and use valueFrom.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Value string `json:"value,omitempty"`
+
+	// valueFrom reads the header's value from a Secret.
+	// +optional
+	ValueFrom *HeaderValueSource `json:"valueFrom,omitempty"`
+}
+
+// HeaderValueSource is where a header's value comes from.
+type HeaderValueSource struct {
+	// secretKeyRef selects a key of a Secret in the endpoint's namespace. The
+	// Secret must carry the label hookrelay.dev/endpoint-secret: "true", and
+	// the value must be at most 4096 bytes without control characters.
+	// +required
+	SecretKeyRef SecretKeySelector `json:"secretKeyRef"`
+}
+
+// SecretKeySelector names one key of a Secret in the same namespace.
+type SecretKeySelector struct {
+	// name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// key in the Secret's data.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
 }
 
 // SecretReference names a Secret in the same namespace.

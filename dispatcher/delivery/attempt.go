@@ -75,6 +75,9 @@ func (a *Attempter) post(ctx context.Context, endpoint *routing.Endpoint, event 
 	for name, value := range endpoint.Headers {
 		request.Header.Set(name, value)
 	}
+	for name, value := range endpoint.SecretHeaders {
+		request.Header.Set(name, value)
+	}
 	request.Header.Set("Content-Type", "application/json")
 	request.Header.Set("User-Agent", UserAgent)
 	err = a.Signer.Sign(request.Header, signing.Delivery{

@@ -17,9 +17,12 @@ import (
 type Endpoint struct {
 	routes.Endpoint
 	// ID is "<namespace>/<name>".
-	ID        string
-	Keys      []routes.Key
-	Transform *celenv.Transform
+	ID   string
+	Keys []routes.Key
+	// SecretHeaders are the header values from Secrets, published in the
+	// keys Secrets rather than in the route.
+	SecretHeaders map[string]string
+	Transform     *celenv.Transform
 
 	subscriptions []subscription
 }
@@ -85,14 +88,15 @@ func compileEndpoint(entry string, routeData, keyData []byte) (*Endpoint, error)
 	if keyData == nil {
 		return nil, fmt.Errorf("route %s: no signing keys published", entry)
 	}
-	keys, err := routes.DecodeKeys(keyData)
+	keysEntry, err := routes.DecodeKeys(keyData)
 	if err != nil {
 		return nil, fmt.Errorf("route %s: %w", entry, err)
 	}
 	// The keys shard is written before the routes shard, so keys newer than
 	// the route (route.KeysVersion differs, during a rotation) are the ones
 	// to sign with.
-	endpoint := &Endpoint{Endpoint: route, ID: ID(route.Namespace, route.Name), Keys: keys}
+	endpoint := &Endpoint{Endpoint: route, ID: ID(route.Namespace, route.Name),
+		Keys: keysEntry.Keys, SecretHeaders: keysEntry.Headers}
 	if route.Transform != "" {
 		if endpoint.Transform, err = celenv.CompileTransform(route.Transform); err != nil {
 			return nil, fmt.Errorf("route %s: transform: %w", entry, err)

@@ -29,7 +29,7 @@ func TestMatchFansOutOncePerEndpoint(t *testing.T) {
 	keys := []routes.Key{{Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}
 	entry := func(name string, sandbox bool, subscriptions ...routes.Subscription) ([]byte, []byte) {
 		route, _ := routes.EncodeEndpoint(routes.Endpoint{Namespace: "ns", Name: name, Sandbox: sandbox, KeysVersion: routes.KeysVersion(keys), Subscriptions: subscriptions})
-		encodedKeys, _ := routes.EncodeKeys(keys)
+		encodedKeys, _ := routes.EncodeKeys(routes.KeysEntry{Keys: keys})
 		return route, encodedKeys
 	}
 	routeEntries, keyEntries := map[string][]byte{}, map[string][]byte{}

@@ -148,3 +148,23 @@ func (e *Env) Kubectl(ctx context.Context, stdin string, args ...string) (stdout
 	err = cmd.Run()
 	return out.String(), errOut.String(), err
 }
+
+// UserKubeconfig adds a user (client certificate) in groups and returns a
+// kubeconfig file for kubectl as that user, removed when the test ends.
+// Tests bind it roles to check RBAC and admission policies.
+func (e *Env) UserKubeconfig(t testing.TB, name string, groups ...string) string {
+	t.Helper()
+	user, err := e.environment.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		t.Fatalf("adding user %s: %v", name, err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		t.Fatalf("kubeconfig of user %s: %v", name, err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

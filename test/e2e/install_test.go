@@ -30,6 +30,7 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 	slices.Sort(objects)
 	g.Expect(objects).To(Equal([]string{
 		"clusterrole.rbac.authorization.k8s.io/hookrelay-dispatcher",
+		"clusterrole.rbac.authorization.k8s.io/hookrelay-editor",
 		"clusterrole.rbac.authorization.k8s.io/hookrelay-manager",
 		"clusterrole.rbac.authorization.k8s.io/hookrelay-operator",
 		"clusterrole.rbac.authorization.k8s.io/hookrelay-publisher",
@@ -48,6 +49,8 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 		"serviceaccount/hookrelay-dispatcher",
 		"serviceaccount/hookrelay-manager",
 		"statefulset.apps/hookrelay-dispatcher",
+		"validatingadmissionpolicy.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
+		"validatingadmissionpolicybinding.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
 	}))
 
 	// One image name, set in one place.
