@@ -18,7 +18,7 @@ type sizeCheck func(args []ref.Val) (int64, bool)
 
 // guarded are the functions whose output can be many times the size of
 // their inputs: the cost tracker counts a result only once it is built, so
-// one call could allocate gigabytes (''.replace('', 4,000 bytes) on a string
+// one call could allocate gigabytes (”.replace(”, 4,000 bytes) on a string
 // of half a MiB) before the cost limit stops the evaluation. Each keeps
 // cel-go's implementation, behind a check of the size it would build.
 var guarded = map[string]struct {
