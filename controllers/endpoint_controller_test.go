@@ -259,3 +259,20 @@ func TestRecreatedEndpointReplacesTheOrphanedSecret(t *testing.T) {
 	g.Expect(metav1.IsControlledBy(secret, recreated)).To(BeTrue())
 	g.Expect(string(secret.Data[SecretKey])).NotTo(Equal(first), "a new endpoint gets a new key")
 }
+
+// TestOverBudgetTransform: a transform whose estimated cost is over the
+// budget (a replace bomb of under 5,000 characters) is refused, naming the
+// field, and the endpoint is not published.
+func TestOverBudgetTransform(t *testing.T) {
+	g := NewWithT(t)
+	startManager(t, Options{})
+	namespace := env.Namespace(t)
+
+	endpoint := newEndpoint(namespace, "bomb")
+	endpoint.Spec.Payload = &hookrelayv1alpha1.PayloadSpec{Transform: `{"x": event.type.replace('', '` + strings.Repeat("x", 200) +
+		`').replace('', '` + strings.Repeat("x", 200) + `').replace('', '` + strings.Repeat("x", 4000) + `')}`}
+	g.Expect(env.Client.Create(context.Background(), endpoint)).To(Succeed())
+	condition := eventuallyReady(t, endpoint, metav1.ConditionFalse, hookrelayv1alpha1.ReasonTransformInvalid)
+	g.Expect(condition.Message).To(HavePrefix("spec.payload.transform: estimated cost "))
+	g.Expect(condition.Message).To(ContainSubstring("exceeds the budget of 10000000 CEL cost units"))
+}

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,4 +56,19 @@ func TestSubscriptionWithBrokenFilter(t *testing.T) {
 	subscription.Spec.Filter = `event.data.platform == "uber"`
 	g.Expect(env.Client.Update(ctx, subscription)).To(Succeed())
 	eventuallyReady(t, subscription, metav1.ConditionTrue, hookrelayv1alpha1.ReasonResolved)
+}
+
+func TestSubscriptionWithOverBudgetFilter(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startManager(t, Options{})
+	namespace := env.Namespace(t)
+	g.Expect(env.Client.Create(ctx, newEndpoint(namespace, "palenca"))).To(Succeed())
+
+	subscription := newSubscription(namespace, "bomb", "palenca", "login.*")
+	subscription.Spec.Filter = `event.data.s.replace('', '` + strings.Repeat("y", 100) + `').size() > 0`
+	g.Expect(env.Client.Create(ctx, subscription)).To(Succeed())
+	condition := eventuallyReady(t, subscription, metav1.ConditionFalse, hookrelayv1alpha1.ReasonFilterInvalid)
+	g.Expect(condition.Message).To(HavePrefix("spec.filter: estimated cost "))
+	g.Expect(condition.Message).To(ContainSubstring("exceeds the budget of 10000000 CEL cost units"))
 }

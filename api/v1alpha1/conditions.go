@@ -70,6 +70,18 @@ const (
 	ReasonEnabled = "Enabled"
 )
 
+// Delivery failure reasons (the delivery log's attempt errors and an
+// endpoint's status.lastFailureReason, set by the dispatcher).
+const (
+	// ReasonPoisoned: the dispatcher process died while an attempt of the
+	// delivery was in flight, as many times as its --poison-after flag says
+	// (default 3). The delivery is failed instead of attempted again, so an
+	// input that crashes the dispatcher cannot crash it in a loop. It counts
+	// as a failed delivery toward auto-disable; replay it once the cause is
+	// fixed.
+	ReasonPoisoned = "Poisoned"
+)
+
 // Annotations users set on a WebhookEndpoint.
 const (
 	// AnnotationRotateSecret, set to an RFC 3339 time, makes the controller

@@ -57,6 +57,7 @@ type options struct {
 	insecureNoAuth bool
 	tokenAudience  string
 	authCacheTTL   time.Duration
+	poisonAfter    int
 }
 
 func main() {
@@ -81,6 +82,8 @@ func main() {
 	flag.StringVar(&opts.tlsCertFile, "tls-cert-file", "", "Serve the API over TLS with this certificate (PEM); with --tls-key-file.")
 	flag.StringVar(&opts.tlsKeyFile, "tls-key-file", "", "Private key (PEM) of --tls-cert-file.")
 	flag.BoolVar(&opts.profiling, "enable-profiling", false, "Serve Go's pprof profiles under /debug/pprof/ on the listen address.")
+	flag.IntVar(&opts.poisonAfter, "poison-after", 3,
+		"Fail a delivery as Poisoned once the process has died this many times while one of its attempts was in flight (0: never).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -101,6 +104,9 @@ func run(ctx context.Context, opts options) error {
 	}
 	if (opts.tlsCertFile == "") != (opts.tlsKeyFile == "") {
 		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
+	}
+	if opts.poisonAfter < 0 {
+		return fmt.Errorf("--poison-after %d must be 0 (never) or more", opts.poisonAfter)
 	}
 	allow, err := delivery.ParseCIDRs(opts.egressAllow)
 	if err != nil {
@@ -134,6 +140,11 @@ func run(ctx context.Context, opts options) error {
 		return err
 	}
 	defer db.Close()
+	journal, err := delivery.OpenJournal(filepath.Join(opts.dataDir, "inflight.journal"))
+	if err != nil {
+		return err
+	}
+	defer journal.Close()
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -151,6 +162,8 @@ func run(ctx context.Context, opts options) error {
 		Metrics:       delivery.NewMetrics(registry),
 		Log:           log.WithName("delivery"),
 		MaxRetryAfter: opts.maxRetryAfter,
+		Journal:       journal,
+		PoisonAfter:   opts.poisonAfter,
 	})
 	if err != nil {
 		return err

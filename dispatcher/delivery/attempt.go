@@ -112,13 +112,9 @@ func Body(endpoint *routing.Endpoint, event *store.Event) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	value, err := endpoint.Transform.Apply(eventMap, map[string]any{
+	return endpoint.Transform.Body(eventMap, map[string]any{
 		"name": endpoint.Name, "namespace": endpoint.Namespace, "url": endpoint.URL,
 	})
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(value)
 }
 
 // envelope is the default body, {"id","object":"event","type","created_at",

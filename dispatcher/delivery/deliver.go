@@ -51,6 +51,12 @@ func (e *Engine) attempt(t task) {
 		event = &loaded
 	}
 
+	if e.Journal != nil {
+		if err := e.Journal.Start(delivery.ID, delivery.Attempts+1); err != nil {
+			e.Log.Error(err, "recording an attempt in flight; a crash during it will not count toward poisoning", "delivery", delivery.ID)
+		}
+		defer e.Journal.Done(delivery.ID)
+	}
 	now := e.Now()
 	var out result
 	if body, err := Body(endpoint, event); err != nil {

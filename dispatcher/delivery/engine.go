@@ -52,6 +52,11 @@ type Options struct {
 	MaxRetryAfter time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Journal records the attempts in flight; nil records none.
+	Journal *Journal
+	// PoisonAfter is how many times a delivery may be in flight when the
+	// process dies before it is failed as Poisoned; 0 never fails one so.
+	PoisonAfter int
 }
 
 // Engine is the delivery engine.
@@ -302,6 +307,9 @@ func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
 	defer func() { e.recovered = true }()
 	active, err := e.Store.Active(ctx)
 	if err != nil {
+		return 0, 0, err
+	}
+	if active, err = e.countInterruptions(ctx, active); err != nil {
 		return 0, 0, err
 	}
 	table := e.table.Load()

@@ -71,6 +71,9 @@ func (e *Engine) requeue(ctx context.Context, deliveries []store.Delivery) ([]st
 	}
 	now := e.Now().UTC()
 	for i := range deliveries {
+		if deliveries[i].State == store.Failed {
+			deliveries[i].Interrupted = 0 // a retry or replay starts the poison count over
+		}
 		deliveries[i].State, deliveries[i].NextAttemptAt, deliveries[i].UpdatedAt = store.Pending, now, now
 	}
 	if err := e.Store.UpdateDeliveries(ctx, deliveries); err != nil {

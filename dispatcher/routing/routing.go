@@ -97,15 +97,17 @@ func compileEndpoint(entry string, routeData, keyData []byte) (*Endpoint, error)
 	// to sign with.
 	endpoint := &Endpoint{Endpoint: route, ID: ID(route.Namespace, route.Name),
 		Keys: keysEntry.Keys, SecretHeaders: keysEntry.Headers}
+	// Load, not Compile: the controllers checked the static cost; the
+	// run-time bounds hold for whatever was published.
 	if route.Transform != "" {
-		if endpoint.Transform, err = celenv.CompileTransform(route.Transform); err != nil {
+		if endpoint.Transform, err = celenv.LoadTransform(route.Transform); err != nil {
 			return nil, fmt.Errorf("route %s: transform: %w", entry, err)
 		}
 	}
 	for _, s := range route.Subscriptions {
 		compiled := subscription{eventTypes: s.EventTypes}
 		if s.Filter != "" {
-			if compiled.filter, err = celenv.CompileFilter(s.Filter); err != nil {
+			if compiled.filter, err = celenv.LoadFilter(s.Filter); err != nil {
 				return nil, fmt.Errorf("route %s: subscription %s: filter: %w", entry, s.Name, err)
 			}
 		}

@@ -55,6 +55,10 @@ type Delivery struct {
 	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
+	// Interrupted counts the times the dispatcher process died while an
+	// attempt of this delivery was in flight; at the dispatcher's
+	// --poison-after the delivery is failed as Poisoned.
+	Interrupted int `json:"interrupted,omitempty"`
 }
 
 // Attempt is one HTTP request of a delivery and what came of it.
