@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/celenv"
+	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 	"github.com/hookrelay/hookrelay/routes"
 )
 
@@ -124,8 +124,8 @@ func checkEndpointSpec(endpoint *hookrelayv1alpha1.WebhookEndpoint, allowInsecur
 			"spec.url %q uses plain http://; use https://, or run the manager with --allow-insecure-endpoints for development", endpoint.Spec.URL)}
 	}
 	if endpoint.Spec.Payload != nil && endpoint.Spec.Payload.Transform != "" {
-		if _, err := celenv.CompileTransform(endpoint.Spec.Payload.Transform); err != nil {
-			return &problem{hookrelayv1alpha1.ReasonTransformInvalid, fmt.Sprintf("spec.payload.transform: %v", err)}
+		if err := webhookv1alpha1.ValidateTransform(endpoint.Spec.Payload.Transform); err != nil {
+			return &problem{hookrelayv1alpha1.ReasonTransformInvalid, webhookv1alpha1.Message(err)}
 		}
 	}
 	return nil
