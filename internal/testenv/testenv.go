@@ -18,7 +18,6 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -99,7 +98,7 @@ func Start() (*Env, error) {
 		_ = env.Stop()
 		return nil, err
 	}
-	if err := env.waitForAdmission(); err != nil {
+	if err := webhookv1alpha1.WaitForAdmission(context.Background(), env.Client, 30*time.Second); err != nil {
 		_ = env.Stop()
 		return nil, err
 	}
@@ -185,25 +184,6 @@ func startWebhook(environment *envtest.Environment, scheme *k8sruntime.Scheme) (
 		}
 		return nil
 	}
-}
-
-// waitForAdmission returns once the API server calls the webhook: a dry
-// run of an endpoint whose transform does not compile is refused by it.
-func (e *Env) waitForAdmission() error {
-	probe := &hookrelayv1alpha1.WebhookEndpoint{
-		ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: "admission-probe"},
-		Spec: hookrelayv1alpha1.WebhookEndpointSpec{
-			URL: "https://receiver.example/probe", Payload: &hookrelayv1alpha1.PayloadSpec{Transform: "{"},
-		},
-	}
-	var last error
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		last = e.Client.Create(context.Background(), probe.DeepCopy(), client.DryRunAll)
-		if apierrors.IsInvalid(last) && strings.Contains(last.Error(), "spec.payload.transform") {
-			return nil
-		}
-	}
-	return fmt.Errorf("the admission webhook did not answer within 30s; last dry run: %v", last)
 }
 
 // Namespace creates a fresh namespace for one test and deletes it after.

@@ -10,10 +10,14 @@ package v1alpha1
 import (
 	"context"
 	"fmt"
+	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -73,6 +77,30 @@ func Message(err *field.Error) string {
 func Register(server webhook.Server, scheme *runtime.Scheme) {
 	server.Register(EndpointPath, admission.WithValidator[*hookrelayv1alpha1.WebhookEndpoint](scheme, EndpointValidator{}))
 	server.Register(SubscriptionPath, admission.WithValidator[*hookrelayv1alpha1.WebhookSubscription](scheme, SubscriptionValidator{}))
+}
+
+// WaitForAdmission returns once the API server calls the webhook: a
+// server-side dry run of an endpoint whose transform does not compile is
+// refused by it. The API server picks up a configuration (or caBundle)
+// change a moment after it is written.
+func WaitForAdmission(ctx context.Context, c client.Client, timeout time.Duration) error {
+	probe := &hookrelayv1alpha1.WebhookEndpoint{
+		ObjectMeta: metav1.ObjectMeta{Namespace: metav1.NamespaceDefault, Name: "admission-probe"},
+		Spec: hookrelayv1alpha1.WebhookEndpointSpec{
+			URL: "https://receiver.example/probe", Payload: &hookrelayv1alpha1.PayloadSpec{Transform: "{"},
+		},
+	}
+	var last error
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		last = c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		if errors.IsInvalid(last) && strings.Contains(last.Error(), transformPath.String()) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("the admission webhook did not answer within %s; last dry run: %v", timeout, last)
 }
 
 // +kubebuilder:webhook:path=/validate-hookrelay-dev-v1alpha1-webhookendpoint,mutating=false,failurePolicy=fail,sideEffects=None,groups=hookrelay.dev,resources=webhookendpoints,verbs=create;update,versions=v1alpha1,name=webhookendpoints.hookrelay.dev,admissionReviewVersions=v1,serviceName=hookrelay-webhook,serviceNamespace=hookrelay-system,timeoutSeconds=10
