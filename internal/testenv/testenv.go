@@ -152,6 +152,9 @@ func webhookConfigurations() ([]*admissionregistrationv1.ValidatingWebhookConfig
 		if err := yaml.UnmarshalStrict([]byte(document), configuration); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
+		// Its own name: envtest points it at a URL, and the install test
+		// applies the production configuration (pointing at a Service) beside it.
+		configuration.Name += "-envtest"
 		for i := range configuration.Webhooks {
 			configuration.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 				{Key: LabelSkipAdmission, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"true"}},
