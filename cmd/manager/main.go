@@ -1,5 +1,6 @@
-// Command manager runs the Hookrelay controllers: signing Secrets for
-// WebhookEndpoints, subscription checks, and the dispatcher configuration.
+// Command manager runs the Hookrelay controllers (signing Secrets for
+// WebhookEndpoints, subscription checks, the dispatcher configuration) and
+// the validating admission webhook of the Hookrelay resources.
 package main
 
 import (
