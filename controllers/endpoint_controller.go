@@ -24,8 +24,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/celenv"
 	"github.com/hookrelay/hookrelay/internal/redact"
+	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 	"github.com/hookrelay/hookrelay/routes"
 )
 
@@ -170,8 +170,8 @@ func checkEndpointSpec(endpoint *hookrelayv1alpha1.WebhookEndpoint, allowInsecur
 			"spec.url %q uses plain http://; use https://, or run the manager with --allow-insecure-endpoints for development", redact.URL(endpoint.Spec.URL))}
 	}
 	if endpoint.Spec.Payload != nil && endpoint.Spec.Payload.Transform != "" {
-		if _, err := celenv.CompileTransform(endpoint.Spec.Payload.Transform); err != nil {
-			return &problem{reason: hookrelayv1alpha1.ReasonTransformInvalid, message: fmt.Sprintf("spec.payload.transform: %v", err)}
+		if err := webhookv1alpha1.ValidateTransform(endpoint.Spec.Payload.Transform); err != nil {
+			return &problem{reason: hookrelayv1alpha1.ReasonTransformInvalid, message: webhookv1alpha1.Message(err)}
 		}
 	}
 	return nil

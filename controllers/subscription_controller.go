@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/celenv"
+	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
 
 // endpointRefIndex indexes subscriptions by spec.endpointRef.name, so that an
@@ -74,8 +74,8 @@ func checkSubscription(subscription *hookrelayv1alpha1.WebhookSubscription, endp
 			"spec.endpointRef.name: WebhookEndpoint %q not found in namespace %q", subscription.Spec.EndpointRef.Name, subscription.Namespace)}
 	}
 	if subscription.Spec.Filter != "" {
-		if _, err := celenv.CompileFilter(subscription.Spec.Filter); err != nil {
-			return &problem{reason: hookrelayv1alpha1.ReasonFilterInvalid, message: fmt.Sprintf("spec.filter: %v", err)}
+		if err := webhookv1alpha1.ValidateFilter(subscription.Spec.Filter); err != nil {
+			return &problem{reason: hookrelayv1alpha1.ReasonFilterInvalid, message: webhookv1alpha1.Message(err)}
 		}
 	}
 	return nil

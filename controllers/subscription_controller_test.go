@@ -38,11 +38,14 @@ func TestSubscriptionWaitsForItsEndpoint(t *testing.T) {
 	eventuallyReady(t, subscription, metav1.ConditionFalse, hookrelayv1alpha1.ReasonEndpointNotFound)
 }
 
+// TestSubscriptionWithBrokenFilter: a filter that admission would refuse
+// (stored where the webhook does not look, as before it existed) makes the
+// subscription Ready=False.
 func TestSubscriptionWithBrokenFilter(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	startManager(t, Options{})
-	namespace := env.Namespace(t)
+	namespace := env.NamespaceWithoutAdmission(t)
 	g.Expect(env.Client.Create(ctx, newEndpoint(namespace, "palenca"))).To(Succeed())
 
 	subscription := newSubscription(namespace, "uber-logins", "palenca", "login.*")

@@ -1,21 +1,30 @@
-// Command manager runs the Hookrelay controllers: signing Secrets for
-// WebhookEndpoints, subscription checks, and the dispatcher configuration.
+// Command manager runs the Hookrelay controllers (signing Secrets for
+// WebhookEndpoints, subscription checks, the dispatcher configuration) and
+// the validating admission webhook of the Hookrelay resources.
 package main
 
 import (
+	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/controllers"
+	"github.com/hookrelay/hookrelay/internal/webhook/servingcert"
+	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
 
 func main() {
@@ -29,6 +38,7 @@ func run() error {
 	opts := controllers.Options{}
 	var metricsAddr, probeAddr string
 	var leaderElect bool
+	var webhookAddr, webhookCertDir, webhookSecret, webhookService, webhookURL string
 	flag.StringVar(&opts.Namespace, "routes-namespace", envOr("POD_NAMESPACE", "hookrelay-system"),
 		"Namespace of the dispatcher configuration (routes ConfigMaps, keys Secrets); defaults to $POD_NAMESPACE.")
 	flag.IntVar(&opts.ShardSize, "routes-shard-size", controllers.DefaultShardSize,
@@ -40,6 +50,14 @@ func run() error {
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 turns it off.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica reconciles at a time.")
+	flag.StringVar(&webhookAddr, "webhook-bind-address", ":9443", "Address of the validating admission webhook (HTTPS).")
+	flag.StringVar(&webhookCertDir, "webhook-cert-dir", "",
+		"Folder with tls.crt and tls.key to serve the webhook with (e.g. from cert-manager; the caBundle is then yours to set). "+
+			"Empty: the manager makes its own CA and certificate, keeps them in the Secret --webhook-cert-secret and sets the caBundle.")
+	flag.StringVar(&webhookSecret, "webhook-cert-secret", "hookrelay-webhook-cert", "Secret in the operator namespace that holds the self-made webhook certificate.")
+	flag.StringVar(&webhookService, "webhook-service-name", "hookrelay-webhook", "Service in the operator namespace through which the API server calls the webhook (names in the certificate).")
+	flag.StringVar(&webhookURL, "webhook-url", "",
+		"Base URL (https://HOST:PORT) at which the API server calls the webhook, instead of the Service: for a manager running outside the cluster, as `make dev` runs it.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -60,11 +78,47 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
+	webhookHost, webhookPortText, err := net.SplitHostPort(webhookAddr)
+	if err != nil {
+		return fmt.Errorf("--webhook-bind-address %q: %w", webhookAddr, err)
+	}
+	webhookPort, err := strconv.Atoi(webhookPortText)
+	if err != nil {
+		return fmt.Errorf("--webhook-bind-address %q: port: %w", webhookAddr, err)
+	}
+	webhookOptions := webhook.Options{Host: webhookHost, Port: webhookPort, CertDir: webhookCertDir}
+	var provisioner *servingcert.Provisioner
+	if webhookCertDir == "" {
+		// The API server's own client: the manager's cache holds no
+		// Secrets of this kind and no webhook configurations.
+		direct, err := client.New(config, client.Options{Scheme: scheme})
+		if err != nil {
+			return err
+		}
+		provisioner, err = servingcert.New(direct, servingcert.Options{
+			Namespace: opts.Namespace, SecretName: webhookSecret, ConfigurationName: webhookv1alpha1.ConfigurationName,
+			DNSNames: []string{
+				webhookService + "." + opts.Namespace + ".svc",
+				webhookService + "." + opts.Namespace + ".svc.cluster.local",
+			},
+			URL: webhookURL,
+		})
+		if err != nil {
+			return err
+		}
+		// Before the manager starts, so the webhook serves from its first
+		// request.
+		if err := provisioner.Ensure(context.Background()); err != nil {
+			return fmt.Errorf("provisioning the webhook certificate: %w", err)
+		}
+		webhookOptions.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = provisioner.GetCertificate }}
+	}
 	mgr, err := ctrl.NewManager(config, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(opts.Namespace),
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        probeAddr,
+		WebhookServer:                 webhook.NewServer(webhookOptions),
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "hookrelay-manager.hookrelay.dev",
 		LeaderElectionNamespace:       opts.Namespace,
@@ -76,10 +130,18 @@ func run() error {
 	if err := controllers.Setup(mgr, opts); err != nil {
 		return err
 	}
+	webhookv1alpha1.Register(mgr.GetWebhookServer(), scheme)
+	if provisioner != nil {
+		if err := mgr.Add(provisioner); err != nil {
+			return err
+		}
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	// Ready once the webhook serves, so the Service sends admission
+	// requests only to replicas that answer them.
+	if err := mgr.AddReadyzCheck("readyz", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return err
 	}
 	log.Info("starting the manager", "routesNamespace", opts.Namespace, "allowInsecureEndpoints", opts.AllowInsecure)

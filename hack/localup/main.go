@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -25,6 +26,10 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
 
 const operatorNamespace = "hookrelay-system"
@@ -41,6 +46,7 @@ func run() error {
 	binDir := flag.String("bin-dir", "bin", "Folder of the built binaries (manager, dispatcher) and controlplane/.")
 	dispatcherAddress := flag.String("dispatcher-address", "127.0.0.1:8080", "Where the dispatcher listens.")
 	receiverAddress := flag.String("receiver-address", "127.0.0.1:8090", "Where the sample receiver listens (config/samples/ point here).")
+	webhookAddress := flag.String("webhook-address", "127.0.0.1:9443", "Where the manager serves the admission webhook.")
 	flag.Parse()
 	dataDir, err := filepath.Abs(*dataDirFlag)
 	if err != nil {
@@ -91,6 +97,9 @@ func run() error {
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
 	}
+	if err := hookrelayv1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
 	c, err := client.New(config, client.Options{Scheme: scheme})
 	if err != nil {
 		return err
@@ -100,15 +109,25 @@ func run() error {
 		return fmt.Errorf("creating namespace %s: %w", operatorNamespace, err)
 	}
 
+	if err := installWebhook(ctx, c); err != nil {
+		return err
+	}
 	managerLog := filepath.Join(dataDir, "manager.log")
 	step("starting the manager (log: %s)", managerLog)
+	// The API server calls the manager's webhook on loopback; the manager
+	// makes the certificate and sets the URL and caBundle.
 	manager, err := start(filepath.Join(binDirAbs, "manager"), kubeconfig, managerLog,
 		"--allow-insecure-endpoints", "--routes-namespace="+operatorNamespace,
-		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0")
+		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0",
+		"--webhook-bind-address="+*webhookAddress, "--webhook-url=https://"+*webhookAddress)
 	if err != nil {
 		return err
 	}
 	defer manager.stop()
+	if err := waitForAdmission(ctx, c, manager); err != nil {
+		return fmt.Errorf("%w (see %s)", err, managerLog)
+	}
+	step("admission webhook serving on https://%s", *webhookAddress)
 
 	dispatcherLog := filepath.Join(dataDir, "dispatcher.log")
 	step("starting the dispatcher (store: %s, log: %s)", filepath.Join(dataDir, "dispatcher"), dispatcherLog)
@@ -182,6 +201,55 @@ Press Ctrl-C to stop; the next run keeps the same state.
 	case <-dispatcher.done:
 		return fmt.Errorf("the dispatcher exited: %v (see %s)", dispatcher.err, dispatcherLog)
 	}
+}
+
+// installWebhook creates or updates the webhook configuration from
+// config/webhook/manifests.yaml; the manager then points it at itself.
+func installWebhook(ctx context.Context, c client.Client) error {
+	path := filepath.Join("config", "webhook", "manifests.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	want := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(data, want); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	err = c.Create(ctx, want.DeepCopy())
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	// Kept from the last run: take the manifest's webhooks (they may have
+	// changed), which the manager's URL and caBundle then replace.
+	existing := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(want), existing); err != nil {
+		return err
+	}
+	existing.Webhooks = want.Webhooks
+	return c.Update(ctx, existing)
+}
+
+// waitForAdmission waits until the API server calls the manager's webhook,
+// so that applying the samples does not race its start.
+func waitForAdmission(ctx context.Context, c client.Client, manager *process) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-manager.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := webhookv1alpha1.WaitForAdmission(ctx, c, 60*time.Second); err != nil {
+		select {
+		case <-manager.done:
+			return fmt.Errorf("the manager exited: %v", manager.err)
+		default:
+		}
+		return err
+	}
+	return nil
 }
 
 // waitReady polls a readiness URL until it answers 200, or the process exits.

@@ -1,18 +1,22 @@
 // Package testenv starts the real control plane (kube-apiserver and etcd
 // built by hack/controlplane.sh) for integration tests, with the Hookrelay
-// CRDs installed, and runs kubectl against it.
+// CRDs and admission webhook installed, and runs kubectl against it.
 package testenv
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -25,8 +29,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/yaml"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
 
 // Env is a running control plane.
@@ -39,7 +46,15 @@ type Env struct {
 	Kubeconfig string
 
 	environment *envtest.Environment
+	// stopWebhook stops the webhook server and waits for it.
+	stopWebhook func() error
 }
+
+// LabelSkipAdmission on a namespace (value "true") keeps the admission
+// webhook away from its objects, in tests only: to store what admission
+// refuses, as an object stored before the webhook existed, and see the
+// controllers' own checks.
+const LabelSkipAdmission = "hookrelay.dev/test-skip-admission"
 
 // RepoRoot is the repository's top folder.
 func RepoRoot() string {
@@ -48,7 +63,8 @@ func RepoRoot() string {
 }
 
 // Start starts kube-apiserver and etcd from $KUBEBUILDER_ASSETS with the
-// CRDs from config/crd/bases. Call Stop when done.
+// CRDs from config/crd/bases and the admission webhook of
+// config/webhook, served in this process. Call Stop when done.
 func Start() (*Env, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds the control plane into bin/controlplane")
@@ -60,53 +76,135 @@ func Start() (*Env, error) {
 	if err := hookrelayv1alpha1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
+	webhooks, err := webhookConfigurations()
+	if err != nil {
+		return nil, err
+	}
 	environment := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
+		// envtest makes a serving certificate and points the webhooks at
+		// a local port, where startWebhook serves them.
+		WebhookInstallOptions: envtest.WebhookInstallOptions{ValidatingWebhooks: webhooks},
 	}
 	config, err := environment.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting the control plane: %w", err)
 	}
 	env := &Env{Config: config, Scheme: scheme, environment: environment}
+	env.stopWebhook = startWebhook(environment, scheme)
 	if env.Client, err = client.New(config, client.Options{Scheme: scheme}); err != nil {
-		_ = environment.Stop()
+		_ = env.Stop()
+		return nil, err
+	}
+	if err := webhookv1alpha1.WaitForAdmission(context.Background(), env.Client, 30*time.Second); err != nil {
+		_ = env.Stop()
 		return nil, err
 	}
 	admin, err := environment.AddUser(envtest.User{Name: "hookrelay-test-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		_ = environment.Stop()
+		_ = env.Stop()
 		return nil, fmt.Errorf("adding the kubectl user: %w", err)
 	}
 	kubeconfig, err := admin.KubeConfig()
 	if err != nil {
-		_ = environment.Stop()
+		_ = env.Stop()
 		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "hookrelay-kubeconfig-")
 	if err != nil {
-		_ = environment.Stop()
+		_ = env.Stop()
 		return nil, err
 	}
 	env.Kubeconfig = filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(env.Kubeconfig, kubeconfig, 0o600); err != nil {
-		_ = environment.Stop()
+		_ = env.Stop()
 		return nil, err
 	}
 	return env, nil
 }
 
-// Stop stops the control plane and removes the kubeconfig.
+// Stop stops the webhook server and the control plane and removes the
+// kubeconfig.
 func (e *Env) Stop() error {
-	_ = os.RemoveAll(filepath.Dir(e.Kubeconfig))
-	return e.environment.Stop()
+	if e.Kubeconfig != "" {
+		_ = os.RemoveAll(filepath.Dir(e.Kubeconfig))
+	}
+	webhookErr := e.stopWebhook()
+	return errors.Join(webhookErr, e.environment.Stop())
+}
+
+// webhookConfigurations reads the generated config/webhook/manifests.yaml,
+// with a namespaceSelector that leaves out LabelSkipAdmission namespaces.
+func webhookConfigurations() ([]*admissionregistrationv1.ValidatingWebhookConfiguration, error) {
+	path := filepath.Join(RepoRoot(), "config", "webhook", "manifests.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var configurations []*admissionregistrationv1.ValidatingWebhookConfiguration
+	for _, document := range strings.Split(string(data), "\n---\n") {
+		if strings.TrimSpace(strings.TrimPrefix(document, "---")) == "" {
+			continue
+		}
+		configuration := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+		if err := yaml.UnmarshalStrict([]byte(document), configuration); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		// Its own name: envtest points it at a URL, and the install test
+		// applies the production configuration (pointing at a Service) beside it.
+		configuration.Name += "-envtest"
+		for i := range configuration.Webhooks {
+			configuration.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: LabelSkipAdmission, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"true"}},
+			}}
+		}
+		configurations = append(configurations, configuration)
+	}
+	if len(configurations) == 0 {
+		return nil, fmt.Errorf("%s holds no webhook configuration: run `make manifests`", path)
+	}
+	return configurations, nil
+}
+
+// startWebhook serves the validators where envtest pointed the webhook
+// configuration, once per control plane: managers come and go with tests,
+// admission stays.
+func startWebhook(environment *envtest.Environment, scheme *k8sruntime.Scheme) (stop func() error) {
+	options := environment.WebhookInstallOptions
+	server := webhook.NewServer(webhook.Options{
+		Host: options.LocalServingHost, Port: options.LocalServingPort, CertDir: options.LocalServingCertDir,
+	})
+	webhookv1alpha1.Register(server, scheme)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- server.Start(ctx) }()
+	return func() error {
+		cancel()
+		if err := <-done; err != nil {
+			return fmt.Errorf("webhook server: %w", err)
+		}
+		return nil
+	}
 }
 
 // Namespace creates a fresh namespace for one test and deletes it after.
 func (e *Env) Namespace(t testing.TB) string {
 	t.Helper()
-	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "hookrelay-test-"}}
+	return e.namespace(t, nil)
+}
+
+// NamespaceWithoutAdmission is Namespace with LabelSkipAdmission: the
+// admission webhook does not see its objects.
+func (e *Env) NamespaceWithoutAdmission(t testing.TB) string {
+	t.Helper()
+	return e.namespace(t, map[string]string{LabelSkipAdmission: "true"})
+}
+
+func (e *Env) namespace(t testing.TB, labels map[string]string) string {
+	t.Helper()
+	namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "hookrelay-test-", Labels: labels}}
 	if err := e.Client.Create(context.Background(), namespace); err != nil {
 		t.Fatalf("creating a namespace: %v", err)
 	}

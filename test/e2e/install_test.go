@@ -46,11 +46,13 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 		"rolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
 		"rolebinding.rbac.authorization.k8s.io/hookrelay-manager",
 		"service/hookrelay-dispatcher",
+		"service/hookrelay-webhook",
 		"serviceaccount/hookrelay-dispatcher",
 		"serviceaccount/hookrelay-manager",
 		"statefulset.apps/hookrelay-dispatcher",
 		"validatingadmissionpolicy.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
 		"validatingadmissionpolicybinding.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
+		"validatingwebhookconfiguration.admissionregistration.k8s.io/hookrelay-validating-webhook",
 	}))
 
 	// One image name, set in one place.

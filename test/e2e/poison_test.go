@@ -105,7 +105,7 @@ func vmRSS(pid int) (int64, bool) {
 func publishRoutes(t *testing.T, namespace string, endpoints ...routes.Endpoint) {
 	t.Helper()
 	keys := []routes.Key{{Secret: "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef01234567"))}}
-	encodedKeys, err := routes.EncodeKeys(keys)
+	encodedKeys, err := routes.EncodeKeys(routes.KeysEntry{Keys: keys})
 	if err != nil {
 		t.Fatal(err)
 	}
