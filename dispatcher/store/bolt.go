@@ -238,6 +238,38 @@ func (b *Bolt) UpdateDeliveries(_ context.Context, deliveries []Delivery) error 
 	return nil
 }
 
+// ChangeDeliveries implements Store.
+func (b *Bolt) ChangeDeliveries(_ context.Context, changes []DeliveryChange) ([]bool, error) {
+	var applied []bool
+	err := b.update(func(tx *bolt.Tx) error {
+		// A group commit may run apply twice (alone after a failed group).
+		applied = make([]bool, len(changes))
+		deliveries := tx.Bucket(bucketDeliveries)
+		for i, change := range changes {
+			data := deliveries.Get([]byte(change.To.ID))
+			if data == nil {
+				continue
+			}
+			var stored Delivery
+			if err := json.Unmarshal(data, &stored); err != nil {
+				return fmt.Errorf("delivery %s: %w", change.To.ID, err)
+			}
+			if stored.State != change.State || stored.Attempts != change.Attempts {
+				continue
+			}
+			if err := putDelivery(tx, change.To); err != nil {
+				return err
+			}
+			applied[i] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: changing %d deliveries: %w", len(changes), err)
+	}
+	return applied, nil
+}
+
 // PutHealth implements Store.
 func (b *Bolt) PutHealth(_ context.Context, health Health) error {
 	err := b.update(func(tx *bolt.Tx) error {
