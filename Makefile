@@ -7,6 +7,13 @@ CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hookrelay
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN := $(LOCALBIN)/controller-gen
 GO_TEST_FLAGS ?= -race -count=1
+FUZZTIME ?= 30s
+# Fuzz targets as package:Name; `make fuzz` runs each for $(FUZZTIME).
+FUZZ_TARGETS ?= \
+	./dispatcher/ingest:FuzzDecodeJSONEvent \
+	./dispatcher/ingest:FuzzDecodeCloudEventBinary \
+	./dispatcher/ingest:FuzzDecodeCloudEventStructured \
+	./routes:FuzzDecodeRoutes
 IMG ?= ghcr.io/hookrelay/hookrelay:dev
 
 .PHONY: all
@@ -69,8 +76,16 @@ controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked
 	@hack/controlplane.sh $(LOCALBIN) >/dev/null
 
 .PHONY: test
-test: manifests generate controlplane ## Run every test against the built control plane.
+test: manifests generate controlplane ## Run every test against the built control plane, then each fuzz target for $(FUZZTIME).
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) ./...
+	$(MAKE) fuzz
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target in FUZZ_TARGETS for $(FUZZTIME) (seed corpora in the packages' testdata/fuzz).
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzz: $${target#*:} in $${target%%:*} for $(FUZZTIME)"; \
+		go test -run='^$$' -fuzz="^$${target#*:}$$" -fuzztime=$(FUZZTIME) "$${target%%:*}" || exit 1; \
+	done
 
 .PHONY: deploy
 deploy: ## Install Hookrelay on the cluster in $$KUBECONFIG (config/default).

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -41,23 +42,30 @@ import (
 )
 
 type options struct {
-	namespace      string
-	listen         string
-	dataDir        string
-	headerPrefix   string
-	maxBody        int64
-	retention      time.Duration
-	maxRetryAfter  time.Duration
-	statusInterval time.Duration
-	drainTimeout   time.Duration
-	profiling      bool
-	tlsCertFile    string
-	tlsKeyFile     string
-	egressAllow    string
-	insecureNoAuth bool
-	tokenAudience  string
-	authCacheTTL   time.Duration
-	poisonAfter    int
+	namespace         string
+	listen            string
+	dataDir           string
+	headerPrefix      string
+	maxBody           int64
+	retention         time.Duration
+	maxRetryAfter     time.Duration
+	statusInterval    time.Duration
+	drainTimeout      time.Duration
+	profiling         bool
+	profilingAddr     string
+	readHeaderTimeout time.Duration
+	readTimeout       time.Duration
+	writeTimeout      time.Duration
+	idleTimeout       time.Duration
+	authFailureRate   float64
+	authFailureBurst  int
+	tlsCertFile       string
+	tlsKeyFile        string
+	egressAllow       string
+	insecureNoAuth    bool
+	tokenAudience     string
+	authCacheTTL      time.Duration
+	poisonAfter       int
 }
 
 func main() {
@@ -81,7 +89,15 @@ func main() {
 	flag.DurationVar(&opts.authCacheTTL, "auth-cache-ttl", 30*time.Second, "How long a TokenReview or SubjectAccessReview answer is reused.")
 	flag.StringVar(&opts.tlsCertFile, "tls-cert-file", "", "Serve the API over TLS with this certificate (PEM); with --tls-key-file.")
 	flag.StringVar(&opts.tlsKeyFile, "tls-key-file", "", "Private key (PEM) of --tls-cert-file.")
-	flag.BoolVar(&opts.profiling, "enable-profiling", false, "Serve Go's pprof profiles under /debug/pprof/ on the listen address.")
+	flag.BoolVar(&opts.profiling, "enable-profiling", false, "Serve Go's pprof profiles under /debug/pprof/ on --profiling-address.")
+	flag.StringVar(&opts.profilingAddr, "profiling-address", "127.0.0.1:6060", "Loopback address of the pprof listener (--enable-profiling); other addresses are refused.")
+	flag.DurationVar(&opts.readHeaderTimeout, "read-header-timeout", 10*time.Second, "Longest time a client may take to send a request's headers.")
+	flag.DurationVar(&opts.readTimeout, "read-timeout", 30*time.Second, "Longest time a client may take to send a whole request, body included.")
+	flag.DurationVar(&opts.writeTimeout, "write-timeout", 60*time.Second, "Longest time from the end of a request's headers to the end of its answer.")
+	flag.DurationVar(&opts.idleTimeout, "idle-timeout", 2*time.Minute, "How long an idle keep-alive connection stays open.")
+	flag.Float64Var(&opts.authFailureRate, "auth-failure-rate", float64(ingest.DefaultFailureRate),
+		"Failed authentications (no token, or a refused one) allowed per second from one client address; past --auth-failure-burst it gets 429.")
+	flag.IntVar(&opts.authFailureBurst, "auth-failure-burst", ingest.DefaultFailureBurst, "Failed authentications one client address may make at once.")
 	flag.IntVar(&opts.poisonAfter, "poison-after", 3,
 		"Fail a delivery as Poisoned once the process has died this many times while one of its attempts was in flight (0: never).")
 	zapOpts := zap.Options{}
@@ -108,10 +124,41 @@ func run(ctx context.Context, opts options) error {
 	if opts.poisonAfter < 0 {
 		return fmt.Errorf("--poison-after %d must be 0 (never) or more", opts.poisonAfter)
 	}
+	for name, value := range map[string]time.Duration{"--read-header-timeout": opts.readHeaderTimeout, "--read-timeout": opts.readTimeout,
+		"--write-timeout": opts.writeTimeout, "--idle-timeout": opts.idleTimeout, "--drain-timeout": opts.drainTimeout} {
+		if value <= 0 {
+			return fmt.Errorf("%s %s must be positive: without it a slow client holds its connection for ever", name, value)
+		}
+	}
+	if opts.authFailureRate <= 0 || opts.authFailureBurst < 1 {
+		return fmt.Errorf("--auth-failure-rate %g and --auth-failure-burst %d must be positive", opts.authFailureRate, opts.authFailureBurst)
+	}
+	var profilingListener net.Listener
+	if opts.profiling {
+		var err error
+		if profilingListener, err = listenLoopback(opts.profilingAddr); err != nil {
+			return fmt.Errorf("--profiling-address: %w", err)
+		}
+		defer profilingListener.Close()
+	}
 	allow, err := delivery.ParseCIDRs(opts.egressAllow)
 	if err != nil {
 		return fmt.Errorf("--egress-allow-cidr: %w", err)
 	}
+	// The store first: a damaged file is the first thing to report.
+	if err := os.MkdirAll(opts.dataDir, 0o700); err != nil {
+		return err
+	}
+	db, err := store.OpenBolt(filepath.Join(opts.dataDir, "hookrelay.db"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	journal, err := delivery.OpenJournal(filepath.Join(opts.dataDir, "inflight.journal"))
+	if err != nil {
+		return err
+	}
+	defer journal.Close()
 	restConfig, err := ctrl.GetConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
@@ -131,20 +178,6 @@ func run(ctx context.Context, opts options) error {
 	if err != nil {
 		return err
 	}
-
-	if err := os.MkdirAll(opts.dataDir, 0o700); err != nil {
-		return err
-	}
-	db, err := store.OpenBolt(filepath.Join(opts.dataDir, "hookrelay.db"))
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	journal, err := delivery.OpenJournal(filepath.Join(opts.dataDir, "inflight.journal"))
-	if err != nil {
-		return err
-	}
-	defer journal.Close()
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -172,19 +205,27 @@ func run(ctx context.Context, opts options) error {
 	var ready atomic.Bool
 	mux := http.NewServeMux()
 	api := &ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("api")}
+	var warnings []warning
 	if opts.insecureNoAuth {
-		log.Info("WARNING: --insecure-no-auth: anyone who reaches the dispatcher can publish events and read the delivery log; use it for local development only")
+		warnings = append(warnings, warning{"--insecure-no-auth", "anyone who reaches the dispatcher can publish events and read the delivery log; use it for local development only"})
 	} else {
-		api.Auth = &ingest.KubeAuth{Client: clientset, TTL: opts.authCacheTTL}
+		api.Auth = &ingest.KubeAuth{Client: clientset, TTL: opts.authCacheTTL, FailureRate: rate.Limit(opts.authFailureRate), FailureBurst: opts.authFailureBurst}
 		if opts.tokenAudience != "" {
 			api.Auth.Audiences = []string{opts.tokenAudience}
 		}
 	}
 	api.Register(mux)
 	if opts.profiling {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		warnings = append(warnings, warning{"--enable-profiling", "Go's pprof profiles are served on " + profilingListener.Addr().String() + "; they reveal memory contents and cost CPU"})
+		profilingServer := &http.Server{Handler: profilingMux(), ReadHeaderTimeout: opts.readHeaderTimeout, IdleTimeout: opts.idleTimeout}
+		go func() {
+			if err := profilingServer.Serve(profilingListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error(err, "serving profiles")
+			}
+		}()
+		defer profilingServer.Close()
 	}
+	go warnEvery(ctx, log, time.Minute, warnings)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -198,7 +239,10 @@ func run(ctx context.Context, opts options) error {
 	if err != nil {
 		return err
 	}
-	server := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Every phase of a connection has a deadline, so a slow or hostile
+	// client (authenticated or not) cannot hold one open.
+	server := &http.Server{Handler: mux, ReadHeaderTimeout: opts.readHeaderTimeout, ReadTimeout: opts.readTimeout,
+		WriteTimeout: opts.writeTimeout, IdleTimeout: opts.idleTimeout}
 	serveErr := make(chan error, 1)
 	go func() {
 		if opts.tlsCertFile != "" {
@@ -237,13 +281,22 @@ func run(ctx context.Context, opts options) error {
 	}
 	log.Info("draining")
 	ready.Store(false)
-	drainCtx, cancel := context.WithTimeout(context.Background(), opts.drainTimeout)
-	defer cancel()
-	if err := server.Shutdown(drainCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Error(err, "stopping the ingest server")
-	}
+	// The ingest server stops accepting and the engine stops starting
+	// attempts at once; each then drains under its own deadline, so a slow
+	// client holding a request open cannot use up the attempts' drain time
+	// (an attempt abandoned at exit is delivered again after the restart).
+	serverCtx, cancelServer := context.WithTimeout(context.Background(), opts.drainTimeout)
+	defer cancelServer()
+	serverStopped := make(chan error, 1)
+	go func() { serverStopped <- server.Shutdown(serverCtx) }()
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), opts.drainTimeout)
+	defer cancelDrain()
 	if err := engine.Stop(drainCtx); err != nil {
 		log.Error(err, "draining deliveries")
+	}
+	if err := <-serverStopped; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Error(err, "stopping the ingest server; closing the connections left")
+		_ = server.Close()
 	}
 	stopReporter()
 	<-reporterDone
@@ -268,6 +321,53 @@ func sweep(ctx context.Context, db store.Store, retention time.Duration, log log
 		case <-ticker.C:
 		}
 	}
+}
+
+// warning is an unsafe setting the dispatcher runs with.
+type warning struct{ flag, risk string }
+
+// warnEvery logs each warning now and then every interval, so that an unsafe
+// setting left on in production keeps showing in the logs. logr has no
+// warning level: the message starts with WARNING and carries warning=true.
+func warnEvery(ctx context.Context, log logr.Logger, interval time.Duration, warnings []warning) {
+	if len(warnings) == 0 {
+		return
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		for _, w := range warnings {
+			log.Info("WARNING: "+w.flag+" is set: "+w.risk, "warning", true, "flag", w.flag)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// listenLoopback listens on address only if it is a loopback IP (or
+// localhost): profiles must not be reachable from the network.
+func listenLoopback(address string) (net.Listener, error) {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not host:port: %w", address, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("%q is not a loopback address such as 127.0.0.1:6060; profiles are served on loopback only", address)
+	}
+	return net.Listen("tcp", address)
+}
+
+func profilingMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
 }
 
 func validHeaderPrefix(prefix string) bool {

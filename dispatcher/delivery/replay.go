@@ -32,6 +32,9 @@ func (e *Engine) Retry(ctx context.Context, namespace, id string) (store.Deliver
 	if err != nil {
 		return store.Delivery{}, err
 	}
+	if len(released) == 0 {
+		return store.Delivery{}, fmt.Errorf("%w: %s was retried or attempted by another request meanwhile", ErrNotRetriable, id)
+	}
 	return released[0], nil
 }
 
@@ -58,29 +61,41 @@ func (e *Engine) Replay(ctx context.Context, namespace, endpoint string, since t
 	for i, j := 0, len(failed)-1; i < j; i, j = i+1, j-1 {
 		failed[i], failed[j] = failed[j], failed[i]
 	}
-	if _, err := e.requeue(ctx, failed); err != nil {
+	replayed, err := e.requeue(ctx, failed)
+	if err != nil {
 		return 0, err
 	}
-	return len(failed), nil
+	return len(replayed), nil
 }
 
 // requeue stores deliveries as pending, due now, and queues them in order.
+// Each moves only if the store still holds it as it was read: of two
+// requests acting on the same reading, one wins, so a delivery is never
+// queued twice and its attempt numbers never collide. It returns those
+// that moved.
 func (e *Engine) requeue(ctx context.Context, deliveries []store.Delivery) ([]store.Delivery, error) {
 	if len(deliveries) == 0 {
 		return nil, nil
 	}
 	now := e.Now().UTC()
-	for i := range deliveries {
-		if deliveries[i].State == store.Failed {
-			deliveries[i].Interrupted = 0 // a retry or replay starts the poison count over
+	changes := make([]store.DeliveryChange, len(deliveries))
+	for i, delivery := range deliveries {
+		changes[i] = store.DeliveryChange{State: delivery.State, Attempts: delivery.Attempts, To: delivery}
+		if delivery.State == store.Failed {
+			changes[i].To.Interrupted = 0 // a retry or replay starts the poison count over
 		}
-		deliveries[i].State, deliveries[i].NextAttemptAt, deliveries[i].UpdatedAt = store.Pending, now, now
+		changes[i].To.State, changes[i].To.NextAttemptAt, changes[i].To.UpdatedAt = store.Pending, now, now
 	}
-	if err := e.Store.UpdateDeliveries(ctx, deliveries); err != nil {
+	applied, err := e.Store.ChangeDeliveries(ctx, changes)
+	if err != nil {
 		return nil, err
 	}
-	for _, delivery := range deliveries {
-		e.enqueue(task{delivery: delivery})
+	var requeued []store.Delivery
+	for i, change := range changes {
+		if applied[i] {
+			requeued = append(requeued, change.To)
+			e.enqueue(task{delivery: change.To})
+		}
 	}
-	return deliveries, nil
+	return requeued, nil
 }

@@ -3,11 +3,16 @@ package ingest
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
+	"k8s.io/utils/lru"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -24,18 +29,54 @@ const APIGroup = "hookrelay.dev"
 // server's service proxy, which keeps the Authorization header for itself.
 const TokenHeader = "X-Hookrelay-Authorization"
 
+// Bounds of the answers KubeAuth remembers. Refused tokens have a cache of
+// their own, so that a flood of bogus tokens never evicts a valid one.
+const (
+	userCacheSize     = 10_000
+	refusedCacheSize  = 10_000
+	decisionCacheSize = 10_000
+	limiterCacheSize  = 10_000
+)
+
+// Defaults of the per-address limit on failed authentications.
+const (
+	DefaultFailureRate  = rate.Limit(5)
+	DefaultFailureBurst = 20
+)
+
 // KubeAuth authenticates bearer tokens with TokenReview and authorizes with
-// SubjectAccessReview, remembering each answer for TTL.
+// SubjectAccessReview, remembering each answer for TTL in bounded LRU
+// caches, and limits failed authentications per client address.
 type KubeAuth struct {
 	Client kubernetes.Interface
 	// Audiences the token must be for; empty means the API server's.
 	Audiences []string
 	TTL       time.Duration
-	Now       func() time.Time
+	// FailureRate and FailureBurst bound the failed authentications (no
+	// token, or a refused one) per client address; past them the address
+	// gets 429 without a TokenReview. Zero means the defaults.
+	FailureRate  rate.Limit
+	FailureBurst int
+	Now          func() time.Time
 
-	mu        sync.Mutex
-	users     map[[32]byte]cachedUser
-	decisions map[string]cachedDecision
+	init      sync.Once
+	users     *lru.Cache // sha256(token) → cachedUser, authenticated
+	refused   *lru.Cache // sha256(token) → cachedUser, refused
+	decisions *lru.Cache // decisionKey → cachedDecision
+	limiters  *lru.Cache // client address → *rate.Limiter
+}
+
+func (a *KubeAuth) caches() {
+	a.init.Do(func() {
+		a.users, a.refused = lru.New(userCacheSize), lru.New(refusedCacheSize)
+		a.decisions, a.limiters = lru.New(decisionCacheSize), lru.New(limiterCacheSize)
+		if a.FailureRate == 0 {
+			a.FailureRate = DefaultFailureRate
+		}
+		if a.FailureBurst == 0 {
+			a.FailureBurst = DefaultFailureBurst
+		}
+	})
 }
 
 type cachedUser struct {
@@ -54,34 +95,83 @@ type cachedDecision struct {
 type denial struct {
 	status  int
 	message string
+	// retryAfter is set on 429.
+	retryAfter time.Duration
 }
 
 // check authenticates the request's token and authorizes verb on resource
 // in namespace.
 func (a *KubeAuth) check(ctx context.Context, r *http.Request, namespace, verb, resource string) *denial {
+	a.caches()
+	address := clientAddress(r)
+	if wait := a.failureBackoff(address); wait > 0 {
+		return &denial{status: http.StatusTooManyRequests, retryAfter: wait,
+			message: fmt.Sprintf("too many failed authentications from %s; try again in %s", address, wait)}
+	}
 	token := bearerToken(r)
 	if token == "" {
-		return &denial{http.StatusUnauthorized, "a Kubernetes bearer token is required (Authorization: Bearer <token>), such as a ServiceAccount token from `kubectl create token`"}
+		a.failed(address)
+		return &denial{status: http.StatusUnauthorized, message: "a Kubernetes bearer token is required (Authorization: Bearer <token>), such as a ServiceAccount token from `kubectl create token`"}
 	}
 	user, reason, err := a.authenticate(ctx, token)
 	if err != nil {
-		return &denial{http.StatusServiceUnavailable, "could not check the token with the API server: " + err.Error()}
+		return &denial{status: http.StatusServiceUnavailable, message: "could not check the token with the API server: " + err.Error()}
 	}
 	if reason != "" {
-		return &denial{http.StatusUnauthorized, "the token was refused: " + reason}
+		a.failed(address)
+		return &denial{status: http.StatusUnauthorized, message: "the token was refused: " + reason}
 	}
 	allowed, reason, err := a.authorize(ctx, user, namespace, verb, resource)
 	if err != nil {
-		return &denial{http.StatusServiceUnavailable, "could not check access with the API server: " + err.Error()}
+		return &denial{status: http.StatusServiceUnavailable, message: "could not check access with the API server: " + err.Error()}
 	}
 	if !allowed {
 		message := fmt.Sprintf("%s may not %s %s.%s in namespace %q", user.Username, verb, resource, APIGroup, namespace)
 		if reason != "" {
 			message += ": " + reason
 		}
-		return &denial{http.StatusForbidden, message}
+		return &denial{status: http.StatusForbidden, message: message}
 	}
 	return nil
+}
+
+// clientAddress is the peer's IP: forwarding headers are the client's to
+// write, so they do not pick the bucket.
+func clientAddress(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// failureBackoff says how long an address must wait before its next
+// authentication, zero when it may go ahead.
+func (a *KubeAuth) failureBackoff(address string) time.Duration {
+	value, ok := a.limiters.Get(address)
+	if !ok {
+		return 0
+	}
+	limiter := value.(*rate.Limiter)
+	now := a.now()
+	tokens := limiter.TokensAt(now)
+	if tokens >= 1 {
+		return 0
+	}
+	wait := time.Duration((1 - tokens) / float64(limiter.Limit()) * float64(time.Second))
+	return max(wait.Round(time.Second), time.Second)
+}
+
+// failed spends one of the address's failed authentications.
+func (a *KubeAuth) failed(address string) {
+	var limiter *rate.Limiter
+	if value, ok := a.limiters.Get(address); ok {
+		limiter = value.(*rate.Limiter)
+	} else {
+		limiter = rate.NewLimiter(a.FailureRate, a.FailureBurst)
+		a.limiters.Add(address, limiter)
+	}
+	limiter.AllowN(a.now(), 1)
 }
 
 func bearerToken(r *http.Request) string {
@@ -101,12 +191,15 @@ func (a *KubeAuth) now() time.Time {
 }
 
 func (a *KubeAuth) authenticate(ctx context.Context, token string) (authenticationv1.UserInfo, string, error) {
+	a.caches()
 	key := sha256.Sum256([]byte(token))
-	a.mu.Lock()
-	cached, ok := a.users[key]
-	a.mu.Unlock()
-	if ok && a.now().Before(cached.expiresAt) {
-		return cached.user, cached.reason, nil
+	for _, cache := range []*lru.Cache{a.users, a.refused} {
+		if value, ok := cache.Get(key); ok {
+			if cached := value.(cachedUser); a.now().Before(cached.expiresAt) {
+				return cached.user, cached.reason, nil
+			}
+			cache.Remove(key)
+		}
 	}
 	review, err := a.Client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{
 		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: a.Audiences},
@@ -114,29 +207,27 @@ func (a *KubeAuth) authenticate(ctx context.Context, token string) (authenticati
 	if err != nil {
 		return authenticationv1.UserInfo{}, "", err
 	}
-	cached = cachedUser{user: review.Status.User, expiresAt: a.now().Add(a.TTL)}
+	cached := cachedUser{user: review.Status.User, expiresAt: a.now().Add(a.TTL)}
 	if !review.Status.Authenticated {
 		cached.reason = review.Status.Error
 		if cached.reason == "" {
 			cached.reason = "not authenticated"
 		}
+		a.refused.Add(key, cached)
+		return cached.user, cached.reason, nil
 	}
-	a.mu.Lock()
-	if a.users == nil || len(a.users) > 10_000 {
-		a.users = map[[32]byte]cachedUser{}
-	}
-	a.users[key] = cached
-	a.mu.Unlock()
+	a.users.Add(key, cached)
 	return cached.user, cached.reason, nil
 }
 
 func (a *KubeAuth) authorize(ctx context.Context, user authenticationv1.UserInfo, namespace, verb, resource string) (bool, string, error) {
-	key := strings.Join([]string{user.UID, user.Username, strings.Join(user.Groups, ","), namespace, verb, resource}, "\x00")
-	a.mu.Lock()
-	cached, ok := a.decisions[key]
-	a.mu.Unlock()
-	if ok && a.now().Before(cached.expiresAt) {
-		return cached.allowed, cached.reason, nil
+	a.caches()
+	key := decisionKey(user, namespace, verb, resource)
+	if value, ok := a.decisions.Get(key); ok {
+		if cached := value.(cachedDecision); a.now().Before(cached.expiresAt) {
+			return cached.allowed, cached.reason, nil
+		}
+		a.decisions.Remove(key)
 	}
 	extra := map[string]authorizationv1.ExtraValue{}
 	for k, v := range user.Extra {
@@ -151,12 +242,15 @@ func (a *KubeAuth) authorize(ctx context.Context, user authenticationv1.UserInfo
 	if err != nil {
 		return false, "", err
 	}
-	cached = cachedDecision{allowed: review.Status.Allowed, reason: review.Status.Reason, expiresAt: a.now().Add(a.TTL)}
-	a.mu.Lock()
-	if a.decisions == nil || len(a.decisions) > 10_000 {
-		a.decisions = map[string]cachedDecision{}
-	}
-	a.decisions[key] = cached
-	a.mu.Unlock()
+	cached := cachedDecision{allowed: review.Status.Allowed, reason: review.Status.Reason, expiresAt: a.now().Add(a.TTL)}
+	a.decisions.Add(key, cached)
 	return cached.allowed, cached.reason, nil
+}
+
+// decisionKey holds everything the SubjectAccessReview is asked about,
+// extras included (authorizers may decide on them), JSON-encoded so that no
+// value can pose as another field.
+func decisionKey(user authenticationv1.UserInfo, namespace, verb, resource string) string {
+	key, _ := json.Marshal([]any{user.UID, user.Username, user.Groups, user.Extra, namespace, verb, resource})
+	return string(key)
 }

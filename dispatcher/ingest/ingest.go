@@ -14,7 +14,9 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 
@@ -73,8 +75,11 @@ func (h *Handler) authorized(verb, resource string, next http.HandlerFunc) http.
 		}
 		if h.Auth != nil {
 			if denied := h.Auth.check(r.Context(), r, namespace, verb, resource); denied != nil {
-				if denied.status == http.StatusUnauthorized {
+				switch denied.status {
+				case http.StatusUnauthorized:
 					w.Header().Set("WWW-Authenticate", `Bearer realm="hookrelay"`)
+				case http.StatusTooManyRequests:
+					w.Header().Set("Retry-After", strconv.Itoa(int(denied.retryAfter/time.Second)))
 				}
 				writeError(w, denied.status, denied.message)
 				return
@@ -119,6 +124,10 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	decode := h.decode
 	if isCloudEvent(r) {
 		decode = func(body []byte) (delivery.Incoming, error) { return h.decodeCloudEvent(r, body) }
+	} else if contentType := r.Header.Get("Content-Type"); contentType != "" && !isJSON(contentType) {
+		// Without a Content-Type the body is read as JSON, as curl -d sends it.
+		writeError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %q is not JSON: send application/json (or a +json type), or a CloudEvent", contentType))
+		return
 	}
 	in, err := decode(body)
 	if err != nil {
@@ -158,8 +167,17 @@ func (h *Handler) incoming(id, eventType string, data []byte, sandbox bool, crea
 	if len(bytes.TrimSpace(data)) == 0 {
 		data = []byte("{}")
 	}
+	// JSON decoders accept invalid UTF-8 in strings; receivers' may not, and
+	// the stored bytes are sent as they are.
+	if !utf8.Valid(data) {
+		return delivery.Incoming{}, fmt.Errorf("data is not valid UTF-8")
+	}
 	if createdAt.IsZero() {
 		createdAt = h.now()
+	}
+	// The envelope's created_at is RFC 3339, which has four-digit years.
+	if year := createdAt.UTC().Year(); year < 0 || year > 9999 {
+		return delivery.Incoming{}, fmt.Errorf("time %s is outside the years 0 to 9999", createdAt.UTC().Format(time.RFC3339))
 	}
 	return delivery.Incoming{ID: id, Type: eventType, Data: data, Sandbox: sandbox, CreatedAt: createdAt.UTC().Truncate(time.Second)}, nil
 }

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/hookrelay/hookrelay/internal/batch"
 )
@@ -49,13 +51,20 @@ type write struct {
 // maxGroup bounds the writes committed together.
 const maxGroup = 4096
 
-// OpenBolt opens (or creates) the store file.
+// ErrCorrupt is returned for a store file that cannot be read.
+var ErrCorrupt = errors.New("store file is corrupt")
+
+// OpenBolt opens (or creates) the store file. A damaged file is refused
+// with ErrCorrupt naming it.
 func OpenBolt(path string) (*Bolt, error) {
+	if err := checkFile(path); err != nil {
+		return nil, err
+	}
 	// As etcd runs it: the freelist is rebuilt on open rather than written
 	// with every commit.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+		return nil, corruptOr(path, fmt.Errorf("store: opening %s: %w", path, err))
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{bucketEvents, bucketEventData, bucketDeliveries, bucketActive, bucketAttempts, bucketHealth, bucketByEvent, bucketByEndpoint} {
@@ -72,6 +81,57 @@ func OpenBolt(path string) (*Bolt, error) {
 	b := &Bolt{db: db, writes: make(chan *write, maxGroup), done: make(chan struct{})}
 	go b.writer()
 	return b, nil
+}
+
+// checkFile reads every page of an existing store file once, read-only.
+// bbolt trusts its pages: opening a damaged file rebuilds the freelist in a
+// goroutine of its own, whose panic no caller can recover, and Tx.Check
+// does the same; a walk of every bucket here meets the damage first, in
+// this goroutine, where it is recovered.
+func checkFile(path string) (err error) {
+	if _, statErr := os.Stat(path); errors.Is(statErr, os.ErrNotExist) {
+		return nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, ReadOnly: true, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return corruptOr(path, fmt.Errorf("store: opening %s: %w", path, err))
+	}
+	defer db.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %s: %v", ErrCorrupt, path, r)
+		}
+	}()
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, bucket *bolt.Bucket) error { return walk(bucket) })
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, path, err)
+	}
+	return nil
+}
+
+// walk visits every key of a bucket and of its nested buckets.
+func walk(bucket *bolt.Bucket) error {
+	cursor := bucket.Cursor()
+	for key, value := cursor.First(); key != nil; key, value = cursor.Next() {
+		if value == nil {
+			if nested := bucket.Bucket(key); nested != nil {
+				if err := walk(nested); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// corruptOr names the file as corrupt when bbolt found its header invalid.
+func corruptOr(path string, err error) error {
+	if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) || errors.Is(err, berrors.ErrVersionMismatch) {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, path, err)
+	}
+	return err
 }
 
 // Close finishes the writes under way and closes the file.
@@ -236,6 +296,38 @@ func (b *Bolt) UpdateDeliveries(_ context.Context, deliveries []Delivery) error 
 		return fmt.Errorf("store: updating %d deliveries: %w", len(deliveries), err)
 	}
 	return nil
+}
+
+// ChangeDeliveries implements Store.
+func (b *Bolt) ChangeDeliveries(_ context.Context, changes []DeliveryChange) ([]bool, error) {
+	var applied []bool
+	err := b.update(func(tx *bolt.Tx) error {
+		// A group commit may run apply twice (alone after a failed group).
+		applied = make([]bool, len(changes))
+		deliveries := tx.Bucket(bucketDeliveries)
+		for i, change := range changes {
+			data := deliveries.Get([]byte(change.To.ID))
+			if data == nil {
+				continue
+			}
+			var stored Delivery
+			if err := json.Unmarshal(data, &stored); err != nil {
+				return fmt.Errorf("delivery %s: %w", change.To.ID, err)
+			}
+			if stored.State != change.State || stored.Attempts != change.Attempts {
+				continue
+			}
+			if err := putDelivery(tx, change.To); err != nil {
+				return err
+			}
+			applied[i] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: changing %d deliveries: %w", len(changes), err)
+	}
+	return applied, nil
 }
 
 // PutHealth implements Store.

@@ -1,9 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -153,5 +156,103 @@ func TestEndpointDeliveriesPagesNewestFirst(t *testing.T) {
 	page, _, err = db.EndpointDeliveries(ctx, "ns", "palm", DeliveryQuery{State: Failed, Since: start.Add(2 * time.Minute), Until: start.Add(6 * time.Minute)})
 	if err != nil || fmt.Sprint(eventIDs(page)) != "[evt_4 evt_2]" {
 		t.Fatalf("failed between 10:02 and 10:06 = %v, %v", eventIDs(page), err)
+	}
+}
+
+// TestChangeDeliveriesIsCompareAndSet: of four concurrent retries of one
+// finished delivery, read at the same moment, exactly one moves it.
+func TestChangeDeliveriesIsCompareAndSet(t *testing.T) {
+	ctx := context.Background()
+	db := openTestStore(t, filepath.Join(t.TempDir(), "hookrelay.db"))
+	defer db.Close()
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	accepted, err := db.Accept(ctx, Event{Namespace: "ns", ID: "evt_1", Type: "t", Data: []byte(`{}`), AcceptedAt: now}, []Target{{Endpoint: "a"}}, now.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	finished := accepted.Deliveries[0]
+	finished.State, finished.Attempts = Succeeded, 1
+	if err := db.UpdateDeliveries(ctx, []Delivery{finished}); err != nil {
+		t.Fatal(err)
+	}
+
+	const retries = 4
+	results := make(chan bool, retries)
+	for range retries {
+		go func() {
+			requeued := finished
+			requeued.State = Pending
+			applied, err := db.ChangeDeliveries(ctx, []DeliveryChange{{State: Succeeded, Attempts: 1, To: requeued}})
+			if err != nil {
+				t.Error(err)
+			}
+			results <- len(applied) == 1 && applied[0]
+		}()
+	}
+	won := 0
+	for range retries {
+		if <-results {
+			won++
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d of %d concurrent changes from the same state were applied, want exactly 1", won, retries)
+	}
+	stored, err := db.Delivery(ctx, finished.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.State != Pending {
+		t.Fatalf("stored state %s, want pending", stored.State)
+	}
+	// Same state, other attempt count: a later reading, not applied.
+	applied, err := db.ChangeDeliveries(ctx, []DeliveryChange{{State: Pending, Attempts: 2, To: finished}, {State: Pending, To: Delivery{ID: "dlv_missing"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied[0] || applied[1] {
+		t.Fatalf("applied %v, want none: the attempt count differs and the other delivery is not stored", applied)
+	}
+}
+
+// TestCorruptFileIsAnError: a store file with garbage over its pages is
+// refused with an error naming it, not a bbolt panic.
+func TestCorruptFileIsAnError(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "hookrelay.db")
+	db := openTestStore(t, path)
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	for i := range 50 {
+		if _, err := db.Accept(ctx, Event{Namespace: "ns", ID: fmt.Sprintf("evt_%d", i), Type: "t", Data: []byte(`{}`), AcceptedAt: now},
+			[]Target{{Endpoint: "a"}}, now.Add(-time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pristine, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pageSize := os.Getpagesize()
+	for _, damage := range []struct {
+		name     string
+		from, to int
+	}{
+		{"data pages", 2 * pageSize, len(pristine)},
+		{"meta pages", 0, 2 * pageSize},
+	} {
+		data := bytes.Clone(pristine)
+		for i := damage.from; i < damage.to; i++ {
+			data[i] = byte(i*7 + 13)
+		}
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := OpenBolt(path)
+		if err == nil || !strings.Contains(err.Error(), "store file is corrupt: "+path) {
+			t.Fatalf("%s: opening a corrupt file: %v, want an error saying the store file is corrupt", damage.name, err)
+		}
 	}
 }

@@ -13,6 +13,15 @@ import (
 // ErrNotFound is returned for an event or delivery that is not stored.
 var ErrNotFound = errors.New("not found")
 
+// DeliveryChange is a compare-and-set of one delivery: To is stored only
+// while the stored delivery still has State and Attempts, so that two
+// callers acting on the same reading cannot both move it.
+type DeliveryChange struct {
+	State    State
+	Attempts int
+	To       Delivery
+}
+
 // State of a delivery.
 type State string
 
@@ -139,6 +148,10 @@ type Store interface {
 	RecordAttempts(ctx context.Context, records []AttemptRecord) error
 	// UpdateDeliveries stores new states of deliveries (held ⇄ pending).
 	UpdateDeliveries(ctx context.Context, deliveries []Delivery) error
+	// ChangeDeliveries applies compare-and-sets in one transaction and says
+	// which were applied; a change whose delivery moved on (or is gone) is
+	// skipped, not an error.
+	ChangeDeliveries(ctx context.Context, changes []DeliveryChange) (applied []bool, err error)
 	// PutHealth stores an endpoint's health.
 	PutHealth(ctx context.Context, health Health) error
 	// Active lists pending and held deliveries, oldest first.
