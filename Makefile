@@ -13,7 +13,10 @@ FUZZ_TARGETS ?= \
 	./dispatcher/ingest:FuzzDecodeJSONEvent \
 	./dispatcher/ingest:FuzzDecodeCloudEventBinary \
 	./dispatcher/ingest:FuzzDecodeCloudEventStructured \
-	./routes:FuzzDecodeRoutes
+	./routes:FuzzDecodeRoutes \
+	./dispatcher/delivery:FuzzEgressCheck \
+	./dispatcher/signing:FuzzVerifyPrefixed \
+	./dispatcher/signing:FuzzVerifyStandard
 IMG ?= ghcr.io/hookrelay/hookrelay:dev
 
 .PHONY: all

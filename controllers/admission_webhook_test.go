@@ -89,9 +89,9 @@ func TestAdmissionWebhookRefusesCEL(t *testing.T) {
 		// A server-side dry run: admission runs, nothing is stored.
 		_, stderr, err := apply(t, endpoint("bomb", bomb), "--dry-run=server")
 		if err == nil {
-			t.Skip("needs the celenv cost estimator")
+			t.Fatal("kubectl apply accepted a transform over the cost budget")
 		}
-		if !strings.Contains(stderr, "spec.payload.transform: Invalid value:") {
+		if !strings.Contains(stderr, "spec.payload.transform: Invalid value:") || !strings.Contains(stderr, "estimated cost") {
 			t.Fatalf("kubectl apply error does not name spec.payload.transform:\n%s", stderr)
 		}
 	})
