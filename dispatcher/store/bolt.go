@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -40,6 +41,11 @@ type Bolt struct {
 	db     *bolt.DB
 	writes chan *write
 	done   chan struct{}
+
+	// closing guards writes against Close: a drain that timed out can leave
+	// attempts that record their results after the store was closed.
+	closing sync.RWMutex
+	closed  bool
 }
 
 // write is one caller's part of a group commit.
@@ -50,6 +56,9 @@ type write struct {
 
 // maxGroup bounds the writes committed together.
 const maxGroup = 4096
+
+// ErrClosed is returned for a write after Close.
+var ErrClosed = errors.New("store is closed")
 
 // ErrCorrupt is returned for a store file that cannot be read.
 var ErrCorrupt = errors.New("store file is corrupt")
@@ -136,7 +145,14 @@ func corruptOr(path string, err error) error {
 
 // Close finishes the writes under way and closes the file.
 func (b *Bolt) Close() error {
+	b.closing.Lock()
+	if b.closed {
+		b.closing.Unlock()
+		return ErrClosed
+	}
+	b.closed = true
 	close(b.writes)
+	b.closing.Unlock()
 	<-b.done
 	return b.db.Close()
 }
@@ -145,7 +161,13 @@ func (b *Bolt) Close() error {
 // and returns once that transaction is on disk.
 func (b *Bolt) update(apply func(*bolt.Tx) error) error {
 	w := &write{apply: apply, result: make(chan error, 1)}
+	b.closing.RLock()
+	if b.closed {
+		b.closing.RUnlock()
+		return ErrClosed
+	}
 	b.writes <- w
+	b.closing.RUnlock()
 	return <-w.result
 }
 

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -254,5 +255,23 @@ func TestCorruptFileIsAnError(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "store file is corrupt: "+path) {
 			t.Fatalf("%s: opening a corrupt file: %v, want an error saying the store file is corrupt", damage.name, err)
 		}
+	}
+}
+
+// TestWritesAfterCloseAreRefused: a drain that timed out can leave attempts
+// that record their results while the dispatcher closes the store; they get
+// an error, not a panic or a race.
+func TestWritesAfterCloseAreRefused(t *testing.T) {
+	ctx := context.Background()
+	db := openTestStore(t, filepath.Join(t.TempDir(), "hookrelay.db"))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := db.RecordAttempts(ctx, []AttemptRecord{{Delivery: Delivery{ID: "d1", Namespace: "ns", Endpoint: "e"}, Attempt: Attempt{DeliveryID: "d1", Number: 1}}})
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("RecordAttempts after Close: %v, want ErrClosed", err)
+	}
+	if err := db.Close(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a second Close: %v, want ErrClosed", err)
 	}
 }
