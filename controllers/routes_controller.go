@@ -233,6 +233,9 @@ func compileRoute(endpoint *hookrelayv1alpha1.WebhookEndpoint, keys []routes.Key
 		ReenableToken:      endpoint.Annotations[hookrelayv1alpha1.AnnotationReenableRequestedAt],
 		KeysVersion:        routes.KeysVersion(keys),
 	}
+	if spec.EffectiveOrdering() == hookrelayv1alpha1.OrderingStrict {
+		route.Ordering = routes.OrderingStrict
+	}
 	if spec.Payload != nil {
 		route.Transform = spec.Payload.Transform
 	}

@@ -49,6 +49,9 @@ type Endpoint struct {
 	AutoDisableAfter int32      `json:"autoDisableAfter"`
 	RateLimit        *RateLimit `json:"rateLimit,omitempty"`
 	MaxInFlight      int32      `json:"maxInFlight"`
+	// Ordering is OrderingStrict for an endpoint whose deliveries are
+	// attempted one at a time in acceptance order; empty is unordered.
+	Ordering string `json:"ordering,omitempty"`
 	// Headers are the literal header values (spec.headers[].value); values
 	// from Secrets are in the endpoint's KeysEntry.
 	Headers   map[string]string `json:"headers,omitempty"`
@@ -61,6 +64,12 @@ type Endpoint struct {
 
 	Subscriptions []Subscription `json:"subscriptions,omitempty"`
 }
+
+// OrderingStrict is Endpoint.Ordering for strictly ordered delivery.
+const OrderingStrict = "Strict"
+
+// Strict reports whether the endpoint's deliveries are strictly ordered.
+func (e *Endpoint) Strict() bool { return e.Ordering == OrderingStrict }
 
 // RateLimit is a token bucket: PerSecond sustained, Burst at once.
 type RateLimit struct {

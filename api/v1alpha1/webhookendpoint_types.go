@@ -86,6 +86,10 @@ type WebhookEndpointSpec struct {
 	// +kubebuilder:validation:Maximum=1000
 	MaxInFlight *int32 `json:"maxInFlight,omitempty"`
 
+	// delivery says in what order deliveries to this endpoint are attempted.
+	// +optional
+	Delivery *DeliveryPolicy `json:"delivery,omitempty"`
+
 	// headers are HTTP headers added to every delivery, each with a literal
 	// value or a value read from a Secret. They cannot replace the signature,
 	// content and Standard Webhooks headers. Names are unique regardless of
@@ -184,6 +188,41 @@ type RetryPolicy struct {
 	// +kubebuilder:validation:items:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.all(d, d.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(d) > duration('0s'))",message="spec.retry.schedule: every step must be a positive duration such as 30s, 5m or 2h"
 	Schedule []metav1.Duration `json:"schedule"`
+}
+
+// DeliveryOrdering says whether an endpoint's deliveries keep the order in
+// which their events were accepted.
+// +kubebuilder:validation:Enum=Unordered;Strict
+type DeliveryOrdering string
+
+const (
+	// OrderingUnordered attempts deliveries concurrently (up to maxInFlight)
+	// and retries each on its own schedule: a failed delivery does not hold
+	// back the ones behind it, so a later event can arrive first. Fastest.
+	OrderingUnordered DeliveryOrdering = "Unordered"
+	// OrderingStrict attempts deliveries one at a time, in the order their
+	// events were accepted. A failing delivery blocks the ones behind it, also
+	// while it waits for its next retry, until it succeeds, fails for good
+	// (its retries are exhausted) or the endpoint is disabled or paused; held
+	// deliveries are released in the same order. maxInFlight is ignored
+	// (treated as 1).
+	OrderingStrict DeliveryOrdering = "Strict"
+)
+
+// DeliveryPolicy says how deliveries to an endpoint are sequenced.
+type DeliveryPolicy struct {
+	// ordering is Unordered (default: concurrent, a failed delivery's retries
+	// do not hold back later events) or Strict: one delivery at a time in the
+	// order the events were accepted (each publish answered before the next
+	// was sent), a failing delivery blocking those behind it until it
+	// succeeds, fails for good after its last retry, or the endpoint is
+	// disabled or paused; then the held deliveries are released in the same
+	// order once it is re-enabled or unpaused. With Strict, maxInFlight is
+	// ignored (treated as 1), so throughput is one receiver round trip at a
+	// time.
+	// +optional
+	// +kubebuilder:default=Unordered
+	Ordering DeliveryOrdering `json:"ordering,omitempty"`
 }
 
 // AutoDisablePolicy says when an endpoint that keeps failing is disabled.
@@ -335,6 +374,14 @@ func (s *WebhookEndpointSpec) EffectiveAfterConsecutiveFailures() int32 {
 		return DefaultAfterConsecutiveFailures
 	}
 	return *s.AutoDisable.AfterConsecutiveFailures
+}
+
+// EffectiveOrdering is spec.delivery.ordering or its default, Unordered.
+func (s *WebhookEndpointSpec) EffectiveOrdering() DeliveryOrdering {
+	if s.Delivery == nil || s.Delivery.Ordering == "" {
+		return OrderingUnordered
+	}
+	return s.Delivery.Ordering
 }
 
 // EffectiveMaxInFlight is spec.maxInFlight or its default.

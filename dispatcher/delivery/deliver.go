@@ -30,14 +30,16 @@ func (e *Engine) writeRecords() {
 }
 
 // attempt makes the next attempt of a delivery and records what came of it.
-func (e *Engine) attempt(t task) {
+// It returns the delivery's next try, due at its NextAttemptAt, for the
+// caller to schedule (its queue keeps a Strict endpoint's in line), or nil.
+func (e *Engine) attempt(t task) *task {
 	ctx := context.Background()
 	delivery := t.delivery
 	id := routing.ID(delivery.Namespace, delivery.Endpoint)
 	endpoint := e.table.Load().Endpoint(id)
 	if !e.deliverable(endpoint) {
 		e.hold(ctx, delivery)
-		return
+		return nil
 	}
 	event := t.event
 	if event == nil {
@@ -45,8 +47,7 @@ func (e *Engine) attempt(t task) {
 		if err != nil {
 			e.Log.Error(err, "loading the event of a delivery; trying again", "delivery", delivery.ID)
 			delivery.NextAttemptAt = e.Now().Add(storeRetry)
-			e.schedule(task{delivery: delivery})
-			return
+			return &task{delivery: delivery}
 		}
 		event = &loaded
 	}
@@ -103,6 +104,7 @@ func (e *Engine) attempt(t task) {
 	// before the write leaves the delivery pending in the store, and it is
 	// delivered again: at least once.
 	e.records <- store.AttemptRecord{Delivery: delivery, Attempt: record, Health: health}
+	var next *task
 	switch delivery.State {
 	case store.Succeeded:
 		e.Metrics.Deliveries.WithLabelValues("succeeded").Inc()
@@ -110,11 +112,12 @@ func (e *Engine) attempt(t task) {
 		e.Metrics.Deliveries.WithLabelValues("failed").Inc()
 		e.Log.Info("delivery failed", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID, "attempts", delivery.Attempts, "error", record.Error, "status", record.StatusCode)
 	case store.Pending:
-		e.schedule(task{delivery: delivery, event: event})
+		next = &task{delivery: delivery, event: event}
 	}
 	if health != nil {
 		e.Status.HealthChanged(endpoint, *health, change)
 	}
+	return next
 }
 
 // failureReason says how a delivery's last attempt failed, and after how many.
@@ -154,12 +157,15 @@ func (e *Engine) recordOutcome(id string, now time.Time, reason string, disableN
 }
 
 // hold stores a delivery as held until its endpoint is deliverable again.
-func (e *Engine) hold(ctx context.Context, delivery store.Delivery) {
+// It reports whether it was stored so.
+func (e *Engine) hold(ctx context.Context, delivery store.Delivery) bool {
 	delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = store.Held, time.Time{}, e.Now().UTC()
 	if err := e.Store.UpdateDeliveries(ctx, []store.Delivery{delivery}); err != nil {
 		e.Log.Error(err, "holding a delivery; it stays pending", "delivery", delivery.ID)
-		return
+		return false
 	}
 	e.Metrics.Held.Inc()
 	e.Metrics.Deliveries.WithLabelValues("held").Inc()
+	e.heldBehind(ctx, routing.ID(delivery.Namespace, delivery.Endpoint))
+	return true
 }

@@ -151,6 +151,7 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 		if delivery.State == store.Held {
 			e.Metrics.Held.Inc()
 			e.Metrics.Deliveries.WithLabelValues("held").Inc()
+			e.heldBehind(ctx, routing.ID(namespace, delivery.Endpoint))
 			continue
 		}
 		e.enqueue(task{delivery: delivery, event: &accepted.Event})
@@ -196,7 +197,9 @@ func (e *Engine) SetTable(ctx context.Context, table *routing.Table) error {
 		if !wasDeliverable && e.deliverable(endpoint) {
 			release = append(release, endpoint.ID)
 		}
-		e.queueFor(endpoint.ID).configure(endpoint)
+		for _, t := range e.queueFor(endpoint.ID).configure(endpoint) {
+			e.schedule(t)
+		}
 	}
 	if len(release) == 0 {
 		return nil
@@ -289,6 +292,11 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	if err != nil {
 		return err
 	}
+	// The held deliveries are in line again, ahead of any that arrived
+	// since: Strict lines may move.
+	for _, id := range endpointIDs {
+		e.queueFor(id).unblock()
+	}
 	if len(released) > 0 {
 		e.Log.Info("released held deliveries", "count", len(released), "endpoints", endpointIDs)
 		e.Metrics.Held.Sub(float64(len(released)))
@@ -323,6 +331,9 @@ func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
 			releasable = append(releasable, delivery)
 		default:
 			held++
+			if endpoint := table.Endpoint(routing.ID(delivery.Namespace, delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
+				e.queueFor(endpoint.ID).block()
+			}
 		}
 	}
 	e.Metrics.Held.Set(float64(held))
@@ -332,6 +343,14 @@ func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
 
 // schedule queues a task at its delivery's NextAttemptAt.
 func (e *Engine) schedule(t task) {
+	if endpoint := e.table.Load().Endpoint(routing.ID(t.delivery.Namespace, t.delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
+		// In line at once, so that it blocks the later deliveries while it
+		// waits; its queue attempts it when it is due.
+		if !e.isStopped() {
+			e.enqueue(t)
+		}
+		return
+	}
 	wait := t.delivery.NextAttemptAt.Sub(e.Now())
 	if wait <= 0 {
 		e.enqueue(t)
@@ -363,7 +382,7 @@ func (e *Engine) queueFor(id string) *queue {
 	if q == nil {
 		q = newQueue(e, id)
 		if endpoint := e.table.Load().Endpoint(id); endpoint != nil {
-			q.configure(endpoint)
+			q.configure(endpoint) // a new queue has nothing to hand back
 		}
 		e.queues[id] = q
 	}

@@ -33,16 +33,22 @@ type queue struct {
 	pausedUntil time.Time
 	stopped     bool
 	stopping    chan struct{}
+
+	// ordered is set for a Strict endpoint: see ordered.go.
+	ordered
 }
 
 func newQueue(engine *Engine, id string) *queue {
-	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{})}
+	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{}), ordered: newOrdered()}
 }
 
-// configure applies the endpoint's concurrency cap and rate limit.
-func (q *queue) configure(endpoint *routing.Endpoint) {
+// configure applies the endpoint's concurrency cap, rate limit and
+// ordering. It returns the tasks that were kept in line for a Strict
+// endpoint that is no longer Strict, for the caller to schedule.
+func (q *queue) configure(endpoint *routing.Endpoint) []task {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	moved := q.setStrict(endpoint.Strict())
 	q.maxInFlight = max(int(endpoint.MaxInFlight), 1)
 	switch limit := endpoint.RateLimit; {
 	case limit == nil:
@@ -50,12 +56,17 @@ func (q *queue) configure(endpoint *routing.Endpoint) {
 	case q.limiter == nil || q.limiter.Limit() != rate.Limit(limit.PerSecond) || q.limiter.Burst() != int(limit.Burst):
 		q.limiter = rate.NewLimiter(rate.Limit(limit.PerSecond), max(int(limit.Burst), 1))
 	}
+	return moved
 }
 
 func (q *queue) push(t task) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.stopped {
+		return
+	}
+	if q.strict {
+		q.pushInLine(t)
 		return
 	}
 	q.ready = append(q.ready, t)
@@ -95,7 +106,9 @@ func (q *queue) work() {
 		if limiter != nil {
 			_ = limiter.Wait(context.Background())
 		}
-		q.engine.attempt(t)
+		if next := q.engine.attempt(t); next != nil {
+			q.engine.schedule(*next)
+		}
 	}
 }
 
@@ -119,6 +132,6 @@ func (q *queue) stop() {
 		close(q.stopping)
 	}
 	q.stopped = true
-	q.engine.Metrics.QueueDepth.Sub(float64(len(q.ready)))
-	q.ready = nil
+	q.engine.Metrics.QueueDepth.Sub(float64(len(q.ready) + len(q.line)))
+	q.ready, q.line = nil, nil
 }

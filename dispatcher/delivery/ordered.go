@@ -1,0 +1,203 @@
+package delivery
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ordered is the part of a queue that serves a Strict endpoint: its
+// deliveries wait in one line sorted by delivery id, which is acceptance
+// order, and one worker attempts only the head. A head waiting for its
+// retry stays at the head, so nothing behind it overtakes it; it leaves the
+// line when it succeeds, fails for good or is held. Unordered endpoints
+// never touch this state.
+type ordered struct {
+	strict bool
+	// line holds the pending deliveries, due or waiting for a retry, by id.
+	line       []task
+	lineWorker bool
+	// blocked is set once a delivery of the endpoint was held: deliveries
+	// that arrive after the endpoint is deliverable again wait until the
+	// held ones, which are older, are back in line.
+	blocked bool
+	// wake interrupts the worker's wait: a new head, an unblock.
+	wake chan struct{}
+}
+
+func newOrdered() ordered {
+	return ordered{wake: make(chan struct{}, 1)}
+}
+
+// setStrict switches the queue's ordering. Call with q.mu held. Tasks
+// waiting in line when it stops being Strict are returned, to be scheduled
+// as unordered ones.
+func (q *queue) setStrict(strict bool) []task {
+	switch {
+	case strict && !q.strict:
+		q.strict = true
+		ready := q.ready
+		q.ready = nil
+		for _, t := range ready {
+			q.insertInLine(t)
+		}
+		q.startLineWorker()
+	case !strict && q.strict:
+		moved := q.line
+		q.engine.Metrics.QueueDepth.Sub(float64(len(moved)))
+		q.strict, q.line, q.blocked = false, nil, false
+		q.signal()
+		return moved
+	}
+	return nil
+}
+
+// pushInLine puts a task in line by its delivery id. Call with q.mu held.
+func (q *queue) pushInLine(t task) {
+	q.insertInLine(t)
+	q.signal()
+	q.startLineWorker()
+}
+
+func (q *queue) insertInLine(t task) {
+	i, found := slices.BinarySearchFunc(q.line, t.delivery.ID, func(queued task, id string) int {
+		return strings.Compare(queued.delivery.ID, id)
+	})
+	if found {
+		q.line[i] = t // the same delivery again (a retry, a replay): keep one
+		return
+	}
+	q.line = slices.Insert(q.line, i, t)
+	q.engine.Metrics.QueueDepth.Inc()
+}
+
+func (q *queue) startLineWorker() {
+	if q.lineWorker || len(q.line) == 0 || q.stopped {
+		return
+	}
+	q.lineWorker = true
+	q.engine.inFlight.Add(1)
+	go q.workInLine()
+}
+
+// signal wakes the line worker if it waits. Call with q.mu held.
+func (q *queue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// block stops the line from moving while the endpoint is deliverable, until
+// unblock: a delivery of this endpoint was held.
+func (q *queue) block() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.strict {
+		q.blocked = true
+	}
+}
+
+// unblock lets the line move again, once the held deliveries are back in it.
+func (q *queue) unblock() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.blocked {
+		q.blocked = false
+		q.signal()
+	}
+}
+
+// workInLine attempts the head of the line, one at a time, when it is due.
+func (q *queue) workInLine() {
+	defer q.engine.inFlight.Done()
+	e := q.engine
+	for {
+		deliverable := e.deliverable(e.table.Load().Endpoint(q.id))
+		q.mu.Lock()
+		if q.stopped || !q.strict || len(q.line) == 0 {
+			q.lineWorker = false
+			q.mu.Unlock()
+			return
+		}
+		head := q.line[0]
+		// A blocked line of an endpoint that is not deliverable is held,
+		// head first, so that its release keeps the order.
+		holdHead := q.blocked && !deliverable
+		wait := time.Duration(-1) // blocked: until woken
+		if !q.blocked {
+			due := head.delivery.NextAttemptAt
+			if q.pausedUntil.After(due) {
+				due = q.pausedUntil
+			}
+			wait = due.Sub(e.Now())
+		}
+		if !holdHead && (q.blocked || wait > 0) {
+			q.mu.Unlock()
+			if !q.sleep(wait) {
+				q.mu.Lock()
+				q.lineWorker = false
+				q.mu.Unlock()
+				return // the line stays pending in the store
+			}
+			continue
+		}
+		q.line[0] = task{}
+		q.line = q.line[1:]
+		limiter := q.limiter
+		q.mu.Unlock()
+		e.Metrics.QueueDepth.Dec()
+		if holdHead {
+			e.hold(context.Background(), head.delivery)
+			continue
+		}
+		if limiter != nil {
+			_ = limiter.Wait(context.Background())
+		}
+		if next := e.attempt(head); next != nil {
+			e.schedule(*next) // back in line, at the head, until it is due
+		}
+	}
+}
+
+// sleep waits for wait (negative: until woken), a wake-up or the queue's
+// stop; it reports false on the stop.
+func (q *queue) sleep(wait time.Duration) bool {
+	var due <-chan time.Time
+	if wait >= 0 {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		due = timer.C
+	}
+	select {
+	case <-due:
+	case <-q.wake:
+	case <-q.stopping:
+		return false
+	}
+	return true
+}
+
+// heldBehind is told that a delivery of the endpoint was stored as held. A
+// Strict endpoint's line is blocked until the held deliveries are released;
+// if the endpoint became deliverable meanwhile (the release already read
+// the store), they are released now, so that none is left behind.
+func (e *Engine) heldBehind(ctx context.Context, id string) {
+	endpoint := e.table.Load().Endpoint(id)
+	if endpoint == nil || !endpoint.Strict() {
+		return
+	}
+	e.queueFor(id).block()
+	if !e.deliverable(endpoint) {
+		return
+	}
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
+	if !e.recovered {
+		return // Recover releases it
+	}
+	if err := e.release(ctx, []string{id}); err != nil {
+		e.Log.Error(err, "releasing held deliveries of a Strict endpoint; they are released when it is next re-enabled or unpaused", "endpoint", id)
+	}
+}

@@ -1,0 +1,262 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/hookrelay/hookrelay/dispatcher/routing"
+	"github.com/hookrelay/hookrelay/dispatcher/signing"
+	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/routes"
+)
+
+type noStatus struct{}
+
+func (noStatus) HealthChanged(*routing.Endpoint, store.Health, Change) {}
+
+// jumpingClock moves an hour on every reading, so that every retry is due
+// the next time it is looked at: the order then comes from the queue alone,
+// never from timers.
+func jumpingClock() func() time.Time {
+	var ticks atomic.Int64
+	base := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	return func() time.Time { return base.Add(time.Duration(ticks.Add(1)) * time.Hour) }
+}
+
+// orderReceiver answers each event id's first failures[id] attempts with 500.
+type orderReceiver struct {
+	*httptest.Server
+	mu        sync.Mutex
+	failures  map[string]int
+	attempts  map[string]int
+	delivered []string // event ids, in the order they succeeded
+	// gate, when set, holds every request until it is closed.
+	gate chan struct{}
+}
+
+func newOrderReceiver(t *testing.T, failures map[string]int) *orderReceiver {
+	r := &orderReceiver{failures: failures, attempts: map[string]int{}}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		id := req.Header.Get("webhook-id")
+		if r.gate != nil {
+			<-r.gate
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.attempts[id]++
+		if r.attempts[id] <= r.failures[id] {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		r.delivered = append(r.delivered, id)
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *orderReceiver) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.delivered)
+}
+
+func strictRoute(url string, change func(*routes.Endpoint)) routes.Endpoint {
+	route := routes.Endpoint{
+		Namespace: "ns", Name: "ordered", UID: "uid-1", URL: url,
+		Timeout:          metav1.Duration{Duration: 10 * time.Second},
+		RetrySchedule:    []metav1.Duration{{Duration: time.Minute}, {Duration: time.Minute}, {Duration: time.Minute}},
+		AutoDisableAfter: 0, MaxInFlight: 10, Ordering: routes.OrderingStrict,
+		Subscriptions: []routes.Subscription{{Name: "all", EventTypes: []string{"*"}}},
+	}
+	if change != nil {
+		change(&route)
+	}
+	return route
+}
+
+func tableOf(t *testing.T, route routes.Endpoint) *routing.Table {
+	t.Helper()
+	data, err := routes.EncodeEndpoint(route)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := routes.EncodeKeys(routes.KeysEntry{Keys: []routes.Key{{Secret: "whsec_" + strings.Repeat("A", 44)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := routes.EntryKey(route.Namespace, route.Name)
+	table, problems := routing.Build(map[string][]byte{entry: data}, map[string][]byte{entry: keys})
+	if len(problems) > 0 {
+		t.Fatal(problems)
+	}
+	return table
+}
+
+// startEngine runs an engine on the store at path with the route, recovered.
+func startEngine(t *testing.T, path string, route routes.Endpoint, now func() time.Time) (*Engine, store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := New(ctx, Options{
+		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Now: now,
+		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := engine.SetTable(ctx, tableOf(t, route)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := engine.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			if err := engine.Stop(ctx); err != nil {
+				t.Error(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return engine, db
+}
+
+func publishEvents(t *testing.T, engine *Engine, from, to int) []string {
+	t.Helper()
+	var ids []string
+	for i := from; i < to; i++ {
+		id := fmt.Sprintf("evt_%03d", i)
+		if _, err := engine.Publish(context.Background(), "ns", Incoming{ID: id, Type: "login.created", Data: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// TestStrictRetryBlocksLaterDeliveries: a Strict endpoint's failing delivery,
+// waiting for its retries, keeps every later one behind it; one that fails
+// for good lets the next proceed.
+func TestStrictRetryBlocksLaterDeliveries(t *testing.T) {
+	g := NewWithT(t)
+	receiver := newOrderReceiver(t, map[string]int{"evt_004": 2, "evt_016": 2, "evt_020": 4})
+	receiver.gate = make(chan struct{})
+	engine, _ := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), strictRoute(receiver.URL, nil), jumpingClock())
+
+	// All are waiting before the first answer, so that a retry that went
+	// to the back of the queue would come after them.
+	ids := publishEvents(t, engine, 0, 40)
+	close(receiver.gate)
+	want := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == "evt_020" }) // fails all 4 attempts
+	g.Eventually(receiver.got).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(want)))
+	g.Expect(receiver.got()).To(Equal(want))
+	receiver.mu.Lock()
+	defer receiver.mu.Unlock()
+	g.Expect(receiver.attempts["evt_004"]).To(Equal(3))
+	g.Expect(receiver.attempts["evt_020"]).To(Equal(4))
+}
+
+// TestStrictHeldDeliveriesReleasedInOrder: deliveries held while a Strict
+// endpoint is auto-disabled, with the ones already in line behind the
+// failure that disabled it, are released in acceptance order on re-enable,
+// ahead of events published after it.
+func TestStrictHeldDeliveriesReleasedInOrder(t *testing.T) {
+	g := NewWithT(t)
+	receiver := newOrderReceiver(t, map[string]int{"evt_003": 4})
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.AutoDisableAfter = 1 })
+	engine, _ := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, jumpingClock())
+
+	ids := publishEvents(t, engine, 0, 30)
+	g.Eventually(func() float64 { return testutil.ToFloat64(engine.Metrics.Held) }).WithTimeout(30 * time.Second).
+		WithPolling(10 * time.Millisecond).Should(BeNumerically(">=", 1))
+	ids = append(ids, publishEvents(t, engine, 30, 60)...)
+	g.Eventually(func() float64 { return testutil.ToFloat64(engine.Metrics.Held) }).WithTimeout(30 * time.Second).
+		WithPolling(10 * time.Millisecond).Should(Equal(56.0))
+	g.Expect(receiver.got()).To(Equal(ids[:3]))
+
+	route.ReenableToken = "1"
+	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
+	ids = append(ids, publishEvents(t, engine, 60, 80)...)
+	want := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == "evt_003" })
+	g.Eventually(receiver.got).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(want)))
+	g.Expect(receiver.got()).To(Equal(want))
+}
+
+// TestStrictPausedThenUnpaused: events published to a paused Strict
+// endpoint are released in order when it is unpaused.
+func TestStrictPausedThenUnpaused(t *testing.T) {
+	g := NewWithT(t)
+	receiver := newOrderReceiver(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Paused = true })
+	engine, _ := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, jumpingClock())
+
+	ids := publishEvents(t, engine, 0, 50)
+	route.Paused = false
+	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
+	ids = append(ids, publishEvents(t, engine, 50, 70)...)
+	g.Eventually(receiver.got).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(ids)))
+	g.Expect(receiver.got()).To(Equal(ids))
+}
+
+// TestStrictOrderSurvivesARestart: after a restart, a recovered delivery
+// that waits for its retry still comes before the later pending ones.
+func TestStrictOrderSurvivesARestart(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "hookrelay.db")
+	receiver := newOrderReceiver(t, nil)
+	route := strictRoute(receiver.URL, nil)
+	db, err := store.OpenBolt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a stopped dispatcher left: the first delivery failed once and
+	// waits for its retry, the others were never attempted.
+	now := time.Now()
+	var ids []string
+	for i := range 20 {
+		id := fmt.Sprintf("evt_%03d", i)
+		accepted, err := db.Accept(ctx, store.Event{Namespace: "ns", ID: id, Type: "login.created", Data: []byte(`{}`), AcceptedAt: now},
+			[]store.Target{{Endpoint: route.Name}}, now.Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first := accepted.Deliveries[0]
+			first.Attempts, first.NextAttemptAt = 1, now.Add(200*time.Millisecond)
+			if err := db.UpdateDeliveries(ctx, []store.Delivery{first}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ids = append(ids, id)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	startEngine(t, path, route, time.Now)
+	g.Eventually(receiver.got).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(ids)))
+	g.Expect(receiver.got()).To(Equal(ids))
+}
