@@ -5,7 +5,6 @@ package delivery
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -20,9 +19,6 @@ import (
 
 // DedupeWindow is how long an event id is remembered.
 const DedupeWindow = 24 * time.Hour
-
-// ErrUnknownNamespace is returned for a namespace that has no endpoint.
-var ErrUnknownNamespace = errors.New("namespace has no webhook endpoints")
 
 // StatusSink hears about endpoint health changes (the status reporter).
 type StatusSink interface {
@@ -117,12 +113,11 @@ type Incoming struct {
 }
 
 // Publish fans an event out and stores it with its deliveries; it returns
-// once they are on disk, and queues the pending ones.
+// once they are on disk, and queues the pending ones. An event that matches
+// no endpoint, in a namespace that has none yet too, is stored with no
+// deliveries: its id dedupes and the delivery log shows it.
 func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (store.Accepted, error) {
 	table := e.table.Load()
-	if !table.HasNamespace(namespace) {
-		return store.Accepted{}, fmt.Errorf("%w: %q", ErrUnknownNamespace, namespace)
-	}
 	var envelope map[string]any
 	matched := table.Match(namespace, in.Type, in.Sandbox, func() map[string]any {
 		if envelope == nil {

@@ -2,12 +2,15 @@ package ingest
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
@@ -29,9 +32,10 @@ func isCloudEvent(r *http.Request) bool {
 	return mediaType == "application/cloudevents+json"
 }
 
-// decodeCloudEvent reads a CloudEvent with the CloudEvents SDK: ce-id is the
-// event id (and so the idempotency key), ce-type the type, the data must be
-// JSON, and the extension "sandbox" marks a sandbox event.
+// decodeCloudEvent reads a CloudEvent with the CloudEvents SDK: ce-source and
+// ce-id make the event id (and so the idempotency key, see cloudEventID),
+// ce-type is the type, ce-time the created_at, the data must be JSON, and the
+// extension "sandbox" marks a sandbox event.
 func (h *Handler) decodeCloudEvent(r *http.Request, body []byte) (delivery.Incoming, error) {
 	request := r.Clone(r.Context())
 	request.Body = io.NopCloser(bytes.NewReader(body))
@@ -60,7 +64,30 @@ func (h *Handler) decodeCloudEvent(r *http.Request, body []byte) (delivery.Incom
 			return delivery.Incoming{}, fmt.Errorf("CloudEvent extension %q must be true or false, not %v", sandboxExtension, value)
 		}
 	}
-	return h.incoming(event.ID(), event.Type(), data, sandbox, event.Time())
+	var createdAt *time.Time
+	if event.Context.AsV1().Time != nil {
+		created := event.Time()
+		if err := checkYears("CloudEvent time", created); err != nil {
+			return delivery.Incoming{}, err
+		}
+		createdAt = &created
+	}
+	in, err := h.incoming(event.ID(), event.Type(), data, sandbox, createdAt)
+	if err != nil {
+		return delivery.Incoming{}, err
+	}
+	in.ID = cloudEventID(event.Source(), in.ID)
+	return in, nil
+}
+
+// cloudEventID is the event id of a CloudEvent: "ce_", 16 hex digits of the
+// SHA-256 of its source, "_", and its id. CloudEvents are unique by source
+// and id, so the same id from two sources is two events, each with its own
+// id in the delivery log, the envelope and webhook-id; one source's events
+// share the prefix.
+func cloudEventID(source, id string) string {
+	sum := sha256.Sum256([]byte(source))
+	return "ce_" + hex.EncodeToString(sum[:8]) + "_" + id
 }
 
 func isJSON(contentType string) bool {

@@ -5,13 +5,19 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 )
+
+// cloudEventIDPattern is a CloudEvent's event id: its source's hash and a
+// valid id.
+var cloudEventIDPattern = regexp.MustCompile(`^ce_[0-9a-f]{16}_[A-Za-z0-9_.:-]{1,255}$`)
 
 // checkAccepted fails unless an accepted event keeps the documented
 // invariants: a valid type and id, data that is valid JSON in valid UTF-8,
@@ -21,13 +27,13 @@ func checkAccepted(t *testing.T, in delivery.Incoming) {
 	switch {
 	case len(in.Type) > 253 || !typePattern.MatchString(in.Type):
 		t.Fatalf("accepted type %q", in.Type)
-	case !idPattern.MatchString(in.ID):
+	case !idPattern.MatchString(in.ID) && !cloudEventIDPattern.MatchString(in.ID):
 		t.Fatalf("accepted id %q", in.ID)
 	case !json.Valid(in.Data):
 		t.Fatalf("accepted data that is not JSON: %q", in.Data)
 	case !utf8.Valid(in.Data):
 		t.Fatalf("accepted data that is not UTF-8: %q", in.Data)
-	case in.CreatedAt.IsZero() || in.CreatedAt.Year() < 0 || in.CreatedAt.Year() > 9999:
+	case in.CreatedAt.Year() < 0 || in.CreatedAt.Year() > 9999 || in.CreatedAt.Location() != time.UTC:
 		t.Fatalf("accepted time %v", in.CreatedAt)
 	}
 	// The envelope is built from it; it must encode.
@@ -39,6 +45,8 @@ func checkAccepted(t *testing.T, in delivery.Incoming) {
 func FuzzDecodeJSONEvent(f *testing.F) {
 	f.Add([]byte(`{"id":"evt_1","type":"user.created","data":{"a":1},"sandbox":true}`))
 	f.Add([]byte(`{"type":"a","data":null}`))
+	f.Add([]byte(`{"type":"a","created_at":"2026-11-25T10:46:30.5+01:00"}`))
+	f.Add([]byte(`{"type":"a","created_at":"9999-12-31T23:59:59-23:59"}`))
 	h := &Handler{Log: logr.Discard()}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		in, err := h.decode(body)

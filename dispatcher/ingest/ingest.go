@@ -91,10 +91,13 @@ func (h *Handler) authorized(verb, resource string, next http.HandlerFunc) http.
 
 // request is the JSON body of a publish.
 type request struct {
-	ID      string          `json:"id"`
-	Type    string          `json:"type"`
-	Data    json.RawMessage `json:"data"`
-	Sandbox bool            `json:"sandbox"`
+	ID   string          `json:"id"`
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+	// CreatedAt is when the producer says the event happened (RFC 3339);
+	// the accept time when empty.
+	CreatedAt string `json:"created_at"`
+	Sandbox   bool   `json:"sandbox"`
 }
 
 // Response is the answer to a publish.
@@ -148,11 +151,32 @@ func (h *Handler) decode(body []byte) (delivery.Incoming, error) {
 	if decoder.More() {
 		return delivery.Incoming{}, fmt.Errorf("body holds more than one JSON value")
 	}
-	return h.incoming(req.ID, req.Type, req.Data, req.Sandbox, time.Time{})
+	var createdAt *time.Time
+	if req.CreatedAt != "" {
+		parsed, err := time.Parse(time.RFC3339, req.CreatedAt)
+		if err != nil {
+			return delivery.Incoming{}, fmt.Errorf("created_at %q is not an RFC 3339 time, such as \"2026-11-25T10:00:00Z\"", req.CreatedAt)
+		}
+		if err := checkYears("created_at", parsed); err != nil {
+			return delivery.Incoming{}, err
+		}
+		createdAt = &parsed
+	}
+	return h.incoming(req.ID, req.Type, req.Data, req.Sandbox, createdAt)
 }
 
-// incoming validates an event's fields, whatever the encoding.
-func (h *Handler) incoming(id, eventType string, data []byte, sandbox bool, createdAt time.Time) (delivery.Incoming, error) {
+// checkYears refuses a time whose UTC year the envelope's created_at, RFC
+// 3339 with four-digit years, cannot carry. field names it in the message.
+func checkYears(field string, t time.Time) error {
+	if year := t.UTC().Year(); year < 0 || year > 9999 {
+		return fmt.Errorf("%s %s is outside the years 0 to 9999 in UTC", field, t.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// incoming validates an event's fields, whatever the encoding; without a
+// createdAt (the decoder checked one it got), the event was created now.
+func (h *Handler) incoming(id, eventType string, data []byte, sandbox bool, createdAt *time.Time) (delivery.Incoming, error) {
 	switch {
 	case eventType == "":
 		return delivery.Incoming{}, fmt.Errorf(`type is required, such as "user.verification.completed"`)
@@ -172,24 +196,18 @@ func (h *Handler) incoming(id, eventType string, data []byte, sandbox bool, crea
 	if !utf8.Valid(data) {
 		return delivery.Incoming{}, fmt.Errorf("data is not valid UTF-8")
 	}
-	if createdAt.IsZero() {
-		createdAt = h.now()
+	created := h.now()
+	if createdAt != nil {
+		created = *createdAt
 	}
-	// The envelope's created_at is RFC 3339, which has four-digit years.
-	if year := createdAt.UTC().Year(); year < 0 || year > 9999 {
-		return delivery.Incoming{}, fmt.Errorf("time %s is outside the years 0 to 9999", createdAt.UTC().Format(time.RFC3339))
-	}
-	return delivery.Incoming{ID: id, Type: eventType, Data: data, Sandbox: sandbox, CreatedAt: createdAt.UTC().Truncate(time.Second)}, nil
+	// The envelope's created_at has whole seconds.
+	return delivery.Incoming{ID: id, Type: eventType, Data: data, Sandbox: sandbox, CreatedAt: created.UTC().Truncate(time.Second)}, nil
 }
 
 // accept publishes a valid event and writes the answer.
 func (h *Handler) accept(ctx context.Context, w http.ResponseWriter, namespace string, in delivery.Incoming) {
 	accepted, err := h.Publisher.Publish(ctx, namespace, in)
-	switch {
-	case errors.Is(err, delivery.ErrUnknownNamespace):
-		writeError(w, http.StatusNotFound, fmt.Sprintf("namespace %q has no WebhookEndpoints", namespace))
-		return
-	case err != nil:
+	if err != nil {
 		h.Log.Error(err, "publishing an event", "namespace", namespace, "id", in.ID)
 		writeError(w, http.StatusServiceUnavailable, "the event could not be stored; publish it again")
 		return

@@ -2,14 +2,19 @@ package ingest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
@@ -31,6 +36,9 @@ func (p *recordingPublisher) Replay(context.Context, string, string, time.Time) 
 	return 0, nil
 }
 
+// acceptTime is the handler's clock in tests.
+var acceptTime = time.Date(2026, 11, 25, 12, 0, 0, 500_000_000, time.FixedZone("CET", 3600))
+
 func TestPublishDecodesAndRefuses(t *testing.T) {
 	cases := []struct {
 		name, contentType, body string
@@ -38,6 +46,9 @@ func TestPublishDecodesAndRefuses(t *testing.T) {
 		status                  int
 		message                 string
 		want                    delivery.Incoming
+		// createdAt is the published created_at (RFC 3339); the clock's
+		// time when empty.
+		createdAt string
 	}{
 		{name: "JSON event", body: `{"id":"evt_1","type":"user.created","data":{"a":1},"sandbox":true}`, status: http.StatusAccepted,
 			want: delivery.Incoming{ID: "evt_1", Type: "user.created", Data: []byte(`{"a":1}`), Sandbox: true}},
@@ -48,7 +59,37 @@ func TestPublishDecodesAndRefuses(t *testing.T) {
 		{name: "type with a trailing dot", body: `{"type":"user."}`, status: http.StatusBadRequest, message: `type "user." is malformed`},
 		{name: "binary CloudEvent", body: `{"a":1}`, contentType: "application/json",
 			headers: map[string]string{"ce-specversion": "1.0", "ce-id": "ce-1", "ce-type": "com.example.a", "ce-source": "/s", "ce-sandbox": "true"},
-			status:  http.StatusAccepted, want: delivery.Incoming{ID: "ce-1", Type: "com.example.a", Data: []byte(`{"a":1}`), Sandbox: true}},
+			status:  http.StatusAccepted, want: delivery.Incoming{ID: "ce_8e295f312d7e62d4_ce-1", Type: "com.example.a", Data: []byte(`{"a":1}`), Sandbox: true}},
+		{name: "the same CloudEvent id from another source", body: `{"a":1}`, contentType: "application/json",
+			headers: map[string]string{"ce-specversion": "1.0", "ce-id": "ce-1", "ce-type": "com.example.a", "ce-source": "/other"},
+			status:  http.StatusAccepted, want: delivery.Incoming{ID: "ce_bf2faee259602662_ce-1", Type: "com.example.a", Data: []byte(`{"a":1}`)}},
+		{name: "binary CloudEvent time is created_at", body: `{}`, contentType: "application/json",
+			headers: map[string]string{"ce-specversion": "1.0", "ce-id": "ce-7", "ce-type": "a", "ce-source": "/s", "ce-time": "2026-11-25T11:00:00.75+01:00"},
+			status:  http.StatusAccepted, want: delivery.Incoming{ID: "ce_8e295f312d7e62d4_ce-7", Type: "a", Data: []byte(`{}`)}, createdAt: "2026-11-25T10:00:00Z"},
+		{name: "structured CloudEvent time is created_at", contentType: "application/cloudevents+json",
+			body:   `{"specversion":"1.0","id":"ce-8","type":"a","source":"/s","time":"2020-02-29T23:59:59Z","data":{}}`,
+			status: http.StatusAccepted, want: delivery.Incoming{ID: "ce_8e295f312d7e62d4_ce-8", Type: "a", Data: []byte(`{}`)}, createdAt: "2020-02-29T23:59:59Z"},
+		{name: "CloudEvent id is checked before the source is added", body: `{}`, contentType: "application/json",
+			headers: map[string]string{"ce-specversion": "1.0", "ce-id": "ce 9", "ce-type": "a", "ce-source": "/s"},
+			status:  http.StatusBadRequest, message: `id "ce 9" is malformed`},
+		{name: "JSON created_at", body: `{"id":"evt_5","type":"a","created_at":"2026-11-25T09:46:30Z"}`, status: http.StatusAccepted,
+			want: delivery.Incoming{ID: "evt_5", Type: "a", Data: []byte(`{}`)}, createdAt: "2026-11-25T09:46:30Z"},
+		{name: "JSON created_at with an offset and a fraction", body: `{"id":"evt_6","type":"a","created_at":"2026-11-25T04:46:30.999-05:00"}`, status: http.StatusAccepted,
+			want: delivery.Incoming{ID: "evt_6", Type: "a", Data: []byte(`{}`)}, createdAt: "2026-11-25T09:46:30Z"},
+		{name: "JSON created_at null is the accept time", body: `{"id":"evt_7","type":"a","created_at":null}`, status: http.StatusAccepted,
+			want: delivery.Incoming{ID: "evt_7", Type: "a", Data: []byte(`{}`)}},
+		{name: "JSON created_at the zero time is kept", body: `{"id":"evt_8","type":"a","created_at":"0001-01-01T00:00:00Z"}`, status: http.StatusAccepted,
+			want: delivery.Incoming{ID: "evt_8", Type: "a", Data: []byte(`{}`)}, createdAt: "0001-01-01T00:00:00Z"},
+		{name: "JSON created_at a date only", body: `{"type":"a","created_at":"2026-11-25"}`, status: http.StatusBadRequest,
+			message: `created_at "2026-11-25" is not an RFC 3339 time`},
+		{name: "JSON created_at without a zone", body: `{"type":"a","created_at":"2026-11-25T09:46:30"}`, status: http.StatusBadRequest,
+			message: `created_at "2026-11-25T09:46:30" is not an RFC 3339 time`},
+		{name: "JSON created_at in Unix seconds", body: `{"type":"a","created_at":1795599990}`, status: http.StatusBadRequest,
+			message: "created_at"},
+		{name: "JSON created_at past year 9999 in UTC", body: `{"type":"a","created_at":"9999-12-31T23:59:59-23:59"}`, status: http.StatusBadRequest,
+			message: "created_at 9999-12-31T23:59:59-23:59 is outside the years 0 to 9999"},
+		{name: "JSON created_at before year 0 in UTC", body: `{"type":"a","created_at":"0000-01-01T00:00:00+01:00"}`, status: http.StatusBadRequest,
+			message: "created_at 0000-01-01T00:00:00+01:00 is outside the years 0 to 9999"},
 		{name: "CloudEvent with XML data", body: `<a/>`, contentType: "application/xml",
 			headers: map[string]string{"ce-specversion": "1.0", "ce-id": "ce-2", "ce-type": "com.example.a", "ce-source": "/s"},
 			status:  http.StatusBadRequest, message: `datacontenttype "application/xml" is not JSON`},
@@ -77,7 +118,7 @@ func TestPublishDecodesAndRefuses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			publisher := &recordingPublisher{}
 			mux := http.NewServeMux()
-			(&Handler{Publisher: publisher, MaxBody: DefaultMaxBody, Log: logr.Discard()}).Register(mux)
+			(&Handler{Publisher: publisher, MaxBody: DefaultMaxBody, Log: logr.Discard(), Now: func() time.Time { return acceptTime }}).Register(mux)
 			request := httptest.NewRequest(http.MethodPost, "/v1/namespaces/palm/events", strings.NewReader(tc.body))
 			request.Header.Set("Content-Type", tc.contentType)
 			if tc.contentType == "" {
@@ -105,8 +146,12 @@ func TestPublishDecodesAndRefuses(t *testing.T) {
 			if got.ID != tc.want.ID || got.Type != tc.want.Type || string(got.Data) != string(tc.want.Data) || got.Sandbox != tc.want.Sandbox {
 				t.Fatalf("published %+v, want %+v", got, tc.want)
 			}
-			if got.CreatedAt.IsZero() {
-				t.Fatal("no created_at")
+			wantCreated := acceptTime.UTC().Truncate(time.Second)
+			if tc.createdAt != "" {
+				wantCreated, _ = time.Parse(time.RFC3339, tc.createdAt)
+			}
+			if !got.CreatedAt.Equal(wantCreated) || got.CreatedAt.Location() != time.UTC {
+				t.Fatalf("created_at %s, want %s in UTC", got.CreatedAt, wantCreated)
 			}
 		})
 	}
@@ -114,11 +159,95 @@ func TestPublishDecodesAndRefuses(t *testing.T) {
 
 func TestGeneratedEventIDs(t *testing.T) {
 	h := &Handler{Now: func() time.Time { return time.UnixMilli(1704538200000) }}
-	in, err := h.incoming("", "user.created", nil, false, time.Time{})
+	in, err := h.incoming("", "user.created", nil, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(in.ID, "evt_1704538200000_") || len(in.ID) != len("evt_1704538200000_")+12 {
 		t.Fatalf("generated id %q, want evt_<unix ms>_<12 hex>", in.ID)
 	}
+}
+
+// TestPublishKeepsEveryEvent runs the API on a real engine and store: a
+// namespace without endpoints takes events (202, no deliveries) and its
+// delivery log shows them; the same CloudEvent id from two sources is two
+// events, and from the same source again a duplicate.
+func TestPublishKeepsEveryEvent(t *testing.T) {
+	ctx := context.Background()
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	engine, err := delivery.New(ctx, delivery.Options{Store: db, Metrics: delivery.NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(),
+		Now: func() time.Time { return acceptTime }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = engine.Stop(ctx) }()
+	mux := http.NewServeMux()
+	(&Handler{Publisher: engine, Store: db, MaxBody: DefaultMaxBody, Log: logr.Discard(), Now: func() time.Time { return acceptTime }}).Register(mux)
+	call := func(request *http.Request, answer any) int {
+		t.Helper()
+		response := httptest.NewRecorder()
+		mux.ServeHTTP(response, request)
+		if err := json.Unmarshal(response.Body.Bytes(), answer); err != nil {
+			t.Fatalf("%s %s answered %d %q: %v", request.Method, request.URL, response.Code, response.Body, err)
+		}
+		return response.Code
+	}
+	publish := func(request *http.Request, wantStatus int, want Response) {
+		t.Helper()
+		var got Response
+		if status := call(request, &got); status != wantStatus || got != want {
+			t.Fatalf("publish answered %d %+v, want %d %+v", status, got, wantStatus, want)
+		}
+	}
+	logged := func(id string, want store.Event) {
+		t.Helper()
+		var got EventLog
+		if status := call(httptest.NewRequest(http.MethodGet, "/v1/namespaces/setting-up/events/"+id, nil), &got); status != http.StatusOK {
+			t.Fatalf("GET event %s answered %d", id, status)
+		}
+		want.Namespace, want.AcceptedAt = "setting-up", acceptTime.UTC()
+		if !got.Event.CreatedAt.Equal(want.CreatedAt) || !got.Event.AcceptedAt.Equal(want.AcceptedAt) {
+			t.Fatalf("logged event %+v, want %+v", got.Event, want)
+		}
+		got.Event.CreatedAt, got.Event.AcceptedAt, want.CreatedAt, want.AcceptedAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+		got.Event.Data = nil
+		if !reflect.DeepEqual(got.Event, want) || len(got.Deliveries) != 0 {
+			t.Fatalf("logged %+v, want %+v and no deliveries", got, want)
+		}
+	}
+	jsonEvent := func(body string) *http.Request {
+		request := httptest.NewRequest(http.MethodPost, "/v1/namespaces/setting-up/events", strings.NewReader(body))
+		request.Header.Set("Content-Type", "application/json")
+		return request
+	}
+	cloudEvent := func(source, id string) *http.Request {
+		request := httptest.NewRequest(http.MethodPost, "/v1/namespaces/setting-up/events", strings.NewReader(`{"n":1}`))
+		request.Header.Set("Content-Type", "application/json")
+		for name, value := range map[string]string{"ce-specversion": "1.0", "ce-id": id, "ce-source": source, "ce-type": "order.paid", "ce-time": "2026-11-25T09:00:00Z"} {
+			request.Header.Set(name, value)
+		}
+		return request
+	}
+	created := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+
+	publish(jsonEvent(`{"id":"evt_early","type":"user.created","created_at":"2026-11-25T09:00:00Z"}`), http.StatusAccepted, Response{ID: "evt_early"})
+	logged("evt_early", store.Event{ID: "evt_early", Type: "user.created", CreatedAt: created})
+	publish(jsonEvent(`{"id":"evt_early","type":"user.created"}`), http.StatusOK, Response{ID: "evt_early", Duplicate: true})
+
+	publish(cloudEvent("/shop-eu", "order-1"), http.StatusAccepted, Response{ID: "ce_" + sourceHash("/shop-eu") + "_order-1"})
+	publish(cloudEvent("/shop-us", "order-1"), http.StatusAccepted, Response{ID: "ce_" + sourceHash("/shop-us") + "_order-1"})
+	publish(cloudEvent("/shop-eu", "order-1"), http.StatusOK, Response{ID: "ce_" + sourceHash("/shop-eu") + "_order-1", Duplicate: true})
+	for _, source := range []string{"/shop-eu", "/shop-us"} {
+		id := "ce_" + sourceHash(source) + "_order-1"
+		logged(id, store.Event{ID: id, Type: "order.paid", CreatedAt: created})
+	}
+}
+
+func sourceHash(source string) string {
+	sum := sha256.Sum256([]byte(source))
+	return hex.EncodeToString(sum[:8])
 }
