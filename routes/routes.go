@@ -46,7 +46,18 @@ type Endpoint struct {
 	SuccessStatusCodes []int32           `json:"successStatusCodes,omitempty"`
 	// AutoDisableAfter is the number of consecutive failed deliveries that
 	// disables the endpoint; 0 never disables.
-	AutoDisableAfter int32      `json:"autoDisableAfter"`
+	AutoDisableAfter int32 `json:"autoDisableAfter"`
+	// The policy fields below are named so that their zero value is the
+	// behaviour from before they existed: a route published by an older
+	// manager keeps its meaning.
+	//
+	// KeepOnGone makes a 410 Gone an ordinary failed attempt instead of
+	// disabling the endpoint at once (spec.autoDisable.onGone false).
+	KeepOnGone bool `json:"keepOnGone,omitempty"`
+	// JitterPercent is spec.retry.jitterPercent; nil means the API default.
+	JitterPercent *int32 `json:"jitterPercent,omitempty"`
+	// IgnoreRetryAfter is spec.retry.honorRetryAfter false.
+	IgnoreRetryAfter bool       `json:"ignoreRetryAfter,omitempty"`
 	RateLimit        *RateLimit `json:"rateLimit,omitempty"`
 	MaxInFlight      int32      `json:"maxInFlight"`
 	// Ordering is OrderingStrict for an endpoint whose deliveries are

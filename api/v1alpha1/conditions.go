@@ -59,7 +59,7 @@ const (
 const (
 	// ReasonAutoDisabled: the endpoint failed
 	// spec.autoDisable.afterConsecutiveFailures deliveries in a row, or
-	// answered 410 Gone.
+	// answered 410 Gone with spec.autoDisable.onGone.
 	ReasonAutoDisabled = "AutoDisabled"
 
 	// ReasonReenabled: the hookrelay.dev/reenable-requested-at annotation

@@ -174,20 +174,44 @@ type SecretReference struct {
 	Name string `json:"name"`
 }
 
-// RetryPolicy is the schedule of retries after a failed attempt.
+// RetryPolicy says when a failed attempt is tried again.
 type RetryPolicy struct {
-	// schedule lists the delays before each retry, measured from the previous
-	// attempt; the delivery gets len(schedule)+1 attempts in all, then is marked
-	// failed. Each step is a positive duration; the dispatcher adds jitter.
+	// schedule lists the delays before each retry, each counted from the end
+	// of the previous attempt (when its response, timeout or connection error
+	// came back), not from its start or from the event's acceptance. The
+	// delivery gets len(schedule)+1 attempts in all, then is marked failed.
+	// Each step is a positive duration; jitterPercent may lengthen it, and a
+	// Retry-After answer may too (see honorRetryAfter).
 	// Default 1m, 5m, 30m, 2h (five attempts in all).
-	// +required
+	// +optional
 	// +listType=atomic
+	// +kubebuilder:default={"1m","5m","30m","2h"}
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=20
 	// +kubebuilder:validation:items:Type=string
 	// +kubebuilder:validation:items:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.all(d, d.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(d) > duration('0s'))",message="spec.retry.schedule: every step must be a positive duration such as 30s, 5m or 2h"
-	Schedule []metav1.Duration `json:"schedule"`
+	Schedule []metav1.Duration `json:"schedule,omitempty"`
+
+	// jitterPercent lengthens each retry delay by a random amount between 0
+	// and this percentage of the step, so that retries to a recovering
+	// receiver spread out. Unit: percent of the schedule step, 0 to 100; 0
+	// waits exactly the schedule. Default 10 (a 1m step waits 60s to 66s).
+	// +optional
+	// +kubebuilder:default=10
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	JitterPercent *int32 `json:"jitterPercent,omitempty"`
+
+	// honorRetryAfter makes a Retry-After header on a 429 or 503 answer
+	// (seconds or an HTTP date, capped by the dispatcher's --max-retry-after)
+	// lengthen that delivery's next delay, and on a 429 hold all of the
+	// endpoint's attempts until then. When false the header is ignored: retries
+	// follow the schedule, and a 429 holds the endpoint's attempts for one
+	// second. Default true.
+	// +optional
+	// +kubebuilder:default=true
+	HonorRetryAfter *bool `json:"honorRetryAfter,omitempty"`
 }
 
 // DeliveryOrdering says whether an endpoint's deliveries keep the order in
@@ -229,11 +253,21 @@ type DeliveryPolicy struct {
 type AutoDisablePolicy struct {
 	// afterConsecutiveFailures is the number of failed deliveries in a row
 	// (each after all its retries) after which the endpoint gets no more
-	// attempts and new events are held. 0 never disables. Default 10.
+	// attempts and new events are held. 0 never disables the endpoint, for
+	// any cause, 410 Gone included. Default 10.
 	// +optional
 	// +kubebuilder:default=10
 	// +kubebuilder:validation:Minimum=0
 	AfterConsecutiveFailures *int32 `json:"afterConsecutiveFailures,omitempty"`
+
+	// onGone disables the endpoint at the first 410 Gone answer, without
+	// retrying that delivery. When false, a 410 is a failed attempt like any
+	// other: retried per spec.retry.schedule and counted toward
+	// afterConsecutiveFailures. Has no effect when afterConsecutiveFailures
+	// is 0. Default true.
+	// +optional
+	// +kubebuilder:default=true
+	OnGone *bool `json:"onGone,omitempty"`
 }
 
 // RateLimit is a token bucket for one endpoint.
@@ -345,6 +379,7 @@ const (
 	DefaultTimeout                  = 10 * time.Second
 	DefaultAfterConsecutiveFailures = 10
 	DefaultMaxInFlight              = 10
+	DefaultJitterPercent            = 10
 )
 
 // DefaultRetrySchedule is 1m, 5m, 30m, 2h: five attempts in all.
@@ -382,6 +417,24 @@ func (s *WebhookEndpointSpec) EffectiveOrdering() DeliveryOrdering {
 		return OrderingUnordered
 	}
 	return s.Delivery.Ordering
+}
+
+// EffectiveJitterPercent is spec.retry.jitterPercent or its default.
+func (s *WebhookEndpointSpec) EffectiveJitterPercent() int32 {
+	if s.Retry == nil || s.Retry.JitterPercent == nil {
+		return DefaultJitterPercent
+	}
+	return *s.Retry.JitterPercent
+}
+
+// EffectiveHonorRetryAfter is spec.retry.honorRetryAfter or its default.
+func (s *WebhookEndpointSpec) EffectiveHonorRetryAfter() bool {
+	return s.Retry == nil || s.Retry.HonorRetryAfter == nil || *s.Retry.HonorRetryAfter
+}
+
+// EffectiveOnGone is spec.autoDisable.onGone or its default.
+func (s *WebhookEndpointSpec) EffectiveOnGone() bool {
+	return s.AutoDisable == nil || s.AutoDisable.OnGone == nil || *s.AutoDisable.OnGone
 }
 
 // EffectiveMaxInFlight is spec.maxInFlight or its default.

@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -85,15 +86,16 @@ func (e *Engine) attempt(t task) *task {
 	case outcome == OutcomeSuccess:
 		delivery.State = store.Succeeded
 		health, change = e.recordOutcome(id, finished, "", false)
-	case outcome == OutcomeGone:
+	case outcome == OutcomeGone && goneDisables(endpoint):
 		delivery.State = store.Failed
 		health, change = e.recordOutcome(id, finished, "HTTP 410 Gone: the receiver removed the endpoint", true)
 	case shouldRetry(endpoint, delivery.Attempts):
 		delivery.State = store.Pending
-		delay := retryDelay(endpoint, delivery.Attempts, out.status, out.retryAfter, e.MaxRetryAfter, finished)
+		// Counted from the attempt's end, so a slow answer does not shorten the wait.
+		delay := retryDelay(endpoint, delivery.Attempts, out.status, out.retryAfter, e.MaxRetryAfter, finished, rand.Int64N)
 		delivery.NextAttemptAt = finished.Add(delay).UTC()
 		if out.status == http.StatusTooManyRequests {
-			e.queueFor(id).pause(finished.Add(backOffAfter429(out.retryAfter, e.MaxRetryAfter, finished)))
+			e.queueFor(id).pause(finished.Add(backOffAfter429(endpoint, out.retryAfter, e.MaxRetryAfter, finished)))
 		}
 	default:
 		delivery.State = store.Failed
@@ -129,8 +131,9 @@ func failureReason(out result, attempts int) string {
 }
 
 // recordOutcome updates an endpoint's health with a finished delivery and
-// returns a copy to store, and what changed. reason is empty for a success.
-func (e *Engine) recordOutcome(id string, now time.Time, reason string, disableNow bool) (*store.Health, Change) {
+// returns a copy to store, and what changed. reason is empty for a success;
+// gone says the delivery ended with a 410 that disables the endpoint.
+func (e *Engine) recordOutcome(id string, now time.Time, reason string, gone bool) (*store.Health, Change) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	health := e.healthOf(id)
@@ -144,11 +147,7 @@ func (e *Engine) recordOutcome(id string, now time.Time, reason string, disableN
 	health.ConsecutiveFailures++
 	health.LastFailure, health.LastFailureReason = &at, reason
 	change := ChangeFailed
-	threshold := 0
-	if endpoint := e.table.Load().Endpoint(id); endpoint != nil {
-		threshold = int(endpoint.AutoDisableAfter)
-	}
-	if !health.Disabled && (disableNow || (threshold > 0 && health.ConsecutiveFailures >= threshold)) {
+	if !health.Disabled && shouldDisable(e.table.Load().Endpoint(id), health.ConsecutiveFailures, gone) {
 		health.Disabled, health.DisabledAt = true, &at
 		change = ChangeDisabled
 	}

@@ -1,11 +1,12 @@
 package delivery
 
 import (
-	"math/rand/v2"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
 
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/dispatcher/routing"
 )
 
@@ -38,18 +39,57 @@ func shouldRetry(endpoint *routing.Endpoint, attempts int) bool {
 	return attempts <= len(endpoint.RetrySchedule)
 }
 
-// retryDelay is how long to wait after attempt number attempts failed: the
-// schedule's step plus up to 10% jitter, or the receiver's Retry-After on
-// 429 and 503 when longer, capped at maxRetryAfter.
-func retryDelay(endpoint *routing.Endpoint, attempts int, status int, retryAfter string, maxRetryAfter time.Duration, now time.Time) time.Duration {
+// goneDisables says whether a 410 Gone ends the delivery and disables the
+// endpoint at once (spec.autoDisable.onGone). Otherwise a 410 is a failed
+// attempt like any other, retried per the schedule.
+func goneDisables(endpoint *routing.Endpoint) bool {
+	return shouldDisable(endpoint, 0, true)
+}
+
+// shouldDisable says whether an endpoint that has failed consecutiveFailures
+// deliveries in a row, the last one with a 410 Gone when gone, is disabled.
+// A threshold of 0 never disables, whatever the cause.
+func shouldDisable(endpoint *routing.Endpoint, consecutiveFailures int, gone bool) bool {
+	if endpoint == nil || endpoint.AutoDisableAfter <= 0 {
+		return false
+	}
+	return (gone && !endpoint.KeepOnGone) || consecutiveFailures >= int(endpoint.AutoDisableAfter)
+}
+
+// retryDelay is how long to wait after attempt number attempts failed,
+// counted from that attempt's end (now): the schedule's step plus a random
+// jitter of up to spec.retry.jitterPercent of it, or the receiver's
+// Retry-After on 429 and 503 when longer (capped at maxRetryAfter) unless
+// the endpoint ignores Retry-After. random(n) returns a number in [0, n).
+func retryDelay(endpoint *routing.Endpoint, attempts int, status int, retryAfter string, maxRetryAfter time.Duration, now time.Time, random func(int64) int64) time.Duration {
 	step := endpoint.RetrySchedule[attempts-1].Duration
-	delay := step + time.Duration(rand.Int64N(int64(step/10)+1))
-	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+	delay := step + jitter(step, jitterPercent(endpoint), random)
+	if !endpoint.IgnoreRetryAfter && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
 		if asked, ok := parseRetryAfter(retryAfter, now); ok {
 			delay = max(delay, min(asked, maxRetryAfter))
 		}
 	}
 	return delay
+}
+
+// jitterPercent is the endpoint's jitter in percent of a step, within 0–100
+// (routes from objects that bypassed admission included).
+func jitterPercent(endpoint *routing.Endpoint) int64 {
+	if endpoint.JitterPercent == nil {
+		return hookrelayv1alpha1.DefaultJitterPercent
+	}
+	return min(max(int64(*endpoint.JitterPercent), 0), 100)
+}
+
+// jitter is a random duration in [0, percent% of step], without overflowing
+// for the longest steps the API accepts.
+func jitter(step time.Duration, percent int64, random func(int64) int64) time.Duration {
+	if percent == 0 || step <= 0 {
+		return 0
+	}
+	spread := int64(step)/100*percent + int64(step)%100*percent/100
+	spread = min(spread, math.MaxInt64-int64(step))
+	return time.Duration(random(spread + 1))
 }
 
 // parseRetryAfter reads delay-seconds or an HTTP date.
@@ -71,8 +111,12 @@ func parseRetryAfter(value string, now time.Time) (time.Duration, bool) {
 const defaultBackOff = time.Second
 
 // backOffAfter429 is how long all attempts to an endpoint wait after it
-// answered 429: its Retry-After, capped, or a second.
-func backOffAfter429(retryAfter string, maxRetryAfter time.Duration, now time.Time) time.Duration {
+// answered 429: its Retry-After, capped, or a second when it names none or
+// the endpoint ignores Retry-After.
+func backOffAfter429(endpoint *routing.Endpoint, retryAfter string, maxRetryAfter time.Duration, now time.Time) time.Duration {
+	if endpoint.IgnoreRetryAfter {
+		return defaultBackOff
+	}
 	if asked, ok := parseRetryAfter(retryAfter, now); ok {
 		return min(asked, maxRetryAfter)
 	}
