@@ -53,6 +53,9 @@ type Endpoint struct {
 	// from Secrets are in the endpoint's KeysEntry.
 	Headers   map[string]string `json:"headers,omitempty"`
 	Transform string            `json:"transform,omitempty"`
+	// Signing is spec.signing; nil (routes written before it existed) signs
+	// with both schemes and the dispatcher's prefix.
+	Signing *Signing `json:"signing,omitempty"`
 	// ReenableToken is the hookrelay.dev/reenable-requested-at annotation; a
 	// new value re-enables an auto-disabled endpoint.
 	ReenableToken string `json:"reenableToken,omitempty"`
@@ -60,6 +63,21 @@ type Endpoint struct {
 	KeysVersion string `json:"keysVersion"`
 
 	Subscriptions []Subscription `json:"subscriptions,omitempty"`
+}
+
+// Signature schemes, as spec.signing.schemes names them.
+const (
+	SchemePrefixed         = "Prefixed"
+	SchemeStandardWebhooks = "StandardWebhooks"
+)
+
+// Signing says which signature headers an endpoint's deliveries carry.
+type Signing struct {
+	// HeaderPrefix names the Prefixed headers; empty means the dispatcher's
+	// --header-prefix.
+	HeaderPrefix string `json:"headerPrefix,omitempty"`
+	// Schemes are SchemePrefixed and/or SchemeStandardWebhooks, sorted.
+	Schemes []string `json:"schemes"`
 }
 
 // RateLimit is a token bucket: PerSecond sustained, Burst at once.

@@ -167,7 +167,7 @@ func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
 		log, err := os.ReadFile(receiverLog)
 		return string(log), err
 	}).WithTimeout(30 * time.Second).Should(MatchRegexp(`POST /palm event=` + regexp.QuoteMeta(answer.ID) +
-		` type=user.created Hookrelay-Signature verified, webhook-signature verified`))
+		` type=user.created Palm-Signature verified, webhook-signature verified`))
 	dev.interrupt(t)
 
 	// Started again on the same data folder, the delivery log still has it.
