@@ -176,7 +176,13 @@ func TestSamplesBecomeReady(t *testing.T) {
 	g.Expect(sandbox.Sandbox).To(BeTrue())
 	g.Expect(sandbox.SuccessStatusCodes).To(Equal([]int32{200, 201}))
 	g.Expect(sandbox.Transform).To(ContainSubstring(`"webhook_url": endpoint.url`))
+	g.Expect(sandbox.Transform).To(ContainSubstring(`"user_id": event.data.?user_id.orValue(null)`))
+	g.Expect(sandbox.Subscriptions[0].EventTypes).To(Equal([]string{"*"}))
 	g.Expect(published[routes.EntryKey(namespace, "palenca-production")].Sandbox).To(BeFalse())
+	// Signing comes from the samples, not from a dispatcher flag.
+	g.Expect(palm.Signing).To(Equal(&routes.Signing{HeaderPrefix: "Palm", Schemes: []string{routes.SchemePrefixed, routes.SchemeStandardWebhooks}}))
+	g.Expect(sandbox.Signing).To(Equal(&routes.Signing{Schemes: []string{routes.SchemeStandardWebhooks}}))
+	g.Expect(published[routes.EntryKey(namespace, "palenca-production")].Signing).To(Equal(&routes.Signing{Schemes: []string{routes.SchemeStandardWebhooks}}))
 }
 
 // bigHeaders is n YAML flow headers with values of size characters.
