@@ -177,7 +177,8 @@ Hookrelay is ready.
   export KUBECONFIG=%[1]s
   kubectl get whep,whsub
 
-Send an event to the Palm sample endpoint; the sample receiver prints it, verified:
+Send an event: the Palm sample endpoint and the Palenca production one (all
+events) get it, and the sample receiver prints each delivery, verified:
 
   curl -sS http://%[4]s/v1/namespaces/default/events -H 'Content-Type: application/json' \
     -d '{"type":"user.created","data":{"user_id":"usr_123"}}'
