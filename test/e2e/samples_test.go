@@ -117,4 +117,3 @@ func signatureHeaders(h http.Header) []string {
 	slices.Sort(names)
 	return names
 }
-
