@@ -52,6 +52,12 @@ func TestAdmissionRefusesInvalidSpecs(t *testing.T) {
 		{"header without a value", endpoint("  url: https://example.com/hook\n  headers: [{name: X-Team}]\n"), "spec.headers"},
 		{"reserved header name", endpoint("  url: https://example.com/hook\n  headers: [{name: Webhook-Signature, value: a}]\n"), "spec.headers"},
 		{"headers over the total size", endpoint("  url: https://example.com/hook\n  headers: [" + bigHeaders(5, 4000) + "]\n"), "spec.headers"},
+		{"header prefix Webhook with both schemes by default", endpoint("  url: https://example.com/hook\n  signing: {headerPrefix: Webhook}\n"), "spec.signing.headerPrefix must not be Webhook"},
+		{"header prefix webhook with both schemes", endpoint("  url: https://example.com/hook\n  signing: {headerPrefix: wEBHOOK, schemes: [StandardWebhooks, Prefixed]}\n"), "spec.signing.headerPrefix must not be Webhook"},
+		{"header prefix with a space", endpoint("  url: https://example.com/hook\n  signing: {headerPrefix: \"Palm Sig\"}\n"), "spec.signing.headerPrefix"},
+		{"header prefix with a colon", endpoint("  url: https://example.com/hook\n  signing: {headerPrefix: \"X:\"}\n"), "spec.signing.headerPrefix"},
+		{"unknown signature scheme", endpoint("  url: https://example.com/hook\n  signing: {schemes: [None]}\n"), "spec.signing.schemes"},
+		{"no signature scheme", endpoint("  url: https://example.com/hook\n  signing: {schemes: []}\n"), "spec.signing.schemes"},
 		{"event type with spaces", subscription("  eventTypes: [\"user created\"]\n"), "spec.eventTypes"},
 		{"wildcard in the middle", subscription("  eventTypes: [\"business.*.updated\"]\n"), "spec.eventTypes"},
 		{"leading wildcard", subscription("  eventTypes: [\"*.created\"]\n"), "spec.eventTypes"},
@@ -75,6 +81,14 @@ func TestAdmissionRefusesInvalidSpecs(t *testing.T) {
 	}
 
 	// URLs close to the refused ones are accepted.
+	// A Webhook prefix with the Prefixed scheme alone collides with nothing.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	manifest := fmt.Sprintf("apiVersion: hookrelay.dev/v1alpha1\nkind: WebhookEndpoint\nmetadata:\n  name: webhook-prefix\n  namespace: %s\nspec:\n  url: https://example.com/hook\n  signing: {headerPrefix: Webhook, schemes: [Prefixed]}\n", namespace)
+	if _, stderr, err := env.Kubectl(ctx, manifest, "apply", "-f", "-"); err != nil {
+		t.Errorf("kubectl apply of headerPrefix Webhook with schemes [Prefixed]: %v\n%s", err, stderr)
+	}
+	cancel()
+
 	for i, url := range []string{"https://example.com/a@b", "https://example.com/?q=a@b", "https://[2606:2800:220:1::1]:8443/hook", "https://example.com/%25"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		manifest := fmt.Sprintf("apiVersion: hookrelay.dev/v1alpha1\nkind: WebhookEndpoint\nmetadata:\n  name: valid-%d\n  namespace: %s\nspec:\n  url: %q\n", i, namespace, url)
@@ -86,17 +100,17 @@ func TestAdmissionRefusesInvalidSpecs(t *testing.T) {
 	}
 
 	// The valid form of the same manifest is accepted, with defaults.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, stderr, err := env.Kubectl(ctx, endpoint("  url: https://example.com/hook\n"), "apply", "-f", "-"); err != nil {
 		t.Fatalf("kubectl apply of a valid endpoint: %v\n%s", err, stderr)
 	}
 	stdout, stderr, err := env.Kubectl(ctx, "", "get", "whep", "invalid", "-n", namespace,
-		"-o", "jsonpath={.spec.timeout} {.spec.retry.schedule} {.spec.autoDisable.afterConsecutiveFailures} {.spec.maxInFlight}")
+		"-o", "jsonpath={.spec.timeout} {.spec.retry.schedule} {.spec.autoDisable.afterConsecutiveFailures} {.spec.maxInFlight} {.spec.signing.schemes}")
 	if err != nil {
 		t.Fatalf("kubectl get: %v\n%s", err, stderr)
 	}
-	if want := `10s ["1m","5m","30m","2h"] 10 10`; stdout != want {
+	if want := `10s ["1m","5m","30m","2h"] 10 10 ["Prefixed","StandardWebhooks"]`; stdout != want {
 		t.Fatalf("defaults = %q, want %q", stdout, want)
 	}
 }
@@ -162,7 +176,13 @@ func TestSamplesBecomeReady(t *testing.T) {
 	g.Expect(sandbox.Sandbox).To(BeTrue())
 	g.Expect(sandbox.SuccessStatusCodes).To(Equal([]int32{200, 201}))
 	g.Expect(sandbox.Transform).To(ContainSubstring(`"webhook_url": endpoint.url`))
+	g.Expect(sandbox.Transform).To(ContainSubstring(`"user_id": event.data.?user_id.orValue(null)`))
+	g.Expect(sandbox.Subscriptions[0].EventTypes).To(Equal([]string{"*"}))
 	g.Expect(published[routes.EntryKey(namespace, "palenca-production")].Sandbox).To(BeFalse())
+	// Signing comes from the samples, not from a dispatcher flag.
+	g.Expect(palm.Signing).To(Equal(&routes.Signing{HeaderPrefix: "Palm", Schemes: []string{routes.SchemePrefixed, routes.SchemeStandardWebhooks}}))
+	g.Expect(sandbox.Signing).To(Equal(&routes.Signing{Schemes: []string{routes.SchemeStandardWebhooks}}))
+	g.Expect(published[routes.EntryKey(namespace, "palenca-production")].Signing).To(Equal(&routes.Signing{Schemes: []string{routes.SchemeStandardWebhooks}}))
 }
 
 // bigHeaders is n YAML flow headers with values of size characters.

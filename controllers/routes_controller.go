@@ -243,6 +243,14 @@ func compileRoute(endpoint *hookrelayv1alpha1.WebhookEndpoint, keys []routes.Key
 	if spec.Payload != nil {
 		route.Transform = spec.Payload.Transform
 	}
+	route.Signing = &routes.Signing{}
+	if spec.Signing != nil {
+		route.Signing.HeaderPrefix = spec.Signing.HeaderPrefix
+	}
+	for _, scheme := range spec.EffectiveSignatureSchemes() {
+		route.Signing.Schemes = append(route.Signing.Schemes, string(scheme))
+	}
+	route.Signing.Schemes = slices.Compact(slices.Sorted(slices.Values(route.Signing.Schemes)))
 	if spec.RateLimit != nil {
 		route.RateLimit = &routes.RateLimit{PerSecond: spec.RateLimit.PerSecond, Burst: spec.RateLimit.Burst}
 		if route.RateLimit.Burst == 0 {

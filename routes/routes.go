@@ -67,6 +67,9 @@ type Endpoint struct {
 	// from Secrets are in the endpoint's KeysEntry.
 	Headers   map[string]string `json:"headers,omitempty"`
 	Transform string            `json:"transform,omitempty"`
+	// Signing is spec.signing; nil (routes written before it existed) signs
+	// with both schemes and the dispatcher's prefix.
+	Signing *Signing `json:"signing,omitempty"`
 	// ReenableToken is the hookrelay.dev/reenable-requested-at annotation; a
 	// new value re-enables an auto-disabled endpoint.
 	ReenableToken string `json:"reenableToken,omitempty"`
@@ -81,6 +84,21 @@ const OrderingStrict = "Strict"
 
 // Strict reports whether the endpoint's deliveries are strictly ordered.
 func (e *Endpoint) Strict() bool { return e.Ordering == OrderingStrict }
+
+// Signature schemes, as spec.signing.schemes names them.
+const (
+	SchemePrefixed         = "Prefixed"
+	SchemeStandardWebhooks = "StandardWebhooks"
+)
+
+// Signing says which signature headers an endpoint's deliveries carry.
+type Signing struct {
+	// HeaderPrefix names the Prefixed headers; empty means the dispatcher's
+	// --header-prefix.
+	HeaderPrefix string `json:"headerPrefix,omitempty"`
+	// Schemes are SchemePrefixed and/or SchemeStandardWebhooks, sorted.
+	Schemes []string `json:"schemes"`
+}
 
 // RateLimit is a token bucket: PerSecond sustained, Burst at once.
 type RateLimit struct {

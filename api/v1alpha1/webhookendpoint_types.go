@@ -108,6 +108,13 @@ type WebhookEndpointSpec struct {
 	// +optional
 	Payload *PayloadSpec `json:"payload,omitempty"`
 
+	// signing says which signature headers a delivery carries and how the
+	// prefixed family's headers are named. Default: both schemes, with the
+	// dispatcher's --header-prefix (Hookrelay unless set).
+	// +optional
+	// +kubebuilder:default={schemes: {"Prefixed","StandardWebhooks"}}
+	Signing *SigningSpec `json:"signing,omitempty"`
+
 	// paused stops deliveries to this endpoint without disabling it; matching
 	// events are held and sent once it is unpaused.
 	// +optional
@@ -175,6 +182,50 @@ type SecretReference struct {
 }
 
 // RetryPolicy says when a failed attempt is tried again.
+
+// SignatureScheme names one family of signature headers.
+// +kubebuilder:validation:Enum=Prefixed;StandardWebhooks
+type SignatureScheme string
+
+const (
+	// SignatureSchemePrefixed sends <prefix>-Signature: t=<unix>,v1=<hex
+	// HMAC-SHA256 of "<t>.<body>" keyed by the whole whsec_ string>, with
+	// <prefix>-Webhook-Id (the endpoint) and <prefix>-Event-Type, as Palm
+	// documents with the prefix Palm.
+	SignatureSchemePrefixed SignatureScheme = "Prefixed"
+	// SignatureSchemeStandardWebhooks sends webhook-id, webhook-timestamp and
+	// webhook-signature as the Standard Webhooks specification says.
+	SignatureSchemeStandardWebhooks SignatureScheme = "StandardWebhooks"
+)
+
+// SigningSpec says how deliveries to an endpoint are signed. Every delivery
+// is signed: at least one scheme.
+// +kubebuilder:validation:XValidation:rule="!has(self.headerPrefix) || self.headerPrefix.lowerAscii() != 'webhook' || (has(self.schemes) && !('Prefixed' in self.schemes && 'StandardWebhooks' in self.schemes))",message="spec.signing.headerPrefix must not be Webhook (in any case) while spec.signing.schemes has both Prefixed and StandardWebhooks: Webhook-Signature would be the Standard Webhooks header; choose another prefix or one scheme"
+type SigningSpec struct {
+	// headerPrefix names the Prefixed scheme's headers: <headerPrefix>-Signature,
+	// <headerPrefix>-Webhook-Id and <headerPrefix>-Event-Type, such as Palm.
+	// Letters, digits and '-', at most 64 characters. Default: the
+	// dispatcher's --header-prefix flag (Hookrelay unless set). Unused when
+	// schemes lacks Prefixed.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9][A-Za-z0-9-]*$')",message="spec.signing.headerPrefix must be letters, digits and '-', starting with a letter or digit, such as Palm"
+	HeaderPrefix string `json:"headerPrefix,omitempty"`
+
+	// schemes lists the signature header families each delivery carries:
+	// Prefixed (<headerPrefix>-Signature: t=,v1=, <headerPrefix>-Webhook-Id,
+	// <headerPrefix>-Event-Type) and StandardWebhooks (webhook-id,
+	// webhook-timestamp, webhook-signature). One or both; default both.
+	// +optional
+	// +listType=set
+	// +kubebuilder:default={"Prefixed","StandardWebhooks"}
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=2
+	Schemes []SignatureScheme `json:"schemes,omitempty"`
+}
+
+// RetryPolicy is the schedule of retries after a failed attempt.
 type RetryPolicy struct {
 	// schedule lists the delays before each retry, each counted from the end
 	// of the previous attempt (when its response, timeout or connection error
@@ -435,6 +486,14 @@ func (s *WebhookEndpointSpec) EffectiveHonorRetryAfter() bool {
 // EffectiveOnGone is spec.autoDisable.onGone or its default.
 func (s *WebhookEndpointSpec) EffectiveOnGone() bool {
 	return s.AutoDisable == nil || s.AutoDisable.OnGone == nil || *s.AutoDisable.OnGone
+}
+
+// EffectiveSignatureSchemes is spec.signing.schemes or its default (both).
+func (s *WebhookEndpointSpec) EffectiveSignatureSchemes() []SignatureScheme {
+	if s.Signing == nil || len(s.Signing.Schemes) == 0 {
+		return []SignatureScheme{SignatureSchemePrefixed, SignatureSchemeStandardWebhooks}
+	}
+	return s.Signing.Schemes
 }
 
 // EffectiveMaxInFlight is spec.maxInFlight or its default.

@@ -75,7 +75,7 @@ func main() {
 	flag.StringVar(&opts.listen, "listen-address", ":8080", "Address of the ingest API, /healthz, /readyz and /metrics.")
 	flag.StringVar(&opts.dataDir, "data-dir", "/var/lib/hookrelay", "Folder of the embedded store (hookrelay.db).")
 	flag.StringVar(&opts.headerPrefix, "header-prefix", "Hookrelay",
-		"Prefix of the <prefix>-Signature, <prefix>-Webhook-Id and <prefix>-Event-Type headers (Palm reproduces Palm's contract).")
+		"Default prefix of the <prefix>-Signature, <prefix>-Webhook-Id and <prefix>-Event-Type headers, for endpoints without spec.signing.headerPrefix. Not Webhook (the Standard Webhooks headers).")
 	flag.Int64Var(&opts.maxBody, "max-body-bytes", ingest.DefaultMaxBody, "Largest accepted event body, in bytes.")
 	flag.DurationVar(&opts.retention, "retention", 7*24*time.Hour, "How long finished deliveries and their attempts are kept.")
 	flag.DurationVar(&opts.maxRetryAfter, "max-retry-after", time.Hour, "Longest delay a receiver's Retry-After may ask for.")
@@ -115,8 +115,10 @@ func main() {
 
 func run(ctx context.Context, opts options) error {
 	log := ctrl.Log.WithName("dispatcher")
-	if !validHeaderPrefix(opts.headerPrefix) {
-		return fmt.Errorf("--header-prefix %q must be letters, digits and '-'", opts.headerPrefix)
+	// Endpoints without spec.signing.headerPrefix sign with both schemes
+	// under this prefix, so it must not collide with Standard Webhooks.
+	if err := signing.CheckPrefix(opts.headerPrefix, true); err != nil {
+		return fmt.Errorf("--header-prefix: %w", err)
 	}
 	if (opts.tlsCertFile == "") != (opts.tlsKeyFile == "") {
 		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
@@ -368,18 +370,6 @@ func profilingMux() *http.ServeMux {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
-}
-
-func validHeaderPrefix(prefix string) bool {
-	if prefix == "" {
-		return false
-	}
-	for _, r := range prefix {
-		if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
-			return false
-		}
-	}
-	return true
 }
 
 func envOr(name, fallback string) string {

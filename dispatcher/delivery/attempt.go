@@ -82,7 +82,7 @@ func (a *Attempter) post(ctx context.Context, endpoint *routing.Endpoint, event 
 	request.Header.Set("User-Agent", UserAgent)
 	err = a.Signer.Sign(request.Header, signing.Delivery{
 		EventID: event.ID, EventType: event.Type, EndpointID: endpoint.ID, Timestamp: now.Unix(), Body: body,
-	}, endpoint.Secrets(now))
+	}, endpoint.Secrets(now), endpoint.SignatureScheme())
 	if err != nil {
 		return result{err: err}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hookrelay/hookrelay/celenv"
+	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/routes"
 )
 
@@ -41,6 +42,19 @@ func (e *Endpoint) Secrets(now time.Time) []string {
 		}
 	}
 	return secrets
+}
+
+// SignatureScheme is the endpoint's spec.signing; routes without it sign
+// with both families and the dispatcher's prefix.
+func (e *Endpoint) SignatureScheme() signing.Scheme {
+	if e.Signing == nil {
+		return signing.BothSchemes
+	}
+	return signing.Scheme{
+		Prefix:           e.Signing.HeaderPrefix,
+		Prefixed:         slices.Contains(e.Signing.Schemes, routes.SchemePrefixed),
+		StandardWebhooks: slices.Contains(e.Signing.Schemes, routes.SchemeStandardWebhooks),
+	}
 }
 
 // Succeeded reports whether a status code counts as delivered.

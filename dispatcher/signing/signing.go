@@ -1,4 +1,4 @@
-// Package signing signs a delivery in both header families: the
+// Package signing signs a delivery in one or both header families: the
 // "<prefix>-Signature: t=,v1=" family (Stripe and Palm style) and Standard
 // Webhooks (webhook-id, webhook-timestamp, webhook-signature).
 package signing
@@ -31,33 +31,83 @@ type Delivery struct {
 	Body []byte
 }
 
-// Signer adds the signature headers, with the operator-wide prefix.
+// Scheme says which header families sign one endpoint's deliveries.
+type Scheme struct {
+	// Prefix names the Prefixed family's headers; empty means Signer.Prefix.
+	Prefix string
+	// Prefixed sends <prefix>-Signature, <prefix>-Webhook-Id and
+	// <prefix>-Event-Type.
+	Prefixed bool
+	// StandardWebhooks sends webhook-id, webhook-timestamp and
+	// webhook-signature.
+	StandardWebhooks bool
+}
+
+// BothSchemes signs with both families and the Signer's prefix.
+var BothSchemes = Scheme{Prefixed: true, StandardWebhooks: true}
+
+// Signer adds the signature headers.
 type Signer struct {
-	// Prefix names the first family's headers, such as "Hookrelay" or "Palm".
+	// Prefix is the default prefix of the Prefixed family (the dispatcher's
+	// --header-prefix), such as "Hookrelay".
 	Prefix string
 }
 
-// Sign sets every signature header on h, one signature per secret (several
-// during a rotation grace period). Secrets are whole whsec_ strings.
-func (s Signer) Sign(h http.Header, d Delivery, secrets []string) error {
-	t := strconv.FormatInt(d.Timestamp, 10)
-	prefixed := make([]string, 0, len(secrets)+1)
-	prefixed = append(prefixed, "t="+t)
-	standard := make([]string, 0, len(secrets))
-	for _, secret := range secrets {
-		prefixed = append(prefixed, "v1="+hex.EncodeToString(PrefixedSignature(secret, t, d.Body)))
-		signature, err := StandardSignature(secret, d.EventID, t, d.Body)
-		if err != nil {
-			return err
-		}
-		standard = append(standard, "v1,"+base64.StdEncoding.EncodeToString(signature))
+// CheckPrefix refuses a prefix that is not a header name part, or that would
+// name the Standard Webhooks headers (Webhook-Signature) while both families
+// are sent.
+func CheckPrefix(prefix string, bothSchemes bool) error {
+	if prefix == "" {
+		return fmt.Errorf("header prefix is empty")
 	}
-	h.Set(s.Prefix+"-Signature", strings.Join(prefixed, ","))
-	h.Set(s.Prefix+"-Webhook-Id", d.EndpointID)
-	h.Set(s.Prefix+"-Event-Type", d.EventType)
-	h.Set("webhook-id", d.EventID)
-	h.Set("webhook-timestamp", t)
-	h.Set("webhook-signature", strings.Join(standard, " "))
+	for _, r := range prefix {
+		if !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return fmt.Errorf("header prefix %q must be letters, digits and '-'", prefix)
+		}
+	}
+	if bothSchemes && strings.EqualFold(prefix, "webhook") {
+		return fmt.Errorf("header prefix %q would make %s-Signature collide with the Standard Webhooks header webhook-signature", prefix, prefix)
+	}
+	return nil
+}
+
+// Sign sets the signature headers of scheme on h, one signature per secret
+// (several during a rotation grace period). Secrets are whole whsec_ strings.
+func (s Signer) Sign(h http.Header, d Delivery, secrets []string, scheme Scheme) error {
+	if !scheme.Prefixed && !scheme.StandardWebhooks {
+		return fmt.Errorf("signing: no signature scheme selected")
+	}
+	t := strconv.FormatInt(d.Timestamp, 10)
+	if scheme.Prefixed {
+		prefix := scheme.Prefix
+		if prefix == "" {
+			prefix = s.Prefix
+		}
+		if err := CheckPrefix(prefix, scheme.StandardWebhooks); err != nil {
+			return fmt.Errorf("signing: %w", err)
+		}
+		prefixed := make([]string, 0, len(secrets)+1)
+		prefixed = append(prefixed, "t="+t)
+		for _, secret := range secrets {
+			prefixed = append(prefixed, "v1="+hex.EncodeToString(PrefixedSignature(secret, t, d.Body)))
+		}
+		h.Set(prefix+"-Signature", strings.Join(prefixed, ","))
+		h.Set(prefix+"-Webhook-Id", d.EndpointID)
+		h.Set(prefix+"-Event-Type", d.EventType)
+	}
+	if scheme.StandardWebhooks {
+		standard := make([]string, 0, len(secrets))
+		for _, secret := range secrets {
+			signature, err := StandardSignature(secret, d.EventID, t, d.Body)
+			if err != nil {
+				return err
+			}
+			standard = append(standard, "v1,"+base64.StdEncoding.EncodeToString(signature))
+		}
+		h.Set("webhook-id", d.EventID)
+		h.Set("webhook-timestamp", t)
+		h.Set("webhook-signature", strings.Join(standard, " "))
+	}
 	return nil
 }
 

@@ -21,7 +21,7 @@ func TestSignAndVerifyBothFamilies(t *testing.T) {
 	body := []byte(`{"id":"evt_1","object":"event","type":"user.created","created_at":"2025-01-06T10:30:00Z","data":{}}`)
 	h := http.Header{}
 	err := Signer{Prefix: "Palm"}.Sign(h, Delivery{EventID: "evt_1", EventType: "user.created", EndpointID: "ns/palm", Timestamp: now.Unix(), Body: body},
-		[]string{newSecret, oldSecret})
+		[]string{newSecret, oldSecret}, BothSchemes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,5 +63,52 @@ func TestSignAndVerifyBothFamilies(t *testing.T) {
 	}
 	if VerifyPrefixed(h, "Palm", oldSecret, body, now.Add(6*time.Minute)) == nil {
 		t.Fatal("a stale timestamp verified")
+	}
+}
+
+// TestSignSchemes: each endpoint gets only the families it asked for, with
+// its own prefix; a prefix that would collide with Standard Webhooks is
+// refused rather than sent.
+func TestSignSchemes(t *testing.T) {
+	d := Delivery{EventID: "evt_1", EventType: "login.created", EndpointID: "ns/e", Timestamp: 1_764_064_800, Body: []byte(`{}`)}
+	signer := Signer{Prefix: "Hookrelay"}
+	for _, test := range []struct {
+		name    string
+		scheme  Scheme
+		present []string
+		absent  []string
+		err     string
+	}{
+		{name: "default prefix", scheme: BothSchemes, present: []string{"Hookrelay-Signature", "Hookrelay-Webhook-Id", "Hookrelay-Event-Type", "webhook-id", "webhook-timestamp", "webhook-signature"}},
+		{name: "own prefix", scheme: Scheme{Prefix: "Palm", Prefixed: true, StandardWebhooks: true}, present: []string{"Palm-Signature", "Palm-Webhook-Id", "Palm-Event-Type", "webhook-signature"}, absent: []string{"Hookrelay-Signature"}},
+		{name: "standard only", scheme: Scheme{StandardWebhooks: true}, present: []string{"webhook-id", "webhook-timestamp", "webhook-signature"}, absent: []string{"Hookrelay-Signature", "Hookrelay-Webhook-Id", "Hookrelay-Event-Type"}},
+		{name: "prefixed only", scheme: Scheme{Prefix: "Palm", Prefixed: true}, present: []string{"Palm-Signature"}, absent: []string{"webhook-id", "webhook-timestamp", "webhook-signature"}},
+		{name: "Webhook alone is fine", scheme: Scheme{Prefix: "Webhook", Prefixed: true}, present: []string{"Webhook-Signature"}},
+		{name: "Webhook with both collides", scheme: Scheme{Prefix: "wEbHoOk", Prefixed: true, StandardWebhooks: true}, err: "collide"},
+		{name: "none", scheme: Scheme{}, err: "no signature scheme"},
+	} {
+		t.Run(test.name, func(t *testing.T) {
+			h := http.Header{}
+			err := signer.Sign(h, d, []string{oldSecret}, test.scheme)
+			if test.err != "" {
+				if err == nil || !strings.Contains(err.Error(), test.err) {
+					t.Fatalf("err = %v, want %q", err, test.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, name := range test.present {
+				if h.Get(name) == "" {
+					t.Errorf("%s is missing: %v", name, h)
+				}
+			}
+			for _, name := range test.absent {
+				if h.Get(name) != "" {
+					t.Errorf("%s = %q, want none", name, h.Get(name))
+				}
+			}
+		})
 	}
 }

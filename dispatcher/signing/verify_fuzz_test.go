@@ -48,7 +48,7 @@ func FuzzVerifyPrefixed(f *testing.F) {
 		}
 		secrets := fuzzSecrets(secretSeed)
 		signed := http.Header{}
-		if err := (Signer{Prefix: prefix}).Sign(signed, Delivery{EventID: "evt_1", EventType: "t", EndpointID: "e", Timestamp: unix, Body: body}, secrets); err != nil {
+		if err := (Signer{Prefix: prefix}).Sign(signed, Delivery{EventID: "evt_1", EventType: "t", EndpointID: "e", Timestamp: unix, Body: body}, secrets, Scheme{Prefixed: true}); err != nil {
 			t.Fatalf("signing: %v", err)
 		}
 		for _, s := range secrets {
@@ -84,7 +84,7 @@ func FuzzVerifyStandard(f *testing.F) {
 		}
 		secrets := fuzzSecrets(secretSeed)
 		signed := http.Header{}
-		if err := (Signer{Prefix: "Hookrelay"}).Sign(signed, Delivery{EventID: id, EventType: "t", EndpointID: "e", Timestamp: unix, Body: body}, secrets); err != nil {
+		if err := (Signer{Prefix: "Hookrelay"}).Sign(signed, Delivery{EventID: id, EventType: "t", EndpointID: "e", Timestamp: unix, Body: body}, secrets, BothSchemes); err != nil {
 			t.Fatalf("signing: %v", err)
 		}
 		for _, s := range secrets {

@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -22,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,6 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/internal/samples"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
 
@@ -45,7 +48,9 @@ func run() error {
 	dataDirFlag := flag.String("data-dir", ".dev", "Folder for the control plane's state, the kubeconfig and the logs; kept between runs.")
 	binDir := flag.String("bin-dir", "bin", "Folder of the built binaries (manager, dispatcher) and controlplane/.")
 	dispatcherAddress := flag.String("dispatcher-address", "127.0.0.1:8080", "Where the dispatcher listens.")
-	receiverAddress := flag.String("receiver-address", "127.0.0.1:8090", "Where the sample receiver listens (config/samples/ point here).")
+	receiverAddress := flag.String("receiver-address", "127.0.0.1:8090", "Where the sample receiver listens.")
+	sampleURLBase := flag.String("sample-url-base", "",
+		"Applies config/samples/ with each WebhookEndpoint's spec.url rewritten to <base>/<name>; default http://<receiver-address>, the sample receiver.")
 	webhookAddress := flag.String("webhook-address", "127.0.0.1:9443", "Where the manager serves the admission webhook.")
 	flag.Parse()
 	dataDir, err := filepath.Abs(*dataDirFlag)
@@ -150,11 +155,12 @@ func run() error {
 	}
 	defer stopReceiver()
 
-	step("applying config/samples/")
-	apply := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "config/samples/")
-	apply.Stdout, apply.Stderr = os.Stdout, os.Stderr
-	if err := apply.Run(); err != nil {
-		return fmt.Errorf("kubectl apply -f config/samples/: %w", err)
+	if *sampleURLBase == "" {
+		*sampleURLBase = "http://" + *receiverAddress
+	}
+	step("applying config/samples/ with the endpoints' URLs under %s", *sampleURLBase)
+	if err := applySamples(ctx, kubeconfig, *sampleURLBase); err != nil {
+		return err
 	}
 	wait := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "wait", "--for=condition=Ready",
 		"whep,whsub", "--all", "--timeout=60s")
@@ -171,7 +177,8 @@ Hookrelay is ready.
   export KUBECONFIG=%[1]s
   kubectl get whep,whsub
 
-Send an event to the Palm sample endpoint; the sample receiver prints it, verified:
+Send an event: the Palm sample endpoint and the Palenca production one (all
+events) get it, and the sample receiver prints each delivery, verified:
 
   curl -sS http://%[4]s/v1/namespaces/default/events -H 'Content-Type: application/json' \
     -d '{"type":"user.created","data":{"user_id":"usr_123"}}'
@@ -201,6 +208,38 @@ Press Ctrl-C to stop; the next run keeps the same state.
 	case <-dispatcher.done:
 		return fmt.Errorf("the dispatcher exited: %v (see %s)", dispatcher.err, dispatcherLog)
 	}
+}
+
+// applySamples applies config/samples/*.yaml as shipped, except each
+// WebhookEndpoint's spec.url, which becomes base/<name>: the files keep the
+// https:// URLs of the contract, and the local receiver gets the deliveries.
+func applySamples(ctx context.Context, kubeconfig, base string) error {
+	files, err := filepath.Glob(filepath.Join("config", "samples", "*.yaml"))
+	if err != nil {
+		return err
+	}
+	var objects []*unstructured.Unstructured
+	for _, file := range files {
+		loaded, err := samples.Load(file)
+		if err != nil {
+			return err
+		}
+		objects = append(objects, loaded...)
+	}
+	if err := samples.RewriteEndpointURLs(objects, samples.Under(base)); err != nil {
+		return err
+	}
+	manifest, err := samples.YAML(objects)
+	if err != nil {
+		return err
+	}
+	apply := exec.CommandContext(ctx, "kubectl", "--kubeconfig", kubeconfig, "apply", "-f", "-")
+	apply.Stdin = bytes.NewReader(manifest)
+	apply.Stdout, apply.Stderr = os.Stdout, os.Stderr
+	if err := apply.Run(); err != nil {
+		return fmt.Errorf("kubectl apply of config/samples/ (URLs under %s): %w", base, err)
+	}
+	return nil
 }
 
 // installWebhook creates or updates the webhook configuration from

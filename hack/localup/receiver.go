@@ -15,19 +15,22 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 )
 
 // receiver is the sample webhook receiver of `make dev`: each path is an
 // endpoint in the default namespace (/palm is WebhookEndpoint palm); it
-// verifies both signature families with the endpoint's signing secret and
-// prints each delivery.
+// verifies the signature families that endpoint's spec.signing selects with
+// its signing secret and prints each delivery.
 type receiver struct {
-	client       client.Client
-	namespace    string
-	headerPrefix string
-	log          io.Writer
-	mu           sync.Mutex
+	client    client.Client
+	namespace string
+	// defaultPrefix is the dispatcher's --header-prefix, which signs
+	// endpoints without spec.signing.headerPrefix.
+	defaultPrefix string
+	log           io.Writer
+	mu            sync.Mutex
 }
 
 func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
@@ -36,20 +39,34 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	endpoint := strings.TrimPrefix(req.URL.Path, "/")
-	prefixed, standard := "unverified", "unverified"
+	name := strings.TrimPrefix(req.URL.Path, "/")
+	var verdicts []string
+	eventType := "-"
+	var endpoint hookrelayv1alpha1.WebhookEndpoint
 	var secret corev1.Secret
-	err = r.client.Get(req.Context(), types.NamespacedName{Namespace: r.namespace, Name: endpoint + "-whsec"}, &secret)
-	if err == nil {
-		key := string(secret.Data["secret"])
-		prefixed, standard = verdict(signing.VerifyPrefixed(req.Header, r.headerPrefix, key, body, time.Now())), verdict(verifyStandard(key, body, req.Header))
+	if err := r.client.Get(req.Context(), types.NamespacedName{Namespace: r.namespace, Name: name}, &endpoint); err != nil {
+		verdicts = append(verdicts, "unverified (no endpoint: "+err.Error()+")")
+	} else if err := r.client.Get(req.Context(), types.NamespacedName{Namespace: r.namespace, Name: endpoint.Status.SecretName}, &secret); err != nil {
+		verdicts = append(verdicts, "unverified (no secret: "+err.Error()+")")
 	} else {
-		prefixed = "no secret: " + err.Error()
+		key := string(secret.Data["secret"])
+		for _, scheme := range endpoint.Spec.EffectiveSignatureSchemes() {
+			switch scheme {
+			case hookrelayv1alpha1.SignatureSchemePrefixed:
+				prefix := r.defaultPrefix
+				if endpoint.Spec.Signing != nil && endpoint.Spec.Signing.HeaderPrefix != "" {
+					prefix = endpoint.Spec.Signing.HeaderPrefix
+				}
+				eventType = req.Header.Get(prefix + "-Event-Type")
+				verdicts = append(verdicts, prefix+"-Signature "+verdict(signing.VerifyPrefixed(req.Header, prefix, key, body, time.Now())))
+			case hookrelayv1alpha1.SignatureSchemeStandardWebhooks:
+				verdicts = append(verdicts, "webhook-signature "+verdict(verifyStandard(key, body, req.Header)))
+			}
+		}
 	}
 	r.mu.Lock()
-	fmt.Fprintf(r.log, "receiver: %s POST /%s event=%s type=%s %s-Signature %s, webhook-signature %s\n  %s\n",
-		time.Now().Format("15:04:05"), endpoint, req.Header.Get("webhook-id"), req.Header.Get(r.headerPrefix+"-Event-Type"),
-		r.headerPrefix, prefixed, standard, body)
+	fmt.Fprintf(r.log, "receiver: %s POST /%s event=%s type=%s %s\n  %s\n",
+		time.Now().Format("15:04:05"), name, req.Header.Get("webhook-id"), eventType, strings.Join(verdicts, ", "), body)
 	r.mu.Unlock()
 	w.WriteHeader(http.StatusOK)
 }
@@ -76,7 +93,7 @@ func serveReceiver(ctx context.Context, address string, c client.Client, logPath
 		return nil, err
 	}
 	server := &http.Server{Addr: address, ReadHeaderTimeout: 5 * time.Second,
-		Handler: &receiver{client: c, namespace: "default", headerPrefix: "Hookrelay", log: io.MultiWriter(logFile, os.Stdout)}}
+		Handler: &receiver{client: c, namespace: "default", defaultPrefix: "Hookrelay", log: io.MultiWriter(logFile, os.Stdout)}}
 	listenErr := make(chan error, 1)
 	go func() { listenErr <- server.ListenAndServe() }()
 	select {

@@ -162,12 +162,18 @@ func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
 		Deliveries int
 	}
 	g.Expect(json.Unmarshal([]byte(shell(t, kubeconfig, send[1])), &answer)).To(Succeed())
-	g.Expect(answer.Deliveries).To(Equal(1))
+	g.Expect(answer.Deliveries).To(Equal(2), "palm and palenca-production (all events)")
 	g.Eventually(func() (string, error) {
 		log, err := os.ReadFile(receiverLog)
 		return string(log), err
 	}).WithTimeout(30 * time.Second).Should(MatchRegexp(`POST /palm event=` + regexp.QuoteMeta(answer.ID) +
-		` type=user.created Hookrelay-Signature verified, webhook-signature verified`))
+		` type=user.created Palm-Signature verified, webhook-signature verified`))
+	// Palenca's sample signs with Standard Webhooks only.
+	g.Eventually(func() (string, error) {
+		log, err := os.ReadFile(receiverLog)
+		return string(log), err
+	}).WithTimeout(30 * time.Second).Should(MatchRegexp(`POST /palenca-production event=` + regexp.QuoteMeta(answer.ID) +
+		` type=- webhook-signature verified\n`))
 	dev.interrupt(t)
 
 	// Started again on the same data folder, the delivery log still has it.
@@ -185,9 +191,13 @@ func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
 	}
 	out := shell(t, kubeconfig, strings.Replace(logLine[1], "EVENT_ID", answer.ID, 1))
 	g.Expect(json.Unmarshal([]byte(out), &eventLog)).To(Succeed(), out)
-	g.Expect(eventLog.Deliveries).To(HaveLen(1), out)
-	g.Expect(eventLog.Deliveries[0].Endpoint).To(Equal("palm"))
-	g.Expect(eventLog.Deliveries[0].State).To(Equal("succeeded"))
-	g.Expect(eventLog.Deliveries[0].Attempts[0].StatusCode).To(Equal(200))
+	g.Expect(eventLog.Deliveries).To(HaveLen(2), out)
+	endpoints := []string{}
+	for _, delivery := range eventLog.Deliveries {
+		endpoints = append(endpoints, delivery.Endpoint)
+		g.Expect(delivery.State).To(Equal("succeeded"), out)
+		g.Expect(delivery.Attempts[0].StatusCode).To(Equal(200), out)
+	}
+	g.Expect(endpoints).To(ConsistOf("palm", "palenca-production"))
 	dev.interrupt(t)
 }
