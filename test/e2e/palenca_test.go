@@ -8,6 +8,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/utils/ptr"
 
 	"github.com/hookrelay/hookrelay/routes"
 )
@@ -98,6 +99,10 @@ func TestPalencaContract(t *testing.T) {
 		g.Expect(route.Timeout.Duration).To(Equal(30*time.Second), "%s: a 200 or 201 within 30 seconds", name)
 		g.Expect(route.SuccessStatusCodes).To(Equal([]int32{200, 201}), "%s: only 200 or 201", name)
 		g.Expect(route.RetrySchedule).To(Equal(durations("3m", "3m", "3m")), "%s: up to three more calls, a few minutes apart", name)
+		g.Expect(route.JitterPercent).To(Equal(ptr.To[int32](0)), "%s: calls exactly 3 minutes apart", name)
+		g.Expect(route.AutoDisableAfter).To(BeZero(), "%s: Palenca never disables a webhook", name)
+		g.Expect(route.KeepOnGone).To(BeTrue(), "%s: a 410 is retried like any other answer", name)
+		g.Expect(route.Strict()).To(BeTrue(), "%s: login.created before login.success", name)
 		g.Expect(route.Signing).To(Equal(&routes.Signing{Schemes: []string{routes.SchemeStandardWebhooks}}), "%s: Standard Webhooks only", name)
 		g.Expect(route.Subscriptions).To(HaveLen(1))
 		g.Expect(route.Subscriptions[0].EventTypes).To(Equal([]string{"*"}), "%s: all events selected", name)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/utils/ptr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
@@ -54,6 +55,9 @@ func TestPalmContract(t *testing.T) {
 	g.Expect(len(route.RetrySchedule)+1).To(Equal(5), "Palm: 5 total attempts")
 	g.Expect(route.SuccessStatusCodes).To(BeEmpty(), "Palm: any 2xx")
 	g.Expect(route.AutoDisableAfter).To(Equal(int32(10)), "Palm: disabled after 10 consecutive failed deliveries")
+	g.Expect(route.KeepOnGone).To(BeTrue(), "Palm: every non-2xx is retried, a 410 too")
+	g.Expect(route.JitterPercent).To(Equal(ptr.To[int32](0)), "Palm: retries exactly 1m, 5m, 30m, 2h after the previous attempt")
+	g.Expect(route.IgnoreRetryAfter).To(BeTrue(), "Palm: the schedule, not the receiver's Retry-After")
 	g.Expect(route.Signing).To(Equal(&routes.Signing{HeaderPrefix: "Palm", Schemes: []string{routes.SchemePrefixed, routes.SchemeStandardWebhooks}}))
 
 	status, answer := d.publish(t, namespace, palmBusinessVerification)
