@@ -333,7 +333,16 @@ func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
 	}
 	e.Metrics.Held.Set(float64(held))
 	released, err := e.requeue(ctx, releasable)
-	return pending + len(released), held, err
+	if err != nil {
+		return pending + len(released), held, err
+	}
+	// A Strict line blocked by a delivery held before Recover (a publish
+	// while the endpoint was paused or disabled) moves again now that the
+	// held ones are back in line.
+	for _, delivery := range releasable {
+		e.queueFor(routing.ID(delivery.Namespace, delivery.Endpoint)).unblock()
+	}
+	return pending + len(released), held, nil
 }
 
 // schedule queues a task at its delivery's NextAttemptAt.

@@ -260,3 +260,41 @@ func TestStrictOrderSurvivesARestart(t *testing.T) {
 	g.Eventually(receiver.got).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(ids)))
 	g.Expect(receiver.got()).To(Equal(ids))
 }
+
+// TestStrictHeldBeforeRecoverReleasedByRecover: events published to a
+// paused Strict endpoint before Recover, which is unpaused before Recover
+// too, are delivered once Recover releases them: the line they blocked
+// moves again.
+func TestStrictHeldBeforeRecoverReleasedByRecover(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	receiver := newOrderReceiver(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Paused = true })
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine, err := New(ctx, Options{
+		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Now: jumpingClock(),
+		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := engine.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	g.Expect(engine.SetTable(ctx, tableOf(t, route))).To(Succeed())
+
+	ids := publishEvents(t, engine, 0, 5)
+	route.Paused = false
+	g.Expect(engine.SetTable(ctx, tableOf(t, route))).To(Succeed())
+	_, _, err = engine.Recover(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(receiver.got).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
+}
