@@ -206,7 +206,7 @@ func run(ctx context.Context, opts options) error {
 
 	var ready atomic.Bool
 	mux := http.NewServeMux()
-	api := &ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("api")}
+	api := &ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("api"), Ready: ready.Load}
 	var warnings []warning
 	if opts.insecureNoAuth {
 		warnings = append(warnings, warning{"--insecure-no-auth", "anyone who reaches the dispatcher can publish events and read the delivery log; use it for local development only"})

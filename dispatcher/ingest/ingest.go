@@ -53,15 +53,33 @@ type Handler struct {
 	Log     logr.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// Ready reports whether the engine has recovered the stored deliveries;
+	// until then writes are refused, so that none is queued ahead of older
+	// stored ones. Nil: always ready.
+	Ready func() bool
 }
 
 // Register adds the ingest routes to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/namespaces/{namespace}/events", h.authorized("create", "events", h.publish))
+	mux.HandleFunc("POST /v1/namespaces/{namespace}/events", h.authorized("create", "events", h.whenReady(h.publish)))
 	mux.HandleFunc("GET /v1/namespaces/{namespace}/events/{id}", h.authorized("get", "deliveries", h.event))
 	mux.HandleFunc("GET /v1/namespaces/{namespace}/endpoints/{endpoint}/deliveries", h.authorized("list", "deliveries", h.endpointDeliveries))
-	mux.HandleFunc("POST /v1/namespaces/{namespace}/deliveries/{id}/retry", h.authorized("update", "deliveries", h.retry))
-	mux.HandleFunc("POST /v1/namespaces/{namespace}/endpoints/{endpoint}/replay", h.authorized("update", "deliveries", h.replay))
+	mux.HandleFunc("POST /v1/namespaces/{namespace}/deliveries/{id}/retry", h.authorized("update", "deliveries", h.whenReady(h.retry)))
+	mux.HandleFunc("POST /v1/namespaces/{namespace}/endpoints/{endpoint}/replay", h.authorized("update", "deliveries", h.whenReady(h.replay)))
+}
+
+// whenReady answers 503 until the engine has recovered the stored
+// deliveries: a delivery queued earlier could be attempted ahead of older
+// stored ones of a Strict endpoint, or queued twice.
+func (h *Handler) whenReady(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if h.Ready != nil && !h.Ready() {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, "the dispatcher is starting: it is still recovering stored deliveries; retry shortly")
+			return
+		}
+		next(w, r)
+	}
 }
 
 // authorized runs next only for a caller whose token RBAC allows verb on

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -250,4 +251,35 @@ func TestPublishKeepsEveryEvent(t *testing.T) {
 func sourceHash(source string) string {
 	sum := sha256.Sum256([]byte(source))
 	return hex.EncodeToString(sum[:8])
+}
+
+// TestWritesWaitForReady: until the engine has recovered the stored
+// deliveries, publish, retry and replay answer 503 with Retry-After and
+// reach no engine; once it is ready, a publish is accepted.
+func TestWritesWaitForReady(t *testing.T) {
+	var ready atomic.Bool
+	publisher := &recordingPublisher{}
+	mux := http.NewServeMux()
+	(&Handler{Publisher: publisher, MaxBody: DefaultMaxBody, Log: logr.Discard(), Now: func() time.Time { return acceptTime }, Ready: ready.Load}).Register(mux)
+	send := func(path, body string) *httptest.ResponseRecorder {
+		request := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+		request.Header.Set("Content-Type", "application/json")
+		response := httptest.NewRecorder()
+		mux.ServeHTTP(response, request)
+		return response
+	}
+	for _, path := range []string{"/v1/namespaces/palm/events", "/v1/namespaces/palm/deliveries/dlv_1/retry", "/v1/namespaces/palm/endpoints/orders/replay"} {
+		response := send(path, `{"id":"evt_1","type":"order.paid","data":{}}`)
+		if response.Code != http.StatusServiceUnavailable || response.Header().Get("Retry-After") != "1" || !strings.Contains(response.Body.String(), "starting") {
+			t.Fatalf("POST %s before ready answered %d, Retry-After %q, %q; want 503, 1 and a message saying it is starting",
+				path, response.Code, response.Header().Get("Retry-After"), response.Body)
+		}
+	}
+	if len(publisher.published) != 0 {
+		t.Fatalf("published %v before ready", publisher.published)
+	}
+	ready.Store(true)
+	if response := send("/v1/namespaces/palm/events", `{"id":"evt_1","type":"order.paid","data":{}}`); response.Code != http.StatusAccepted {
+		t.Fatalf("publish once ready answered %d %q, want 202", response.Code, response.Body)
+	}
 }
