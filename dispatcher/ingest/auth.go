@@ -104,11 +104,14 @@ type denial struct {
 func (a *KubeAuth) check(ctx context.Context, r *http.Request, namespace, verb, resource string) *denial {
 	a.caches()
 	address := clientAddress(r)
-	if wait := a.failureBackoff(address); wait > 0 {
+	token := bearerToken(r)
+	// A token already known valid costs no TokenReview, so the limit does
+	// not apply: a client sharing its address (SNAT, hostNetwork, the API
+	// server's proxy) with one that fails keeps going.
+	if wait := a.failureBackoff(address); wait > 0 && !a.knownValid(token) {
 		return &denial{status: http.StatusTooManyRequests, retryAfter: wait,
 			message: fmt.Sprintf("too many failed authentications from %s; try again in %s", address, wait)}
 	}
-	token := bearerToken(r)
 	if token == "" {
 		a.failed(address)
 		return &denial{status: http.StatusUnauthorized, message: "a Kubernetes bearer token is required (Authorization: Bearer <token>), such as a ServiceAccount token from `kubectl create token`"}
@@ -188,6 +191,16 @@ func (a *KubeAuth) now() time.Time {
 		return a.Now()
 	}
 	return time.Now()
+}
+
+// knownValid reports whether the token is in the accepted-tokens cache and
+// not expired.
+func (a *KubeAuth) knownValid(token string) bool {
+	if token == "" {
+		return false
+	}
+	value, ok := a.users.Get(sha256.Sum256([]byte(token)))
+	return ok && a.now().Before(value.(cachedUser).expiresAt)
 }
 
 func (a *KubeAuth) authenticate(ctx context.Context, token string) (authenticationv1.UserInfo, string, error) {

@@ -125,6 +125,40 @@ func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
 	}
 }
 
+// TestKnownValidTokenIsNotLimited: a token already accepted goes ahead from
+// an address whose failed-authentication budget a neighbour spent; bogus
+// and not-yet-known tokens from it still wait.
+func TestKnownValidTokenIsNotLimited(t *testing.T) {
+	var tokenReviews, accessReviews atomic.Int64
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	auth := &KubeAuth{Client: fakeReviews(&tokenReviews, &accessReviews), TTL: time.Minute, FailureRate: 1, FailureBurst: 3,
+		Now: func() time.Time { return now }}
+	ctx := context.Background()
+	request := func(address, token string) *denial {
+		r := httptest.NewRequest(http.MethodPost, "/v1/namespaces/ns/events", nil)
+		r.RemoteAddr = address
+		r.Header.Set("Authorization", "Bearer "+token)
+		return auth.check(ctx, r, "ns", "create", "events")
+	}
+	if denied := request("192.0.2.1:1000", "valid-token"); denied != nil {
+		t.Fatalf("valid token: %+v, want allowed", denied)
+	}
+	for i := range 3 {
+		if denied := request("192.0.2.1:2000", fmt.Sprintf("bogus-%d", i)); denied == nil || denied.status != http.StatusUnauthorized {
+			t.Fatalf("failure %d: %+v, want 401", i, denied)
+		}
+	}
+	if denied := request("192.0.2.1:1001", "valid-token"); denied != nil {
+		t.Fatalf("known valid token from an address a neighbour limited: %+v, want allowed", denied)
+	}
+	if denied := request("192.0.2.1:2001", "bogus-0"); denied == nil || denied.status != http.StatusTooManyRequests {
+		t.Fatalf("refused token from the limited address: %+v, want 429", denied)
+	}
+	if denied := request("192.0.2.1:2002", "bogus-next"); denied == nil || denied.status != http.StatusTooManyRequests {
+		t.Fatalf("unknown token from the limited address: %+v, want 429", denied)
+	}
+}
+
 // TestTooManyFailuresAnswer429 checks the HTTP answer: 429 with Retry-After.
 func TestTooManyFailuresAnswer429(t *testing.T) {
 	var tokenReviews, accessReviews atomic.Int64
