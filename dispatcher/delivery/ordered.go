@@ -152,8 +152,11 @@ func (q *queue) workInLine() {
 			e.hold(context.Background(), head.delivery)
 			continue
 		}
-		if limiter != nil {
-			_ = limiter.Wait(context.Background())
+		if !q.admit(limiter) {
+			q.mu.Lock()
+			q.lineWorker = false
+			q.mu.Unlock()
+			return // the line stays pending in the store
 		}
 		if next := e.attempt(head); next != nil {
 			e.schedule(*next) // back in line, at the head, until it is due

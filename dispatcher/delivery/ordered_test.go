@@ -298,3 +298,56 @@ func TestStrictHeldBeforeRecoverReleasedByRecover(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Eventually(receiver.got).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
 }
+
+// TestRateLimitedAttemptNotStartedAfterStop: a delivery waiting for its
+// endpoint's rate limit when Stop begins is not attempted; it stays
+// pending in the store for the next start.
+func TestRateLimitedAttemptNotStartedAfterStop(t *testing.T) {
+	for _, ordering := range []string{routes.OrderingStrict, ""} {
+		t.Run(ordering+"ordering", func(t *testing.T) {
+			g := NewWithT(t)
+			ctx := context.Background()
+			var hits atomic.Int64
+			receiver := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+			t.Cleanup(receiver.Close)
+			route := strictRoute(receiver.URL, func(route *routes.Endpoint) {
+				route.Ordering, route.MaxInFlight, route.RateLimit = ordering, 1, &routes.RateLimit{PerSecond: 1, Burst: 1}
+			})
+			db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := db.Close(); err != nil {
+					t.Error(err)
+				}
+			})
+			engine, err := New(ctx, Options{
+				Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Now: time.Now,
+				Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.Expect(engine.SetTable(ctx, tableOf(t, route))).To(Succeed())
+			_, _, err = engine.Recover(ctx)
+			g.Expect(err).NotTo(HaveOccurred())
+
+			publishEvents(t, engine, 0, 2)
+			g.Eventually(hits.Load).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(Equal(int64(1)))
+			// The second delivery waits for the limit once its reservation
+			// has taken the bucket below zero.
+			q := engine.queueFor(routing.ID(route.Namespace, route.Name))
+			q.mu.Lock()
+			limiter := q.limiter
+			q.mu.Unlock()
+			g.Eventually(limiter.Tokens).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(BeNumerically("<", -0.5))
+			g.Expect(engine.Stop(ctx)).To(Succeed())
+			g.Expect(hits.Load()).To(Equal(int64(1)), "an attempt started after Stop")
+			active, err := db.Active(ctx)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(active).To(HaveLen(1))
+			g.Expect(active[0].State).To(Equal(store.Pending))
+		})
+	}
+}

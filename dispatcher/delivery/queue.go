@@ -33,13 +33,19 @@ type queue struct {
 	pausedUntil time.Time
 	stopped     bool
 	stopping    chan struct{}
+	// stopCtx ends when stopping closes: a wait for the rate limit ends
+	// with it.
+	stopCtx    context.Context
+	cancelStop context.CancelFunc
 
 	// ordered is set for a Strict endpoint: see ordered.go.
 	ordered
 }
 
 func newQueue(engine *Engine, id string) *queue {
-	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{}), ordered: newOrdered()}
+	stopCtx, cancelStop := context.WithCancel(context.Background())
+	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{}), stopCtx: stopCtx, cancelStop: cancelStop,
+		ordered: newOrdered()}
 }
 
 // configure applies the endpoint's concurrency cap, rate limit and
@@ -103,13 +109,29 @@ func (q *queue) work() {
 				return // the delivery stays pending in the store
 			}
 		}
-		if limiter != nil {
-			_ = limiter.Wait(context.Background())
+		if !q.admit(limiter) {
+			q.mu.Lock()
+			q.workers--
+			q.mu.Unlock()
+			return // the delivery stays pending in the store
 		}
 		if next := q.engine.attempt(t); next != nil {
 			q.engine.schedule(*next)
 		}
 	}
+}
+
+// admit waits for the endpoint's rate limit, if any, and reports whether
+// the attempt may start: not once the queue stops, however long it waited.
+func (q *queue) admit(limiter *rate.Limiter) bool {
+	if limiter != nil {
+		// Its only error that matters is the stop, which the check below
+		// sees; on any other it goes ahead, as without a wait.
+		_ = limiter.Wait(q.stopCtx)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return !q.stopped
 }
 
 // pause holds the endpoint's next attempts until the given time: the
@@ -130,6 +152,7 @@ func (q *queue) stop() {
 	defer q.mu.Unlock()
 	if !q.stopped {
 		close(q.stopping)
+		q.cancelStop()
 	}
 	q.stopped = true
 	q.engine.Metrics.QueueDepth.Sub(float64(len(q.ready) + len(q.line)))
