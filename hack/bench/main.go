@@ -254,7 +254,7 @@ func run(events, concurrency int, dispatcherBinary string) error {
 	listener.Close()
 	dispatcher := exec.Command(dispatcherBinary, "--namespace="+routesNamespace, "--listen-address="+address,
 		"--data-dir="+dataDir, "--zap-log-level=error", "--enable-profiling", "--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth")
-	fmt.Fprintf(os.Stderr, "bench: dispatcher at http://%s (profiles under /debug/pprof/)\n", address)
+	fmt.Fprintf(os.Stderr, "bench: dispatcher at http://%s (profiles at http://127.0.0.1:6060/debug/pprof/)\n", address)
 	dispatcher.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
 	dispatcher.Stderr = os.Stderr
 	if err := dispatcher.Start(); err != nil {
