@@ -196,3 +196,81 @@ func TestHeaderValuesFromSecrets(t *testing.T) {
 		return keys[entry].Headers["Authorization"]
 	}).WithTimeout(20 * time.Second).Should(Equal("Bearer rotated"))
 }
+
+// TestHeaderCannotCarryASigningSecret: a labelled bring-your-own signing
+// Secret cannot supply another endpoint's header values, even when the
+// endpoint names it for signing only after the header was published, and no
+// header value may be a whsec_ key, whichever Secret holds it.
+func TestHeaderCannotCarryASigningSecret(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	routesNamespace, _ := startManager(t, Options{})
+	namespace := env.Namespace(t)
+	signingKey := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	labelled := map[string]string{hookrelayv1alpha1.LabelEndpointSecret: "true"}
+	shared := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "shared", Labels: labelled},
+		Data: map[string][]byte{SecretKey: []byte(signingKey), "token": []byte("Bearer plain")}}
+	g.Expect(env.Client.Create(ctx, shared)).To(Succeed())
+	headerFrom := func(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret, key string) {
+		endpoint.Spec.Headers = []hookrelayv1alpha1.Header{{Name: "X-K", ValueFrom: &hookrelayv1alpha1.HeaderValueSource{
+			SecretKeyRef: hookrelayv1alpha1.SecretKeySelector{Name: secret, Key: key}}}}
+	}
+
+	// Until an endpoint signs with it, it is a header Secret like any other.
+	user := newEndpoint(namespace, "user")
+	headerFrom(user, "shared", "token")
+	g.Expect(env.Client.Create(ctx, user)).To(Succeed())
+	eventuallyReady(t, user, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+
+	owner := newEndpoint(namespace, "owner")
+	owner.Spec.SecretRef = &hookrelayv1alpha1.SecretReference{Name: "shared"}
+	g.Expect(env.Client.Create(ctx, owner)).To(Succeed())
+	eventuallyReady(t, owner, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+	condition := eventuallyReady(t, user, metav1.ConditionFalse, hookrelayv1alpha1.ReasonSecretInvalid)
+	g.Expect(condition.Message).To(ContainSubstring(`spec.headers[X-K].valueFrom.secretKeyRef: Secret "shared" is the signing Secret of WebhookEndpoint "owner"`))
+
+	thief := newEndpoint(namespace, "thief")
+	headerFrom(thief, "shared", SecretKey)
+	g.Expect(env.Client.Create(ctx, thief)).To(Succeed())
+	condition = eventuallyReady(t, thief, metav1.ConditionFalse, hookrelayv1alpha1.ReasonSecretInvalid)
+	g.Expect(condition.Message).To(ContainSubstring("spec.headers[X-K].valueFrom.secretKeyRef"))
+	g.Expect(condition.Message).NotTo(ContainSubstring(signingKey))
+
+	// A copy of the key in a Secret no endpoint signs with.
+	copied := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "copied", Labels: labelled},
+		Data: map[string][]byte{"token": []byte(signingKey)}}
+	g.Expect(env.Client.Create(ctx, copied)).To(Succeed())
+	copier := newEndpoint(namespace, "copier")
+	headerFrom(copier, "copied", "token")
+	g.Expect(env.Client.Create(ctx, copier)).To(Succeed())
+	condition = eventuallyReady(t, copier, metav1.ConditionFalse, hookrelayv1alpha1.ReasonSecretInvalid)
+	g.Expect(condition.Message).To(ContainSubstring(`spec.headers[X-K].valueFrom.secretKeyRef: key "token" of Secret "copied" holds a signing secret`))
+	g.Expect(condition.Message).NotTo(ContainSubstring(signingKey))
+
+	g.Eventually(func(g Gomega) {
+		_, keys := publishedRoutes(g, routesNamespace)
+		g.Expect(keys).To(HaveKey(routes.EntryKey(namespace, "owner")))
+		for _, name := range []string{"user", "thief", "copier"} {
+			g.Expect(keys).NotTo(HaveKey(routes.EntryKey(namespace, name)))
+		}
+		for entry, keysEntry := range keys {
+			if entry == routes.EntryKey(namespace, "owner") {
+				continue
+			}
+			for _, key := range keysEntry.Keys {
+				g.Expect(key.Secret).NotTo(Equal(signingKey), "entry %s signs with the owner's key", entry)
+			}
+			for name, header := range keysEntry.Headers {
+				g.Expect(header).NotTo(ContainSubstring(secretPrefix), "entry %s header %s", entry, name)
+			}
+		}
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+
+	// Once the owner signs with another Secret, the header may be used again.
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(owner), owner)).To(Succeed())
+		owner.Spec.SecretRef = nil
+		g.Expect(env.Client.Update(ctx, owner)).To(Succeed())
+	}).WithTimeout(20 * time.Second).Should(Succeed())
+	eventuallyReady(t, user, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+}

@@ -64,6 +64,10 @@ func TestOperatorRoleChangesOnlyActionAnnotations(t *testing.T) {
 		{"patch", "whep", "palm", "--type=merge", "-p", `{"spec":{"paused":true}}`},
 		{"annotate", "whep", "palm", "example.com/other=1"},
 		{"label", "whep", "palm", "team=other"},
+		// A made-up owner would have the garbage collector delete the endpoint.
+		{"patch", "whep", "palm", "--type=merge", "-p",
+			`{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"gone","uid":"00000000-0000-0000-0000-000000000001"}]}}`},
+		{"patch", "whep", "palm", "--type=merge", "-p", `{"metadata":{"finalizers":["example.com/hold"]}}`},
 	} {
 		out, err := asOnCall(refused...)
 		g.Expect(err).To(HaveOccurred(), "%v was accepted:\n%s", refused, out)
@@ -78,6 +82,8 @@ func TestOperatorRoleChangesOnlyActionAnnotations(t *testing.T) {
 	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(endpoint), endpoint)).To(Succeed())
 	g.Expect(endpoint.Spec.URL).To(Equal("https://receiver.example/palm"))
 	g.Expect(endpoint.Spec.Paused).To(BeFalse())
+	g.Expect(endpoint.OwnerReferences).To(BeEmpty())
+	g.Expect(endpoint.Finalizers).To(BeEmpty())
 
 	// The admin still can.
 	if _, stderr, err := env.Kubectl(ctx, "", "-n", namespace, "patch", "whep", "palm", "--type=merge",

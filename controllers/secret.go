@@ -182,6 +182,26 @@ func foreignSecret(secret *corev1.Secret, endpoint *hookrelayv1alpha1.WebhookEnd
 		field, secret.Name, owner.Name)}
 }
 
+// signingSecretOf refuses, for a header, a Secret that a WebhookEndpoint in
+// its namespace names in spec.secretRef: a bring-your-own signing Secret
+// carries the same label as a header Secret, and its key must reach no
+// receiver but the endpoint's own, in a signature.
+func signingSecretOf(ctx context.Context, reader client.Reader, secret *corev1.Secret, field string) (*problem, error) {
+	var endpoints hookrelayv1alpha1.WebhookEndpointList
+	if err := reader.List(ctx, &endpoints, client.InNamespace(secret.Namespace),
+		client.MatchingFields{secretRefIndex: secret.Name}); err != nil {
+		return nil, fmt.Errorf("listing the endpoints that name Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+	}
+	for _, other := range endpoints.Items {
+		if other.Spec.SecretRef != nil && other.Spec.SecretRef.Name == secret.Name {
+			return &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+				"%s: Secret %q is the signing Secret of WebhookEndpoint %q (its spec.secretRef); a signing Secret cannot supply header values",
+				field, secret.Name, other.Name)}, nil
+		}
+	}
+	return nil, nil
+}
+
 // secretHeaders reads the header values an endpoint takes from Secrets
 // (spec.headers[].valueFrom), by header name.
 func secretHeaders(ctx context.Context, secrets secretGetter, endpoint *hookrelayv1alpha1.WebhookEndpoint) (map[string]string, *problem, error) {
@@ -199,6 +219,9 @@ func secretHeaders(ctx context.Context, secrets secretGetter, endpoint *hookrela
 		if trouble := foreignSecret(secret, endpoint, field, false); trouble != nil {
 			return nil, trouble, nil
 		}
+		if trouble, err := signingSecretOf(ctx, secrets.cached, secret, field); err != nil || trouble != nil {
+			return nil, trouble, err
+		}
 		value, ok := secret.Data[ref.Key]
 		if !ok {
 			return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid,
@@ -209,6 +232,13 @@ func secretHeaders(ctx context.Context, secrets secretGetter, endpoint *hookrela
 			return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
 				"%s: key %q of Secret %q is not a valid header value: at most %d bytes, without CR, LF or other control characters",
 				field, ref.Key, ref.Name, maxSecretHeaderBytes)}, nil
+		}
+		// A signing key sent as a header would reach a receiver that must not
+		// hold it, whichever Secret it was copied into.
+		if strings.HasPrefix(string(value), secretPrefix) {
+			return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+				"%s: key %q of Secret %q holds a signing secret (it starts with %q) and cannot be sent as a header",
+				field, ref.Key, ref.Name, secretPrefix)}, nil
 		}
 		if values == nil {
 			values = map[string]string{}

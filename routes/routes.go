@@ -10,6 +10,7 @@
 package routes
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -165,6 +166,15 @@ func DecodeEndpoint(data []byte) (Endpoint, error) {
 
 // DecodeKeys reads a keys Secret entry.
 func DecodeKeys(data []byte) (KeysEntry, error) {
+	// The previous version wrote a bare array of keys; shards it wrote are
+	// read until the manager rewrites them.
+	if bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("[")) {
+		var keys []Key
+		if err := json.Unmarshal(data, &keys); err != nil {
+			return KeysEntry{}, fmt.Errorf("routes: decoding keys: %w", err)
+		}
+		return KeysEntry{Keys: keys}, nil
+	}
 	var entry KeysEntry
 	if err := json.Unmarshal(data, &entry); err != nil {
 		return KeysEntry{}, fmt.Errorf("routes: decoding keys: %w", err)
