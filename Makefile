@@ -85,10 +85,7 @@ test: manifests generate controlplane ## Run every test against the built contro
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target in FUZZ_TARGETS for $(FUZZTIME) (seed corpora in the packages' testdata/fuzz).
-	@for target in $(FUZZ_TARGETS); do \
-		echo "fuzz: $${target#*:} in $${target%%:*} for $(FUZZTIME)"; \
-		go test -run='^$$' -fuzz="^$${target#*:}$$" -fuzztime=$(FUZZTIME) "$${target%%:*}" || exit 1; \
-	done
+	@FUZZTIME=$(FUZZTIME) hack/fuzz.sh $(FUZZ_TARGETS)
 
 .PHONY: deploy
 deploy: ## Install Hookrelay on the cluster in $$KUBECONFIG (config/default).
