@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
@@ -38,11 +39,16 @@ func applySample(t *testing.T, namespace, file string, urls map[string]string) m
 		return url
 	})).To(Succeed())
 	endpoints := map[string]*hookrelayv1alpha1.WebhookEndpoint{}
+	subscriptionsOf := map[string]int{}
 	for _, object := range objects {
 		object.SetNamespace(namespace)
 		g.Expect(env.Client.Create(context.Background(), object)).To(Succeed(), "%s %s", object.GetKind(), object.GetName())
-		if object.GetKind() == "WebhookEndpoint" {
+		switch object.GetKind() {
+		case "WebhookEndpoint":
 			endpoints[object.GetName()] = &hookrelayv1alpha1.WebhookEndpoint{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: object.GetName()}}
+		case "WebhookSubscription":
+			endpoint, _, _ := unstructured.NestedString(object.Object, "spec", "endpointRef", "name")
+			subscriptionsOf[endpoint]++
 		}
 	}
 	g.Expect(endpoints).To(HaveLen(len(urls)), "every URL the test gives names an endpoint of %s", file)
@@ -50,6 +56,9 @@ func applySample(t *testing.T, namespace, file string, urls map[string]string) m
 		g.Eventually(func(g Gomega) {
 			g.Expect(condition(g, endpoint, hookrelayv1alpha1.ConditionReady)).To(Equal(metav1.ConditionTrue))
 			g.Expect(condition(g, endpoint, hookrelayv1alpha1.ConditionDisabled)).To(Equal(metav1.ConditionFalse))
+			// An endpoint is Ready once its route is out, which can be before
+			// its subscriptions join the route: wait for them too.
+			g.Expect(compiledRoute(g, endpoint).Subscriptions).To(HaveLen(subscriptionsOf[endpoint.Name]))
 		}).WithTimeout(30*time.Second).WithPolling(50*time.Millisecond).Should(Succeed(), "endpoint %s", endpoint.Name)
 	}
 	return endpoints
