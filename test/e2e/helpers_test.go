@@ -292,6 +292,9 @@ func endpoint(t *testing.T, namespace, name, url string, eventTypes []string, sp
 	g.Eventually(func(g Gomega) {
 		g.Expect(condition(g, endpoint, hookrelayv1alpha1.ConditionReady)).To(Equal(metav1.ConditionTrue))
 		g.Expect(condition(g, endpoint, hookrelayv1alpha1.ConditionDisabled)).To(Equal(metav1.ConditionFalse))
+		// Ready means the route is out, which can be before the
+		// subscription joins it.
+		g.Expect(compiledRoute(g, endpoint).Subscriptions).To(HaveLen(1))
 	}).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
 	return endpoint
 }
