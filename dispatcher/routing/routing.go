@@ -142,9 +142,6 @@ func (t *Table) Endpoints() []*Endpoint {
 	return out
 }
 
-// HasNamespace reports whether any endpoint lives in namespace.
-func (t *Table) HasNamespace(namespace string) bool { return len(t.byNamespace[namespace]) > 0 }
-
 // Match lists the endpoints of namespace that an event goes to: one per
 // endpoint, however many of its subscriptions match; sandbox events only to
 // sandbox endpoints and production events only to production ones. event
