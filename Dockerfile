@@ -6,10 +6,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY api/ api/
-COPY celenv/ celenv/
 COPY cmd/ cmd/
 COPY controllers/ controllers/
-COPY routes/ routes/
 COPY dispatcher/ dispatcher/
 COPY internal/ internal/
 ARG TARGETOS=linux

@@ -13,7 +13,7 @@ FUZZ_TARGETS ?= \
 	./dispatcher/ingest:FuzzDecodeJSONEvent \
 	./dispatcher/ingest:FuzzDecodeCloudEventBinary \
 	./dispatcher/ingest:FuzzDecodeCloudEventStructured \
-	./routes:FuzzDecodeRoutes \
+	./internal/routes:FuzzDecodeRoutes \
 	./dispatcher/delivery:FuzzEgressCheck \
 	./dispatcher/signing:FuzzVerifyPrefixed \
 	./dispatcher/signing:FuzzVerifyStandard
@@ -97,7 +97,7 @@ undeploy: ## Remove Hookrelay from the cluster in $$KUBECONFIG.
 
 .PHONY: bench
 bench: build controlplane ## Measure delivery throughput and latency against a bare relay (prints figures).
-	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./hack/bench --dispatcher=$(LOCALBIN)/dispatcher $(BENCH_FLAGS)
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./test/bench --dispatcher=$(LOCALBIN)/dispatcher $(BENCH_FLAGS)
 
 ##@ Images
 

@@ -25,8 +25,8 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/redact"
+	"github.com/hookrelay/hookrelay/internal/routes"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
-	"github.com/hookrelay/hookrelay/routes"
 )
 
 // secretRefIndex indexes endpoints by the Secrets they name

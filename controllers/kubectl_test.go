@@ -11,8 +11,8 @@ import (
 	. "github.com/onsi/gomega"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/internal/routes"
 	"github.com/hookrelay/hookrelay/internal/testenv"
-	"github.com/hookrelay/hookrelay/routes"
 )
 
 // TestAdmissionRefusesInvalidSpecs applies each invalid spec with kubectl and

@@ -10,7 +10,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/routes"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // TestRetryAndAutoDisableChoicesReachTheRoute: the API server fills in

@@ -26,7 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/routes"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // DefaultShardSize keeps each routes ConfigMap and keys Secret well under

@@ -32,13 +32,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/dispatcher/config"
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 	"github.com/hookrelay/hookrelay/dispatcher/ingest"
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/status"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 type options struct {
@@ -255,9 +254,9 @@ func run(ctx context.Context, opts options) error {
 	}()
 	log.Info("listening", "address", listener.Addr().String(), "tls", opts.tlsCertFile != "", "namespace", opts.namespace, "headerPrefix", opts.headerPrefix)
 
-	watcher := &config.Watcher{
+	watcher := &routes.Watcher{
 		Clientset: clientset, Namespace: opts.namespace, Log: log.WithName("config"),
-		Apply: func(ctx context.Context, table *routing.Table) error { return engine.SetTable(ctx, table) },
+		Apply: func(ctx context.Context, table *routes.Table) error { return engine.SetTable(ctx, table) },
 	}
 	if err := watcher.Start(ctx); err != nil {
 		return err

@@ -11,10 +11,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/redact"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // responseSnippet is how much of a response body an attempt keeps.
@@ -55,7 +55,7 @@ type result struct {
 }
 
 // do signs and posts body to the endpoint, within the endpoint's timeout.
-func (a *Attempter) do(ctx context.Context, endpoint *routing.Endpoint, event *store.Event, body []byte, now time.Time) result {
+func (a *Attempter) do(ctx context.Context, endpoint *routes.Route, event *store.Event, body []byte, now time.Time) result {
 	started := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, endpoint.Timeout.Duration)
 	defer cancel()
@@ -67,7 +67,7 @@ func (a *Attempter) do(ctx context.Context, endpoint *routing.Endpoint, event *s
 	return out
 }
 
-func (a *Attempter) post(ctx context.Context, endpoint *routing.Endpoint, event *store.Event, body []byte, now time.Time) result {
+func (a *Attempter) post(ctx context.Context, endpoint *routes.Route, event *store.Event, body []byte, now time.Time) result {
 	request, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint.URL, bytes.NewReader(body))
 	if err != nil {
 		return result{err: fmt.Errorf("building the request: %w", redact.Error(err))}
@@ -104,7 +104,7 @@ func (a *Attempter) post(ctx context.Context, endpoint *routing.Endpoint, event 
 
 // Body builds a delivery's body: the event envelope, or the endpoint's
 // transform of it.
-func Body(endpoint *routing.Endpoint, event *store.Event) ([]byte, error) {
+func Body(endpoint *routes.Route, event *store.Event) ([]byte, error) {
 	if endpoint.Transform == nil {
 		return envelope(event), nil
 	}

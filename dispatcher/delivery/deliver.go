@@ -7,9 +7,9 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/batch"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // storeRetry is how soon a delivery is tried again when its event could not
@@ -36,7 +36,7 @@ func (e *Engine) writeRecords() {
 func (e *Engine) attempt(t task) *task {
 	ctx := context.Background()
 	delivery := t.delivery
-	id := routing.ID(delivery.Namespace, delivery.Endpoint)
+	id := routes.ID(delivery.Namespace, delivery.Endpoint)
 	endpoint := e.table.Load().Endpoint(id)
 	if !e.deliverable(endpoint) {
 		e.hold(ctx, delivery)
@@ -165,6 +165,6 @@ func (e *Engine) hold(ctx context.Context, delivery store.Delivery) bool {
 	}
 	e.Metrics.Held.Inc()
 	e.Metrics.Deliveries.WithLabelValues("held").Inc()
-	e.heldBehind(ctx, routing.ID(delivery.Namespace, delivery.Endpoint))
+	e.heldBehind(ctx, routes.ID(delivery.Namespace, delivery.Endpoint))
 	return true
 }

@@ -12,9 +12,9 @@ import (
 
 	"github.com/go-logr/logr"
 
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // DedupeWindow is how long an event id is remembered.
@@ -22,7 +22,7 @@ const DedupeWindow = 24 * time.Hour
 
 // StatusSink hears about endpoint health changes (the status reporter).
 type StatusSink interface {
-	HealthChanged(endpoint *routing.Endpoint, health store.Health, change Change)
+	HealthChanged(endpoint *routes.Route, health store.Health, change Change)
 }
 
 // Change says what happened to an endpoint's health.
@@ -58,7 +58,7 @@ type Options struct {
 // Engine is the delivery engine.
 type Engine struct {
 	Options
-	table atomic.Pointer[routing.Table]
+	table atomic.Pointer[routes.Table]
 
 	mu      sync.Mutex
 	queues  map[string]*queue
@@ -88,7 +88,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		Options: opts, queues: map[string]*queue{}, health: map[string]*store.Health{}, timers: map[string]*time.Timer{},
 		records: make(chan store.AttemptRecord, maxRecordBatch), recordsDone: make(chan struct{}),
 	}
-	e.table.Store(&routing.Table{})
+	e.table.Store(&routes.Table{})
 	healths, err := opts.Store.Healths(ctx)
 	if err != nil {
 		return nil, err
@@ -101,7 +101,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 }
 
 // Table is the routing table in use.
-func (e *Engine) Table() *routing.Table { return e.table.Load() }
+func (e *Engine) Table() *routes.Table { return e.table.Load() }
 
 // Incoming is an event as a producer publishes it.
 type Incoming struct {
@@ -146,7 +146,7 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 		if delivery.State == store.Held {
 			e.Metrics.Held.Inc()
 			e.Metrics.Deliveries.WithLabelValues("held").Inc()
-			e.heldBehind(ctx, routing.ID(namespace, delivery.Endpoint))
+			e.heldBehind(ctx, routes.ID(namespace, delivery.Endpoint))
 			continue
 		}
 		e.enqueue(task{delivery: delivery, event: &accepted.Event})
@@ -155,7 +155,7 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 }
 
 // deliverable reports whether an endpoint takes attempts now.
-func (e *Engine) deliverable(endpoint *routing.Endpoint) bool {
+func (e *Engine) deliverable(endpoint *routes.Route) bool {
 	if endpoint == nil || endpoint.Paused {
 		return false
 	}
@@ -168,7 +168,7 @@ func (e *Engine) deliverable(endpoint *routing.Endpoint) bool {
 // SetTable swaps the routing table, re-enables endpoints whose re-enable
 // token changed, and releases held deliveries of endpoints that became
 // deliverable.
-func (e *Engine) SetTable(ctx context.Context, table *routing.Table) error {
+func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 	previous := e.table.Swap(table)
 	var release []string
 	for _, endpoint := range table.Endpoints() {
@@ -211,7 +211,7 @@ func (e *Engine) SetTable(ctx context.Context, table *routing.Table) error {
 
 // adopt ties the endpoint's health record to its UID: a record left by a
 // deleted endpoint of the same name starts over.
-func (e *Engine) adopt(ctx context.Context, endpoint *routing.Endpoint) error {
+func (e *Engine) adopt(ctx context.Context, endpoint *routes.Route) error {
 	e.mu.Lock()
 	health := e.healthOf(endpoint.ID)
 	if health.UID == endpoint.UID {
@@ -234,7 +234,7 @@ func (e *Engine) adopt(ctx context.Context, endpoint *routing.Endpoint) error {
 
 // reenable acts on a new re-enable token: the failure count starts over and
 // the endpoint is enabled.
-func (e *Engine) reenable(ctx context.Context, endpoint *routing.Endpoint) error {
+func (e *Engine) reenable(ctx context.Context, endpoint *routes.Route) error {
 	e.mu.Lock()
 	health := e.healthOf(endpoint.ID)
 	if health.ReenableToken == endpoint.ReenableToken {
@@ -279,7 +279,7 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	}
 	var held []store.Delivery
 	for _, delivery := range active {
-		if delivery.State == store.Held && wanted[routing.ID(delivery.Namespace, delivery.Endpoint)] {
+		if delivery.State == store.Held && wanted[routes.ID(delivery.Namespace, delivery.Endpoint)] {
 			held = append(held, delivery)
 		}
 	}
@@ -322,11 +322,11 @@ func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
 		case delivery.State == store.Pending:
 			pending++
 			e.schedule(task{delivery: delivery})
-		case e.deliverable(table.Endpoint(routing.ID(delivery.Namespace, delivery.Endpoint))):
+		case e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint))):
 			releasable = append(releasable, delivery)
 		default:
 			held++
-			if endpoint := table.Endpoint(routing.ID(delivery.Namespace, delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
+			if endpoint := table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
 				e.queueFor(endpoint.ID).block()
 			}
 		}
@@ -340,14 +340,14 @@ func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
 	// while the endpoint was paused or disabled) moves again now that the
 	// held ones are back in line.
 	for _, delivery := range releasable {
-		e.queueFor(routing.ID(delivery.Namespace, delivery.Endpoint)).unblock()
+		e.queueFor(routes.ID(delivery.Namespace, delivery.Endpoint)).unblock()
 	}
 	return pending + len(released), held, nil
 }
 
 // schedule queues a task at its delivery's NextAttemptAt.
 func (e *Engine) schedule(t task) {
-	if endpoint := e.table.Load().Endpoint(routing.ID(t.delivery.Namespace, t.delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
+	if endpoint := e.table.Load().Endpoint(routes.ID(t.delivery.Namespace, t.delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
 		// In line at once, so that it blocks the later deliveries while it
 		// waits; its queue attempts it when it is due.
 		if !e.isStopped() {
@@ -376,7 +376,7 @@ func (e *Engine) schedule(t task) {
 
 // enqueue hands a task to its endpoint's queue.
 func (e *Engine) enqueue(t task) {
-	e.queueFor(routing.ID(t.delivery.Namespace, t.delivery.Endpoint)).push(t)
+	e.queueFor(routes.ID(t.delivery.Namespace, t.delivery.Endpoint)).push(t)
 }
 
 func (e *Engine) queueFor(id string) *queue {

@@ -19,15 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
-	"github.com/hookrelay/hookrelay/routes"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 type noStatus struct{}
 
-func (noStatus) HealthChanged(*routing.Endpoint, store.Health, Change) {}
+func (noStatus) HealthChanged(*routes.Route, store.Health, Change) {}
 
 // jumpingClock moves an hour on every reading, so that every retry is due
 // the next time it is looked at: the order then comes from the queue alone,
@@ -89,7 +88,7 @@ func strictRoute(url string, change func(*routes.Endpoint)) routes.Endpoint {
 	return route
 }
 
-func tableOf(t *testing.T, route routes.Endpoint) *routing.Table {
+func tableOf(t *testing.T, route routes.Endpoint) *routes.Table {
 	t.Helper()
 	data, err := routes.EncodeEndpoint(route)
 	if err != nil {
@@ -100,7 +99,7 @@ func tableOf(t *testing.T, route routes.Endpoint) *routing.Table {
 		t.Fatal(err)
 	}
 	entry := routes.EntryKey(route.Namespace, route.Name)
-	table, problems := routing.Build(map[string][]byte{entry: data}, map[string][]byte{entry: keys})
+	table, problems := routes.Build(map[string][]byte{entry: data}, map[string][]byte{entry: keys})
 	if len(problems) > 0 {
 		t.Fatal(problems)
 	}
@@ -337,7 +336,7 @@ func TestRateLimitedAttemptNotStartedAfterStop(t *testing.T) {
 			g.Eventually(hits.Load).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(Equal(int64(1)))
 			// The second delivery waits for the limit once its reservation
 			// has taken the bucket below zero.
-			q := engine.queueFor(routing.ID(route.Namespace, route.Name))
+			q := engine.queueFor(routes.ID(route.Namespace, route.Name))
 			q.mu.Lock()
 			limiter := q.limiter
 			q.mu.Unlock()

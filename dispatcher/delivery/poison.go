@@ -6,8 +6,8 @@ import (
 	"time"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // interruptions finds, among the active deliveries, the pending ones whose
@@ -58,7 +58,7 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 		e.Log.Info("deliveries were in flight when the dispatcher stopped; attempting them again", "count", len(interrupted), "poisonAfter", e.PoisonAfter)
 	}
 	type change struct {
-		endpoint *routing.Endpoint
+		endpoint *routes.Route
 		health   store.Health
 		change   Change
 	}
@@ -66,7 +66,7 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 	for i := range poisoned {
 		record := &poisoned[i]
 		delivery := record.Delivery
-		id := routing.ID(delivery.Namespace, delivery.Endpoint)
+		id := routes.ID(delivery.Namespace, delivery.Endpoint)
 		health, healthChange := e.recordOutcome(id, now, fmt.Sprintf("%s (%d attempts)", record.Attempt.Error, delivery.Attempts), false)
 		record.Health = health
 		if endpoint := e.table.Load().Endpoint(id); endpoint != nil {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // Outcome classifies an attempt.
@@ -21,7 +21,7 @@ const (
 )
 
 // classify says what a finished attempt means for the endpoint's policy.
-func classify(endpoint *routing.Endpoint, status int, err error) Outcome {
+func classify(endpoint *routes.Route, status int, err error) Outcome {
 	switch {
 	case err != nil:
 		return OutcomeFailure
@@ -35,21 +35,21 @@ func classify(endpoint *routing.Endpoint, status int, err error) Outcome {
 
 // shouldRetry says whether a delivery that has made attempts attempts gets
 // another one under the endpoint's schedule (len(schedule)+1 in all).
-func shouldRetry(endpoint *routing.Endpoint, attempts int) bool {
+func shouldRetry(endpoint *routes.Route, attempts int) bool {
 	return attempts <= len(endpoint.RetrySchedule)
 }
 
 // goneDisables says whether a 410 Gone ends the delivery and disables the
 // endpoint at once (spec.autoDisable.onGone). Otherwise a 410 is a failed
 // attempt like any other, retried per the schedule.
-func goneDisables(endpoint *routing.Endpoint) bool {
+func goneDisables(endpoint *routes.Route) bool {
 	return shouldDisable(endpoint, 0, true)
 }
 
 // shouldDisable says whether an endpoint that has failed consecutiveFailures
 // deliveries in a row, the last one with a 410 Gone when gone, is disabled.
 // A threshold of 0 never disables, whatever the cause.
-func shouldDisable(endpoint *routing.Endpoint, consecutiveFailures int, gone bool) bool {
+func shouldDisable(endpoint *routes.Route, consecutiveFailures int, gone bool) bool {
 	if endpoint == nil || endpoint.AutoDisableAfter <= 0 {
 		return false
 	}
@@ -61,7 +61,7 @@ func shouldDisable(endpoint *routing.Endpoint, consecutiveFailures int, gone boo
 // jitter of up to spec.retry.jitterPercent of it, or the receiver's
 // Retry-After on 429 and 503 when longer (capped at maxRetryAfter) unless
 // the endpoint ignores Retry-After. random(n) returns a number in [0, n).
-func retryDelay(endpoint *routing.Endpoint, attempts int, status int, retryAfter string, maxRetryAfter time.Duration, now time.Time, random func(int64) int64) time.Duration {
+func retryDelay(endpoint *routes.Route, attempts int, status int, retryAfter string, maxRetryAfter time.Duration, now time.Time, random func(int64) int64) time.Duration {
 	step := endpoint.RetrySchedule[attempts-1].Duration
 	delay := step + jitter(step, jitterPercent(endpoint), random)
 	if !endpoint.IgnoreRetryAfter && (status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable) {
@@ -74,7 +74,7 @@ func retryDelay(endpoint *routing.Endpoint, attempts int, status int, retryAfter
 
 // jitterPercent is the endpoint's jitter in percent of a step, within 0–100
 // (routes from objects that bypassed admission included).
-func jitterPercent(endpoint *routing.Endpoint) int64 {
+func jitterPercent(endpoint *routes.Route) int64 {
 	if endpoint.JitterPercent == nil {
 		return hookrelayv1alpha1.DefaultJitterPercent
 	}
@@ -113,7 +113,7 @@ const defaultBackOff = time.Second
 // backOffAfter429 is how long all attempts to an endpoint wait after it
 // answered 429: its Retry-After, capped, or a second when it names none or
 // the endpoint ignores Retry-After.
-func backOffAfter429(endpoint *routing.Endpoint, retryAfter string, maxRetryAfter time.Duration, now time.Time) time.Duration {
+func backOffAfter429(endpoint *routes.Route, retryAfter string, maxRetryAfter time.Duration, now time.Time) time.Duration {
 	if endpoint.IgnoreRetryAfter {
 		return defaultBackOff
 	}

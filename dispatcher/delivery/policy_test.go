@@ -11,13 +11,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
-	"github.com/hookrelay/hookrelay/routes"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 func TestRetryPolicy(t *testing.T) {
 	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	endpoint := &routing.Endpoint{Endpoint: routes.Endpoint{
+	endpoint := &routes.Route{Endpoint: routes.Endpoint{
 		RetrySchedule:      []metav1.Duration{{Duration: time.Minute}, {Duration: 5 * time.Minute}},
 		SuccessStatusCodes: []int32{200, 201},
 	}}
@@ -91,7 +90,7 @@ func TestRetryDelayJitter(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			endpoint := &routing.Endpoint{Endpoint: routes.Endpoint{RetrySchedule: []metav1.Duration{{Duration: tc.step}}, JitterPercent: tc.jitterPercent}}
+			endpoint := &routes.Route{Endpoint: routes.Endpoint{RetrySchedule: []metav1.Duration{{Duration: tc.step}}, JitterPercent: tc.jitterPercent}}
 			if got := retryDelay(endpoint, 1, 500, "", time.Hour, now, lowest); got != tc.least {
 				t.Errorf("shortest retryDelay = %s, want %s", got, tc.least)
 			}
@@ -127,7 +126,7 @@ func TestRetryAfterChoice(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			endpoint := &routing.Endpoint{Endpoint: routes.Endpoint{
+			endpoint := &routes.Route{Endpoint: routes.Endpoint{
 				RetrySchedule: []metav1.Duration{{Duration: time.Minute}}, JitterPercent: ptr.To[int32](0), IgnoreRetryAfter: tc.ignore,
 			}}
 			if got := retryDelay(endpoint, 1, tc.status, tc.retryAfter, time.Hour, now, highest); got != tc.wantDelay {
@@ -163,7 +162,7 @@ func TestAutoDisablePolicy(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			endpoint := &routing.Endpoint{Endpoint: routes.Endpoint{AutoDisableAfter: tc.threshold, KeepOnGone: tc.keepOnGone}}
+			endpoint := &routes.Route{Endpoint: routes.Endpoint{AutoDisableAfter: tc.threshold, KeepOnGone: tc.keepOnGone}}
 			if got := shouldDisable(endpoint, tc.consecutiveFailures, tc.gone); got != tc.wantDisable {
 				t.Errorf("shouldDisable = %v, want %v", got, tc.wantDisable)
 			}
@@ -181,7 +180,7 @@ func TestAutoDisablePolicy(t *testing.T) {
 }
 
 func TestAnySuccessCodeByDefault(t *testing.T) {
-	endpoint := &routing.Endpoint{}
+	endpoint := &routes.Route{}
 	for status, want := range map[int]Outcome{200: OutcomeSuccess, 204: OutcomeSuccess, 299: OutcomeSuccess, 301: OutcomeFailure, 404: OutcomeFailure} {
 		if got := classify(endpoint, status, nil); got != want {
 			t.Errorf("classify(%d) = %s, want %s", status, got, want)

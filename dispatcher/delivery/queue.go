@@ -7,8 +7,8 @@ import (
 
 	"golang.org/x/time/rate"
 
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // task is a delivery ready for its next attempt; event is nil until loaded.
@@ -51,7 +51,7 @@ func newQueue(engine *Engine, id string) *queue {
 // configure applies the endpoint's concurrency cap, rate limit and
 // ordering. It returns the tasks that were kept in line for a Strict
 // endpoint that is no longer Strict, for the caller to schedule.
-func (q *queue) configure(endpoint *routing.Endpoint) []task {
+func (q *queue) configure(endpoint *routes.Route) []task {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	moved := q.setStrict(endpoint.Strict())

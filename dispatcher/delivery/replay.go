@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // ErrNotRetriable is returned for a delivery that cannot be retried now.
@@ -41,7 +41,7 @@ func (e *Engine) Retry(ctx context.Context, namespace, id string) (store.Deliver
 // Replay makes one more attempt, now, of every failed delivery to an
 // endpoint created since the given time, oldest first.
 func (e *Engine) Replay(ctx context.Context, namespace, endpoint string, since time.Time) (int, error) {
-	if e.table.Load().Endpoint(routing.ID(namespace, endpoint)) == nil {
+	if e.table.Load().Endpoint(routes.ID(namespace, endpoint)) == nil {
 		return 0, fmt.Errorf("endpoint %s/%s: %w", namespace, endpoint, store.ErrNotFound)
 	}
 	var failed []store.Delivery

@@ -24,9 +24,9 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/eventnote"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // FieldOwner is the Server-Side Apply field manager of the dispatcher.
@@ -57,7 +57,7 @@ type Reporter struct {
 // report is the latest health of an endpoint, waiting to be written; the
 // conditions derive from it alone.
 type report struct {
-	endpoint *routing.Endpoint
+	endpoint *routes.Route
 	health   store.Health
 }
 
@@ -69,7 +69,7 @@ type appliedConditions struct {
 }
 
 // HealthChanged implements delivery.StatusSink.
-func (r *Reporter) HealthChanged(endpoint *routing.Endpoint, health store.Health, change delivery.Change) {
+func (r *Reporter) HealthChanged(endpoint *routes.Route, health store.Health, change delivery.Change) {
 	r.mu.Lock()
 	if r.dirty == nil {
 		r.dirty = map[string]report{}
@@ -86,12 +86,12 @@ func (r *Reporter) HealthChanged(endpoint *routing.Endpoint, health store.Health
 	}
 }
 
-func disabledMessage(endpoint *routing.Endpoint, health store.Health) string {
+func disabledMessage(endpoint *routes.Route, health store.Health) string {
 	return fmt.Sprintf("disabled after %d consecutive failed deliveries (last: %s); set annotation %s to re-enable",
 		health.ConsecutiveFailures, health.LastFailureReason, hookrelayv1alpha1.AnnotationReenableRequestedAt)
 }
 
-func (r *Reporter) event(endpoint *routing.Endpoint, eventType, reason, action, note string) {
+func (r *Reporter) event(endpoint *routes.Route, eventType, reason, action, note string) {
 	r.Log.Info(note, "endpoint", endpoint.ID, "reason", reason)
 	if r.Recorder == nil {
 		return

@@ -15,7 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/routes"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // shortSchedule stands in for Palm's 1m, 5m, 30m, 2h.

@@ -17,9 +17,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/internal/routes"
 	"github.com/hookrelay/hookrelay/internal/samples"
 	"github.com/hookrelay/hookrelay/internal/testenv"
-	"github.com/hookrelay/hookrelay/routes"
 )
 
 // applySample creates the objects of config/samples/<file> in namespace as

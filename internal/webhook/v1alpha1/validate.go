@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/celenv"
+	"github.com/hookrelay/hookrelay/internal/celenv"
 )
 
 // ConfigurationName is the ValidatingWebhookConfiguration that

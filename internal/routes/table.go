@@ -1,7 +1,8 @@
-// Package routing is the dispatcher's routing table: the compiled routes and
-// keys published by the controllers, with filters and transforms compiled,
-// swapped atomically as a whole when the configuration changes.
-package routing
+// The routing table is the dispatcher's reading of the routes: compiled
+// routes and keys, with filters and transforms compiled, swapped atomically
+// as a whole when the configuration changes.
+
+package routes
 
 import (
 	"fmt"
@@ -9,17 +10,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hookrelay/hookrelay/celenv"
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
-	"github.com/hookrelay/hookrelay/routes"
+	"github.com/hookrelay/hookrelay/internal/celenv"
 )
 
-// Endpoint is one deliverable endpoint.
-type Endpoint struct {
-	routes.Endpoint
+// Route is one deliverable endpoint: its published Endpoint with the keys
+// and header values from Secrets, and its CEL compiled.
+type Route struct {
+	Endpoint
 	// ID is "<namespace>/<name>".
 	ID   string
-	Keys []routes.Key
+	Keys []Key
 	// SecretHeaders are the header values from Secrets, published in the
 	// keys Secrets rather than in the route.
 	SecretHeaders map[string]string
@@ -34,7 +35,7 @@ type subscription struct {
 }
 
 // Secrets lists the keys that sign at now, current first.
-func (e *Endpoint) Secrets(now time.Time) []string {
+func (e *Route) Secrets(now time.Time) []string {
 	secrets := make([]string, 0, len(e.Keys))
 	for _, key := range e.Keys {
 		if key.ExpiresAt == nil || now.Before(*key.ExpiresAt) {
@@ -46,19 +47,19 @@ func (e *Endpoint) Secrets(now time.Time) []string {
 
 // SignatureScheme is the endpoint's spec.signing; routes without it sign
 // with both families and the dispatcher's prefix.
-func (e *Endpoint) SignatureScheme() signing.Scheme {
+func (e *Route) SignatureScheme() signing.Scheme {
 	if e.Signing == nil {
 		return signing.BothSchemes
 	}
 	return signing.Scheme{
 		Prefix:           e.Signing.HeaderPrefix,
-		Prefixed:         slices.Contains(e.Signing.Schemes, routes.SchemePrefixed),
-		StandardWebhooks: slices.Contains(e.Signing.Schemes, routes.SchemeStandardWebhooks),
+		Prefixed:         slices.Contains(e.Signing.Schemes, SchemePrefixed),
+		StandardWebhooks: slices.Contains(e.Signing.Schemes, SchemeStandardWebhooks),
 	}
 }
 
 // Succeeded reports whether a status code counts as delivered.
-func (e *Endpoint) Succeeded(status int) bool {
+func (e *Route) Succeeded(status int) bool {
 	if len(e.SuccessStatusCodes) == 0 {
 		return status >= 200 && status < 300
 	}
@@ -67,8 +68,8 @@ func (e *Endpoint) Succeeded(status int) bool {
 
 // Table is an immutable routing table.
 type Table struct {
-	endpoints   map[string]*Endpoint
-	byNamespace map[string][]*Endpoint
+	endpoints   map[string]*Route
+	byNamespace map[string][]*Route
 }
 
 // ID names an endpoint in the table.
@@ -77,7 +78,7 @@ func ID(namespace, name string) string { return namespace + "/" + name }
 // Build compiles the shards' entries into a table. An entry that cannot be
 // used is left out and reported; the rest of the table still works.
 func Build(routeEntries, keyEntries map[string][]byte) (*Table, []error) {
-	table := &Table{endpoints: map[string]*Endpoint{}, byNamespace: map[string][]*Endpoint{}}
+	table := &Table{endpoints: map[string]*Route{}, byNamespace: map[string][]*Route{}}
 	var problems []error
 	for entry, data := range routeEntries {
 		endpoint, err := compileEndpoint(entry, data, keyEntries[entry])
@@ -89,27 +90,27 @@ func Build(routeEntries, keyEntries map[string][]byte) (*Table, []error) {
 		table.byNamespace[endpoint.Namespace] = append(table.byNamespace[endpoint.Namespace], endpoint)
 	}
 	for _, endpoints := range table.byNamespace {
-		slices.SortFunc(endpoints, func(a, b *Endpoint) int { return strings.Compare(a.ID, b.ID) })
+		slices.SortFunc(endpoints, func(a, b *Route) int { return strings.Compare(a.ID, b.ID) })
 	}
 	return table, problems
 }
 
-func compileEndpoint(entry string, routeData, keyData []byte) (*Endpoint, error) {
-	route, err := routes.DecodeEndpoint(routeData)
+func compileEndpoint(entry string, routeData, keyData []byte) (*Route, error) {
+	route, err := DecodeEndpoint(routeData)
 	if err != nil {
 		return nil, fmt.Errorf("route %s: %w", entry, err)
 	}
 	if keyData == nil {
 		return nil, fmt.Errorf("route %s: no signing keys published", entry)
 	}
-	keysEntry, err := routes.DecodeKeys(keyData)
+	keysEntry, err := DecodeKeys(keyData)
 	if err != nil {
 		return nil, fmt.Errorf("route %s: %w", entry, err)
 	}
 	// The keys shard is written before the routes shard, so keys newer than
 	// the route (route.KeysVersion differs, during a rotation) are the ones
 	// to sign with.
-	endpoint := &Endpoint{Endpoint: route, ID: ID(route.Namespace, route.Name),
+	endpoint := &Route{Endpoint: route, ID: ID(route.Namespace, route.Name),
 		Keys: keysEntry.Keys, SecretHeaders: keysEntry.Headers}
 	// Load, not Compile: the controllers checked the static cost; the
 	// run-time bounds hold for whatever was published.
@@ -131,11 +132,11 @@ func compileEndpoint(entry string, routeData, keyData []byte) (*Endpoint, error)
 }
 
 // Endpoint returns an endpoint by ID, or nil.
-func (t *Table) Endpoint(id string) *Endpoint { return t.endpoints[id] }
+func (t *Table) Endpoint(id string) *Route { return t.endpoints[id] }
 
 // Endpoints lists every endpoint.
-func (t *Table) Endpoints() []*Endpoint {
-	out := make([]*Endpoint, 0, len(t.endpoints))
+func (t *Table) Endpoints() []*Route {
+	out := make([]*Route, 0, len(t.endpoints))
 	for _, endpoint := range t.endpoints {
 		out = append(out, endpoint)
 	}
@@ -146,8 +147,8 @@ func (t *Table) Endpoints() []*Endpoint {
 // endpoint, however many of its subscriptions match; sandbox events only to
 // sandbox endpoints and production events only to production ones. event
 // gives the envelope that filters see; it is called only if a filter runs.
-func (t *Table) Match(namespace, eventType string, sandbox bool, event func() map[string]any) []*Endpoint {
-	var out []*Endpoint
+func (t *Table) Match(namespace, eventType string, sandbox bool, event func() map[string]any) []*Route {
+	var out []*Route
 	for _, endpoint := range t.byNamespace[namespace] {
 		if endpoint.Sandbox != sandbox {
 			continue

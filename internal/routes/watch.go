@@ -1,7 +1,8 @@
-// Package config watches the dispatcher configuration that the controllers
-// publish in the dispatcher's own namespace — routes ConfigMaps and keys
-// Secrets — and rebuilds the routing table whenever it changes.
-package config
+// Watcher is the dispatcher's side of the contract: it watches the routes
+// ConfigMaps and keys Secrets in the dispatcher's own namespace and rebuilds
+// the routing table whenever they change.
+
+package routes
 
 import (
 	"context"
@@ -14,9 +15,6 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
-
-	"github.com/hookrelay/hookrelay/dispatcher/routing"
-	"github.com/hookrelay/hookrelay/routes"
 )
 
 // Watcher keeps a routing table in step with the published configuration.
@@ -25,7 +23,7 @@ type Watcher struct {
 	Namespace string
 	Log       logr.Logger
 	// Apply receives each new table, in order.
-	Apply func(context.Context, *routing.Table) error
+	Apply func(context.Context, *Table) error
 
 	configMaps cache.SharedIndexInformer
 	secrets    cache.SharedIndexInformer
@@ -36,8 +34,8 @@ type Watcher struct {
 // table, and keeps applying new ones until ctx ends.
 func (w *Watcher) Start(ctx context.Context) error {
 	w.changed = make(chan struct{}, 1)
-	w.configMaps = w.informer(routes.LabelRoutes).Core().V1().ConfigMaps().Informer()
-	w.secrets = w.informer(routes.LabelKeys).Core().V1().Secrets().Informer()
+	w.configMaps = w.informer(LabelRoutes).Core().V1().ConfigMaps().Informer()
+	w.secrets = w.informer(LabelKeys).Core().V1().Secrets().Informer()
 	notify := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { w.notify() },
 		UpdateFunc: func(any, any) { w.notify() },
@@ -102,7 +100,7 @@ func (w *Watcher) rebuild(ctx context.Context) error {
 			keyEntries[key] = value
 		}
 	}
-	table, problems := routing.Build(routeEntries, keyEntries)
+	table, problems := Build(routeEntries, keyEntries)
 	for _, problem := range problems {
 		// Mostly transient: a route whose keys are still on their way.
 		w.Log.Info("route left out", "problem", problem.Error())

@@ -1,9 +1,7 @@
-package routing
+package routes
 
 import (
 	"testing"
-
-	"github.com/hookrelay/hookrelay/routes"
 )
 
 func TestTypeMatches(t *testing.T) {
@@ -26,29 +24,29 @@ func TestTypeMatches(t *testing.T) {
 }
 
 func TestMatchFansOutOncePerEndpoint(t *testing.T) {
-	keys := []routes.Key{{Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}
-	entry := func(name string, sandbox bool, subscriptions ...routes.Subscription) ([]byte, []byte) {
-		route, _ := routes.EncodeEndpoint(routes.Endpoint{Namespace: "ns", Name: name, Sandbox: sandbox, KeysVersion: routes.KeysVersion(keys), Subscriptions: subscriptions})
-		encodedKeys, _ := routes.EncodeKeys(routes.KeysEntry{Keys: keys})
+	keys := []Key{{Secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}
+	entry := func(name string, sandbox bool, subscriptions ...Subscription) ([]byte, []byte) {
+		route, _ := EncodeEndpoint(Endpoint{Namespace: "ns", Name: name, Sandbox: sandbox, KeysVersion: KeysVersion(keys), Subscriptions: subscriptions})
+		encodedKeys, _ := EncodeKeys(KeysEntry{Keys: keys})
 		return route, encodedKeys
 	}
 	routeEntries, keyEntries := map[string][]byte{}, map[string][]byte{}
 	for _, e := range []struct {
 		name    string
 		sandbox bool
-		subs    []routes.Subscription
+		subs    []Subscription
 	}{
-		{"both", false, []routes.Subscription{{Name: "a", EventTypes: []string{"login.*"}}, {Name: "b", EventTypes: []string{"*"}}}},
-		{"uber-only", false, []routes.Subscription{{Name: "c", EventTypes: []string{"login.*"}, Filter: `event.data.platform == "uber"`}}},
-		{"sandbox", true, []routes.Subscription{{Name: "d", EventTypes: []string{"*"}}}},
+		{"both", false, []Subscription{{Name: "a", EventTypes: []string{"login.*"}}, {Name: "b", EventTypes: []string{"*"}}}},
+		{"uber-only", false, []Subscription{{Name: "c", EventTypes: []string{"login.*"}, Filter: `event.data.platform == "uber"`}}},
+		{"sandbox", true, []Subscription{{Name: "d", EventTypes: []string{"*"}}}},
 	} {
-		routeEntries[routes.EntryKey("ns", e.name)], keyEntries[routes.EntryKey("ns", e.name)] = entry(e.name, e.sandbox, e.subs...)
+		routeEntries[EntryKey("ns", e.name)], keyEntries[EntryKey("ns", e.name)] = entry(e.name, e.sandbox, e.subs...)
 	}
 	table, problems := Build(routeEntries, keyEntries)
 	if len(problems) != 0 {
 		t.Fatal(problems)
 	}
-	names := func(endpoints []*Endpoint) []string {
+	names := func(endpoints []*Route) []string {
 		var out []string
 		for _, e := range endpoints {
 			out = append(out, e.Name)

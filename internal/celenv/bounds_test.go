@@ -60,7 +60,7 @@ func TestSamplesAndOrdinaryExpressionsCompile(t *testing.T) {
 		`event.data.items.exists(i, i.sku == "A-1")`,
 		`event.data.email.endsWith("@example.com")`,
 	}
-	samples, err := filepath.Glob("../config/samples/*.yaml")
+	samples, err := filepath.Glob("../../config/samples/*.yaml")
 	if err != nil || len(samples) == 0 {
 		t.Fatalf("samples: %v (%d files)", err, len(samples))
 	}
