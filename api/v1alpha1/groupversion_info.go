@@ -1,6 +1,8 @@
 // Package v1alpha1 holds the hookrelay.dev/v1alpha1 API: WebhookEndpoint
 // (where and how to deliver) and WebhookSubscription (what to deliver).
 // +kubebuilder:object:generate=true
+// +kubebuilder:ac:generate=true
+// +kubebuilder:ac:output:package=../applyconfiguration
 // +groupName=hookrelay.dev
 package v1alpha1
 
@@ -12,6 +14,10 @@ import (
 var (
 	// GroupVersion is the group and version of every Hookrelay resource.
 	GroupVersion = schema.GroupVersion{Group: "hookrelay.dev", Version: "v1alpha1"}
+
+	// SchemeGroupVersion is GroupVersion under the name that the generated
+	// apply configurations (api/applyconfiguration) refer to.
+	SchemeGroupVersion = GroupVersion
 
 	// SchemeBuilder registers the Hookrelay types with a runtime.Scheme.
 	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
