@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	hookrelayv1alpha1ac "github.com/hookrelay/hookrelay/api/applyconfiguration/api/v1alpha1"
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/redact"
 	"github.com/hookrelay/hookrelay/internal/routes"
@@ -129,7 +131,7 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	}
 
 	generation := endpoint.Generation
-	var ready metav1.Condition
+	var ready *metav1ac.ConditionApplyConfiguration
 	switch {
 	case trouble != nil:
 		ready = r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionFalse, trouble.reason, trouble.message, generation)
@@ -147,14 +149,15 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 			"waiting for the route to be published to the dispatcher", generation)
 	}
 
-	fields := map[string]any{}
+	status := hookrelayv1alpha1ac.WebhookEndpointStatus().WithConditions(ready)
 	if generation != 0 {
-		fields["observedGeneration"] = generation
+		status.WithObservedGeneration(generation)
 	}
 	if secret != nil {
-		fields["secretName"] = secret.Name
+		status.WithSecretName(secret.Name)
 	}
-	if err := r.status.apply(ctx, &endpoint, ready, fields); err != nil {
+	if err := r.status.Apply(ctx, endpoint.UID, &endpoint,
+		hookrelayv1alpha1ac.WebhookEndpoint(endpoint.Name, endpoint.Namespace).WithStatus(status)); err != nil {
 		return ctrl.Result{}, err
 	}
 	if trouble != nil && trouble.recheck {

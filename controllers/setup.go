@@ -5,7 +5,6 @@ package controllers
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +16,7 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/statusapply"
 )
 
 // DefaultRotationGrace is how long a rotated-out key keeps signing.
@@ -84,7 +84,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		opts.Clock = clock.RealClock{}
 	}
 	report := reporter{recorder: mgr.GetEventRecorder("hookrelay-controller")}
-	status := statusWriter{client: mgr.GetClient(), clock: opts.Clock, written: &sync.Map{}}
+	status := statusWriter{Writer: &statusapply.Writer{Client: mgr.GetClient(), FieldOwner: FieldOwner}, clock: opts.Clock}
 	published := newPublication()
 
 	endpoints := &EndpointReconciler{

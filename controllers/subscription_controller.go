@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	hookrelayv1alpha1ac "github.com/hookrelay/hookrelay/api/applyconfiguration/api/v1alpha1"
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
@@ -53,7 +55,7 @@ func (r *SubscriptionReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	}
 	endpointExists := err == nil && endpoint.DeletionTimestamp.IsZero()
 
-	var ready metav1.Condition
+	var ready *metav1ac.ConditionApplyConfiguration
 	if trouble := checkSubscription(&subscription, endpointExists); trouble != nil {
 		ready = r.status.readyCondition(subscription.Status.Conditions, metav1.ConditionFalse, trouble.reason, trouble.message, subscription.Generation)
 		if previous := meta.FindStatusCondition(subscription.Status.Conditions, hookrelayv1alpha1.ConditionReady); previous == nil || previous.Message != trouble.message {
@@ -63,7 +65,9 @@ func (r *SubscriptionReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		ready = r.status.readyCondition(subscription.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonResolved,
 			fmt.Sprintf("delivering to endpoint %q", endpoint.Name), subscription.Generation)
 	}
-	return ctrl.Result{}, r.status.apply(ctx, &subscription, ready, map[string]any{"observedGeneration": subscription.Generation})
+	return ctrl.Result{}, r.status.Apply(ctx, subscription.UID, &subscription,
+		hookrelayv1alpha1ac.WebhookSubscription(subscription.Name, subscription.Namespace).WithStatus(
+			hookrelayv1alpha1ac.WebhookSubscriptionStatus().WithConditions(ready).WithObservedGeneration(subscription.Generation)))
 }
 
 // checkSubscription finds what admission cannot check in a subscription. The

@@ -8,7 +8,6 @@ package status
 import (
 	"context"
 	"fmt"
-	"reflect"
 	"sync"
 	"time"
 
@@ -16,17 +15,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	hookrelayv1alpha1ac "github.com/hookrelay/hookrelay/api/applyconfiguration/api/v1alpha1"
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/eventnote"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/statusapply"
 )
 
 // FieldOwner is the Server-Side Apply field manager of the dispatcher.
@@ -47,11 +46,15 @@ type Reporter struct {
 	// Interval is the shortest time between two writes to one endpoint.
 	Interval time.Duration
 
+	writerOnce   sync.Once
+	statusWriter *statusapply.Writer
+
 	mu    sync.Mutex
 	dirty map[string]report
-	// applied is keyed by endpoint UID: a new endpoint of the same name
-	// has no status yet.
-	applied map[string]appliedConditions
+	// applied holds, by endpoint UID, the conditions last written, to keep
+	// their lastTransitionTime: a new endpoint of the same name has no
+	// status yet.
+	applied map[string][]metav1.Condition
 }
 
 // report is the latest health of an endpoint, waiting to be written; the
@@ -59,13 +62,6 @@ type Reporter struct {
 type report struct {
 	endpoint *routes.Route
 	health   store.Health
-}
-
-// appliedConditions remembers what was written, to keep lastTransitionTime
-// and to skip writes that change nothing.
-type appliedConditions struct {
-	disabled, delivering metav1.Condition
-	status               map[string]any
 }
 
 // HealthChanged implements delivery.StatusSink.
@@ -146,17 +142,16 @@ func (r *Reporter) Flush(ctx context.Context) {
 }
 
 func (r *Reporter) apply(ctx context.Context, rep report) error {
-	now := metav1.NewTime(time.Now().UTC().Truncate(time.Second))
 	health := rep.health
 	r.mu.Lock()
 	if r.applied == nil {
-		r.applied = map[string]appliedConditions{}
+		r.applied = map[string][]metav1.Condition{}
 	}
 	previous := r.applied[rep.endpoint.UID]
 	r.mu.Unlock()
 
 	disabled := metav1.Condition{Type: hookrelayv1alpha1.ConditionDisabled, Status: metav1.ConditionFalse, Reason: hookrelayv1alpha1.ReasonEnabled,
-		Message: "the endpoint receives deliveries"}
+		Message: "the endpoint receives deliveries", ObservedGeneration: rep.endpoint.Generation}
 	switch {
 	case health.Disabled:
 		disabled.Status, disabled.Reason, disabled.Message = metav1.ConditionTrue, hookrelayv1alpha1.ReasonAutoDisabled, disabledMessage(rep.endpoint, health)
@@ -165,7 +160,7 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 		disabled.Message = "re-enabled by annotation " + hookrelayv1alpha1.AnnotationReenableRequestedAt + "=" + health.ReenableToken
 	}
 	delivering := metav1.Condition{Type: hookrelayv1alpha1.ConditionDelivering, Status: metav1.ConditionUnknown, Reason: ReasonNoDeliveries,
-		Message: "no delivery has finished yet"}
+		Message: "no delivery has finished yet", ObservedGeneration: rep.endpoint.Generation}
 	switch {
 	case health.ConsecutiveFailures > 0:
 		delivering.Status, delivering.Reason = metav1.ConditionFalse, ReasonFailing
@@ -173,49 +168,38 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 	case health.LastSuccess != nil:
 		delivering.Status, delivering.Reason, delivering.Message = metav1.ConditionTrue, ReasonDelivered, "the last delivery succeeded"
 	}
-	for _, c := range []struct{ condition, before *metav1.Condition }{{&disabled, &previous.disabled}, {&delivering, &previous.delivering}} {
-		c.condition.ObservedGeneration = rep.endpoint.Generation
-		c.condition.LastTransitionTime = now
-		if c.before.Status == c.condition.Status {
-			c.condition.LastTransitionTime = c.before.LastTransitionTime
-		}
-	}
+	conditions := statusapply.SetConditions(previous, time.Now(), disabled, delivering)
 
-	status := map[string]any{"consecutiveFailures": int64(health.ConsecutiveFailures)}
-	setTime := func(field string, t *time.Time) {
-		if t != nil {
-			status[field] = t.UTC().Format(time.RFC3339)
-		}
+	status := hookrelayv1alpha1ac.WebhookEndpointStatus().
+		WithConditions(statusapply.Conditions(conditions...)...).
+		WithConsecutiveFailures(int32(health.ConsecutiveFailures))
+	if health.LastSuccess != nil {
+		status.WithLastSuccessTime(metav1.NewTime(*health.LastSuccess))
 	}
-	setTime("lastSuccessTime", health.LastSuccess)
-	setTime("lastFailureTime", health.LastFailure)
-	setTime("disabledAt", health.DisabledAt)
+	if health.LastFailure != nil {
+		status.WithLastFailureTime(metav1.NewTime(*health.LastFailure))
+	}
+	if health.DisabledAt != nil {
+		status.WithDisabledAt(metav1.NewTime(*health.DisabledAt))
+	}
 	if health.LastFailureReason != "" {
-		status["lastFailureReason"] = health.LastFailureReason
+		status.WithLastFailureReason(health.LastFailureReason)
 	}
-	conditions := make([]any, 0, 2)
-	for _, condition := range []metav1.Condition{disabled, delivering} {
-		converted, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&condition)
-		if err != nil {
-			return err
-		}
-		conditions = append(conditions, converted)
-	}
-	status["conditions"] = conditions
-	if previous.status != nil && reflect.DeepEqual(previous.status, status) {
-		return nil
-	}
-
-	patch := &unstructured.Unstructured{Object: map[string]any{"status": status}}
-	patch.SetGroupVersionKind(hookrelayv1alpha1.GroupVersion.WithKind("WebhookEndpoint"))
-	patch.SetNamespace(rep.endpoint.Namespace)
-	patch.SetName(rep.endpoint.Name)
-	if err := r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(patch),
-		client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
+	// The dispatcher does not read endpoints: what it last applied decides.
+	if err := r.writer().Apply(ctx, types.UID(rep.endpoint.UID), nil,
+		hookrelayv1alpha1ac.WebhookEndpoint(rep.endpoint.Name, rep.endpoint.Namespace).WithStatus(status)); err != nil {
 		return err
 	}
 	r.mu.Lock()
-	r.applied[rep.endpoint.UID] = appliedConditions{disabled: disabled, delivering: delivering, status: status}
+	r.applied[rep.endpoint.UID] = conditions
 	r.mu.Unlock()
 	return nil
+}
+
+// writer is the Writer of this Reporter, made on first use.
+func (r *Reporter) writer() *statusapply.Writer {
+	r.writerOnce.Do(func() {
+		r.statusWriter = &statusapply.Writer{Client: r.Client, FieldOwner: FieldOwner}
+	})
+	return r.statusWriter
 }
