@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -70,13 +71,26 @@ type EndpointReconciler struct {
 	publication *publication
 }
 
-// problem is an invalid spec or reference: Ready=False with reason and
-// message; retrying does not fix it, a change to the objects does.
-type problem struct {
+// terminalError is an invalid spec or reference. The reconciler reports it
+// as Ready=False with its reason and message and does not return it:
+// retrying does not fix it, a change to the objects does.
+type terminalError struct {
 	reason, message string
 	// recheck: the problem is a Secret the cache cannot show (missing, or
 	// not labelled), so no watch event announces its fix: look again later.
 	recheck bool
+}
+
+func (e *terminalError) Error() string { return e.message }
+
+// asTerminal returns the terminalError in err's chain, or nil: then err is
+// nil or transient.
+func asTerminal(err error) *terminalError {
+	var terminal *terminalError
+	if errors.As(err, &terminal) {
+		return terminal
+	}
+	return nil
 }
 
 // secretRecheckInterval is how often an endpoint whose Secret is missing or
@@ -105,29 +119,26 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		return ctrl.Result{}, nil
 	}
 
-	secret, requeueAfter, trouble, err := r.ensureSecret(ctx, &endpoint)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
+	secret, requeueAfter, err := r.ensureSecret(ctx, &endpoint)
 	var keys []routes.Key
-	if trouble == nil {
-		if keys, err = activeKeys(secret, r.Clock.Now()); err != nil {
-			trouble = &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: err.Error()}
-		}
+	if err == nil {
+		keys, err = activeKeys(secret, r.Clock.Now())
 	}
-	if trouble == nil {
-		trouble = checkEndpointSpec(&endpoint, r.AllowInsecure)
+	if err == nil {
+		err = checkEndpointSpec(&endpoint, r.AllowInsecure)
 	}
-	if trouble == nil {
+	if err == nil {
 		// Only for the message: the routes compiler reads them again.
-		if _, trouble, err = secretHeaders(ctx, r.secrets(), &endpoint); err != nil {
-			return ctrl.Result{}, err
+		_, err = secretHeaders(ctx, r.secrets(), &endpoint)
+	}
+	if err == nil {
+		if message, ok := r.publication.tooLarge(req.NamespacedName, endpoint.Generation); ok {
+			err = &terminalError{reason: hookrelayv1alpha1.ReasonRouteTooLarge, message: message}
 		}
 	}
-	if trouble == nil {
-		if message, ok := r.publication.tooLarge(req.NamespacedName, endpoint.Generation); ok {
-			trouble = &problem{reason: hookrelayv1alpha1.ReasonRouteTooLarge, message: message}
-		}
+	trouble := asTerminal(err)
+	if err != nil && trouble == nil {
+		return ctrl.Result{}, err
 	}
 
 	generation := endpoint.Generation
@@ -167,65 +178,66 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 }
 
 // checkEndpointSpec finds what admission cannot check in a spec.
-func checkEndpointSpec(endpoint *hookrelayv1alpha1.WebhookEndpoint, allowInsecure bool) *problem {
+func checkEndpointSpec(endpoint *hookrelayv1alpha1.WebhookEndpoint, allowInsecure bool) error {
 	if strings.HasPrefix(strings.ToLower(endpoint.Spec.URL), "http://") && !allowInsecure {
-		return &problem{reason: hookrelayv1alpha1.ReasonInsecureURL, message: fmt.Sprintf(
+		return &terminalError{reason: hookrelayv1alpha1.ReasonInsecureURL, message: fmt.Sprintf(
 			"spec.url %q uses plain http://; use https://, or run the manager with --allow-insecure-endpoints for development", redact.URL(endpoint.Spec.URL))}
 	}
 	if endpoint.Spec.Payload != nil && endpoint.Spec.Payload.Transform != "" {
 		if err := webhookv1alpha1.ValidateTransform(endpoint.Spec.Payload.Transform); err != nil {
-			return &problem{reason: hookrelayv1alpha1.ReasonTransformInvalid, message: webhookv1alpha1.Message(err)}
+			return &terminalError{reason: hookrelayv1alpha1.ReasonTransformInvalid, message: webhookv1alpha1.Message(err)}
 		}
 	}
 	return nil
 }
 
 // ensureSecret returns the endpoint's signing Secret, generating, rotating
-// and expiring keys as needed, and when to come back to expire a key.
-func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint) (*corev1.Secret, time.Duration, *problem, error) {
+// and expiring keys as needed, and when to come back to expire a key. A
+// Secret the endpoint cannot use is a terminalError.
+func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint) (*corev1.Secret, time.Duration, error) {
 	name := signingSecretName(endpoint)
 	if endpoint.Spec.SecretRef != nil {
-		secret, trouble, err := r.secrets().get(ctx, endpoint.Namespace, name, "spec.secretRef.name")
-		if err != nil || trouble != nil {
-			return nil, 0, trouble, err
+		secret, err := r.secrets().get(ctx, endpoint.Namespace, name, "spec.secretRef.name")
+		if err != nil {
+			return nil, 0, err
 		}
-		if trouble := foreignSecret(secret, endpoint, "spec.secretRef.name", true); trouble != nil {
-			return nil, 0, trouble, nil
+		if err := foreignSecret(secret, endpoint, "spec.secretRef.name", true); err != nil {
+			return nil, 0, err
 		}
 		if endpoint.Annotations[hookrelayv1alpha1.AnnotationRotateSecret] != "" {
 			r.reporter.warning(ctx, endpoint, "RotationNotSupported", "Rotate",
 				"annotation %s is ignored for a bring-your-own secret (spec.secretRef); rotate by changing Secret %q",
 				hookrelayv1alpha1.AnnotationRotateSecret, name)
 		}
-		return secret, 0, nil, nil
+		return secret, 0, nil
 	}
 
 	secret, err := r.generatedSecret(ctx, endpoint.Namespace, name)
 	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, 0, nil, err
+		return nil, 0, err
 	}
 	if apierrors.IsNotFound(err) {
 		secret, err = r.generateSecret(ctx, endpoint, name)
-		return secret, 0, nil, err
+		return secret, 0, err
 	}
 	if ownedByEarlierEndpoint(secret, endpoint) {
 		// An endpoint of the same name was deleted and its Secret not yet
 		// garbage-collected: it signs for nobody. Replace it.
 		if err := r.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
-			return nil, 0, nil, fmt.Errorf("deleting the Secret %s/%s of a deleted endpoint: %w", secret.Namespace, secret.Name, err)
+			return nil, 0, fmt.Errorf("deleting the Secret %s/%s of a deleted endpoint: %w", secret.Namespace, secret.Name, err)
 		}
 		secret, err = r.generateSecret(ctx, endpoint, name)
-		return secret, 0, nil, err
+		return secret, 0, err
 	}
 	if !metav1.IsControlledBy(secret, endpoint) {
-		return nil, 0, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
-			"Secret %q exists and is not owned by this endpoint; delete it, or name it in spec.secretRef to bring your own", name)}, nil
+		return nil, 0, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+			"Secret %q exists and is not owned by this endpoint; delete it, or name it in spec.secretRef to bring your own", name)}
 	}
 	if err := r.rotate(ctx, endpoint, secret); err != nil {
-		return nil, 0, nil, err
+		return nil, 0, err
 	}
 	requeueAfter, err := r.expirePreviousKey(ctx, endpoint, secret)
-	return secret, requeueAfter, nil, err
+	return secret, requeueAfter, err
 }
 
 // secrets reads the Secrets an endpoint names, with a definitive answer

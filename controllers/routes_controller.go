@@ -152,19 +152,19 @@ func (r *RoutesReconciler) compile(ctx context.Context) (*compiled, error) {
 		if !endpoint.DeletionTimestamp.IsZero() || checkEndpointSpec(endpoint, r.AllowInsecure) != nil {
 			continue
 		}
-		secret, trouble, err := r.signingSecret(ctx, secrets, endpoint)
-		if err != nil {
-			return nil, err
-		}
-		if trouble != nil {
+		secret, err := r.signingSecret(ctx, secrets, endpoint)
+		if asTerminal(err) != nil {
 			continue // the endpoint controller reports it
 		}
-		headers, trouble, err := secretHeaders(ctx, secrets, endpoint)
 		if err != nil {
 			return nil, err
 		}
-		if trouble != nil {
+		headers, err := secretHeaders(ctx, secrets, endpoint)
+		if asTerminal(err) != nil {
 			continue
+		}
+		if err != nil {
+			return nil, err
 		}
 		keys, err := activeKeys(secret, now)
 		if err != nil {
@@ -190,28 +190,31 @@ func (r *RoutesReconciler) compile(ctx context.Context) (*compiled, error) {
 	return out, nil
 }
 
-// signingSecret returns the cached Secret that signs for an endpoint, or the
-// problem that keeps it from signing.
-func (r *RoutesReconciler) signingSecret(ctx context.Context, secrets secretGetter, endpoint *hookrelayv1alpha1.WebhookEndpoint) (*corev1.Secret, *problem, error) {
+// signingSecret returns the cached Secret that signs for an endpoint, or a
+// terminalError saying what keeps it from signing.
+func (r *RoutesReconciler) signingSecret(ctx context.Context, secrets secretGetter, endpoint *hookrelayv1alpha1.WebhookEndpoint) (*corev1.Secret, error) {
 	if endpoint.Spec.SecretRef != nil {
-		secret, trouble, err := secrets.get(ctx, endpoint.Namespace, endpoint.Spec.SecretRef.Name, "spec.secretRef.name")
-		if err != nil || trouble != nil {
-			return nil, trouble, err
+		secret, err := secrets.get(ctx, endpoint.Namespace, endpoint.Spec.SecretRef.Name, "spec.secretRef.name")
+		if err != nil {
+			return nil, err
 		}
-		return secret, foreignSecret(secret, endpoint, "spec.secretRef.name", true), nil
+		if err := foreignSecret(secret, endpoint, "spec.secretRef.name", true); err != nil {
+			return nil, err
+		}
+		return secret, nil
 	}
 	var secret corev1.Secret
 	err := r.Get(ctx, types.NamespacedName{Namespace: endpoint.Namespace, Name: generatedSecretName(endpoint.Name)}, &secret)
 	if apierrors.IsNotFound(err) {
-		return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: "not generated yet"}, nil
+		return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: "not generated yet"}
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if !metav1.IsControlledBy(&secret, endpoint) {
-		return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: "not owned by the endpoint"}, nil
+		return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: "not owned by the endpoint"}
 	}
-	return &secret, nil, nil
+	return &secret, nil
 }
 
 // compileRoute is the dispatcher's view of one endpoint and its Ready subscriptions.

@@ -90,14 +90,16 @@ func generatedSecretName(endpointName string) string {
 
 // activeKeys lists the keys that sign an endpoint's deliveries at now: the
 // current key, then the previous one while its grace period lasts. It returns
-// an error that names the Secret when the Secret cannot sign.
+// a terminalError that names the Secret when the Secret cannot sign.
 func activeKeys(secret *corev1.Secret, now time.Time) ([]routes.Key, error) {
 	current := string(secret.Data[SecretKey])
 	if current == "" {
-		return nil, fmt.Errorf("Secret %q has no key %q", secret.Name, SecretKey)
+		return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid,
+			message: fmt.Sprintf("Secret %q has no key %q", secret.Name, SecretKey)}
 	}
 	if err := checkSigningSecret(current); err != nil {
-		return nil, fmt.Errorf("Secret %q key %q: %v", secret.Name, SecretKey, err)
+		return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid,
+			message: fmt.Sprintf("Secret %q key %q: %v", secret.Name, SecretKey, err)}
 	}
 	keys := []routes.Key{{Secret: current}}
 	if previous, expiresAt, ok := previousKey(secret); ok && now.Before(expiresAt) {
@@ -133,31 +135,31 @@ type secretGetter struct {
 	cached, live client.Reader
 }
 
-// get returns the Secret name in namespace, or the problem that keeps an
-// endpoint from using it. field names the spec field that refers to it.
-func (s secretGetter) get(ctx context.Context, namespace, name, field string) (*corev1.Secret, *problem, error) {
+// get returns the Secret name in namespace, or a terminalError saying what
+// keeps an endpoint from using it. field names the spec field that refers to it.
+func (s secretGetter) get(ctx context.Context, namespace, name, field string) (*corev1.Secret, error) {
 	secret := &corev1.Secret{}
 	err := s.cached.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
 	if apierrors.IsNotFound(err) && s.live != nil {
 		if err = s.live.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err == nil {
-			return nil, unlabelledSecret(field, name), nil
+			return nil, unlabelledSecret(field, name)
 		}
 	}
 	if apierrors.IsNotFound(err) {
-		return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, recheck: true,
-			message: fmt.Sprintf("%s: Secret %q not found in namespace %q", field, name, namespace)}, nil
+		return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, recheck: true,
+			message: fmt.Sprintf("%s: Secret %q not found in namespace %q", field, name, namespace)}
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if secret.Labels[hookrelayv1alpha1.LabelEndpointSecret] != "true" {
-		return nil, unlabelledSecret(field, name), nil
+		return nil, unlabelledSecret(field, name)
 	}
-	return secret, nil, nil
+	return secret, nil
 }
 
-func unlabelledSecret(field, name string) *problem {
-	return &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, recheck: true, message: fmt.Sprintf(
+func unlabelledSecret(field, name string) error {
+	return &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, recheck: true, message: fmt.Sprintf(
 		"%s: Secret %q does not carry the label %s=true that lets endpoints read it; add it with `kubectl label secret %s %s=true`",
 		field, name, hookrelayv1alpha1.LabelEndpointSecret, name, hookrelayv1alpha1.LabelEndpointSecret)}
 }
@@ -165,9 +167,9 @@ func unlabelledSecret(field, name string) *problem {
 // foreignSecret says why an endpoint may not read a labelled Secret: it is
 // another endpoint's generated signing Secret, or a keys shard of the
 // dispatcher configuration. ownOK allows the endpoint's own generated Secret.
-func foreignSecret(secret *corev1.Secret, endpoint *hookrelayv1alpha1.WebhookEndpoint, field string, ownOK bool) *problem {
+func foreignSecret(secret *corev1.Secret, endpoint *hookrelayv1alpha1.WebhookEndpoint, field string, ownOK bool) error {
 	if _, ok := secret.Labels[routes.LabelKeys]; ok {
-		return &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+		return &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
 			"%s: Secret %q holds the dispatcher's keys and cannot be used by an endpoint", field, secret.Name)}
 	}
 	owner := metav1.GetControllerOf(secret)
@@ -177,7 +179,7 @@ func foreignSecret(secret *corev1.Secret, endpoint *hookrelayv1alpha1.WebhookEnd
 	if ownOK && owner.UID == endpoint.UID {
 		return nil
 	}
-	return &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+	return &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
 		"%s: Secret %q is the generated signing Secret of WebhookEndpoint %q; an endpoint may use only its own generated Secret or one brought for it",
 		field, secret.Name, owner.Name)}
 }
@@ -186,25 +188,25 @@ func foreignSecret(secret *corev1.Secret, endpoint *hookrelayv1alpha1.WebhookEnd
 // its namespace names in spec.secretRef: a bring-your-own signing Secret
 // carries the same label as a header Secret, and its key must reach no
 // receiver but the endpoint's own, in a signature.
-func signingSecretOf(ctx context.Context, reader client.Reader, secret *corev1.Secret, field string) (*problem, error) {
+func signingSecretOf(ctx context.Context, reader client.Reader, secret *corev1.Secret, field string) error {
 	var endpoints hookrelayv1alpha1.WebhookEndpointList
 	if err := reader.List(ctx, &endpoints, client.InNamespace(secret.Namespace),
 		client.MatchingFields{secretRefIndex: secret.Name}); err != nil {
-		return nil, fmt.Errorf("listing the endpoints that name Secret %s/%s: %w", secret.Namespace, secret.Name, err)
+		return fmt.Errorf("listing the endpoints that name Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
 	for _, other := range endpoints.Items {
 		if other.Spec.SecretRef != nil && other.Spec.SecretRef.Name == secret.Name {
-			return &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+			return &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
 				"%s: Secret %q is the signing Secret of WebhookEndpoint %q (its spec.secretRef); a signing Secret cannot supply header values",
-				field, secret.Name, other.Name)}, nil
+				field, secret.Name, other.Name)}
 		}
 	}
-	return nil, nil
+	return nil
 }
 
 // secretHeaders reads the header values an endpoint takes from Secrets
 // (spec.headers[].valueFrom), by header name.
-func secretHeaders(ctx context.Context, secrets secretGetter, endpoint *hookrelayv1alpha1.WebhookEndpoint) (map[string]string, *problem, error) {
+func secretHeaders(ctx context.Context, secrets secretGetter, endpoint *hookrelayv1alpha1.WebhookEndpoint) (map[string]string, error) {
 	var values map[string]string
 	for _, header := range endpoint.Spec.Headers {
 		if header.ValueFrom == nil {
@@ -212,38 +214,38 @@ func secretHeaders(ctx context.Context, secrets secretGetter, endpoint *hookrela
 		}
 		ref := header.ValueFrom.SecretKeyRef
 		field := fmt.Sprintf("spec.headers[%s].valueFrom.secretKeyRef", header.Name)
-		secret, trouble, err := secrets.get(ctx, endpoint.Namespace, ref.Name, field)
-		if err != nil || trouble != nil {
-			return nil, trouble, err
+		secret, err := secrets.get(ctx, endpoint.Namespace, ref.Name, field)
+		if err != nil {
+			return nil, err
 		}
-		if trouble := foreignSecret(secret, endpoint, field, false); trouble != nil {
-			return nil, trouble, nil
+		if err := foreignSecret(secret, endpoint, field, false); err != nil {
+			return nil, err
 		}
-		if trouble, err := signingSecretOf(ctx, secrets.cached, secret, field); err != nil || trouble != nil {
-			return nil, trouble, err
+		if err := signingSecretOf(ctx, secrets.cached, secret, field); err != nil {
+			return nil, err
 		}
 		value, ok := secret.Data[ref.Key]
 		if !ok {
-			return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid,
-				message: fmt.Sprintf("%s: Secret %q has no key %q", field, ref.Name, ref.Key)}, nil
+			return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid,
+				message: fmt.Sprintf("%s: Secret %q has no key %q", field, ref.Name, ref.Key)}
 		}
 		// Said without the value or its length: the message is public.
 		if len(value) > maxSecretHeaderBytes || !httpguts.ValidHeaderFieldValue(string(value)) {
-			return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+			return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
 				"%s: key %q of Secret %q is not a valid header value: at most %d bytes, without CR, LF or other control characters",
-				field, ref.Key, ref.Name, maxSecretHeaderBytes)}, nil
+				field, ref.Key, ref.Name, maxSecretHeaderBytes)}
 		}
 		// A signing key sent as a header would reach a receiver that must not
 		// hold it, whichever Secret it was copied into.
 		if strings.HasPrefix(string(value), secretPrefix) {
-			return nil, &problem{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
+			return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
 				"%s: key %q of Secret %q holds a signing secret (it starts with %q) and cannot be sent as a header",
-				field, ref.Key, ref.Name, secretPrefix)}, nil
+				field, ref.Key, ref.Name, secretPrefix)}
 		}
 		if values == nil {
 			values = map[string]string{}
 		}
 		values[header.Name] = string(value)
 	}
-	return values, nil, nil
+	return values, nil
 }

@@ -56,7 +56,7 @@ func (r *SubscriptionReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	endpointExists := err == nil && endpoint.DeletionTimestamp.IsZero()
 
 	var ready *metav1ac.ConditionApplyConfiguration
-	if trouble := checkSubscription(&subscription, endpointExists); trouble != nil {
+	if trouble := asTerminal(checkSubscription(&subscription, endpointExists)); trouble != nil {
 		ready = r.status.readyCondition(subscription.Status.Conditions, metav1.ConditionFalse, trouble.reason, trouble.message, subscription.Generation)
 		if previous := meta.FindStatusCondition(subscription.Status.Conditions, hookrelayv1alpha1.ConditionReady); previous == nil || previous.Message != trouble.message {
 			r.reporter.warning(ctx, &subscription, trouble.reason, "Validate", "%s", trouble.message)
@@ -70,16 +70,17 @@ func (r *SubscriptionReconciler) Reconcile(ctx context.Context, req reconcile.Re
 			hookrelayv1alpha1ac.WebhookSubscriptionStatus().WithConditions(ready).WithObservedGeneration(subscription.Generation)))
 }
 
-// checkSubscription finds what admission cannot check in a subscription. The
-// routes compiler uses it too, to publish only Ready subscriptions.
-func checkSubscription(subscription *hookrelayv1alpha1.WebhookSubscription, endpointExists bool) *problem {
+// checkSubscription finds what admission cannot check in a subscription, as
+// a terminalError. The routes compiler uses it too, to publish only Ready
+// subscriptions.
+func checkSubscription(subscription *hookrelayv1alpha1.WebhookSubscription, endpointExists bool) error {
 	if !endpointExists {
-		return &problem{reason: hookrelayv1alpha1.ReasonEndpointNotFound, message: fmt.Sprintf(
+		return &terminalError{reason: hookrelayv1alpha1.ReasonEndpointNotFound, message: fmt.Sprintf(
 			"spec.endpointRef.name: WebhookEndpoint %q not found in namespace %q", subscription.Spec.EndpointRef.Name, subscription.Namespace)}
 	}
 	if subscription.Spec.Filter != "" {
 		if err := webhookv1alpha1.ValidateFilter(subscription.Spec.Filter); err != nil {
-			return &problem{reason: hookrelayv1alpha1.ReasonFilterInvalid, message: webhookv1alpha1.Message(err)}
+			return &terminalError{reason: hookrelayv1alpha1.ReasonFilterInvalid, message: webhookv1alpha1.Message(err)}
 		}
 	}
 	return nil
