@@ -30,6 +30,7 @@ import (
 	"github.com/hookrelay/hookrelay/internal/redact"
 	"github.com/hookrelay/hookrelay/internal/routes"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 // secretRefIndex indexes endpoints by the Secrets they name
@@ -285,7 +286,7 @@ func ownedByEarlierEndpoint(secret *corev1.Secret, endpoint *hookrelayv1alpha1.W
 // replaces an existing Secret: if the cache has not seen one that exists,
 // Create fails and the reconcile is retried.
 func (r *EndpointReconciler) generateSecret(ctx context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint, name string) (*corev1.Secret, error) {
-	value, err := newSigningSecret()
+	value, err := whsec.New()
 	if err != nil {
 		return nil, err
 	}
@@ -328,7 +329,7 @@ func (r *EndpointReconciler) rotate(ctx context.Context, endpoint *hookrelayv1al
 			hookrelayv1alpha1.AnnotationRotateSecret, requested)
 		return nil
 	}
-	value, err := newSigningSecret()
+	value, err := whsec.New()
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 func TestGeneratedSecretNeverChanges(t *testing.T) {
@@ -29,8 +29,7 @@ func TestGeneratedSecretNeverChanges(t *testing.T) {
 
 	secret := signingSecret(g, endpoint)
 	value := string(secret.Data[SecretKey])
-	g.Expect(value).To(HavePrefix("whsec_"))
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(value, "whsec_"))
+	raw, err := whsec.Decode(value)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(raw).To(HaveLen(32))
 	g.Expect(metav1.IsControlledBy(secret, endpoint)).To(BeTrue(), "the Secret is owned by the endpoint")
@@ -90,7 +89,7 @@ func TestRotationKeepsPreviousKeyForTheGracePeriod(t *testing.T) {
 		g.Expect(rotated).NotTo(Equal(original))
 		g.Expect(publishedSecrets(g)).To(Equal([]string{rotated, original}), "new key first, old key kept")
 	}).WithTimeout(20 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
-	g.Expect(rotated).To(HavePrefix("whsec_"))
+	g.Expect(rotated).To(HavePrefix(whsec.Prefix))
 
 	// Just before the end of the grace period both keys still sign.
 	clock.Step(24*time.Hour - time.Minute)
@@ -133,7 +132,7 @@ func TestBringYourOwnSecret(t *testing.T) {
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 
 	// Too short: the message says what is wanted, not what the Secret holds.
-	secret.Data[SecretKey] = []byte("whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789")))
+	secret.Data[SecretKey] = []byte(whsec.Encode([]byte("0123456789")))
 	g.Expect(env.Client.Update(ctx, secret)).To(Succeed())
 	g.Eventually(func(g Gomega) {
 		condition := readyOf(g, endpoint)
@@ -142,7 +141,7 @@ func TestBringYourOwnSecret(t *testing.T) {
 		g.Expect(condition.Message).NotTo(ContainSubstring("MDEyMzQ1Njc4OQ"))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 
-	value := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	value := whsec.Encode([]byte("0123456789abcdef0123456789abcdef"))
 	secret.Data[SecretKey] = []byte(value)
 	g.Expect(env.Client.Update(ctx, secret)).To(Succeed())
 	eventuallyReady(t, endpoint, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 // TestOversizedEndpointIsLeftOutAlone: an endpoint whose route does not fit
@@ -71,7 +71,7 @@ func TestMaximalEndpointFitsTheDefaultShard(t *testing.T) {
 	for range 20 {
 		endpoint.Spec.Retry.Schedule = append(endpoint.Spec.Retry.Schedule, metav1.Duration{Duration: 1234567 * time.Hour})
 	}
-	encoded, err := routes.EncodeEndpoint(compileRoute(endpoint, []routes.Key{{Secret: "whsec_" + strings.Repeat("A", 44)}}, nil))
+	encoded, err := routes.EncodeEndpoint(compileRoute(endpoint, []routes.Key{{Secret: whsec.Encode(make([]byte, 33))}}, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestSecretRefCannotNameAnotherEndpointsSecret(t *testing.T) {
 	victimKey := string(signingSecret(g, victim).Data[SecretKey])
 
 	thief := newEndpoint(namespace, "thief")
-	thief.Spec.SecretRef = &hookrelayv1alpha1.SecretReference{Name: generatedSecretName("victim")}
+	thief.Spec.SecretRef = &hookrelayv1alpha1.SecretReference{Name: whsec.GeneratedSecretName("victim")}
 	g.Expect(env.Client.Create(ctx, thief)).To(Succeed())
 	condition := eventuallyReady(t, thief, metav1.ConditionFalse, hookrelayv1alpha1.ReasonSecretInvalid)
 	g.Expect(condition.Message).To(ContainSubstring(`generated signing Secret of WebhookEndpoint "victim"`))
@@ -104,13 +104,13 @@ func TestSecretRefCannotNameAnotherEndpointsSecret(t *testing.T) {
 	// A header cannot carry it either.
 	leaker := newEndpoint(namespace, "leaker")
 	leaker.Spec.Headers = []hookrelayv1alpha1.Header{{Name: "X-Key", ValueFrom: &hookrelayv1alpha1.HeaderValueSource{
-		SecretKeyRef: hookrelayv1alpha1.SecretKeySelector{Name: generatedSecretName("victim"), Key: SecretKey}}}}
+		SecretKeyRef: hookrelayv1alpha1.SecretKeySelector{Name: whsec.GeneratedSecretName("victim"), Key: SecretKey}}}}
 	g.Expect(env.Client.Create(ctx, leaker)).To(Succeed())
 	condition = eventuallyReady(t, leaker, metav1.ConditionFalse, hookrelayv1alpha1.ReasonSecretInvalid)
 	g.Expect(condition.Message).To(ContainSubstring("spec.headers[X-Key].valueFrom.secretKeyRef"))
 
 	// An unlabelled bring-your-own Secret is refused, naming the label.
-	value := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	value := whsec.Encode([]byte("0123456789abcdef0123456789abcdef"))
 	own := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "own"}, Data: map[string][]byte{SecretKey: []byte(value)}}
 	g.Expect(env.Client.Create(ctx, own)).To(Succeed())
 	byo := newEndpoint(namespace, "byo")
@@ -206,7 +206,7 @@ func TestHeaderCannotCarryASigningSecret(t *testing.T) {
 	ctx := context.Background()
 	routesNamespace, _ := startManager(t, Options{})
 	namespace := env.Namespace(t)
-	signingKey := "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	signingKey := whsec.Encode([]byte("0123456789abcdef0123456789abcdef"))
 	labelled := map[string]string{hookrelayv1alpha1.LabelEndpointSecret: "true"}
 	shared := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "shared", Labels: labelled},
 		Data: map[string][]byte{SecretKey: []byte(signingKey), "token": []byte("Bearer plain")}}
@@ -261,7 +261,7 @@ func TestHeaderCannotCarryASigningSecret(t *testing.T) {
 				g.Expect(key.Secret).NotTo(Equal(signingKey), "entry %s signs with the owner's key", entry)
 			}
 			for name, header := range keysEntry.Headers {
-				g.Expect(header).NotTo(ContainSubstring(secretPrefix), "entry %s header %s", entry, name)
+				g.Expect(header).NotTo(ContainSubstring(whsec.Prefix), "entry %s header %s", entry, name)
 			}
 		}
 	}).WithTimeout(20 * time.Second).Should(Succeed())

@@ -13,6 +13,7 @@ import (
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
 	"github.com/hookrelay/hookrelay/internal/testenv"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 // TestAdmissionRefusesInvalidSpecs applies each invalid spec with kubectl and
@@ -151,7 +152,7 @@ spec: {url: "https://second.example.com/hooks"}
 	stdout, stderr, err = env.Kubectl(ctx, "", "get", "whep", "-n", namespace, "-o", "wide")
 	g.Expect(err).NotTo(HaveOccurred(), stderr)
 	g.Expect(strings.Fields(strings.Split(stdout, "\n")[0])).To(Equal([]string{"NAME", "URL", "READY", "DISABLED", "FAILURES", "AGE", "REASON", "SANDBOX", "PAUSED", "SECRET"}))
-	g.Expect(stdout).To(ContainSubstring("first-whsec"))
+	g.Expect(stdout).To(ContainSubstring(whsec.GeneratedSecretName("first")))
 }
 
 // TestSamplesBecomeReady applies config/samples/ as the README does.

@@ -27,6 +27,7 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 // DefaultShardSize keeps each routes ConfigMap and keys Secret well under
@@ -204,7 +205,7 @@ func (r *RoutesReconciler) signingSecret(ctx context.Context, secrets secretGett
 		return secret, nil
 	}
 	var secret corev1.Secret
-	err := r.Get(ctx, types.NamespacedName{Namespace: endpoint.Namespace, Name: generatedSecretName(endpoint.Name)}, &secret)
+	err := r.Get(ctx, types.NamespacedName{Namespace: endpoint.Namespace, Name: whsec.GeneratedSecretName(endpoint.Name)}, &secret)
 	if apierrors.IsNotFound(err) {
 		return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: "not generated yet"}
 	}

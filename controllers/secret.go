@@ -2,10 +2,6 @@ package controllers
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -19,6 +15,7 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 const (
@@ -27,10 +24,6 @@ const (
 	// previousSecretKey holds the key being rotated out, until it expires.
 	previousSecretKey = "previous"
 
-	// secretPrefix starts every signing secret.
-	secretPrefix = "whsec_"
-	// generatedSecretBytes is the entropy of a generated signing secret.
-	generatedSecretBytes = 32
 	// minSecretBytes is the least entropy accepted in a bring-your-own secret.
 	minSecretBytes = 24
 
@@ -47,23 +40,13 @@ const (
 	annotationPreviousExpiresAt = "hookrelay.dev/previous-expires-at"
 )
 
-// newSigningSecret returns whsec_ + base64 of 32 random bytes.
-func newSigningSecret() (string, error) {
-	raw := make([]byte, generatedSecretBytes)
-	if _, err := rand.Read(raw); err != nil {
-		return "", fmt.Errorf("generating signing secret: %w", err)
-	}
-	return secretPrefix + base64.StdEncoding.EncodeToString(raw), nil
-}
-
 // checkSigningSecret says whether a value is a valid signing secret. The
 // error says what a valid one looks like, never what this one holds or how
 // long it is: the reader of the message may not be allowed to read the Secret.
 func checkSigningSecret(value string) error {
-	encoded, ok := strings.CutPrefix(value, secretPrefix)
-	raw, err := base64.StdEncoding.DecodeString(encoded)
-	if !ok || err != nil || len(raw) < minSecretBytes {
-		return fmt.Errorf("value is not a signing secret: it must be %q followed by the standard base64 of at least %d random bytes", secretPrefix, minSecretBytes)
+	key, err := whsec.Decode(value)
+	if err != nil || len(key) < minSecretBytes {
+		return fmt.Errorf("value is not a signing secret: it must be %q followed by the standard base64 of at least %d random bytes", whsec.Prefix, minSecretBytes)
 	}
 	return nil
 }
@@ -74,18 +57,7 @@ func signingSecretName(endpoint *hookrelayv1alpha1.WebhookEndpoint) string {
 	if endpoint.Spec.SecretRef != nil {
 		return endpoint.Spec.SecretRef.Name
 	}
-	return generatedSecretName(endpoint.Name)
-}
-
-// generatedSecretName is "<endpoint>-whsec", shortened with a hash when that
-// would pass the 253-character name limit.
-func generatedSecretName(endpointName string) string {
-	const suffix, limit = "-whsec", 253
-	if len(endpointName)+len(suffix) <= limit {
-		return endpointName + suffix
-	}
-	sum := sha256.Sum256([]byte(endpointName))
-	return endpointName[:limit-len(suffix)-9] + "-" + hex.EncodeToString(sum[:4]) + suffix
+	return whsec.GeneratedSecretName(endpoint.Name)
 }
 
 // activeKeys lists the keys that sign an endpoint's deliveries at now: the
@@ -237,10 +209,10 @@ func secretHeaders(ctx context.Context, secrets secretGetter, endpoint *hookrela
 		}
 		// A signing key sent as a header would reach a receiver that must not
 		// hold it, whichever Secret it was copied into.
-		if strings.HasPrefix(string(value), secretPrefix) {
+		if strings.HasPrefix(string(value), whsec.Prefix) {
 			return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: fmt.Sprintf(
 				"%s: key %q of Secret %q holds a signing secret (it starts with %q) and cannot be sent as a header",
-				field, ref.Key, ref.Name, secretPrefix)}
+				field, ref.Key, ref.Name, whsec.Prefix)}
 		}
 		if values == nil {
 			values = map[string]string{}

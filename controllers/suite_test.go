@@ -20,6 +20,7 @@ import (
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
 	"github.com/hookrelay/hookrelay/internal/testenv"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 var env *testenv.Env
@@ -129,7 +130,7 @@ func eventuallyReady(t *testing.T, obj client.Object, status metav1.ConditionSta
 // signingSecret reads the value of an endpoint's signing Secret.
 func signingSecret(g Gomega, endpoint *hookrelayv1alpha1.WebhookEndpoint) *corev1.Secret {
 	var secret corev1.Secret
-	g.Expect(env.Client.Get(context.Background(), types.NamespacedName{Namespace: endpoint.Namespace, Name: generatedSecretName(endpoint.Name)}, &secret)).To(Succeed())
+	g.Expect(env.Client.Get(context.Background(), types.NamespacedName{Namespace: endpoint.Namespace, Name: whsec.GeneratedSecretName(endpoint.Name)}, &secret)).To(Succeed())
 	return &secret
 }
 

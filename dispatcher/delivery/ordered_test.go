@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 type noStatus struct{}
@@ -94,7 +94,7 @@ func tableOf(t *testing.T, route routes.Endpoint) *routes.Table {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := routes.EncodeKeys(routes.KeysEntry{Keys: []routes.Key{{Secret: "whsec_" + strings.Repeat("A", 44)}}})
+	keys, err := routes.EncodeKeys(routes.KeysEntry{Keys: []routes.Key{{Secret: whsec.Encode(make([]byte, 33))}}})
 	if err != nil {
 		t.Fatal(err)
 	}

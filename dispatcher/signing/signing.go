@@ -12,10 +12,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-)
 
-// SecretPrefix starts every signing secret.
-const SecretPrefix = "whsec_"
+	"github.com/hookrelay/hookrelay/internal/whsec"
+)
 
 // Delivery is what one signed request says about itself.
 type Delivery struct {
@@ -125,9 +124,9 @@ func PrefixedSignature(secret, timestamp string, body []byte) []byte {
 // base64-decoded part of the secret after whsec_, as Standard Webhooks
 // specifies.
 func StandardSignature(secret, id, timestamp string, body []byte) ([]byte, error) {
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, SecretPrefix))
+	key, err := whsec.Decode(secret)
 	if err != nil {
-		return nil, fmt.Errorf("signing: secret is not whsec_ + base64: %w", err)
+		return nil, fmt.Errorf("signing: %w", err)
 	}
 	mac := hmac.New(sha256.New, key)
 	mac.Write([]byte(id))

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 const (
@@ -54,7 +56,7 @@ func TestSignAndVerifyBothFamilies(t *testing.T) {
 		t.Fatalf("headers = %v", h)
 	}
 
-	other := "whsec_" + base64.StdEncoding.EncodeToString([]byte("an entirely different key......"))
+	other := whsec.Encode([]byte("an entirely different key......"))
 	if VerifyPrefixed(h, "Palm", other, body, now) == nil || VerifyStandard(h, other, body, now) == nil {
 		t.Fatal("a wrong key verified")
 	}

@@ -1,19 +1,20 @@
 package signing
 
 import (
-	"encoding/base64"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 // fuzzSecrets makes two well-formed whsec_ secrets (a rotation) from
 // arbitrary bytes.
 func fuzzSecrets(seed []byte) []string {
 	return []string{
-		SecretPrefix + base64.StdEncoding.EncodeToString(seed),
-		SecretPrefix + base64.StdEncoding.EncodeToString(append([]byte("rotated"), seed...)),
+		whsec.Encode(seed),
+		whsec.Encode(append([]byte("rotated"), seed...)),
 	}
 }
 

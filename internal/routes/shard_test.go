@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 // tenThousandEndpoints builds the routes and keys of 10,000 endpoints, each
@@ -19,7 +21,7 @@ func tenThousandEndpoints(t *testing.T) (routeEntries, keyEntries map[string][]b
 	routeEntries, keyEntries = map[string][]byte{}, map[string][]byte{}
 	for i := range 10_000 {
 		namespace, name := fmt.Sprintf("tenant-%04d", i/10), fmt.Sprintf("endpoint-%d", i)
-		keys := []Key{{Secret: "whsec_" + strings.Repeat("A", 44)}}
+		keys := []Key{{Secret: whsec.Encode(make([]byte, 33))}}
 		endpoint := Endpoint{
 			Namespace: namespace, Name: name, UID: "6f1c2b4e-0d0e-4c53-9a55-5b1f0d8e7a10", Generation: 3,
 			URL:                fmt.Sprintf("https://hooks.customer-%d.example.com/palenca/webhooks", i),

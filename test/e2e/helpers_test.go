@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 // dispatcher is a running dispatcher process.
@@ -313,7 +314,7 @@ func condition(g Gomega, endpoint *hookrelayv1alpha1.WebhookEndpoint, conditionT
 func secretOf(t *testing.T, endpoint *hookrelayv1alpha1.WebhookEndpoint) string {
 	t.Helper()
 	var secret corev1.Secret
-	key := types.NamespacedName{Namespace: endpoint.Namespace, Name: endpoint.Name + "-whsec"}
+	key := types.NamespacedName{Namespace: endpoint.Namespace, Name: whsec.GeneratedSecretName(endpoint.Name)}
 	if err := env.Client.Get(context.Background(), key, &secret); err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 // eventLogOf reads an event's deliveries and attempts from the read API.
@@ -104,7 +104,7 @@ func vmRSS(pid int) (int64, bool) {
 // hand, as no controller would: nothing checks the endpoints' transforms.
 func publishRoutes(t *testing.T, namespace string, endpoints ...routes.Endpoint) {
 	t.Helper()
-	keys := []routes.Key{{Secret: "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef01234567"))}}
+	keys := []routes.Key{{Secret: whsec.Encode([]byte("0123456789abcdef01234567"))}}
 	encodedKeys, err := routes.EncodeKeys(routes.KeysEntry{Keys: keys})
 	if err != nil {
 		t.Fatal(err)
