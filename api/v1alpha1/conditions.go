@@ -170,7 +170,7 @@ const (
 // Delivery failure reasons: they begin an attempt's error in the delivery
 // log and the endpoint's `status.lastFailureReason`. Set by the dispatcher.
 const (
-	// ReasonPoisoned (attempt error): the dispatcher process died while an
+	// ReasonPoisoned (attempt error; `status.lastFailureReason`): the dispatcher process died while an
 	// attempt of the delivery was in flight, as many times as its
 	// `--poison-after` flag says (default 3). The delivery is failed instead
 	// of attempted again, so an input that crashes the dispatcher cannot
