@@ -36,10 +36,11 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and the webhook configuratio
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
 
 .PHONY: generate
-generate: $(CONTROLLER_GEN) ## Generate deepcopy methods and the apply configurations in api/applyconfiguration.
+generate: $(CONTROLLER_GEN) ## Generate deepcopy methods, the apply configurations in api/applyconfiguration, and the README's table of reasons from api/v1alpha1/conditions.go.
 	@# Removed first, so that a type taken out of the API leaves no stale file.
 	rm -rf api/applyconfiguration
 	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" applyconfiguration:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+	go run ./hack/reasons
 
 .PHONY: fmt
 fmt: ## go fmt.
@@ -52,8 +53,8 @@ vet: ## go vet.
 .PHONY: verify
 verify: manifests generate vet ## Fail if generated files, go.mod or formatting are stale.
 	go mod tidy
-	@if [ -n "$$(git status --porcelain -- api config controllers go.mod go.sum)" ] || [ -n "$$(gofmt -l $$(git ls-files '*.go'))" ]; then \
-		git status --porcelain -- api config controllers go.mod go.sum; gofmt -l $$(git ls-files '*.go'); \
+	@if [ -n "$$(git status --porcelain -- api config controllers go.mod go.sum README.md)" ] || [ -n "$$(gofmt -l $$(git ls-files '*.go'))" ]; then \
+		git status --porcelain -- api config controllers go.mod go.sum README.md; gofmt -l $$(git ls-files '*.go'); \
 		echo "verify: generated files, go.mod or formatting are stale; run 'make manifests generate fmt' and 'go mod tidy', and commit" >&2; exit 1; fi
 	@echo "verify: generated files and formatting are up to date"
 

@@ -206,7 +206,7 @@ func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrel
 			return nil, 0, err
 		}
 		if endpoint.Annotations[hookrelayv1alpha1.AnnotationRotateSecret] != "" {
-			r.reporter.warning(ctx, endpoint, "RotationNotSupported", "Rotate",
+			r.reporter.warning(ctx, endpoint, hookrelayv1alpha1.ReasonRotationNotSupported, "Rotate",
 				"annotation %s is ignored for a bring-your-own secret (spec.secretRef); rotate by changing Secret %q",
 				hookrelayv1alpha1.AnnotationRotateSecret, name)
 		}
@@ -310,7 +310,7 @@ func (r *EndpointReconciler) generateSecret(ctx context.Context, endpoint *hookr
 	if err := r.Create(ctx, secret); err != nil {
 		return nil, fmt.Errorf("creating signing Secret %s/%s: %w", endpoint.Namespace, name, err)
 	}
-	r.reporter.normal(ctx, endpoint, "SecretGenerated", "Generate", "generated signing Secret %q", name)
+	r.reporter.normal(ctx, endpoint, hookrelayv1alpha1.ReasonSecretGenerated, "Generate", "generated signing Secret %q", name)
 	return secret, nil
 }
 
@@ -324,7 +324,7 @@ func (r *EndpointReconciler) rotate(ctx context.Context, endpoint *hookrelayv1al
 		return nil
 	}
 	if _, err := time.Parse(time.RFC3339, requested); err != nil {
-		r.reporter.warning(ctx, endpoint, "RotationInvalid", "Rotate",
+		r.reporter.warning(ctx, endpoint, hookrelayv1alpha1.ReasonRotationInvalid, "Rotate",
 			"annotation %s=%q is not an RFC 3339 time such as 2026-01-02T15:04:05Z; the key was not rotated",
 			hookrelayv1alpha1.AnnotationRotateSecret, requested)
 		return nil
@@ -344,7 +344,7 @@ func (r *EndpointReconciler) rotate(ctx context.Context, endpoint *hookrelayv1al
 	if err := r.Update(ctx, secret); err != nil {
 		return fmt.Errorf("rotating signing Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
-	r.reporter.normal(ctx, endpoint, "SecretRotated", "Rotate",
+	r.reporter.normal(ctx, endpoint, hookrelayv1alpha1.ReasonSecretRotated, "Rotate",
 		"rotated the signing key in Secret %q; the previous key keeps signing until %s", secret.Name, expiresAt.Format(time.RFC3339))
 	return nil
 }
@@ -364,7 +364,7 @@ func (r *EndpointReconciler) expirePreviousKey(ctx context.Context, endpoint *ho
 	if err := r.Update(ctx, secret); err != nil {
 		return 0, fmt.Errorf("dropping the expired previous key from Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
-	r.reporter.normal(ctx, endpoint, "PreviousKeyExpired", "Rotate", "the previous signing key in Secret %q expired and no longer signs", secret.Name)
+	r.reporter.normal(ctx, endpoint, hookrelayv1alpha1.ReasonPreviousKeyExpired, "Rotate", "the previous signing key in Secret %q expired and no longer signs", secret.Name)
 	return 0, nil
 }
 

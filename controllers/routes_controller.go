@@ -256,10 +256,7 @@ func compileRoute(endpoint *hookrelayv1alpha1.WebhookEndpoint, keys []routes.Key
 	}
 	route.Signing.Schemes = slices.Compact(slices.Sorted(slices.Values(route.Signing.Schemes)))
 	if spec.RateLimit != nil {
-		route.RateLimit = &routes.RateLimit{PerSecond: spec.RateLimit.PerSecond, Burst: spec.RateLimit.Burst}
-		if route.RateLimit.Burst == 0 {
-			route.RateLimit.Burst = spec.RateLimit.PerSecond
-		}
+		route.RateLimit = &routes.RateLimit{PerSecond: spec.RateLimit.PerSecond, Burst: spec.RateLimit.EffectiveBurst()}
 	}
 	for _, subscription := range subscriptions {
 		if checkSubscription(subscription, true) != nil {

@@ -19,66 +19,164 @@ const (
 	ConditionDelivering = "Delivering"
 )
 
-// Reasons of the Ready condition.
+// Reasons: of the conditions above, of Kubernetes Events and of delivery
+// failures. Each comment reads "Name (where it shows): what it means." and
+// then "Do: what the user should do." The README's troubleshooting table is
+// generated from these comments (go run ./hack/reasons, part of make
+// generate), so write them for the user, in Markdown.
+
+// Reasons of an endpoint's Ready condition. Those of False are also the
+// reasons of a Warning event on the endpoint when the condition changes.
 const (
-	// ReasonPublished: the endpoint's route and keys are in the dispatcher
-	// configuration.
+	// ReasonPublished (Ready=True on an endpoint): the route and signing keys
+	// are live in the dispatcher configuration.
+	// Do: nothing.
 	ReasonPublished = "Published"
 
-	// ReasonPublishing: the endpoint is valid and its route is being written to
-	// the dispatcher configuration.
+	// ReasonPublishing (Ready=Unknown on an endpoint): the endpoint is valid
+	// and its route is being written to the dispatcher configuration.
+	// Do: wait a second; if it stays, read the manager log.
 	ReasonPublishing = "Publishing"
 
-	// ReasonSecretInvalid: a Secret the endpoint reads (spec.secretRef or
-	// spec.headers[].valueFrom) is missing, lacks the hookrelay.dev/endpoint-secret
-	// label, belongs to another endpoint, lacks the key, or holds an invalid
-	// value (for spec.secretRef: not whsec_ with at least 24 bytes).
+	// ReasonSecretInvalid (Ready=False on an endpoint; Warning event): the
+	// `spec.secretRef` Secret (or a `spec.headers[].valueFrom` Secret) is
+	// missing, lacks the label `hookrelay.dev/endpoint-secret: "true"`,
+	// belongs to another endpoint, lacks the key, or is not `whsec_` + base64
+	// of at least 24 bytes; or a Secret of the generated name exists and is
+	// not owned by the endpoint.
+	// Do: create, label or fix the Secret named in the message.
 	ReasonSecretInvalid = "SecretInvalid"
 
-	// ReasonInsecureURL: spec.url uses plain http:// and the manager does not
-	// run with --allow-insecure-endpoints.
+	// ReasonRouteTooLarge (Ready=False on an endpoint; Warning event): the
+	// endpoint's compiled route (with its subscriptions) or its keys entry
+	// (signing keys and header values from Secrets) is larger than one shard
+	// of the dispatcher configuration; the message has its size and the
+	// limit. The endpoint is left out; every other endpoint is still
+	// published.
+	// Do: use fewer or shorter headers, subscriptions or transform; or run
+	// the manager with a larger `--routes-shard-size`.
+	ReasonRouteTooLarge = "RouteTooLarge"
+
+	// ReasonInsecureURL (Ready=False on an endpoint; Warning event):
+	// `spec.url` uses plain `http://` and the manager does not run with
+	// `--allow-insecure-endpoints`.
+	// Do: use an `https://` URL.
 	ReasonInsecureURL = "InsecureURL"
 
-	// ReasonTransformInvalid: spec.payload.transform is not a valid CEL
-	// expression over event and endpoint.
+	// ReasonTransformInvalid (Ready=False on an endpoint; Warning event):
+	// `spec.payload.transform` does not compile as a CEL expression over
+	// event and endpoint, or its estimated cost is over the budget (admission
+	// refuses both; this shows on objects stored before).
+	// Do: fix the CEL expression; the message has the compiler's error or the
+	// estimate.
 	ReasonTransformInvalid = "TransformInvalid"
+)
 
-	// ReasonResolved: the subscription's endpoint exists and its filter compiles.
+// Reasons of a subscription's Ready condition. Those of False are also the
+// reasons of a Warning event on the subscription when the condition changes.
+const (
+	// ReasonResolved (Ready=True on a subscription): its endpoint exists and
+	// its filter compiles.
+	// Do: nothing.
 	ReasonResolved = "Resolved"
 
-	// ReasonEndpointNotFound: no WebhookEndpoint named by spec.endpointRef.name
-	// exists in the subscription's namespace.
+	// ReasonEndpointNotFound (Ready=False on a subscription; Warning event): no
+	// WebhookEndpoint named by `spec.endpointRef.name` exists in the
+	// subscription's namespace.
+	// Do: create the endpoint, or fix `spec.endpointRef.name`; the
+	// subscription turns Ready when the endpoint appears.
 	ReasonEndpointNotFound = "EndpointNotFound"
 
-	// ReasonFilterInvalid: spec.filter is not a valid boolean CEL expression
-	// over event.
+	// ReasonFilterInvalid (Ready=False on a subscription; Warning event):
+	// `spec.filter` does not compile to a boolean CEL expression over event,
+	// or its estimated cost is over the budget.
+	// Do: fix the CEL expression; the message has the compiler's error or the
+	// estimate.
 	ReasonFilterInvalid = "FilterInvalid"
 )
 
-// Reasons of the Disabled and Delivering conditions (set by the dispatcher).
+// Reasons of an endpoint's Disabled condition, set by the dispatcher, and of
+// the events it records when the condition changes.
 const (
-	// ReasonAutoDisabled: the endpoint failed
-	// spec.autoDisable.afterConsecutiveFailures deliveries in a row, or
-	// answered 410 Gone with spec.autoDisable.onGone.
+	// ReasonEnabled (Disabled=False): the endpoint receives deliveries.
+	// Do: nothing.
+	ReasonEnabled = "Enabled"
+
+	// ReasonAutoDisabled (Disabled=True; Warning event): the endpoint failed
+	// `spec.autoDisable.afterConsecutiveFailures` deliveries in a row, or
+	// answered `410 Gone` with `spec.autoDisable.onGone` true; new events
+	// are held.
+	// Do: fix the receiver, then set the annotation
+	// `hookrelay.dev/reenable-requested-at` to a new value.
 	ReasonAutoDisabled = "AutoDisabled"
 
-	// ReasonReenabled: the hookrelay.dev/reenable-requested-at annotation
-	// changed and held deliveries are being released.
+	// ReasonReenabled (Disabled=False; Normal event): the
+	// `hookrelay.dev/reenable-requested-at` annotation changed; held
+	// deliveries are released oldest first.
+	// Do: nothing.
 	ReasonReenabled = "Reenabled"
-
-	// ReasonEnabled: the endpoint receives deliveries.
-	ReasonEnabled = "Enabled"
 )
 
-// Delivery failure reasons (the delivery log's attempt errors and an
-// endpoint's status.lastFailureReason, set by the dispatcher).
+// Reasons of an endpoint's Delivering condition, set by the dispatcher.
 const (
-	// ReasonPoisoned: the dispatcher process died while an attempt of the
-	// delivery was in flight, as many times as its --poison-after flag says
-	// (default 3). The delivery is failed instead of attempted again, so an
-	// input that crashes the dispatcher cannot crash it in a loop. It counts
-	// as a failed delivery toward auto-disable; replay it once the cause is
-	// fixed.
+	// ReasonNoDeliveries (Delivering=Unknown): no delivery to the endpoint has
+	// finished yet.
+	// Do: nothing; publish an event that a subscription matches to see a
+	// delivery.
+	ReasonNoDeliveries = "NoDeliveries"
+
+	// ReasonDelivered (Delivering=True): the last delivery succeeded.
+	// Do: nothing.
+	ReasonDelivered = "Delivered"
+
+	// ReasonFailing (Delivering=False): the last deliveries failed; the
+	// message and `status.lastFailureReason` say why.
+	// Do: check the receiver and `kubectl hookrelay deliveries ENDPOINT
+	// --state failed`.
+	ReasonFailing = "Failing"
+)
+
+// Reasons of events the controller records about an endpoint's signing key.
+const (
+	// ReasonSecretGenerated (Normal event): the controller generated the
+	// endpoint's signing Secret (no `spec.secretRef`).
+	// Do: nothing; give the Secret's `secret` key to the receiver.
+	ReasonSecretGenerated = "SecretGenerated"
+
+	// ReasonSecretRotated (Normal event): the `hookrelay.dev/rotate-secret`
+	// annotation took a new value and the controller made a new signing key;
+	// the previous key keeps signing for the rotation grace period.
+	// Do: give the new key to the receiver before the grace period ends.
+	ReasonSecretRotated = "SecretRotated"
+
+	// ReasonPreviousKeyExpired (Normal event): the rotation grace period
+	// ended; deliveries are signed with the current key only.
+	// Do: nothing.
+	ReasonPreviousKeyExpired = "PreviousKeyExpired"
+
+	// ReasonRotationInvalid (Warning event): the `hookrelay.dev/rotate-secret`
+	// annotation is not an RFC 3339 time; the key was not rotated.
+	// Do: set the annotation to a time such as `2026-01-02T15:04:05Z`.
+	ReasonRotationInvalid = "RotationInvalid"
+
+	// ReasonRotationNotSupported (Warning event): the
+	// `hookrelay.dev/rotate-secret` annotation is set on an endpoint with
+	// `spec.secretRef`, whose Secret the controller does not change.
+	// Do: rotate by changing the Secret named in `spec.secretRef`, and remove
+	// the annotation.
+	ReasonRotationNotSupported = "RotationNotSupported"
+)
+
+// Delivery failure reasons: they begin an attempt's error in the delivery
+// log and the endpoint's `status.lastFailureReason`. Set by the dispatcher.
+const (
+	// ReasonPoisoned (attempt error; `status.lastFailureReason`): the dispatcher process died while an
+	// attempt of the delivery was in flight, as many times as its
+	// `--poison-after` flag says (default 3). The delivery is failed instead
+	// of attempted again, so an input that crashes the dispatcher cannot
+	// crash it in a loop; it counts toward auto-disable.
+	// Do: read the dispatcher's previous log; replay the delivery once the
+	// cause is fixed.
 	ReasonPoisoned = "Poisoned"
 )
 
@@ -94,18 +192,9 @@ const (
 	AnnotationReenableRequestedAt = "hookrelay.dev/reenable-requested-at"
 )
 
-// Tenant isolation: route size and Secrets an endpoint may read.
-const (
-	// ReasonRouteTooLarge: the endpoint's compiled route or its keys entry
-	// (signing keys and header values from Secrets) is larger than one shard
-	// of the dispatcher configuration (--routes-shard-size). The endpoint is
-	// left out of the configuration; every other endpoint is still published.
-	ReasonRouteTooLarge = "RouteTooLarge"
-
-	// LabelEndpointSecret, set to "true" on a Secret, lets WebhookEndpoints in
-	// its namespace read it: as a bring-your-own signing secret
-	// (spec.secretRef) or for header values (spec.headers[].valueFrom). A
-	// Secret without it is refused (SecretInvalid), and so is one generated
-	// for another endpoint. The controller sets it on the Secrets it generates.
-	LabelEndpointSecret = "hookrelay.dev/endpoint-secret"
-)
+// LabelEndpointSecret, set to "true" on a Secret, lets WebhookEndpoints in
+// its namespace read it: as a bring-your-own signing secret
+// (spec.secretRef) or for header values (spec.headers[].valueFrom). A
+// Secret without it is refused (SecretInvalid), and so is one generated
+// for another endpoint. The controller sets it on the Secrets it generates.
+const LabelEndpointSecret = "hookrelay.dev/endpoint-secret"

@@ -424,8 +424,12 @@ func init() {
 	SchemeBuilder.Register(&WebhookEndpoint{}, &WebhookEndpointList{})
 }
 
-// Defaults that apply when a field is unset. The API server fills them in
-// from the CRD's defaults; these serve objects that bypassed it.
+// Defaults that apply when a field is unset. The +kubebuilder:default
+// markers above are the source: the API server fills them in, so the
+// controllers read defaulted objects. These copies serve only objects that
+// did not pass through it (unit tests, routes published before a field
+// existed); controllers' TestGoDefaultsMatchTheCRD fails when they differ
+// from the CRD's.
 const (
 	DefaultTimeout                  = 10 * time.Second
 	DefaultAfterConsecutiveFailures = 10
@@ -502,4 +506,13 @@ func (s *WebhookEndpointSpec) EffectiveMaxInFlight() int32 {
 		return DefaultMaxInFlight
 	}
 	return *s.MaxInFlight
+}
+
+// EffectiveBurst is burst or its default, perSecond. It has no CRD default:
+// a default cannot name another field.
+func (r *RateLimit) EffectiveBurst() int32 {
+	if r.Burst == 0 {
+		return r.PerSecond
+	}
+	return r.Burst
 }

@@ -31,13 +31,6 @@ import (
 // FieldOwner is the Server-Side Apply field manager of the dispatcher.
 const FieldOwner = "hookrelay-dispatcher"
 
-// Reasons of the Delivering condition.
-const (
-	ReasonDelivered    = "Delivered"
-	ReasonFailing      = "Failing"
-	ReasonNoDeliveries = "NoDeliveries"
-)
-
 // Reporter implements delivery.StatusSink.
 type Reporter struct {
 	Client   client.Client
@@ -159,14 +152,14 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 		disabled.Reason = hookrelayv1alpha1.ReasonReenabled
 		disabled.Message = "re-enabled by annotation " + hookrelayv1alpha1.AnnotationReenableRequestedAt + "=" + health.ReenableToken
 	}
-	delivering := metav1.Condition{Type: hookrelayv1alpha1.ConditionDelivering, Status: metav1.ConditionUnknown, Reason: ReasonNoDeliveries,
+	delivering := metav1.Condition{Type: hookrelayv1alpha1.ConditionDelivering, Status: metav1.ConditionUnknown, Reason: hookrelayv1alpha1.ReasonNoDeliveries,
 		Message: "no delivery has finished yet", ObservedGeneration: rep.endpoint.Generation}
 	switch {
 	case health.ConsecutiveFailures > 0:
-		delivering.Status, delivering.Reason = metav1.ConditionFalse, ReasonFailing
+		delivering.Status, delivering.Reason = metav1.ConditionFalse, hookrelayv1alpha1.ReasonFailing
 		delivering.Message = fmt.Sprintf("%d deliveries in a row failed; last: %s", health.ConsecutiveFailures, health.LastFailureReason)
 	case health.LastSuccess != nil:
-		delivering.Status, delivering.Reason, delivering.Message = metav1.ConditionTrue, ReasonDelivered, "the last delivery succeeded"
+		delivering.Status, delivering.Reason, delivering.Message = metav1.ConditionTrue, hookrelayv1alpha1.ReasonDelivered, "the last delivery succeeded"
 	}
 	conditions := statusapply.SetConditions(previous, time.Now(), disabled, delivering)
 
