@@ -122,6 +122,23 @@ func Start() (*Env, error) {
 	return env, nil
 }
 
+// Run is the body of a TestMain that needs only the control plane: it
+// starts it into *env, runs the package's tests and stops it, and returns
+// the exit code for os.Exit.
+func Run(m *testing.M, env **Env) int {
+	var err error
+	if *env, err = Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := (*env).Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+		}
+	}()
+	return m.Run()
+}
+
 // Stop stops the webhook server and the control plane and removes the
 // kubeconfig.
 func (e *Env) Stop() error {
