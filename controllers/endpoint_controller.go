@@ -390,15 +390,5 @@ func (r *EndpointReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // endpointsUsingSecret maps a Secret to the endpoints that name it in
 // spec.secretRef or spec.headers.
 func (r *EndpointReconciler) endpointsUsingSecret(ctx context.Context, secret client.Object) []reconcile.Request {
-	var endpoints hookrelayv1alpha1.WebhookEndpointList
-	if err := r.List(ctx, &endpoints, client.InNamespace(secret.GetNamespace()),
-		client.MatchingFields{secretRefIndex: secret.GetName()}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "listing endpoints that use a Secret", "secret", secret.GetName())
-		return nil
-	}
-	requests := make([]reconcile.Request, 0, len(endpoints.Items))
-	for _, endpoint := range endpoints.Items {
-		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&endpoint)})
-	}
-	return requests
+	return referrers(ctx, r.Client, &hookrelayv1alpha1.WebhookEndpointList{}, secretRefIndex, secret)
 }

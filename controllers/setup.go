@@ -4,15 +4,19 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
@@ -114,4 +118,26 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("setting up the routes compiler: %w", err)
 	}
 	return nil
+}
+
+// referrers lists into list the objects in obj's namespace whose field index
+// names obj, and returns a reconcile request for each: the map function of a
+// watch on the objects they refer to. A failed list is logged, as a map
+// function cannot return it; the referrers then wait for their next change.
+func referrers(ctx context.Context, c client.Reader, list client.ObjectList, index string, obj client.Object) []reconcile.Request {
+	err := c.List(ctx, list, client.InNamespace(obj.GetNamespace()), client.MatchingFields{index: obj.GetName()})
+	var items []runtime.Object
+	if err == nil {
+		items, err = meta.ExtractList(list)
+	}
+	if err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "listing the objects that refer to a changed one; they are not reconciled for this change",
+			"list", fmt.Sprintf("%T", list), "index", index, "namespace", obj.GetNamespace(), "name", obj.GetName())
+		return nil
+	}
+	requests := make([]reconcile.Request, len(items))
+	for i, item := range items {
+		requests[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(item.(client.Object))}
+	}
+	return requests
 }

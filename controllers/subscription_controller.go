@@ -109,15 +109,5 @@ func (r *SubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // subscriptionsOfEndpoint maps an endpoint to the subscriptions that name it.
 func (r *SubscriptionReconciler) subscriptionsOfEndpoint(ctx context.Context, endpoint client.Object) []reconcile.Request {
-	var subscriptions hookrelayv1alpha1.WebhookSubscriptionList
-	if err := r.List(ctx, &subscriptions, client.InNamespace(endpoint.GetNamespace()),
-		client.MatchingFields{endpointRefIndex: endpoint.GetName()}); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "listing subscriptions of an endpoint", "endpoint", endpoint.GetName())
-		return nil
-	}
-	requests := make([]reconcile.Request, 0, len(subscriptions.Items))
-	for _, subscription := range subscriptions.Items {
-		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&subscription)})
-	}
-	return requests
+	return referrers(ctx, r.Client, &hookrelayv1alpha1.WebhookSubscriptionList{}, endpointRefIndex, endpoint)
 }

@@ -23,21 +23,19 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 	"github.com/hookrelay/hookrelay/dispatcher/ingest"
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/status"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	hookrelayscheme "github.com/hookrelay/hookrelay/internal/scheme"
 )
 
 type options struct {
@@ -164,11 +162,8 @@ func run(ctx context.Context, opts options) error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := hookrelayv1alpha1.AddToScheme(scheme); err != nil {
+	scheme, err := hookrelayscheme.New()
+	if err != nil {
 		return err
 	}
 	kube, err := client.New(restConfig, client.Options{Scheme: scheme})

@@ -12,8 +12,6 @@ import (
 	"os"
 	"strconv"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -21,8 +19,8 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/controllers"
+	hookrelayscheme "github.com/hookrelay/hookrelay/internal/scheme"
 	"github.com/hookrelay/hookrelay/internal/webhook/servingcert"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
@@ -67,11 +65,8 @@ func run() error {
 		log.Info("WARNING: --allow-insecure-endpoints publishes plain http:// endpoints; use it for development only")
 	}
 
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := hookrelayv1alpha1.AddToScheme(scheme); err != nil {
+	scheme, err := hookrelayscheme.New()
+	if err != nil {
 		return err
 	}
 	config, err := ctrl.GetConfig()

@@ -134,24 +134,22 @@ func failureReason(out result, attempts int) string {
 // returns a copy to store, and what changed. reason is empty for a success;
 // gone says the delivery ended with a 410 that disables the endpoint.
 func (e *Engine) recordOutcome(id string, now time.Time, reason string, gone bool) (*store.Health, Change) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	health := e.healthOf(id)
 	at := now.UTC()
-	if reason == "" {
-		health.ConsecutiveFailures = 0
-		health.LastSuccess = &at
-		snapshot := *health
-		return &snapshot, ChangeDelivered
-	}
-	health.ConsecutiveFailures++
-	health.LastFailure, health.LastFailureReason = &at, reason
-	change := ChangeFailed
-	if !health.Disabled && shouldDisable(e.table.Load().Endpoint(id), health.ConsecutiveFailures, gone) {
-		health.Disabled, health.DisabledAt = true, &at
-		change = ChangeDisabled
-	}
-	snapshot := *health
+	change := ChangeDelivered
+	snapshot := e.withHealth(id, func(health *store.Health) {
+		if reason == "" {
+			health.ConsecutiveFailures = 0
+			health.LastSuccess = &at
+			return
+		}
+		health.ConsecutiveFailures++
+		health.LastFailure, health.LastFailureReason = &at, reason
+		change = ChangeFailed
+		if !health.Disabled && shouldDisable(e.table.Load().Endpoint(id), health.ConsecutiveFailures, gone) {
+			health.Disabled, health.DisabledAt = true, &at
+			change = ChangeDisabled
+		}
+	})
 	return &snapshot, change
 }
 

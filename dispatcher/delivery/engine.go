@@ -184,10 +184,7 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 		if previous.Endpoint(endpoint.ID) == nil {
 			// First sight: publish its Disabled and Delivering conditions,
 			// from the record as adopt and reenable left it.
-			e.mu.Lock()
-			health := *e.healthOf(endpoint.ID)
-			e.mu.Unlock()
-			e.Status.HealthChanged(endpoint, health, ChangeObserved)
+			e.Status.HealthChanged(endpoint, e.withHealth(endpoint.ID, nil), ChangeObserved)
 		}
 		if !wasDeliverable && e.deliverable(endpoint) {
 			release = append(release, endpoint.ID)
@@ -212,19 +209,17 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 // adopt ties the endpoint's health record to its UID: a record left by a
 // deleted endpoint of the same name starts over.
 func (e *Engine) adopt(ctx context.Context, endpoint *routes.Route) error {
-	e.mu.Lock()
-	health := e.healthOf(endpoint.ID)
-	if health.UID == endpoint.UID {
-		e.mu.Unlock()
-		return nil
-	}
-	stale := health.UID != ""
-	if stale {
-		*health = store.Health{Endpoint: endpoint.ID}
-	}
-	health.UID = endpoint.UID
-	snapshot := *health
-	e.mu.Unlock()
+	var stale bool
+	snapshot := e.withHealth(endpoint.ID, func(health *store.Health) {
+		if health.UID == endpoint.UID {
+			return
+		}
+		stale = health.UID != ""
+		if stale {
+			*health = store.Health{Endpoint: endpoint.ID}
+		}
+		health.UID = endpoint.UID
+	})
 	if !stale {
 		return nil // stored with the next change of its health
 	}
@@ -235,17 +230,18 @@ func (e *Engine) adopt(ctx context.Context, endpoint *routes.Route) error {
 // reenable acts on a new re-enable token: the failure count starts over and
 // the endpoint is enabled.
 func (e *Engine) reenable(ctx context.Context, endpoint *routes.Route) error {
-	e.mu.Lock()
-	health := e.healthOf(endpoint.ID)
-	if health.ReenableToken == endpoint.ReenableToken {
-		e.mu.Unlock()
+	var changed, wasDisabled bool
+	snapshot := e.withHealth(endpoint.ID, func(health *store.Health) {
+		if health.ReenableToken == endpoint.ReenableToken {
+			return
+		}
+		changed, wasDisabled = true, health.Disabled
+		health.ReenableToken = endpoint.ReenableToken
+		health.ConsecutiveFailures, health.Disabled, health.DisabledAt = 0, false, nil
+	})
+	if !changed {
 		return nil
 	}
-	wasDisabled := health.Disabled
-	health.ReenableToken = endpoint.ReenableToken
-	health.ConsecutiveFailures, health.Disabled, health.DisabledAt = 0, false, nil
-	snapshot := *health
-	e.mu.Unlock()
 	if err := e.Store.PutHealth(ctx, snapshot); err != nil {
 		return err
 	}
@@ -256,14 +252,21 @@ func (e *Engine) reenable(ctx context.Context, endpoint *routes.Route) error {
 	return nil
 }
 
-// healthOf returns the endpoint's health record, creating it. Call with e.mu held.
-func (e *Engine) healthOf(id string) *store.Health {
+// withHealth runs change, if not nil, on the endpoint's health record
+// (created if there is none) under e.mu, and returns a copy of the record as
+// change left it: the copy is what is stored and reported, outside the lock.
+func (e *Engine) withHealth(id string, change func(health *store.Health)) store.Health {
+	e.mu.Lock()
+	defer e.mu.Unlock()
 	health := e.health[id]
 	if health == nil {
 		health = &store.Health{Endpoint: id}
 		e.health[id] = health
 	}
-	return health
+	if change != nil {
+		change(health)
+	}
+	return *health
 }
 
 // release turns the held deliveries of the given endpoints into pending

@@ -21,6 +21,7 @@ import (
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/testreceiver"
 	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
@@ -35,43 +36,6 @@ func jumpingClock() func() time.Time {
 	var ticks atomic.Int64
 	base := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	return func() time.Time { return base.Add(time.Duration(ticks.Add(1)) * time.Hour) }
-}
-
-// orderReceiver answers each event id's first failures[id] attempts with 500.
-type orderReceiver struct {
-	*httptest.Server
-	mu        sync.Mutex
-	failures  map[string]int
-	attempts  map[string]int
-	delivered []string // event ids, in the order they succeeded
-	// gate, when set, holds every request until it is closed.
-	gate chan struct{}
-}
-
-func newOrderReceiver(t *testing.T, failures map[string]int) *orderReceiver {
-	r := &orderReceiver{failures: failures, attempts: map[string]int{}}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		id := req.Header.Get("webhook-id")
-		if r.gate != nil {
-			<-r.gate
-		}
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		r.attempts[id]++
-		if r.attempts[id] <= r.failures[id] {
-			w.WriteHeader(http.StatusInternalServerError)
-			return
-		}
-		r.delivered = append(r.delivered, id)
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *orderReceiver) got() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.delivered)
 }
 
 func strictRoute(url string, change func(*routes.Endpoint)) routes.Endpoint {
@@ -160,21 +124,18 @@ func publishEvents(t *testing.T, engine *Engine, from, to int) []string {
 // for good lets the next proceed.
 func TestStrictRetryBlocksLaterDeliveries(t *testing.T) {
 	g := NewWithT(t)
-	receiver := newOrderReceiver(t, map[string]int{"evt_004": 2, "evt_016": 2, "evt_020": 4})
-	receiver.gate = make(chan struct{})
+	receiver := testreceiver.NewHeldOrdered(t, map[string]int{"evt_004": 2, "evt_016": 2, "evt_020": 4})
 	engine, _ := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), strictRoute(receiver.URL, nil), jumpingClock())
 
 	// All are waiting before the first answer, so that a retry that went
 	// to the back of the queue would come after them.
 	ids := publishEvents(t, engine, 0, 40)
-	close(receiver.gate)
+	receiver.Release()
 	want := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == "evt_020" }) // fails all 4 attempts
-	g.Eventually(receiver.got).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(want)))
-	g.Expect(receiver.got()).To(Equal(want))
-	receiver.mu.Lock()
-	defer receiver.mu.Unlock()
-	g.Expect(receiver.attempts["evt_004"]).To(Equal(3))
-	g.Expect(receiver.attempts["evt_020"]).To(Equal(4))
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(want)))
+	g.Expect(receiver.Delivered()).To(Equal(want))
+	g.Expect(receiver.Attempts("evt_004")).To(Equal(3))
+	g.Expect(receiver.Attempts("evt_020")).To(Equal(4))
 }
 
 // TestStrictHeldDeliveriesReleasedInOrder: deliveries held while a Strict
@@ -183,7 +144,7 @@ func TestStrictRetryBlocksLaterDeliveries(t *testing.T) {
 // ahead of events published after it.
 func TestStrictHeldDeliveriesReleasedInOrder(t *testing.T) {
 	g := NewWithT(t)
-	receiver := newOrderReceiver(t, map[string]int{"evt_003": 4})
+	receiver := testreceiver.NewOrdered(t, map[string]int{"evt_003": 4})
 	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.AutoDisableAfter = 1 })
 	engine, _ := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, jumpingClock())
 
@@ -193,21 +154,21 @@ func TestStrictHeldDeliveriesReleasedInOrder(t *testing.T) {
 	ids = append(ids, publishEvents(t, engine, 30, 60)...)
 	g.Eventually(func() float64 { return testutil.ToFloat64(engine.Metrics.Held) }).WithTimeout(30 * time.Second).
 		WithPolling(10 * time.Millisecond).Should(Equal(56.0))
-	g.Expect(receiver.got()).To(Equal(ids[:3]))
+	g.Expect(receiver.Delivered()).To(Equal(ids[:3]))
 
 	route.ReenableToken = "1"
 	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
 	ids = append(ids, publishEvents(t, engine, 60, 80)...)
 	want := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == "evt_003" })
-	g.Eventually(receiver.got).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(want)))
-	g.Expect(receiver.got()).To(Equal(want))
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(want)))
+	g.Expect(receiver.Delivered()).To(Equal(want))
 }
 
 // TestStrictPausedThenUnpaused: events published to a paused Strict
 // endpoint are released in order when it is unpaused.
 func TestStrictPausedThenUnpaused(t *testing.T) {
 	g := NewWithT(t)
-	receiver := newOrderReceiver(t, nil)
+	receiver := testreceiver.NewOrdered(t, nil)
 	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Paused = true })
 	engine, _ := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, jumpingClock())
 
@@ -215,8 +176,8 @@ func TestStrictPausedThenUnpaused(t *testing.T) {
 	route.Paused = false
 	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
 	ids = append(ids, publishEvents(t, engine, 50, 70)...)
-	g.Eventually(receiver.got).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(ids)))
-	g.Expect(receiver.got()).To(Equal(ids))
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(ids)))
+	g.Expect(receiver.Delivered()).To(Equal(ids))
 }
 
 // TestStrictOrderSurvivesARestart: after a restart, a recovered delivery
@@ -225,7 +186,7 @@ func TestStrictOrderSurvivesARestart(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "hookrelay.db")
-	receiver := newOrderReceiver(t, nil)
+	receiver := testreceiver.NewOrdered(t, nil)
 	route := strictRoute(receiver.URL, nil)
 	db, err := store.OpenBolt(path)
 	if err != nil {
@@ -256,8 +217,8 @@ func TestStrictOrderSurvivesARestart(t *testing.T) {
 	}
 
 	startEngine(t, path, route, time.Now)
-	g.Eventually(receiver.got).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(ids)))
-	g.Expect(receiver.got()).To(Equal(ids))
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(len(ids)))
+	g.Expect(receiver.Delivered()).To(Equal(ids))
 }
 
 // TestStrictHeldBeforeRecoverReleasedByRecover: events published to a
@@ -267,7 +228,7 @@ func TestStrictOrderSurvivesARestart(t *testing.T) {
 func TestStrictHeldBeforeRecoverReleasedByRecover(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	receiver := newOrderReceiver(t, nil)
+	receiver := testreceiver.NewOrdered(t, nil)
 	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Paused = true })
 	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
 	if err != nil {
@@ -295,7 +256,7 @@ func TestStrictHeldBeforeRecoverReleasedByRecover(t *testing.T) {
 	g.Expect(engine.SetTable(ctx, tableOf(t, route))).To(Succeed())
 	_, _, err = engine.Recover(ctx)
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Eventually(receiver.got).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
+	g.Eventually(receiver.Delivered).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
 }
 
 // TestRateLimitedAttemptNotStartedAfterStop: a delivery waiting for its

@@ -83,20 +83,26 @@ func TestAccessDecisionsAreKeyedOnExtras(t *testing.T) {
 	}
 }
 
-func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
-	var tokenReviews, accessReviews atomic.Int64
-	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	auth := &KubeAuth{Client: fakeReviews(&tokenReviews, &accessReviews), TTL: time.Minute, FailureRate: 1, FailureBurst: 3,
-		Now: func() time.Time { return now }}
-	ctx := context.Background()
-	request := func(address, token string) *denial {
+// limitedAuth checks publishes with a KubeAuth on fakeReviews, counting
+// TokenReviews, that allows an address three failed authentications and
+// then one a second by the clock *now. The returned function checks one
+// publish from address with the bearer token.
+func limitedAuth(tokenReviews *atomic.Int64, now *time.Time) func(address, token string) *denial {
+	var accessReviews atomic.Int64
+	auth := &KubeAuth{Client: fakeReviews(tokenReviews, &accessReviews), TTL: time.Minute, FailureRate: 1, FailureBurst: 3,
+		Now: func() time.Time { return *now }}
+	return func(address, token string) *denial {
 		r := httptest.NewRequest(http.MethodPost, "/v1/namespaces/ns/events", nil)
 		r.RemoteAddr = address
-		if token != "" {
-			r.Header.Set("Authorization", "Bearer "+token)
-		}
-		return auth.check(ctx, r, "ns", "create", "events")
+		r.Header.Set("Authorization", "Bearer "+token)
+		return auth.check(context.Background(), r, "ns", "create", "events")
 	}
+}
+
+func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
+	var tokenReviews atomic.Int64
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	request := limitedAuth(&tokenReviews, &now)
 	for i := range 3 {
 		if denied := request("192.0.2.1:1000", fmt.Sprintf("bogus-%d", i)); denied == nil || denied.status != http.StatusUnauthorized {
 			t.Fatalf("failure %d: %+v, want 401", i, denied)
@@ -129,17 +135,9 @@ func TestFailedAuthenticationsAreLimitedPerAddress(t *testing.T) {
 // an address whose failed-authentication budget a neighbour spent; bogus
 // and not-yet-known tokens from it still wait.
 func TestKnownValidTokenIsNotLimited(t *testing.T) {
-	var tokenReviews, accessReviews atomic.Int64
+	var tokenReviews atomic.Int64
 	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	auth := &KubeAuth{Client: fakeReviews(&tokenReviews, &accessReviews), TTL: time.Minute, FailureRate: 1, FailureBurst: 3,
-		Now: func() time.Time { return now }}
-	ctx := context.Background()
-	request := func(address, token string) *denial {
-		r := httptest.NewRequest(http.MethodPost, "/v1/namespaces/ns/events", nil)
-		r.RemoteAddr = address
-		r.Header.Set("Authorization", "Bearer "+token)
-		return auth.check(ctx, r, "ns", "create", "events")
-	}
+	request := limitedAuth(&tokenReviews, &now)
 	if denied := request("192.0.2.1:1000", "valid-token"); denied != nil {
 		t.Fatalf("valid token: %+v, want allowed", denied)
 	}

@@ -210,6 +210,28 @@ func put(bucket *bolt.Bucket, key []byte, value any) error {
 	return bucket.Put(key, data)
 }
 
+// appendDecoded decodes a value that put stored and appends it to list.
+func appendDecoded[T any](list *[]T, data []byte) error {
+	var value T
+	if err := json.Unmarshal(data, &value); err != nil {
+		return err
+	}
+	*list = append(*list, value)
+	return nil
+}
+
+// eachWithPrefix calls fn, in key order, with each key of bucket that starts
+// with prefix, the prefix cut off, and its value.
+func eachWithPrefix(bucket *bolt.Bucket, prefix []byte, fn func(rest, value []byte) error) error {
+	cursor := bucket.Cursor()
+	for key, value := cursor.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, value = cursor.Next() {
+		if err := fn(key[len(prefix):], value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Accept implements Store.
 func (b *Bolt) Accept(_ context.Context, event Event, targets []Target, dedupeSince time.Time) (Accepted, error) {
 	var out Accepted
@@ -369,11 +391,9 @@ func (b *Bolt) Active(context.Context) ([]Delivery, error) {
 	err := b.db.View(func(tx *bolt.Tx) error {
 		deliveries := tx.Bucket(bucketDeliveries)
 		return tx.Bucket(bucketActive).ForEach(func(id, _ []byte) error {
-			var delivery Delivery
-			if err := json.Unmarshal(deliveries.Get(id), &delivery); err != nil {
+			if err := appendDecoded(&out, deliveries.Get(id)); err != nil {
 				return fmt.Errorf("delivery %s: %w", id, err)
 			}
-			out = append(out, delivery)
 			return nil
 		})
 	})
@@ -388,12 +408,7 @@ func (b *Bolt) Healths(context.Context) ([]Health, error) {
 	var out []Health
 	err := b.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketHealth).ForEach(func(_, value []byte) error {
-			var health Health
-			if err := json.Unmarshal(value, &health); err != nil {
-				return err
-			}
-			out = append(out, health)
-			return nil
+			return appendDecoded(&out, value)
 		})
 	})
 	if err != nil {
@@ -428,15 +443,9 @@ func (b *Bolt) DeliveriesOf(_ context.Context, namespace, eventID string) ([]Del
 	err := b.db.View(func(tx *bolt.Tx) error {
 		deliveries := tx.Bucket(bucketDeliveries)
 		prefix := []byte(namespace + "\x00" + eventID + "\x00")
-		cursor := tx.Bucket(bucketByEvent).Cursor()
-		for key, _ := cursor.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, _ = cursor.Next() {
-			var delivery Delivery
-			if err := json.Unmarshal(deliveries.Get(key[len(prefix):]), &delivery); err != nil {
-				return err
-			}
-			out = append(out, delivery)
-		}
-		return nil
+		return eachWithPrefix(tx.Bucket(bucketByEvent), prefix, func(id, _ []byte) error {
+			return appendDecoded(&out, deliveries.Get(id))
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: deliveries of %s/%s: %w", namespace, eventID, err)
@@ -508,16 +517,9 @@ func (b *Bolt) EndpointDeliveries(_ context.Context, namespace, endpoint string,
 func (b *Bolt) Attempts(_ context.Context, deliveryID string) ([]Attempt, error) {
 	var out []Attempt
 	err := b.db.View(func(tx *bolt.Tx) error {
-		prefix := []byte(deliveryID + "/")
-		cursor := tx.Bucket(bucketAttempts).Cursor()
-		for key, value := cursor.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, value = cursor.Next() {
-			var attempt Attempt
-			if err := json.Unmarshal(value, &attempt); err != nil {
-				return err
-			}
-			out = append(out, attempt)
-		}
-		return nil
+		return eachWithPrefix(tx.Bucket(bucketAttempts), []byte(deliveryID+"/"), func(_, value []byte) error {
+			return appendDecoded(&out, value)
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: attempts of %s: %w", deliveryID, err)

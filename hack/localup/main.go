@@ -24,14 +24,12 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
-	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/samples"
+	hookrelayscheme "github.com/hookrelay/hookrelay/internal/scheme"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
 
@@ -98,11 +96,8 @@ func run() error {
 	if err := os.WriteFile(kubeconfig, kubeconfigData, 0o600); err != nil {
 		return err
 	}
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := hookrelayv1alpha1.AddToScheme(scheme); err != nil {
+	scheme, err := hookrelayscheme.New()
+	if err != nil {
 		return err
 	}
 	c, err := client.New(config, client.Options{Scheme: scheme})

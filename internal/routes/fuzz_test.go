@@ -12,30 +12,31 @@ func FuzzDecodeRoutes(f *testing.F) {
 	f.Add([]byte(`[{"secret":"whsec_AAAA"},{"secret":"whsec_BBBB","expiresAt":"2026-11-25T10:00:00Z"}]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if endpoint, err := DecodeEndpoint(data); err == nil {
-			encoded, err := EncodeEndpoint(endpoint)
-			if err != nil {
-				t.Fatalf("a decoded endpoint does not encode: %v", err)
-			}
-			again, err := DecodeEndpoint(encoded)
-			if err != nil {
-				t.Fatalf("an encoded endpoint does not decode: %v", err)
-			}
-			if reencoded, _ := EncodeEndpoint(again); !bytes.Equal(reencoded, encoded) {
-				t.Fatalf("endpoint round trip changed it:\n%s\n%s", encoded, reencoded)
-			}
+			checkFixedPoint(t, "endpoint", endpoint, EncodeEndpoint, DecodeEndpoint)
 		}
 		if keys, err := DecodeKeys(data); err == nil {
-			encoded, err := EncodeKeys(keys)
-			if err != nil {
-				t.Fatalf("decoded keys do not encode: %v", err)
-			}
-			again, err := DecodeKeys(encoded)
-			if err != nil {
-				t.Fatalf("encoded keys do not decode: %v", err)
-			}
-			if reencoded, _ := EncodeKeys(again); !bytes.Equal(reencoded, encoded) {
-				t.Fatalf("keys round trip changed them:\n%s\n%s", encoded, reencoded)
-			}
+			checkFixedPoint(t, "keys entry", keys, EncodeKeys, DecodeKeys)
 		}
 	})
+}
+
+// checkFixedPoint fails the test unless the decoded value encodes, decodes
+// again, and encodes to the same bytes the second time.
+func checkFixedPoint[T any](t *testing.T, what string, decoded T, encode func(T) ([]byte, error), decode func([]byte) (T, error)) {
+	t.Helper()
+	encoded, err := encode(decoded)
+	if err != nil {
+		t.Fatalf("a decoded %s does not encode: %v", what, err)
+	}
+	again, err := decode(encoded)
+	if err != nil {
+		t.Fatalf("an encoded %s does not decode: %v", what, err)
+	}
+	reencoded, err := encode(again)
+	if err != nil {
+		t.Fatalf("a %s decoded twice does not encode: %v", what, err)
+	}
+	if !bytes.Equal(reencoded, encoded) {
+		t.Fatalf("%s round trip changed it:\n%s\n%s", what, encoded, reencoded)
+	}
 }

@@ -20,7 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -33,6 +32,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	hookrelayscheme "github.com/hookrelay/hookrelay/internal/scheme"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
 
@@ -69,11 +69,8 @@ func Start() (*Env, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds the control plane into bin/controlplane")
 	}
-	scheme := k8sruntime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	if err := hookrelayv1alpha1.AddToScheme(scheme); err != nil {
+	scheme, err := hookrelayscheme.New()
+	if err != nil {
 		return nil, err
 	}
 	webhooks, err := webhookConfigurations()
@@ -123,6 +120,23 @@ func Start() (*Env, error) {
 		return nil, err
 	}
 	return env, nil
+}
+
+// Run is the body of a TestMain that needs only the control plane: it
+// starts it into *env, runs the package's tests and stops it, and returns
+// the exit code for os.Exit.
+func Run(m *testing.M, env **Env) int {
+	var err error
+	if *env, err = Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := (*env).Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stopping the control plane:", err)
+		}
+	}()
+	return m.Run()
 }
 
 // Stop stops the webhook server and the control plane and removes the

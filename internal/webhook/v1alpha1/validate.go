@@ -47,12 +47,8 @@ func ValidateTransform(transform string) *field.Error {
 	if transform == "" {
 		return nil
 	}
-	if _, err := celenv.CompileTransform(transform); err != nil {
-		// The value is the user's own expression, up to thousands of
-		// characters; the compiler's message already points into it.
-		return field.Invalid(transformPath, field.OmitValueType{}, err.Error())
-	}
-	return nil
+	_, err := celenv.CompileTransform(transform)
+	return refusedExpression(transformPath, err)
 }
 
 // ValidateFilter is ValidateTransform for a subscription's spec.filter.
@@ -60,10 +56,19 @@ func ValidateFilter(filter string) *field.Error {
 	if filter == "" {
 		return nil
 	}
-	if _, err := celenv.CompileFilter(filter); err != nil {
-		return field.Invalid(filterPath, field.OmitValueType{}, err.Error())
+	_, err := celenv.CompileFilter(filter)
+	return refusedExpression(filterPath, err)
+}
+
+// refusedExpression reports celenv's refusal of an expression on its field;
+// nil when err is nil.
+func refusedExpression(path *field.Path, err error) *field.Error {
+	if err == nil {
+		return nil
 	}
-	return nil
+	// The value is the user's own expression, up to thousands of
+	// characters; the compiler's message already points into it.
+	return field.Invalid(path, field.OmitValueType{}, err.Error())
 }
 
 // Message is the one-line form of a field error for a condition message:
