@@ -266,3 +266,27 @@ func (e *Env) UserKubeconfig(t testing.TB, name string, groups ...string) string
 	}
 	return path
 }
+
+// WaitForAddressFile polls path, which a process started with
+// --listen-address=127.0.0.1:0 --listen-address-file=path writes once it
+// listens, and returns the address in it. It gives up when exited is closed
+// (nil: never) or after timeout, saying what it last read.
+func WaitForAddressFile(path string, exited <-chan struct{}, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		// Written through a rename: present means complete.
+		data, err := os.ReadFile(path)
+		if err == nil {
+			return string(data), nil
+		}
+		select {
+		case <-exited:
+			return "", fmt.Errorf("exited before writing its address to %s", path)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no address in %s after %s: %w", path, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

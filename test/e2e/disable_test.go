@@ -104,8 +104,7 @@ func TestAutoDisabledEventWithLongReason(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
-	closed := newReceiver(t, answerWith(http.StatusOK))
-	closed.Close() // nothing listens there: connection refused
+	closed := newRefusingPort(t)
 	ep := endpoint(t, namespace, "long", closed.URL+"/"+strings.Repeat("segment/", 150), []string{"*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
 		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 10 * time.Millisecond}}}
 		spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](1)}

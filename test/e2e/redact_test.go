@@ -27,8 +27,7 @@ func TestURLCredentialsAreRedacted(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
-	closed := newReceiver(t, answerWith(http.StatusOK))
-	closed.Close() // nothing listens there: connection refused
+	closed := newRefusingPort(t)
 	ep := endpoint(t, namespace, "tokened", closed.URL+"/hooks?token=s3cret&tenant=acme", []string{"*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
 		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 10 * time.Millisecond}}}
 		spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](1)}
