@@ -305,21 +305,26 @@ func waitForAdmission(ctx context.Context, c client.Client, manager *process) er
 // waitReady polls a readiness URL until it answers 200, or the process exits.
 func waitReady(url string, p *process) error {
 	deadline := time.Now().Add(60 * time.Second)
+	last := "no answer yet"
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
 			return fmt.Errorf("exited before it was ready: %v", p.err)
 		default:
 		}
-		if response, err := http.Get(url); err == nil {
+		response, err := http.Get(url)
+		if err != nil {
+			last = err.Error()
+		} else {
 			response.Body.Close()
 			if response.StatusCode == http.StatusOK {
 				return nil
 			}
+			last = response.Status
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("%s was not ready within 60s", url)
+	return fmt.Errorf("%s was not ready within 60s; last: %s", url, last)
 }
 
 // step prints a progress line.

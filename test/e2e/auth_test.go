@@ -74,7 +74,7 @@ func TestPublishersNeedATokenAndTheRBACGrant(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Eventually(func() int { status, _ := publish(namespace, token); return status }).
 		WithTimeout(10 * time.Second).WithPolling(100 * time.Millisecond).Should(Equal(http.StatusAccepted))
-	g.Eventually(func() int { return len(r.got()) }).WithTimeout(10 * time.Second).Should(BeNumerically(">=", 1))
+	g.Eventually(r.eventIDs).WithTimeout(10 * time.Second).Should(Not(BeEmpty()))
 
 	status, body = publish(other, token)
 	g.Expect(status).To(Equal(http.StatusForbidden), body)

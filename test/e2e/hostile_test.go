@@ -107,7 +107,7 @@ func TestDrainIsNotHeldUpByASlowClient(t *testing.T) {
 		g.Expect(status).To(Equal(http.StatusAccepted))
 	}
 	// The first batch is in flight; the second waits for it.
-	g.Eventually(func() int { return len(r.got()) }).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(maxInFlight))
+	g.Eventually(r.eventIDs).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(maxInFlight))
 	d.stop(t)
 
 	restarted := startDispatcher(t, dataDir)

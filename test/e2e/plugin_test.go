@@ -37,7 +37,7 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	out, err := kubectlHookrelay(t, "send", "-n", namespace, server, "--type", "order.created", "--id", "evt_third_time", "--data", `{"order":1}`)
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(Equal("event evt_third_time accepted: 1 deliveries\n"))
-	g.Eventually(func() int { return len(flaky.got()) }).WithTimeout(10 * time.Second).Should(Equal(3))
+	g.Eventually(flaky.eventIDs).WithTimeout(10 * time.Second).Should(HaveLen(3))
 
 	g.Eventually(func(g Gomega) {
 		out, err := kubectlHookrelay(t, "attempts", "evt_third_time", "-n", namespace, server)
