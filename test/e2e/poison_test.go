@@ -17,6 +17,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
@@ -119,18 +120,19 @@ func publishRoutes(t *testing.T, namespace string, endpoints ...routes.Endpoint)
 		entry := routes.EntryKey(endpoint.Namespace, endpoint.Name)
 		routeData[entry], keyData[entry] = string(encoded), encodedKeys
 	}
-	ctx := context.Background()
-	if err := env.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: routes.KeysShardPrefix + "0", Labels: map[string]string{routes.LabelKeys: "true"}},
-		Data:       keyData,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: routes.RoutesShardPrefix + "0", Labels: map[string]string{routes.LabelRoutes: "true"}},
-		Data:       routeData,
-	}); err != nil {
-		t.Fatal(err)
+	for _, shard := range []client.Object{
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: routes.KeysShardPrefix + "0", Labels: map[string]string{routes.LabelKeys: "true"}},
+			Data:       keyData,
+		},
+		&corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: routes.RoutesShardPrefix + "0", Labels: map[string]string{routes.LabelRoutes: "true"}},
+			Data:       routeData,
+		},
+	} {
+		if err := env.Client.Create(context.Background(), shard); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

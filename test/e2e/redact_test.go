@@ -28,10 +28,7 @@ func TestURLCredentialsAreRedacted(t *testing.T) {
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
 	closed := newRefusingPort(t)
-	ep := endpoint(t, namespace, "tokened", closed.URL+"/hooks?token=s3cret&tenant=acme", []string{"*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
-		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 10 * time.Millisecond}}}
-		spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](1)}
-	})
+	ep := endpoint(t, namespace, "tokened", closed.URL+"/hooks?token=s3cret&tenant=acme", []string{"*"}, disableAtFirstFailure)
 	const shown = "/hooks?token=REDACTED&tenant=REDACTED"
 
 	status, _ := d.publish(t, namespace, `{"id":"evt_tokened","type":"user.created","data":{}}`)
