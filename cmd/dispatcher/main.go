@@ -41,6 +41,7 @@ import (
 type options struct {
 	namespace         string
 	listen            string
+	listenFile        string
 	dataDir           string
 	headerPrefix      string
 	maxBody           int64
@@ -70,6 +71,8 @@ func main() {
 	flag.StringVar(&opts.namespace, "namespace", envOr("POD_NAMESPACE", "hookrelay-system"),
 		"Namespace of the routes ConfigMaps and keys Secrets the controllers publish; defaults to $POD_NAMESPACE.")
 	flag.StringVar(&opts.listen, "listen-address", ":8080", "Address of the ingest API, /healthz, /readyz and /metrics.")
+	flag.StringVar(&opts.listenFile, "listen-address-file", "",
+		"Write the bound address of --listen-address (host:port) to this file once listening: with port 0, tells a test or `make dev` the port chosen.")
 	flag.StringVar(&opts.dataDir, "data-dir", "/var/lib/hookrelay", "Folder of the embedded store (hookrelay.db).")
 	flag.StringVar(&opts.headerPrefix, "header-prefix", "Hookrelay",
 		"Default prefix of the <prefix>-Signature, <prefix>-Webhook-Id and <prefix>-Event-Type headers, for endpoints without spec.signing.headerPrefix. Not Webhook (the Standard Webhooks headers).")
@@ -248,6 +251,11 @@ func run(ctx context.Context, opts options) error {
 		serveErr <- server.Serve(listener)
 	}()
 	log.Info("listening", "address", listener.Addr().String(), "tls", opts.tlsCertFile != "", "namespace", opts.namespace, "headerPrefix", opts.headerPrefix)
+	if opts.listenFile != "" {
+		if err := writeFileAtomically(opts.listenFile, []byte(listener.Addr().String())); err != nil {
+			return fmt.Errorf("--listen-address-file: %w", err)
+		}
+	}
 
 	watcher := &routes.Watcher{
 		Clientset: clientset, Namespace: opts.namespace, Log: log.WithName("config"),
@@ -341,6 +349,16 @@ func warnEvery(ctx context.Context, log logr.Logger, interval time.Duration, war
 		case <-ticker.C:
 		}
 	}
+}
+
+// writeFileAtomically writes through a temporary file and a rename, so a
+// reader polling for path never sees it half written.
+func writeFileAtomically(path string, data []byte) error {
+	temporary := path + ".tmp"
+	if err := os.WriteFile(temporary, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(temporary, path)
 }
 
 // listenLoopback listens on address only if it is a loopback IP (or

@@ -30,6 +30,7 @@ import (
 
 	"github.com/hookrelay/hookrelay/internal/samples"
 	hookrelayscheme "github.com/hookrelay/hookrelay/internal/scheme"
+	"github.com/hookrelay/hookrelay/internal/testenv"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
 
@@ -45,8 +46,8 @@ func main() {
 func run() error {
 	dataDirFlag := flag.String("data-dir", ".dev", "Folder for the control plane's state, the kubeconfig and the logs; kept between runs.")
 	binDir := flag.String("bin-dir", "bin", "Folder of the built binaries (manager, dispatcher) and controlplane/.")
-	dispatcherAddress := flag.String("dispatcher-address", "127.0.0.1:8080", "Where the dispatcher listens.")
-	receiverAddress := flag.String("receiver-address", "127.0.0.1:8090", "Where the sample receiver listens.")
+	dispatcherAddress := flag.String("dispatcher-address", "127.0.0.1:8080", "Where the dispatcher listens; port 0 picks a free one (printed).")
+	receiverAddress := flag.String("receiver-address", "127.0.0.1:8090", "Where the sample receiver listens; port 0 picks a free one (printed).")
 	sampleURLBase := flag.String("sample-url-base", "",
 		"Applies config/samples/ with each WebhookEndpoint's spec.url rewritten to <base>/<name>; default http://<receiver-address>, the sample receiver.")
 	webhookAddress := flag.String("webhook-address", "127.0.0.1:9443", "Where the manager serves the admission webhook.")
@@ -131,8 +132,14 @@ func run() error {
 
 	dispatcherLog := filepath.Join(dataDir, "dispatcher.log")
 	step("starting the dispatcher (store: %s, log: %s)", filepath.Join(dataDir, "dispatcher"), dispatcherLog)
+	// The dispatcher names the address it bound (port 0 included) here.
+	addressFile := filepath.Join(dataDir, "dispatcher.address")
+	if err := os.Remove(addressFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	dispatcher, err := start(filepath.Join(binDirAbs, "dispatcher"), kubeconfig, dispatcherLog,
-		"--namespace="+operatorNamespace, "--listen-address="+*dispatcherAddress, "--data-dir="+filepath.Join(dataDir, "dispatcher"),
+		"--namespace="+operatorNamespace, "--listen-address="+*dispatcherAddress, "--listen-address-file="+addressFile,
+		"--data-dir="+filepath.Join(dataDir, "dispatcher"),
 		// The sample receiver listens on loopback.
 		"--egress-allow-cidr=127.0.0.0/8",
 		// Local development: no tokens needed.
@@ -141,14 +148,18 @@ func run() error {
 		return err
 	}
 	defer dispatcher.stop()
+	if *dispatcherAddress, err = testenv.WaitForAddressFile(addressFile, dispatcher.done, 60*time.Second); err != nil {
+		return fmt.Errorf("the dispatcher: %w (see %s)", err, dispatcherLog)
+	}
 
 	receiverLog := filepath.Join(dataDir, "receiver.log")
-	step("starting the sample receiver on http://%s (log: %s)", *receiverAddress, receiverLog)
-	stopReceiver, err := serveReceiver(ctx, *receiverAddress, c, receiverLog)
+	stopReceiver, boundReceiverAddress, err := serveReceiver(ctx, *receiverAddress, c, receiverLog)
 	if err != nil {
 		return err
 	}
 	defer stopReceiver()
+	*receiverAddress = boundReceiverAddress
+	step("sample receiver on http://%s (log: %s)", *receiverAddress, receiverLog)
 
 	if *sampleURLBase == "" {
 		*sampleURLBase = "http://" + *receiverAddress
@@ -289,21 +300,26 @@ func waitForAdmission(ctx context.Context, c client.Client, manager *process) er
 // waitReady polls a readiness URL until it answers 200, or the process exits.
 func waitReady(url string, p *process) error {
 	deadline := time.Now().Add(60 * time.Second)
+	last := "no answer yet"
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
 			return fmt.Errorf("exited before it was ready: %v", p.err)
 		default:
 		}
-		if response, err := http.Get(url); err == nil {
+		response, err := http.Get(url)
+		if err != nil {
+			last = err.Error()
+		} else {
 			response.Body.Close()
 			if response.StatusCode == http.StatusOK {
 				return nil
 			}
+			last = response.Status
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("%s was not ready within 60s", url)
+	return fmt.Errorf("%s was not ready within 60s; last: %s", url, last)
 }
 
 // step prints a progress line.

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -86,26 +88,30 @@ func verifyStandard(secret string, body []byte, header http.Header) error {
 	return verifier.Verify(body, header)
 }
 
-// serveReceiver runs the receiver until ctx ends; its lines go to the log file and stdout.
-func serveReceiver(ctx context.Context, address string, c client.Client, logPath string) (func(), error) {
+// serveReceiver runs the receiver until ctx ends; its lines go to the log
+// file and stdout. It returns the address it listens on (address may have
+// port 0).
+func serveReceiver(ctx context.Context, address string, c client.Client, logPath string) (stop func(), bound string, err error) {
+	listener, err := net.Listen("tcp", address)
+	if err != nil {
+		return nil, "", fmt.Errorf("sample receiver: %w", err)
+	}
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, err
+		listener.Close()
+		return nil, "", err
 	}
-	server := &http.Server{Addr: address, ReadHeaderTimeout: 5 * time.Second,
+	server := &http.Server{ReadHeaderTimeout: 5 * time.Second,
 		Handler: &receiver{client: c, namespace: "default", defaultPrefix: "Hookrelay", log: io.MultiWriter(logFile, os.Stdout)}}
-	listenErr := make(chan error, 1)
-	go func() { listenErr <- server.ListenAndServe() }()
-	select {
-	case err := <-listenErr:
-		logFile.Close()
-		return nil, fmt.Errorf("sample receiver on %s: %w", address, err)
-	case <-time.After(100 * time.Millisecond):
-	}
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(listener) }()
 	return func() {
 		shutdown, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		_ = server.Shutdown(shutdown)
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintln(os.Stderr, "dev: sample receiver:", err)
+		}
 		logFile.Close()
-	}, nil
+	}, listener.Addr().String(), nil
 }

@@ -6,8 +6,11 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,20 +80,35 @@ func Start() (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The webhook's port is bound here and held, and envtest points the
+	// configuration at it: a port envtest picked and let go could be taken
+	// by another process before the webhook server binds it.
+	webhookListener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
 	environment := &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 		// envtest makes a serving certificate and points the webhooks at
-		// a local port, where startWebhook serves them.
-		WebhookInstallOptions: envtest.WebhookInstallOptions{ValidatingWebhooks: webhooks},
+		// the listener, where startWebhook serves them.
+		WebhookInstallOptions: envtest.WebhookInstallOptions{
+			ValidatingWebhooks: webhooks,
+			LocalServingHost:   "127.0.0.1", LocalServingPort: webhookListener.Addr().(*net.TCPAddr).Port,
+		},
 	}
 	config, err := environment.Start()
 	if err != nil {
+		webhookListener.Close()
 		return nil, fmt.Errorf("starting the control plane: %w", err)
 	}
-	env := &Env{Config: config, Scheme: scheme, environment: environment}
-	env.stopWebhook = startWebhook(environment, scheme)
+	env := &Env{Config: config, Scheme: scheme, environment: environment, stopWebhook: func() error { return nil }}
+	if env.stopWebhook, err = startWebhook(environment, webhookListener, scheme); err != nil {
+		webhookListener.Close()
+		_ = env.Stop()
+		return nil, err
+	}
 	if env.Client, err = client.New(config, client.Options{Scheme: scheme}); err != nil {
 		_ = env.Stop()
 		return nil, err
@@ -182,24 +200,37 @@ func webhookConfigurations() ([]*admissionregistrationv1.ValidatingWebhookConfig
 	return configurations, nil
 }
 
-// startWebhook serves the validators where envtest pointed the webhook
-// configuration, once per control plane: managers come and go with tests,
-// admission stays.
-func startWebhook(environment *envtest.Environment, scheme *k8sruntime.Scheme) (stop func() error) {
-	options := environment.WebhookInstallOptions
-	server := webhook.NewServer(webhook.Options{
-		Host: options.LocalServingHost, Port: options.LocalServingPort, CertDir: options.LocalServingCertDir,
-	})
+// startWebhook serves the validators on listener, where envtest pointed the
+// webhook configuration, once per control plane: managers come and go with
+// tests, admission stays.
+func startWebhook(environment *envtest.Environment, listener net.Listener, scheme *k8sruntime.Scheme) (stop func() error, err error) {
+	certDir := environment.WebhookInstallOptions.LocalServingCertDir
+	certificate, err := tls.LoadX509KeyPair(filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key"))
+	if err != nil {
+		return nil, fmt.Errorf("the webhook's serving certificate from envtest: %w", err)
+	}
+	// The server only collects the handlers: ServeTLS serves them on the
+	// listener held since before envtest started.
+	server := webhook.NewServer(webhook.Options{})
 	webhookv1alpha1.Register(server, scheme)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- server.Start(ctx) }()
+	return ServeTLS(listener, server.WebhookMux(), &tls.Config{Certificates: []tls.Certificate{certificate}, MinVersion: tls.VersionTLS12}), nil
+}
+
+// ServeTLS serves handler over TLS on listener (an open one: tests never
+// pick a port, close it and bind it again). stop shuts the server down and
+// returns the error it stopped with, if any.
+func ServeTLS(listener net.Listener, handler http.Handler, tlsConfig *tls.Config) (stop func() error) {
+	server := &http.Server{Handler: handler, TLSConfig: tlsConfig, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- server.ServeTLS(listener, "", "") }()
 	return func() error {
-		cancel()
-		if err := <-done; err != nil {
-			return fmt.Errorf("webhook server: %w", err)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shutdownErr := server.Shutdown(ctx)
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			return errors.Join(shutdownErr, fmt.Errorf("webhook server: %w", err))
 		}
-		return nil
+		return shutdownErr
 	}
 }
 
@@ -279,4 +310,28 @@ func (e *Env) UserKubeconfig(t testing.TB, name string, groups ...string) string
 		t.Fatal(err)
 	}
 	return path
+}
+
+// WaitForAddressFile polls path, which a process started with
+// --listen-address=127.0.0.1:0 --listen-address-file=path writes once it
+// listens, and returns the address in it. It gives up when exited is closed
+// (nil: never) or after timeout, saying what it last read.
+func WaitForAddressFile(path string, exited <-chan struct{}, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		// Written through a rename: present means complete.
+		data, err := os.ReadFile(path)
+		if err == nil {
+			return string(data), nil
+		}
+		select {
+		case <-exited:
+			return "", fmt.Errorf("exited before writing its address to %s", path)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no address in %s after %s: %w", path, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -246,24 +245,29 @@ func run(events, concurrency int, dispatcherBinary string) error {
 		return err
 	}
 	defer os.RemoveAll(dataDir)
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	address := listener.Addr().String()
-	listener.Close()
-	dispatcher := exec.Command(dispatcherBinary, "--namespace="+routesNamespace, "--listen-address="+address,
+	// The dispatcher binds a free port itself and names it in addressFile.
+	addressFile := filepath.Join(dataDir, "address")
+	dispatcher := exec.Command(dispatcherBinary, "--namespace="+routesNamespace, "--listen-address=127.0.0.1:0", "--listen-address-file="+addressFile,
 		"--data-dir="+dataDir, "--zap-log-level=error", "--enable-profiling", "--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth")
-	fmt.Fprintf(os.Stderr, "bench: dispatcher at http://%s (profiles at http://127.0.0.1:6060/debug/pprof/)\n", address)
 	dispatcher.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
 	dispatcher.Stderr = os.Stderr
 	if err := dispatcher.Start(); err != nil {
 		return err
 	}
+	exited := make(chan struct{})
+	go func() {
+		_ = dispatcher.Wait()
+		close(exited)
+	}()
 	defer func() {
 		_ = dispatcher.Process.Signal(syscall.SIGTERM)
-		_ = dispatcher.Wait()
+		<-exited
 	}()
+	address, err := testenv.WaitForAddressFile(addressFile, exited, 60*time.Second)
+	if err != nil {
+		return fmt.Errorf("the dispatcher: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "bench: dispatcher at http://%s (profiles at http://127.0.0.1:6060/debug/pprof/)\n", address)
 	if err := waitRouted("http://"+address, r); err != nil {
 		return err
 	}
@@ -313,13 +317,17 @@ func run(events, concurrency int, dispatcherBinary string) error {
 func waitRouted(url string, r *receivers) error {
 	deadline := time.Now().Add(60 * time.Second)
 	r.reset(4)
+	var last string
 	for time.Now().Before(deadline) {
 		response, err := http.Post(url+"/v1/namespaces/"+namespace+"/events", "application/json",
 			bytes.NewBufferString(`{"type":"bench.four","data":{}}`))
-		if err == nil {
+		if err != nil {
+			last = err.Error()
+		} else {
 			var answer struct{ Deliveries int }
-			_ = json.NewDecoder(response.Body).Decode(&answer)
+			decodeErr := json.NewDecoder(response.Body).Decode(&answer)
 			response.Body.Close()
+			last = fmt.Sprintf("%s, %d deliveries (decoding: %v)", response.Status, answer.Deliveries, decodeErr)
 			if response.StatusCode == http.StatusAccepted && answer.Deliveries == 4 {
 				select {
 				case <-r.done:
@@ -331,5 +339,5 @@ func waitRouted(url string, r *receivers) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return errors.New("the dispatcher did not load the bench endpoints within 60s")
+	return fmt.Errorf("the dispatcher did not load the bench endpoints within 60s; the last probe: %s", last)
 }

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -38,10 +37,11 @@ func (l *localup) printed() string {
 }
 
 // start runs `make dev` in the repository, as a user would (with its state
-// in dataDir and the dispatcher on a free port), and waits for "ready".
-func start(t *testing.T, dataDir, dispatcherAddress string) *localup {
+// in dataDir, and the dispatcher and the sample receiver on ports they pick
+// and print, not the fixed ones a user gets), and waits for "ready".
+func start(t *testing.T, dataDir string) *localup {
 	t.Helper()
-	cmd := exec.Command("make", "dev", "DEV_DIR="+dataDir, "DEV_FLAGS=--dispatcher-address="+dispatcherAddress)
+	cmd := exec.Command("make", "dev", "DEV_DIR="+dataDir, "DEV_FLAGS=--dispatcher-address=127.0.0.1:0 --receiver-address=127.0.0.1:0")
 	cmd.Dir = testenv.RepoRoot()
 	// Its own process group, so that Ctrl-C reaches make and its children
 	// as it does in a terminal.
@@ -135,13 +135,9 @@ func shell(t *testing.T, kubeconfig, line string) string {
 
 func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
 	g := NewWithT(t)
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	g.Expect(err).NotTo(HaveOccurred())
-	dispatcherAddress := listener.Addr().String()
-	listener.Close()
 	dataDir := t.TempDir()
 
-	dev := start(t, dataDir, dispatcherAddress)
+	dev := start(t, dataDir)
 	printed := dev.printed()
 	kubeconfig := regexp.MustCompile(`export KUBECONFIG=(\S+)`).FindStringSubmatch(printed)[1]
 	receiverLog := regexp.MustCompile(`Logs: receiver (\S+),`).FindStringSubmatch(printed)[1]
@@ -163,21 +159,19 @@ func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
 	}
 	g.Expect(json.Unmarshal([]byte(shell(t, kubeconfig, send[1])), &answer)).To(Succeed())
 	g.Expect(answer.Deliveries).To(Equal(2), "palm and palenca-production (all events)")
-	g.Eventually(func() (string, error) {
+	readReceiverLog := func() (string, error) {
 		log, err := os.ReadFile(receiverLog)
 		return string(log), err
-	}).WithTimeout(30 * time.Second).Should(MatchRegexp(`POST /palm event=` + regexp.QuoteMeta(answer.ID) +
-		` type=user.created Palm-Signature verified, webhook-signature verified`))
-	// Palenca's sample signs with Standard Webhooks only.
-	g.Eventually(func() (string, error) {
-		log, err := os.ReadFile(receiverLog)
-		return string(log), err
-	}).WithTimeout(30 * time.Second).Should(MatchRegexp(`POST /palenca-production event=` + regexp.QuoteMeta(answer.ID) +
-		` type=- webhook-signature verified\n`))
+	}
+	g.Eventually(readReceiverLog).WithTimeout(30 * time.Second).Should(SatisfyAll(
+		MatchRegexp(`POST /palm event=`+regexp.QuoteMeta(answer.ID)+` type=user.created Palm-Signature verified, webhook-signature verified`),
+		// Palenca's sample signs with Standard Webhooks only.
+		MatchRegexp(`POST /palenca-production event=`+regexp.QuoteMeta(answer.ID)+` type=- webhook-signature verified\n`),
+	))
 	dev.interrupt(t)
 
 	// Started again on the same data folder, the delivery log still has it.
-	dev = start(t, dataDir, dispatcherAddress)
+	dev = start(t, dataDir)
 	logLine := regexp.MustCompile(`(?m)^  (curl -sS \S+/events/EVENT_ID)$`).FindStringSubmatch(dev.printed())
 	g.Expect(logLine).NotTo(BeNil())
 	var eventLog struct {

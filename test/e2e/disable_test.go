@@ -104,12 +104,8 @@ func TestAutoDisabledEventWithLongReason(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
-	closed := newReceiver(t, answerWith(http.StatusOK))
-	closed.Close() // nothing listens there: connection refused
-	ep := endpoint(t, namespace, "long", closed.URL+"/"+strings.Repeat("segment/", 150), []string{"*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
-		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 10 * time.Millisecond}}}
-		spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](1)}
-	})
+	closed := newRefusingPort(t)
+	ep := endpoint(t, namespace, "long", closed.URL+"/"+strings.Repeat("segment/", 150), []string{"*"}, disableAtFirstFailure)
 	status, _ := d.publish(t, namespace, `{"id":"evt_long","type":"user.created","data":{}}`)
 	g.Expect(status).To(Equal(http.StatusAccepted))
 	g.Eventually(func(g Gomega) metav1.ConditionStatus { return condition(g, ep, hookrelayv1alpha1.ConditionDisabled) }).
@@ -127,4 +123,11 @@ func TestAutoDisabledEventWithLongReason(t *testing.T) {
 		HaveSuffix("…"),
 		WithTransform(func(note string) int { return len(note) }, BeNumerically("<=", 1024)),
 	))
+}
+
+// disableAtFirstFailure retries once, 10ms later, and disables the endpoint
+// when that delivery has failed.
+func disableAtFirstFailure(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
+	spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 10 * time.Millisecond}}}
+	spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](1)}
 }

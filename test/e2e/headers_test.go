@@ -39,7 +39,7 @@ func TestHeaderFromSecretReachesTheReceiver(t *testing.T) {
 	})
 	status, answer := d.publish(t, namespace, `{"id":"evt_header","type":"user.created","data":{}}`)
 	g.Expect(status).To(Equal(http.StatusAccepted), "%v", answer)
-	g.Eventually(ok.got).WithTimeout(10 * time.Second).Should(HaveLen(1))
+	g.Eventually(ok.eventIDs).WithTimeout(10 * time.Second).Should(HaveLen(1))
 	got := ok.got()[0]
 	g.Expect(got.Header.Get("Authorization")).To(Equal(token))
 	g.Expect(got.Header.Get("X-Team")).To(Equal("income"))

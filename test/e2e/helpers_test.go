@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/internal/testenv"
 	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
@@ -60,19 +61,16 @@ func startDispatcherTLS(t *testing.T, dataDir string, pool *x509.CertPool, args 
 
 func launchDispatcher(t *testing.T, dataDir, scheme string, client *http.Client, args ...string) *dispatcher {
 	t.Helper()
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	address := listener.Addr().String()
-	listener.Close()
 	logPath := filepath.Join(t.TempDir(), "dispatcher.log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The dispatcher binds a free port itself and names it in addressFile:
+	// a port picked here and closed could be taken before it binds it.
+	addressFile := filepath.Join(t.TempDir(), "address")
 	cmd := exec.Command(dispatcherBinary, append([]string{
-		"--namespace=" + routesNamespace, "--listen-address=" + address, "--data-dir=" + dataDir,
+		"--namespace=" + routesNamespace, "--listen-address=127.0.0.1:0", "--listen-address-file=" + addressFile, "--data-dir=" + dataDir,
 		"--status-interval=100ms", "--drain-timeout=5s", "--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth",
 	}, args...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig, "GORACE=halt_on_error=1")
@@ -80,7 +78,7 @@ func launchDispatcher(t *testing.T, dataDir, scheme string, client *http.Client,
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	d := &dispatcher{cmd: cmd, URL: scheme + "://" + address, logPath: logPath, done: make(chan struct{})}
+	d := &dispatcher{cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		logFile.Close()
@@ -89,25 +87,38 @@ func launchDispatcher(t *testing.T, dataDir, scheme string, client *http.Client,
 	t.Cleanup(func() {
 		d.stop(t)
 		if t.Failed() {
-			log, _ := os.ReadFile(logPath)
-			t.Logf("dispatcher log:\n%s", tail(string(log), 60))
+			t.Logf("dispatcher log:\n%s", d.logTail(60))
 		}
 	})
-	NewWithT(t).Eventually(func() (int, error) {
+	address, err := testenv.WaitForAddressFile(addressFile, d.done, 30*time.Second)
+	if err != nil {
+		t.Fatalf("the dispatcher: %v\n%s", err, d.logTail(40))
+	}
+	d.URL = scheme + "://" + address
+	NewWithT(t).Eventually(func() (string, error) {
 		select {
 		case <-d.done:
-			log, _ := os.ReadFile(logPath)
-			t.Fatalf("the dispatcher exited:\n%s", tail(string(log), 40))
+			t.Fatalf("the dispatcher exited:\n%s", d.logTail(40))
 		default:
 		}
 		response, err := client.Get(d.URL + "/readyz")
 		if err != nil {
-			return 0, err
+			return "", err
 		}
-		response.Body.Close()
-		return response.StatusCode, nil
-	}).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(Equal(http.StatusOK))
+		defer response.Body.Close()
+		body, err := io.ReadAll(response.Body)
+		return response.Status + ": " + string(body), err
+	}).WithTimeout(30*time.Second).WithPolling(50*time.Millisecond).Should(HavePrefix("200 "), "GET /readyz")
 	return d
+}
+
+// logTail is the end of the dispatcher's log, for a failure message.
+func (d *dispatcher) logTail(lines int) string {
+	log, err := os.ReadFile(d.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	return tail(string(log), lines)
 }
 
 // stop drains the dispatcher with SIGTERM and checks it exited cleanly.
@@ -192,25 +203,68 @@ type receiver struct {
 }
 
 func newReceiver(t *testing.T, answer func(n int) (int, time.Duration)) *receiver {
+	return serveReceiver(t, nil, answer)
+}
+
+// serveReceiver starts a receiver on listener (nil: a new one on 127.0.0.1).
+func serveReceiver(t *testing.T, listener net.Listener, answer func(n int) (int, time.Duration)) *receiver {
 	r := &receiver{answer: answer}
-	r.Server = httptest.NewServer(r.handler())
+	r.Server = httptest.NewUnstartedServer(r.handler())
+	if listener != nil {
+		r.Server.Listener.Close()
+		r.Server.Listener = listener
+	}
+	r.Server.Start()
 	t.Cleanup(r.Server.Close)
 	return r
 }
 
-// newReceiverAt starts a receiver on the address of an earlier, closed one.
-func newReceiverAt(t *testing.T, url string, answer func(n int) (int, time.Duration)) *receiver {
-	r := &receiver{answer: answer}
-	r.Server = httptest.NewUnstartedServer(r.handler())
-	listener, err := net.Listen("tcp", strings.TrimPrefix(url, "http://"))
+// refusingPort is a loopback port bound but not listening: connections to
+// it are refused, and no other socket can take it meanwhile, as one could
+// a port that was closed. listen turns it into a receiver.
+type refusingPort struct {
+	fd  int
+	URL string
+}
+
+func newRefusingPort(t *testing.T) *refusingPort {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.Server.Listener.Close()
-	r.Server.Listener = listener
-	r.Server.Start()
-	t.Cleanup(r.Server.Close)
-	return r
+	p := &refusingPort{fd: fd}
+	t.Cleanup(func() {
+		if p.fd >= 0 {
+			_ = syscall.Close(p.fd)
+		}
+	})
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	bound, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.URL = fmt.Sprintf("http://127.0.0.1:%d", bound.(*syscall.SockaddrInet4).Port)
+	return p
+}
+
+// listen starts a receiver on the port, from then on accepting connections.
+func (p *refusingPort) listen(t *testing.T, answer func(n int) (int, time.Duration)) *receiver {
+	t.Helper()
+	if err := syscall.Listen(p.fd, syscall.SOMAXCONN); err != nil {
+		t.Fatal(err)
+	}
+	file := os.NewFile(uintptr(p.fd), "receiver")
+	p.fd = -1
+	// FileListener holds its own copy of the descriptor.
+	listener, err := net.FileListener(file)
+	file.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveReceiver(t, listener, answer)
 }
 
 func (r *receiver) handler() http.Handler {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -106,7 +107,7 @@ func TestDrainIsNotHeldUpByASlowClient(t *testing.T) {
 		g.Expect(status).To(Equal(http.StatusAccepted))
 	}
 	// The first batch is in flight; the second waits for it.
-	g.Eventually(func() int { return len(r.got()) }).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(maxInFlight))
+	g.Eventually(r.eventIDs).WithTimeout(10 * time.Second).WithPolling(10 * time.Millisecond).Should(HaveLen(maxInFlight))
 	d.stop(t)
 
 	restarted := startDispatcher(t, dataDir)
@@ -166,17 +167,19 @@ func TestCorruptStoreFileStopsTheDispatcher(t *testing.T) {
 // loopback listener, not the API's, and a non-loopback address is refused.
 func TestUnsafeFlagsWarnAndProfilesStayOnLoopback(t *testing.T) {
 	g := NewWithT(t)
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	g.Expect(err).NotTo(HaveOccurred())
-	profiling := listener.Addr().String()
-	listener.Close()
-	d := startDispatcher(t, t.TempDir(), "--enable-profiling", "--profiling-address="+profiling)
-
-	g.Eventually(func() (string, error) {
+	// The warning names the port the profiling listener bound.
+	d := startDispatcher(t, t.TempDir(), "--enable-profiling", "--profiling-address=127.0.0.1:0")
+	served := regexp.MustCompile(`profiles are served on (127\.0\.0\.1:\d+);`)
+	var profiling string
+	g.Eventually(func(g Gomega) string {
 		log, err := os.ReadFile(d.logPath)
-		return string(log), err
+		g.Expect(err).NotTo(HaveOccurred())
+		if match := served.FindStringSubmatch(string(log)); match != nil {
+			profiling = match[1]
+		}
+		return string(log)
 	}).WithTimeout(10 * time.Second).Should(And(
-		ContainSubstring("WARNING: --insecure-no-auth is set"), ContainSubstring("WARNING: --enable-profiling is set")))
+		ContainSubstring("WARNING: --insecure-no-auth is set"), ContainSubstring("WARNING: --enable-profiling is set"), MatchRegexp(served.String())))
 	response, err := http.Get(d.URL + "/debug/pprof/")
 	g.Expect(err).NotTo(HaveOccurred())
 	response.Body.Close()

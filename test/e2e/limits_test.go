@@ -34,10 +34,10 @@ func TestRateLimitSlowsOnlyItsEndpoint(t *testing.T) {
 		status, _ := d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_rate_%02d","type":"usage.reported","data":{}}`, i))
 		g.Expect(status).To(Equal(http.StatusAccepted))
 	}
-	g.Eventually(func() int { return len(free.got()) }).WithTimeout(10 * time.Second).Should(Equal(events))
+	g.Eventually(free.eventIDs).WithTimeout(10 * time.Second).Should(HaveLen(events))
 	g.Expect(len(limited.got())).To(BeNumerically("<", events), "the limited endpoint is still going when the free one is done")
 
-	g.Eventually(func() int { return len(limited.got()) }).WithTimeout(30 * time.Second).Should(Equal(events))
+	g.Eventually(limited.eventIDs).WithTimeout(30 * time.Second).Should(HaveLen(events))
 	// A token bucket of 5 a second with a burst of 5 allows at most 5 + 5·T
 	// deliveries in any T seconds; windows of a second or more, so that
 	// network jitter between two arrivals does not count.
@@ -80,7 +80,7 @@ func TestRotatedKeysBothVerifyDuringTheGracePeriod(t *testing.T) {
 		n++
 		status, _ := d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_rotation_%d","type":"key.rotated","data":{}}`, n))
 		g.Expect(status).To(Equal(http.StatusAccepted))
-		g.Eventually(func() int { return len(r.got()) }).WithTimeout(10 * time.Second).Should(Equal(n))
+		g.Eventually(r.eventIDs).WithTimeout(10 * time.Second).Should(HaveLen(n))
 		both = r.got()[n-1]
 		g.Expect(strings.Count(both.Header.Get("Hookrelay-Signature"), "v1=")).To(Equal(2))
 	}).WithTimeout(rotationGrace / 2).WithPolling(100 * time.Millisecond).Should(Succeed())
@@ -95,7 +95,7 @@ func TestRotatedKeysBothVerifyDuringTheGracePeriod(t *testing.T) {
 		n++
 		status, _ := d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_rotation_%d","type":"key.rotated","data":{}}`, n))
 		g.Expect(status).To(Equal(http.StatusAccepted))
-		g.Eventually(func() int { return len(r.got()) }).WithTimeout(10 * time.Second).Should(Equal(n))
+		g.Eventually(r.eventIDs).WithTimeout(10 * time.Second).Should(HaveLen(n))
 		last := r.got()[n-1]
 		g.Expect(verifyPrefixed(last.Header, "Hookrelay", oldKey, last.Body)).NotTo(Succeed())
 		g.Expect(verifyStandard(last.Header, oldKey, last.Body)).NotTo(Succeed())
@@ -129,8 +129,8 @@ func TestTooManyRequestsSlowsOnlyThatEndpoint(t *testing.T) {
 		status, _ := d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_429_%d","type":"report.ready","data":{}}`, i))
 		g.Expect(status).To(Equal(http.StatusAccepted))
 	}
-	g.Eventually(func() int { return len(calm.got()) }).WithTimeout(10 * time.Second).Should(Equal(5))
-	g.Eventually(func() int { return len(busy.got()) }).WithTimeout(20*time.Second).Should(Equal(6), "5 deliveries and the one retried after the 429")
+	g.Eventually(calm.eventIDs).WithTimeout(10 * time.Second).Should(HaveLen(5))
+	g.Eventually(busy.eventIDs).WithTimeout(20*time.Second).Should(HaveLen(6), "5 deliveries and the one retried after the 429")
 	arrivals := busy.got()
 	g.Expect(arrivals[1].At.Sub(arrivals[0].At)).To(BeNumerically(">=", time.Second), "the endpoint was left alone after its 429")
 }

@@ -3,9 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,40 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/internal/testreceiver"
 )
-
-// orderedReceiver fails each event's first failures[id] attempts with 500
-// and records the events it accepted, in the order it accepted them.
-type orderedReceiver struct {
-	*httptest.Server
-	mu        sync.Mutex
-	failures  map[string]int
-	attempts  map[string]int
-	delivered []string
-}
-
-func newOrderedReceiver(t *testing.T, failures map[string]int) *orderedReceiver {
-	r := &orderedReceiver{failures: failures, attempts: map[string]int{}}
-	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		id := req.Header.Get("webhook-id")
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		r.attempts[id]++
-		if r.attempts[id] <= r.failures[id] {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		r.delivered = append(r.delivered, id)
-	}))
-	t.Cleanup(r.Close)
-	return r
-}
-
-func (r *orderedReceiver) got() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.delivered)
-}
 
 func strictSpec(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
 	spec.Delivery = &hookrelayv1alpha1.DeliveryPolicy{Ordering: hookrelayv1alpha1.OrderingStrict}
@@ -77,16 +43,14 @@ func TestStrictOrderingSurvivesRetries(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
-	receiver := newOrderedReceiver(t, map[string]int{"evt_r_005": 2, "evt_r_017": 2})
+	receiver := testreceiver.NewOrdered(t, map[string]int{"evt_r_005": 2, "evt_r_017": 2})
 	endpoint(t, namespace, "ordered", receiver.URL, []string{"*"}, strictSpec)
 
 	ids := publishOrdered(t, d, namespace, "r", 200)
-	g.Eventually(receiver.got).WithTimeout(60 * time.Second).WithPolling(50 * time.Millisecond).Should(HaveLen(len(ids)))
-	g.Expect(receiver.got()).To(Equal(ids))
-	receiver.mu.Lock()
-	defer receiver.mu.Unlock()
-	g.Expect(receiver.attempts["evt_r_005"]).To(Equal(3))
-	g.Expect(receiver.attempts["evt_r_017"]).To(Equal(3))
+	g.Eventually(receiver.Delivered).WithTimeout(60 * time.Second).WithPolling(50 * time.Millisecond).Should(HaveLen(len(ids)))
+	g.Expect(receiver.Delivered()).To(Equal(ids))
+	g.Expect(receiver.Attempts("evt_r_005")).To(Equal(3))
+	g.Expect(receiver.Attempts("evt_r_017")).To(Equal(3))
 }
 
 // TestStrictOrderingReleasesHeldEventsInOrder: 200 events held while a
@@ -95,7 +59,7 @@ func TestStrictOrderingReleasesHeldEventsInOrder(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
-	receiver := newOrderedReceiver(t, nil)
+	receiver := testreceiver.NewOrdered(t, nil)
 	ep := endpoint(t, namespace, "held", receiver.URL, []string{"*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
 		strictSpec(spec)
 		spec.Paused = true
@@ -104,13 +68,13 @@ func TestStrictOrderingReleasesHeldEventsInOrder(t *testing.T) {
 	ids := publishOrdered(t, d, namespace, "h", 200)
 	g.Eventually(func(g Gomega) string { return d.metric(g, "hookrelay_held_deliveries") }).
 		WithTimeout(10 * time.Second).Should(Equal("200"))
-	g.Expect(receiver.got()).To(BeEmpty())
+	g.Expect(receiver.Delivered()).To(BeEmpty())
 
 	patch := client.MergeFrom(ep.DeepCopy())
 	ep.Spec.Paused = false
 	g.Expect(env.Client.Patch(t.Context(), ep, patch)).To(Succeed())
-	g.Eventually(receiver.got).WithTimeout(60 * time.Second).WithPolling(50 * time.Millisecond).Should(HaveLen(len(ids)))
-	g.Expect(receiver.got()).To(Equal(ids))
+	g.Eventually(receiver.Delivered).WithTimeout(60 * time.Second).WithPolling(50 * time.Millisecond).Should(HaveLen(len(ids)))
+	g.Expect(receiver.Delivered()).To(Equal(ids))
 	g.Expect(d.metric(g, "hookrelay_held_deliveries")).To(Equal("0"))
 }
 
@@ -121,7 +85,7 @@ func TestStrictOrderingAfterAutoDisable(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
-	receiver := newOrderedReceiver(t, map[string]int{"evt_d_003": 4})
+	receiver := testreceiver.NewOrdered(t, map[string]int{"evt_d_003": 4})
 	endpoint(t, namespace, "disabled", receiver.URL, []string{"*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
 		strictSpec(spec)
 		spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](1)}
@@ -130,11 +94,11 @@ func TestStrictOrderingAfterAutoDisable(t *testing.T) {
 	ids := publishOrdered(t, d, namespace, "d", 200)
 	g.Eventually(func(g Gomega) string { return d.metric(g, "hookrelay_held_deliveries") }).
 		WithTimeout(30 * time.Second).Should(Equal("197"))
-	g.Expect(receiver.got()).To(Equal(ids[:2]))
+	g.Expect(receiver.Delivered()).To(Equal(ids[:2]))
 
 	out, err := kubectlHookrelay(t, "reenable", "disabled", "-n", namespace)
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	want := slices.Concat(ids[:2], ids[3:])
-	g.Eventually(receiver.got).WithTimeout(60 * time.Second).WithPolling(50 * time.Millisecond).Should(HaveLen(len(want)))
-	g.Expect(receiver.got()).To(Equal(want))
+	g.Eventually(receiver.Delivered).WithTimeout(60 * time.Second).WithPolling(50 * time.Millisecond).Should(HaveLen(len(want)))
+	g.Expect(receiver.Delivered()).To(Equal(want))
 }

@@ -37,7 +37,7 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	out, err := kubectlHookrelay(t, "send", "-n", namespace, server, "--type", "order.created", "--id", "evt_third_time", "--data", `{"order":1}`)
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(Equal("event evt_third_time accepted: 1 deliveries\n"))
-	g.Eventually(func() int { return len(flaky.got()) }).WithTimeout(10 * time.Second).Should(Equal(3))
+	g.Eventually(flaky.eventIDs).WithTimeout(10 * time.Second).Should(HaveLen(3))
 
 	g.Eventually(func(g Gomega) {
 		out, err := kubectlHookrelay(t, "attempts", "evt_third_time", "-n", namespace, server)
@@ -57,10 +57,8 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	}).WithTimeout(10 * time.Second).Should(Succeed())
 
 	// An attempt that never connects shows its error.
-	dead := newReceiver(t, answerWith(http.StatusOK))
-	deadURL := dead.URL
-	dead.Close()
-	endpoint(t, namespace, "dead", deadURL, []string{"refund.*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
+	dead := newRefusingPort(t)
+	endpoint(t, namespace, "dead", dead.URL, []string{"refund.*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
 		shortRetries(spec)
 		spec.MaxInFlight = ptr.To[int32](1) // so that arrivals keep the replay's order
 	})
@@ -79,7 +77,7 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	g.Expect(out).To(ContainSubstring("connect: connection refused"))
 
 	// Replay them to a receiver that is back, at the same address.
-	back := newReceiverAt(t, deadURL, answerWith(http.StatusOK))
+	back := dead.listen(t, answerWith(http.StatusOK))
 	out, err = kubectlHookrelay(t, "replay", "dead", "-n", namespace, server, "--since", since)
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(HavePrefix("replaying 2 failed deliveries to dead"))

@@ -16,6 +16,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/routes"
@@ -119,18 +120,19 @@ func publishRoutes(t *testing.T, namespace string, endpoints ...routes.Endpoint)
 		entry := routes.EntryKey(endpoint.Namespace, endpoint.Name)
 		routeData[entry], keyData[entry] = string(encoded), encodedKeys
 	}
-	ctx := context.Background()
-	if err := env.Client.Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: routes.KeysShardPrefix + "0", Labels: map[string]string{routes.LabelKeys: "true"}},
-		Data:       keyData,
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := env.Client.Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: routes.RoutesShardPrefix + "0", Labels: map[string]string{routes.LabelRoutes: "true"}},
-		Data:       routeData,
-	}); err != nil {
-		t.Fatal(err)
+	for _, shard := range []client.Object{
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: routes.KeysShardPrefix + "0", Labels: map[string]string{routes.LabelKeys: "true"}},
+			Data:       keyData,
+		},
+		&corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: routes.RoutesShardPrefix + "0", Labels: map[string]string{routes.LabelRoutes: "true"}},
+			Data:       routeData,
+		},
+	} {
+		if err := env.Client.Create(context.Background(), shard); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -161,7 +163,10 @@ func TestBombRouteFailsOnlyItsDelivery(t *testing.T) {
 
 	d := startDispatcher(t, t.TempDir(), "--namespace="+routesNS)
 	rss := watchRSS(d.cmd.Process.Pid)
-	g.Eventually(func() bool { return d.publishable(tenant) }).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(BeTrue())
+	g.Eventually(func() int {
+		status, _ := d.publish(t, tenant, `{"type":"probe.none","data":{}}`)
+		return status
+	}).WithTimeout(30*time.Second).WithPolling(50*time.Millisecond).Should(Equal(http.StatusAccepted), "publishing to %s", tenant)
 
 	const events = 5
 	for i := range events {
@@ -169,7 +174,7 @@ func TestBombRouteFailsOnlyItsDelivery(t *testing.T) {
 		g.Expect(status).To(Equal(http.StatusAccepted))
 		g.Expect(answer["deliveries"]).To(Equal(2.0))
 	}
-	g.Eventually(func() int { return len(healthy.got()) }).WithTimeout(30 * time.Second).Should(Equal(events))
+	g.Eventually(healthy.eventIDs).WithTimeout(30 * time.Second).Should(HaveLen(events))
 	failures := map[int]string{}
 	for i := range events {
 		g.Eventually(func(g Gomega) {
@@ -196,16 +201,6 @@ func TestBombRouteFailsOnlyItsDelivery(t *testing.T) {
 	}
 }
 
-// publishable reports whether the dispatcher routes events of namespace.
-func (d *dispatcher) publishable(namespace string) bool {
-	response, err := http.Post(d.URL+"/v1/namespaces/"+namespace+"/events", "application/json", strings.NewReader(`{"type":"probe.none","data":{}}`))
-	if err != nil {
-		return false
-	}
-	response.Body.Close()
-	return response.StatusCode == http.StatusAccepted
-}
-
 // TestPoisonedDeliveryIsNotAttemptedAgain kills the dispatcher three times
 // while the receiver holds an attempt of one delivery open; the fourth
 // start fails that delivery as Poisoned without attempting it, and another
@@ -230,8 +225,8 @@ func TestPoisonedDeliveryIsNotAttemptedAgain(t *testing.T) {
 		if crash > 1 {
 			d = startDispatcher(t, dataDir)
 		}
-		g.Eventually(func() int { return len(hanging.got()) }).WithTimeout(30*time.Second).WithPolling(10*time.Millisecond).
-			Should(Equal(crash), "attempt in flight before crash %d", crash)
+		g.Eventually(hanging.eventIDs).WithTimeout(30*time.Second).WithPolling(10*time.Millisecond).
+			Should(HaveLen(crash), "attempt in flight before crash %d", crash)
 		d.kill()
 	}
 
@@ -251,7 +246,7 @@ func TestPoisonedDeliveryIsNotAttemptedAgain(t *testing.T) {
 		status, _ := d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_after_poison_%d","type":"order.created","data":{}}`, i))
 		g.Expect(status).To(Equal(http.StatusAccepted))
 	}
-	g.Eventually(func() int { return len(healthy.got()) }).WithTimeout(30 * time.Second).Should(Equal(3))
+	g.Eventually(healthy.eventIDs).WithTimeout(30 * time.Second).Should(HaveLen(3))
 	g.Expect(hanging.got()).To(HaveLen(3), "the poisoned delivery was attempted again")
 
 	// It counts as a failed delivery on the endpoint's status.

@@ -12,7 +12,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
@@ -27,12 +26,8 @@ func TestURLCredentialsAreRedacted(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
-	closed := newReceiver(t, answerWith(http.StatusOK))
-	closed.Close() // nothing listens there: connection refused
-	ep := endpoint(t, namespace, "tokened", closed.URL+"/hooks?token=s3cret&tenant=acme", []string{"*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
-		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 10 * time.Millisecond}}}
-		spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](1)}
-	})
+	closed := newRefusingPort(t)
+	ep := endpoint(t, namespace, "tokened", closed.URL+"/hooks?token=s3cret&tenant=acme", []string{"*"}, disableAtFirstFailure)
 	const shown = "/hooks?token=REDACTED&tenant=REDACTED"
 
 	status, _ := d.publish(t, namespace, `{"id":"evt_tokened","type":"user.created","data":{}}`)

@@ -69,14 +69,20 @@ func applySample(t *testing.T, namespace, file string, urls map[string]string) m
 func compiledRoute(g Gomega, endpoint *hookrelayv1alpha1.WebhookEndpoint) routes.Endpoint {
 	var shards corev1.ConfigMapList
 	g.Expect(env.Client.List(context.Background(), &shards, client.InNamespace(routesNamespace), client.HasLabels{routes.LabelRoutes})).To(Succeed())
+	key := routes.EntryKey(endpoint.Namespace, endpoint.Name)
+	var published []string
 	for _, shard := range shards.Items {
-		if data, ok := shard.Data[routes.EntryKey(endpoint.Namespace, endpoint.Name)]; ok {
+		if data, ok := shard.Data[key]; ok {
 			route, err := routes.DecodeEndpoint([]byte(data))
 			g.Expect(err).NotTo(HaveOccurred())
 			return route
 		}
+		for entry := range shard.Data {
+			published = append(published, entry)
+		}
 	}
-	g.Expect(false).To(BeTrue(), "no route for %s/%s", endpoint.Namespace, endpoint.Name)
+	// Fails, listing the routes that are published.
+	g.Expect(published).To(ContainElement(key), "the published routes")
 	return routes.Endpoint{}
 }
 

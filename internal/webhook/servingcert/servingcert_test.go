@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -29,16 +28,6 @@ var env *testenv.Env
 
 func TestMain(m *testing.M) {
 	os.Exit(testenv.Run(m, &env))
-}
-
-// freePort finds a loopback port for the webhook server.
-func freePort(t *testing.T) int {
-	listener, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer listener.Close()
-	return listener.Addr().(*net.TCPAddr).Port
 }
 
 // TestSelfMadeCertificateIsTrustedByTheAPIServer runs the manager's path
@@ -71,12 +60,15 @@ func TestSelfMadeCertificateIsTrustedByTheAPIServer(t *testing.T) {
 	g.Expect(env.Client.Create(ctx, configuration)).To(Succeed())
 	t.Cleanup(func() { _ = env.Client.Delete(ctx, configuration) })
 
-	port := freePort(t)
+	// The webhook's port is held from here on: the provisioner writes it
+	// into the configuration before the server serves.
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	g.Expect(err).NotTo(HaveOccurred())
 	clock := clocktesting.NewFakePassiveClock(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC))
 	options := Options{
 		Namespace: operatorNamespace, SecretName: "hookrelay-webhook-cert", ConfigurationName: configuration.Name,
 		DNSNames: []string{"hookrelay-webhook." + operatorNamespace + ".svc"},
-		URL:      fmt.Sprintf("https://127.0.0.1:%d", port), Clock: clock,
+		URL:      "https://" + listener.Addr().String(), Clock: clock,
 	}
 	provisioner, err := New(env.Client, options)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -89,17 +81,12 @@ func TestSelfMadeCertificateIsTrustedByTheAPIServer(t *testing.T) {
 	secret := readSecret(g, options)
 	g.Expect(clientConfig.CABundle).To(Equal(secret.Data[keyCACert]))
 
-	server := webhook.NewServer(webhook.Options{
-		Host: "127.0.0.1", Port: port,
-		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = provisioner.GetCertificate }},
-	})
+	// The manager's webhook server takes the same GetCertificate.
+	server := webhook.NewServer(webhook.Options{})
 	webhookv1alpha1.Register(server, env.Scheme)
-	serverCtx, stopServer := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- server.Start(serverCtx) }()
+	stopServer := testenv.ServeTLS(listener, server.WebhookMux(), &tls.Config{GetCertificate: provisioner.GetCertificate, MinVersion: tls.VersionTLS12})
 	t.Cleanup(func() {
-		stopServer()
-		if err := <-served; err != nil {
+		if err := stopServer(); err != nil {
 			t.Errorf("webhook server: %v", err)
 		}
 	})
