@@ -126,7 +126,7 @@ type EgressPolicy struct {
 // ParseCIDRs reads a comma-separated list of CIDRs, naming a bad one.
 func ParseCIDRs(list string) ([]netip.Prefix, error) {
 	var prefixes []netip.Prefix
-	for _, field := range strings.Split(list, ",") {
+	for field := range strings.SplitSeq(list, ",") {
 		if field = strings.TrimSpace(field); field == "" {
 			continue
 		}

@@ -7,6 +7,7 @@ package routes
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 
 	"github.com/go-logr/logr"
@@ -96,9 +97,7 @@ func (w *Watcher) rebuild(ctx context.Context) error {
 		}
 	}
 	for _, obj := range sorted(w.secrets.GetStore().List()) {
-		for key, value := range obj.(*corev1.Secret).Data {
-			keyEntries[key] = value
-		}
+		maps.Copy(keyEntries, obj.(*corev1.Secret).Data)
 	}
 	table, problems := Build(routeEntries, keyEntries)
 	for _, problem := range problems {

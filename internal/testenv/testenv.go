@@ -22,7 +22,6 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -144,7 +143,7 @@ func webhookConfigurations() ([]*admissionregistrationv1.ValidatingWebhookConfig
 		return nil, err
 	}
 	var configurations []*admissionregistrationv1.ValidatingWebhookConfiguration
-	for _, document := range strings.Split(string(data), "\n---\n") {
+	for document := range strings.SplitSeq(string(data), "\n---\n") {
 		if strings.TrimSpace(strings.TrimPrefix(document, "---")) == "" {
 			continue
 		}
@@ -232,7 +231,7 @@ func (e *Env) NewManager(cacheOptions cache.Options) (ctrl.Manager, error) {
 		Cache:                  cacheOptions,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+		Controller:             config.Controller{SkipNameValidation: new(true)},
 	})
 }
 

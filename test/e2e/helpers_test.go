@@ -162,7 +162,7 @@ func (d *dispatcher) metric(g Gomega, name string) string {
 	defer response.Body.Close()
 	text, err := io.ReadAll(response.Body)
 	g.Expect(err).NotTo(HaveOccurred())
-	for _, line := range strings.Split(string(text), "\n") {
+	for line := range strings.SplitSeq(string(text), "\n") {
 		if value, ok := strings.CutPrefix(line, name+" "); ok {
 			return value
 		}
@@ -331,7 +331,7 @@ func verifyPrefixed(header http.Header, prefix, secret string, body []byte) erro
 	// 1. Extract t and v1.
 	var timestamp string
 	var signatures []string
-	for _, part := range strings.Split(header.Get(prefix+"-Signature"), ",") {
+	for part := range strings.SplitSeq(header.Get(prefix+"-Signature"), ",") {
 		if value, ok := strings.CutPrefix(part, "t="); ok {
 			timestamp = value
 		} else if value, ok := strings.CutPrefix(part, "v1="); ok {
