@@ -26,6 +26,7 @@ type addressRule struct {
 	embedded func(addr [16]byte) []netip.Addr
 }
 
+//nolint:goconst // a table: each row spells out its kind
 var addressRules = []addressRule{
 	// Metadata services answer on otherwise public or link-local addresses:
 	// AWS, GCP (metadata.google.internal), Azure and OpenStack on
