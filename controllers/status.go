@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"sync"
 
@@ -60,9 +61,7 @@ func (w statusWriter) apply(ctx context.Context, obj client.Object, ready metav1
 		return fmt.Errorf("converting condition: %w", err)
 	}
 	desired := map[string]any{"conditions": []any{condition}}
-	for k, v := range fields {
-		desired[k] = v
-	}
+	maps.Copy(desired, fields)
 	current, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
 		return fmt.Errorf("converting %s: %w", obj.GetName(), err)

@@ -5,10 +5,11 @@
 package routes
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
-	"sort"
+	"slices"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -115,6 +116,6 @@ func sorted(objects []any) []metav1.Object {
 	for _, obj := range objects {
 		out = append(out, obj.(metav1.Object))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
+	slices.SortFunc(out, func(a, b metav1.Object) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	return out
 }

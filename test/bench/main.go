@@ -198,7 +198,11 @@ func run(events, concurrency int, dispatcherBinary string) error {
 	if err != nil {
 		return err
 	}
-	defer env.Stop()
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: stopping the control plane: %v\n", err)
+		}
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, name := range []string{routesNamespace, namespace} {
