@@ -53,11 +53,11 @@ func startDispatcher(t *testing.T, dataDir string, args ...string) *dispatcher {
 // that pool trusts.
 func startDispatcherTLS(t *testing.T, dataDir string, pool *x509.CertPool, args ...string) *dispatcher {
 	t.Helper()
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	return launchDispatcher(t, dataDir, "https", client, args...)
+	httpClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return launchDispatcher(t, dataDir, "https", httpClient, args...)
 }
 
-func launchDispatcher(t *testing.T, dataDir, scheme string, client *http.Client, args ...string) *dispatcher {
+func launchDispatcher(t *testing.T, dataDir, scheme string, httpClient *http.Client, args ...string) *dispatcher {
 	t.Helper()
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -99,7 +99,7 @@ func launchDispatcher(t *testing.T, dataDir, scheme string, client *http.Client,
 			t.Fatalf("the dispatcher exited:\n%s", tail(string(log), 40))
 		default:
 		}
-		response, err := client.Get(d.URL + "/readyz")
+		response, err := httpClient.Get(d.URL + "/readyz")
 		if err != nil {
 			return 0, err
 		}
@@ -156,6 +156,8 @@ func (d *dispatcher) post(t *testing.T, url, contentType, body string) (int, map
 }
 
 // metric reads one unlabelled (or fully labelled) sample from /metrics.
+//
+//nolint:unparam // a reader of any metric, though the tests read one today
 func (d *dispatcher) metric(g Gomega, name string) string {
 	response, err := http.Get(d.URL + "/metrics")
 	g.Expect(err).NotTo(HaveOccurred())
