@@ -66,7 +66,7 @@ func RepoRoot() string {
 // config/webhook, served in this process. Call Stop when done.
 func Start() (*Env, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds the control plane into bin/controlplane")
+		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, `make test-e2e` or `make test-dev`, which build the control plane into bin/controlplane")
 	}
 	scheme := k8sruntime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
