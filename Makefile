@@ -6,6 +6,8 @@ LOCALBIN := $(CURDIR)/bin
 CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hookrelay
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 CONTROLLER_GEN := $(LOCALBIN)/controller-gen
+GOLANGCI_LINT_VERSION ?= v2.15.0
+GOLANGCI_LINT := $(LOCALBIN)/golangci-lint
 GO_TEST_FLAGS ?= -race -count=1
 FUZZTIME ?= 30s
 # Fuzz targets as package:Name; `make fuzz` runs each for $(FUZZTIME).
@@ -26,7 +28,7 @@ all: build
 
 .PHONY: help
 help: ## Show the targets.
-	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*?##/ { printf "  %-14s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z0-9_-]+:.*?##/ { gsub(/\$$\$$/, "$$", $$2); printf "  %-14s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
 ##@ Development
 
@@ -51,12 +53,30 @@ vet: ## go vet.
 	go vet ./...
 
 .PHONY: verify
-verify: manifests generate vet ## Fail if generated files, go.mod or formatting are stale.
+verify: manifests generate vet layout ## Fail if generated files, go.mod, formatting or the package layout are stale.
 	go mod tidy
 	@if [ -n "$$(git status --porcelain -- api config controllers go.mod go.sum README.md)" ] || [ -n "$$(gofmt -l $$(git ls-files '*.go'))" ]; then \
 		git status --porcelain -- api config controllers go.mod go.sum README.md; gofmt -l $$(git ls-files '*.go'); \
 		echo "verify: generated files, go.mod or formatting are stale; run 'make manifests generate fmt' and 'go mod tidy', and commit" >&2; exit 1; fi
 	@echo "verify: generated files and formatting are up to date"
+
+# The project's declared top-level folders; a Go package anywhere else fails `make layout`.
+TOP_LEVEL_DIRS := api controllers config dispatcher hack cmd internal test
+
+.PHONY: layout
+layout: ## Fail if a Go package lives outside the declared top-level folders.
+	@module=$$(go list -m); packages=$$(go list ./...); \
+	stray=$$(grep -Ev "^$$module/($(subst $(eval) ,|,$(TOP_LEVEL_DIRS)))(/|$$)" <<<"$$packages") || [ $$? -eq 1 ]; \
+	if [ -n "$$stray" ]; then echo "$$stray"; \
+		echo "layout: packages outside the declared top-level folders ($(TOP_LEVEL_DIRS)); move them, or declare the folder in the Makefile and README" >&2; exit 1; fi
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint with .golangci.yml.
+	$(GOLANGCI_LINT) run
+
+.PHONY: lint-fix
+lint-fix: $(GOLANGCI_LINT) ## Run golangci-lint and apply the fixes it can make.
+	$(GOLANGCI_LINT) run --fix
 
 .PHONY: build
 build: generate binaries ## Build the binaries into bin/.
@@ -73,7 +93,7 @@ DEV_DIR ?= .dev
 DEV_FLAGS ?=
 
 .PHONY: dev
-dev: binaries controlplane ## Run Hookrelay locally: control plane, CRDs, manager, dispatcher, sample receiver and samples (state in $(DEV_DIR)/).
+dev: binaries controlplane ## Run Hookrelay locally: control plane, CRDs, manager, dispatcher, sample receiver and samples (state in DEV_DIR, default .dev/).
 	go build -o $(LOCALBIN)/localup ./hack/localup
 	$(LOCALBIN)/localup --data-dir=$(DEV_DIR) --bin-dir=$(LOCALBIN) $(DEV_FLAGS)
 
@@ -81,13 +101,24 @@ dev: binaries controlplane ## Run Hookrelay locally: control plane, CRDs, manage
 controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked into bin/controlplane.
 	@hack/controlplane.sh $(LOCALBIN) >/dev/null
 
+# Unit and integration tests: every package except the process-level suites under test/.
+TEST_PACKAGES = $$(go list ./... | grep -Ev '/test/(e2e|dev)(/|$$)')
+
 .PHONY: test
-test: manifests generate controlplane ## Run every test against the built control plane, then each fuzz target for $(FUZZTIME).
-	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) ./...
+test: manifests generate controlplane ## Run unit and integration tests against the real API server, then each fuzz target for FUZZTIME.
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) $(TEST_PACKAGES)
 	$(MAKE) fuzz
 
+.PHONY: test-e2e
+test-e2e: manifests generate controlplane ## Run the end-to-end tests: manager, real dispatcher binary and kubectl plugin against the real API server.
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) ./test/e2e/...
+
+.PHONY: test-dev
+test-dev: manifests generate controlplane ## Run the `make dev` test: the local stack comes up from scratch and delivers the samples.
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) ./test/dev/...
+
 .PHONY: fuzz
-fuzz: ## Run each fuzz target in FUZZ_TARGETS for $(FUZZTIME) (seed corpora in the packages' testdata/fuzz).
+fuzz: ## Run each fuzz target in FUZZ_TARGETS for FUZZTIME, default 30s (seed corpora in the packages' testdata/fuzz).
 	@FUZZTIME=$(FUZZTIME) hack/fuzz.sh $(FUZZ_TARGETS)
 
 .PHONY: deploy
@@ -120,9 +151,22 @@ images: ## Build the image with Docker; without a Docker engine, check that the 
 ##@ Tools
 
 # Tools are cached by version in the user cache folder and linked into bin/.
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN) ## Build (or reuse from the cache) controller-gen at CONTROLLER_TOOLS_VERSION, linked into bin/.
+
+.PHONY: golangci-lint
+golangci-lint: $(GOLANGCI_LINT) ## Build (or reuse from the cache) golangci-lint at GOLANGCI_LINT_VERSION, linked into bin/.
+
 $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)
 	@if [ ! -x "$(CACHE_DIR)/tools/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen" ]; then \
 		echo "tools: installing controller-gen $(CONTROLLER_TOOLS_VERSION)"; \
 		GOBIN="$(CACHE_DIR)/tools/controller-gen-$(CONTROLLER_TOOLS_VERSION)" go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION); fi
 	ln -sf "$(CACHE_DIR)/tools/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen" $@
+
+$(GOLANGCI_LINT):
+	@mkdir -p $(LOCALBIN)
+	@if [ ! -x "$(CACHE_DIR)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint" ]; then \
+		echo "tools: installing golangci-lint $(GOLANGCI_LINT_VERSION)"; \
+		GOBIN="$(CACHE_DIR)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)" go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION); fi
+	ln -sf "$(CACHE_DIR)/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)/golangci-lint" $@

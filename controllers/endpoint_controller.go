@@ -147,7 +147,8 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	switch {
 	case trouble != nil:
 		ready = r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionFalse, trouble.reason, trouble.message, generation)
-		if previous := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady); previous == nil || previous.Reason != trouble.reason || previous.Message != trouble.message {
+		if previous := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady); previous == nil ||
+			previous.Reason != trouble.reason || previous.Message != trouble.message {
 			r.reporter.warning(ctx, &endpoint, trouble.reason, "Validate", "%s", trouble.message)
 		}
 	case r.publication.isPublished(req.NamespacedName, publishedRoute{generation: generation, keysVersion: routes.KeysVersion(keys)}):
@@ -261,7 +262,7 @@ func (r *EndpointReconciler) generatedSecret(ctx context.Context, namespace, nam
 	if err := r.APIReader.Get(ctx, key, secret); err != nil {
 		return nil, err
 	}
-	if owner := metav1.GetControllerOf(secret); owner == nil || owner.Kind != "WebhookEndpoint" || secret.Labels[hookrelayv1alpha1.LabelEndpointSecret] == "true" {
+	if owner := metav1.GetControllerOf(secret); owner == nil || owner.Kind != kindWebhookEndpoint || secret.Labels[hookrelayv1alpha1.LabelEndpointSecret] == "true" {
 		return secret, nil
 	}
 	if secret.Labels == nil {
@@ -278,7 +279,7 @@ func (r *EndpointReconciler) generatedSecret(ctx context.Context, namespace, nam
 // WebhookEndpoint of the same name with another UID: one that was deleted.
 func ownedByEarlierEndpoint(secret *corev1.Secret, endpoint *hookrelayv1alpha1.WebhookEndpoint) bool {
 	owner := metav1.GetControllerOf(secret)
-	return owner != nil && owner.APIVersion == hookrelayv1alpha1.GroupVersion.String() && owner.Kind == "WebhookEndpoint" &&
+	return owner != nil && owner.APIVersion == hookrelayv1alpha1.GroupVersion.String() && owner.Kind == kindWebhookEndpoint &&
 		owner.Name == endpoint.Name && owner.UID != endpoint.UID
 }
 

@@ -31,10 +31,10 @@ func TestRetryAndAutoDisableChoicesReachTheRoute(t *testing.T) {
 	defaults := newEndpoint(namespace, "defaults")
 	g.Expect(env.Client.Create(ctx, defaults)).To(Succeed())
 	g.Expect(defaults.Spec.Retry).To(Equal(&hookrelayv1alpha1.RetryPolicy{
-		Schedule: hookrelayv1alpha1.DefaultRetrySchedule(), JitterPercent: ptr.To[int32](10), HonorRetryAfter: ptr.To(true),
+		Schedule: hookrelayv1alpha1.DefaultRetrySchedule(), JitterPercent: ptr.To[int32](10), HonorRetryAfter: new(true),
 	}))
 	g.Expect(defaults.Spec.AutoDisable).To(Equal(&hookrelayv1alpha1.AutoDisablePolicy{
-		AfterConsecutiveFailures: ptr.To[int32](10), OnGone: ptr.To(true),
+		AfterConsecutiveFailures: ptr.To[int32](10), OnGone: new(true),
 	}))
 	g.Eventually(func(g Gomega) {
 		r := route(g, "defaults")
@@ -47,8 +47,8 @@ func TestRetryAndAutoDisableChoicesReachTheRoute(t *testing.T) {
 	// Palenca-like: never disabled, exact spacing, Retry-After ignored; the
 	// schedule is filled in when only the other retry fields are set.
 	chosen := newEndpoint(namespace, "chosen")
-	chosen.Spec.Retry = &hookrelayv1alpha1.RetryPolicy{JitterPercent: ptr.To[int32](0), HonorRetryAfter: ptr.To(false)}
-	chosen.Spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](0), OnGone: ptr.To(false)}
+	chosen.Spec.Retry = &hookrelayv1alpha1.RetryPolicy{JitterPercent: ptr.To[int32](0), HonorRetryAfter: new(false)}
+	chosen.Spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](0), OnGone: new(false)}
 	g.Expect(env.Client.Create(ctx, chosen)).To(Succeed())
 	g.Expect(chosen.Spec.Retry.Schedule).To(Equal(hookrelayv1alpha1.DefaultRetrySchedule()))
 	g.Eventually(func(g Gomega) {

@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -234,7 +233,7 @@ func compileRoute(endpoint *hookrelayv1alpha1.WebhookEndpoint, keys []routes.Key
 		SuccessStatusCodes: slices.Sorted(slices.Values(spec.SuccessStatusCodes)),
 		AutoDisableAfter:   spec.EffectiveAfterConsecutiveFailures(),
 		KeepOnGone:         !spec.EffectiveOnGone(),
-		JitterPercent:      ptr.To(spec.EffectiveJitterPercent()),
+		JitterPercent:      new(spec.EffectiveJitterPercent()),
 		IgnoreRetryAfter:   !spec.EffectiveHonorRetryAfter(),
 		MaxInFlight:        spec.EffectiveMaxInFlight(),
 		Headers:            literalHeaders(spec.Headers),

@@ -31,6 +31,8 @@ const (
 	LabelEndpoint  = "hookrelay.dev/endpoint"
 	labelManagedBy = "app.kubernetes.io/managed-by"
 	managedBy      = "hookrelay"
+	// kindWebhookEndpoint is the kind that controls a generated Secret.
+	kindWebhookEndpoint = "WebhookEndpoint"
 
 	// annotationRotatedFor records on a generated Secret the value of the
 	// endpoint's rotate-secret annotation it last rotated for, so that each
@@ -145,7 +147,7 @@ func foreignSecret(secret *corev1.Secret, endpoint *hookrelayv1alpha1.WebhookEnd
 			"%s: Secret %q holds the dispatcher's keys and cannot be used by an endpoint", field, secret.Name)}
 	}
 	owner := metav1.GetControllerOf(secret)
-	if owner == nil || owner.APIVersion != hookrelayv1alpha1.GroupVersion.String() || owner.Kind != "WebhookEndpoint" {
+	if owner == nil || owner.APIVersion != hookrelayv1alpha1.GroupVersion.String() || owner.Kind != kindWebhookEndpoint {
 		return nil
 	}
 	if ownOK && owner.UID == endpoint.UID {

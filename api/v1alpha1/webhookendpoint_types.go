@@ -4,6 +4,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // WebhookEndpointSpec says where and how the dispatcher delivers events.
@@ -421,7 +422,10 @@ type WebhookEndpointList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&WebhookEndpoint{}, &WebhookEndpointList{})
+	SchemeBuilder.Register(func(s *runtime.Scheme) error {
+		s.AddKnownTypes(GroupVersion, &WebhookEndpoint{}, &WebhookEndpointList{})
+		return nil
+	})
 }
 
 // Defaults that apply when a field is unset. The +kubebuilder:default

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // WebhookSubscriptionSpec says which events go to an endpoint.
@@ -83,5 +84,8 @@ type WebhookSubscriptionList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&WebhookSubscription{}, &WebhookSubscriptionList{})
+	SchemeBuilder.Register(func(s *runtime.Scheme) error {
+		s.AddKnownTypes(GroupVersion, &WebhookSubscription{}, &WebhookSubscriptionList{})
+		return nil
+	})
 }

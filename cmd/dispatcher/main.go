@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -75,7 +76,8 @@ func main() {
 		"Write the bound address of --listen-address (host:port) to this file once listening: with port 0, tells a test or `make dev` the port chosen.")
 	flag.StringVar(&opts.dataDir, "data-dir", "/var/lib/hookrelay", "Folder of the embedded store (hookrelay.db).")
 	flag.StringVar(&opts.headerPrefix, "header-prefix", "Hookrelay",
-		"Default prefix of the <prefix>-Signature, <prefix>-Webhook-Id and <prefix>-Event-Type headers, for endpoints without spec.signing.headerPrefix. Not Webhook (the Standard Webhooks headers).")
+		"Default prefix of the <prefix>-Signature, <prefix>-Webhook-Id and <prefix>-Event-Type headers, for endpoints without spec.signing.headerPrefix. "+
+			"Not Webhook (the Standard Webhooks headers).")
 	flag.Int64Var(&opts.maxBody, "max-body-bytes", ingest.DefaultMaxBody, "Largest accepted event body, in bytes.")
 	flag.DurationVar(&opts.retention, "retention", 7*24*time.Hour, "How long finished deliveries and their attempts are kept.")
 	flag.DurationVar(&opts.maxRetryAfter, "max-retry-after", time.Hour, "Longest delay a receiver's Retry-After may ask for.")
@@ -115,25 +117,8 @@ func main() {
 
 func run(ctx context.Context, opts options) error {
 	log := ctrl.Log.WithName("dispatcher")
-	// Endpoints without spec.signing.headerPrefix sign with both schemes
-	// under this prefix, so it must not collide with Standard Webhooks.
-	if err := signing.CheckPrefix(opts.headerPrefix, true); err != nil {
-		return fmt.Errorf("--header-prefix: %w", err)
-	}
-	if (opts.tlsCertFile == "") != (opts.tlsKeyFile == "") {
-		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
-	}
-	if opts.poisonAfter < 0 {
-		return fmt.Errorf("--poison-after %d must be 0 (never) or more", opts.poisonAfter)
-	}
-	for name, value := range map[string]time.Duration{"--read-header-timeout": opts.readHeaderTimeout, "--read-timeout": opts.readTimeout,
-		"--write-timeout": opts.writeTimeout, "--idle-timeout": opts.idleTimeout, "--drain-timeout": opts.drainTimeout} {
-		if value <= 0 {
-			return fmt.Errorf("%s %s must be positive: without it a slow client holds its connection for ever", name, value)
-		}
-	}
-	if opts.authFailureRate <= 0 || opts.authFailureBurst < 1 {
-		return fmt.Errorf("--auth-failure-rate %g and --auth-failure-burst %d must be positive", opts.authFailureRate, opts.authFailureBurst)
+	if err := opts.check(); err != nil {
+		return err
 	}
 	var profilingListener net.Listener
 	if opts.profiling {
@@ -161,19 +146,7 @@ func run(ctx context.Context, opts options) error {
 		return err
 	}
 	defer journal.Close()
-	restConfig, err := ctrl.GetConfig()
-	if err != nil {
-		return fmt.Errorf("loading kubeconfig: %w", err)
-	}
-	scheme, err := hookrelayscheme.New()
-	if err != nil {
-		return err
-	}
-	kube, err := client.New(restConfig, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
-	clientset, err := kubernetes.NewForConfig(restConfig)
+	scheme, kube, clientset, err := kubeClients()
 	if err != nil {
 		return err
 	}
@@ -215,7 +188,8 @@ func run(ctx context.Context, opts options) error {
 	}
 	api.Register(mux)
 	if opts.profiling {
-		warnings = append(warnings, warning{"--enable-profiling", "Go's pprof profiles are served on " + profilingListener.Addr().String() + "; they reveal memory contents and cost CPU"})
+		warnings = append(warnings, warning{"--enable-profiling",
+			"Go's pprof profiles are served on " + profilingListener.Addr().String() + "; they reveal memory contents and cost CPU"})
 		profilingServer := &http.Server{Handler: profilingMux(), ReadHeaderTimeout: opts.readHeaderTimeout, IdleTimeout: opts.idleTimeout}
 		go func() {
 			if err := profilingServer.Serve(profilingListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -306,6 +280,52 @@ func run(ctx context.Context, opts options) error {
 	<-reporterDone
 	log.Info("stopped")
 	return nil
+}
+
+// check refuses flag values the dispatcher cannot run with.
+func (opts options) check() error {
+	// Endpoints without spec.signing.headerPrefix sign with both schemes
+	// under this prefix, so it must not collide with Standard Webhooks.
+	if err := signing.CheckPrefix(opts.headerPrefix, true); err != nil {
+		return fmt.Errorf("--header-prefix: %w", err)
+	}
+	if (opts.tlsCertFile == "") != (opts.tlsKeyFile == "") {
+		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
+	}
+	if opts.poisonAfter < 0 {
+		return fmt.Errorf("--poison-after %d must be 0 (never) or more", opts.poisonAfter)
+	}
+	for name, value := range map[string]time.Duration{"--read-header-timeout": opts.readHeaderTimeout, "--read-timeout": opts.readTimeout,
+		"--write-timeout": opts.writeTimeout, "--idle-timeout": opts.idleTimeout, "--drain-timeout": opts.drainTimeout} {
+		if value <= 0 {
+			return fmt.Errorf("%s %s must be positive: without it a slow client holds its connection for ever", name, value)
+		}
+	}
+	if opts.authFailureRate <= 0 || opts.authFailureBurst < 1 {
+		return fmt.Errorf("--auth-failure-rate %g and --auth-failure-burst %d must be positive", opts.authFailureRate, opts.authFailureBurst)
+	}
+	return nil
+}
+
+// kubeClients connects to the API server in $KUBECONFIG (or in-cluster).
+func kubeClients() (*runtime.Scheme, client.Client, *kubernetes.Clientset, error) {
+	restConfig, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	scheme, err := hookrelayscheme.New()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	kube, err := client.New(restConfig, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	clientset, err := kubernetes.NewForConfig(restConfig)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return scheme, kube, clientset, nil
 }
 
 // sweep deletes finished deliveries older than the retention, hourly.

@@ -121,10 +121,10 @@ func (f forwardToken) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // call sends a request and decodes a 2xx answer into out; any other answer
 // becomes an error with the dispatcher's message.
-func (a *api) call(method, path string, body []byte, contentType string, out any) (int, error) {
+func (a *api) call(method, path string, body []byte, contentType string, out any) error {
 	request, err := http.NewRequest(method, a.base+path, bytes.NewReader(body))
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if contentType != "" {
 		request.Header.Set("Content-Type", contentType)
@@ -134,24 +134,24 @@ func (a *api) call(method, path string, body []byte, contentType string, out any
 	}
 	response, err := a.client.Do(request)
 	if err != nil {
-		return 0, fmt.Errorf("reaching the dispatcher: %w", err)
+		return fmt.Errorf("reaching the dispatcher: %w", err)
 	}
 	defer response.Body.Close()
 	data, err := io.ReadAll(response.Body)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if response.StatusCode >= 300 {
 		var problem ingest.Error
 		if json.Unmarshal(data, &problem) == nil && problem.Error != "" {
-			return response.StatusCode, fmt.Errorf("%s (HTTP %d)", problem.Error, response.StatusCode)
+			return fmt.Errorf("%s (HTTP %d)", problem.Error, response.StatusCode)
 		}
-		return response.StatusCode, fmt.Errorf("the dispatcher answered HTTP %d: %s", response.StatusCode, strings.TrimSpace(string(data)))
+		return fmt.Errorf("the dispatcher answered HTTP %d: %s", response.StatusCode, strings.TrimSpace(string(data)))
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
-			return response.StatusCode, fmt.Errorf("reading the dispatcher's answer: %w", err)
+			return fmt.Errorf("reading the dispatcher's answer: %w", err)
 		}
 	}
-	return response.StatusCode, nil
+	return nil
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 
@@ -43,7 +42,7 @@ func sendCommand(o *options) *cobra.Command {
 				return err
 			}
 			var answer ingest.Response
-			if _, err := a.call("POST", "/v1/namespaces/"+namespace+"/events", body, "application/json", &answer); err != nil {
+			if err := a.call("POST", "/v1/namespaces/"+namespace+"/events", body, "application/json", &answer); err != nil {
 				return err
 			}
 			if answer.Duplicate {
@@ -88,7 +87,7 @@ func deliveriesCommand(o *options) *cobra.Command {
 			}
 			var page ingest.DeliveryPage
 			path := "/v1/namespaces/" + namespace + "/endpoints/" + url.PathEscape(args[0]) + "/deliveries?" + query.Encode()
-			if _, err := a.call("GET", path, nil, "", &page); err != nil {
+			if err := a.call("GET", path, nil, "", &page); err != nil {
 				return err
 			}
 			table := tabwriter.NewWriter(os.Stdout, 0, 4, 3, ' ', 0)
@@ -123,7 +122,7 @@ func attemptsCommand(o *options) *cobra.Command {
 				return err
 			}
 			var log ingest.EventLog
-			if _, err := a.call("GET", "/v1/namespaces/"+namespace+"/events/"+url.PathEscape(args[0]), nil, "", &log); err != nil {
+			if err := a.call("GET", "/v1/namespaces/"+namespace+"/events/"+url.PathEscape(args[0]), nil, "", &log); err != nil {
 				return err
 			}
 			fmt.Printf("event %s (%s), %d deliveries\n\n", log.Event.ID, log.Event.Type, len(log.Deliveries))
@@ -158,7 +157,7 @@ func retryCommand(o *options) *cobra.Command {
 				return err
 			}
 			var d store.Delivery
-			if _, err := a.call("POST", "/v1/namespaces/"+namespace+"/deliveries/"+url.PathEscape(args[0])+"/retry", nil, "", &d); err != nil {
+			if err := a.call("POST", "/v1/namespaces/"+namespace+"/deliveries/"+url.PathEscape(args[0])+"/retry", nil, "", &d); err != nil {
 				return err
 			}
 			fmt.Printf("delivery %s of event %s to %s is queued for another attempt\n", d.ID, d.EventID, d.Endpoint)
@@ -185,7 +184,7 @@ func replayCommand(o *options) *cobra.Command {
 			}
 			var result ingest.ReplayResult
 			path := "/v1/namespaces/" + namespace + "/endpoints/" + url.PathEscape(args[0]) + "/replay?since=" + url.QueryEscape(t.Format(time.RFC3339))
-			if _, err := a.call("POST", path, nil, "", &result); err != nil {
+			if err := a.call("POST", path, nil, "", &result); err != nil {
 				return err
 			}
 			fmt.Printf("replaying %d failed deliveries to %s created since %s\n", result.Replayed, args[0], t.Format(time.RFC3339))
@@ -231,7 +230,7 @@ func annotateCommand(o *options, use, short, annotation, done string) *cobra.Com
 			if err != nil {
 				return err
 			}
-			endpoints := client.Resource(schema.GroupVersionResource{Group: hookrelayv1alpha1.GroupVersion.Group, Version: hookrelayv1alpha1.GroupVersion.Version, Resource: "webhookendpoints"})
+			endpoints := client.Resource(hookrelayv1alpha1.GroupVersion.WithResource("webhookendpoints"))
 			if _, err := endpoints.Namespace(namespace).Patch(context.Background(), args[0], types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 				return fmt.Errorf("annotating webhookendpoint %s/%s: %w", namespace, args[0], err)
 			}

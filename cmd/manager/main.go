@@ -53,7 +53,8 @@ func run() error {
 		"Folder with tls.crt and tls.key to serve the webhook with (e.g. from cert-manager; the caBundle is then yours to set). "+
 			"Empty: the manager makes its own CA and certificate, keeps them in the Secret --webhook-cert-secret and sets the caBundle.")
 	flag.StringVar(&webhookSecret, "webhook-cert-secret", "hookrelay-webhook-cert", "Secret in the operator namespace that holds the self-made webhook certificate.")
-	flag.StringVar(&webhookService, "webhook-service-name", "hookrelay-webhook", "Service in the operator namespace through which the API server calls the webhook (names in the certificate).")
+	flag.StringVar(&webhookService, "webhook-service-name", "hookrelay-webhook",
+		"Service in the operator namespace through which the API server calls the webhook (names in the certificate).")
 	flag.StringVar(&webhookURL, "webhook-url", "",
 		"Base URL (https://HOST:PORT) at which the API server calls the webhook, instead of the Service: for a manager running outside the cluster, as `make dev` runs it.")
 	zapOpts := zap.Options{}

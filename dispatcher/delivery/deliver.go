@@ -112,7 +112,8 @@ func (e *Engine) attempt(t task) *task {
 		e.Metrics.Deliveries.WithLabelValues("succeeded").Inc()
 	case store.Failed:
 		e.Metrics.Deliveries.WithLabelValues("failed").Inc()
-		e.Log.Info("delivery failed", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID, "attempts", delivery.Attempts, "error", record.Error, "status", record.StatusCode)
+		e.Log.Info("delivery failed", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID,
+			"attempts", delivery.Attempts, "error", record.Error, "status", record.StatusCode)
 	case store.Pending:
 		next = &task{delivery: delivery, event: event}
 	}
@@ -154,15 +155,13 @@ func (e *Engine) recordOutcome(id string, now time.Time, reason string, gone boo
 }
 
 // hold stores a delivery as held until its endpoint is deliverable again.
-// It reports whether it was stored so.
-func (e *Engine) hold(ctx context.Context, delivery store.Delivery) bool {
+func (e *Engine) hold(ctx context.Context, delivery store.Delivery) {
 	delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = store.Held, time.Time{}, e.Now().UTC()
 	if err := e.Store.UpdateDeliveries(ctx, []store.Delivery{delivery}); err != nil {
 		e.Log.Error(err, "holding a delivery; it stays pending", "delivery", delivery.ID)
-		return false
+		return
 	}
 	e.Metrics.Held.Inc()
 	e.Metrics.Deliveries.WithLabelValues("held").Inc()
 	e.heldBehind(ctx, routes.ID(delivery.Namespace, delivery.Endpoint))
-	return true
 }

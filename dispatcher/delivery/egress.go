@@ -26,6 +26,7 @@ type addressRule struct {
 	embedded func(addr [16]byte) []netip.Addr
 }
 
+//nolint:goconst // a table: each row spells out its kind
 var addressRules = []addressRule{
 	// Metadata services answer on otherwise public or link-local addresses:
 	// AWS, GCP (metadata.google.internal), Azure and OpenStack on
@@ -126,7 +127,7 @@ type EgressPolicy struct {
 // ParseCIDRs reads a comma-separated list of CIDRs, naming a bad one.
 func ParseCIDRs(list string) ([]netip.Prefix, error) {
 	var prefixes []netip.Prefix
-	for _, field := range strings.Split(list, ",") {
+	for field := range strings.SplitSeq(list, ",") {
 		if field = strings.TrimSpace(field); field == "" {
 			continue
 		}

@@ -71,7 +71,7 @@ func tableOf(t *testing.T, route routes.Endpoint) *routes.Table {
 }
 
 // startEngine runs an engine on the store at path with the route, recovered.
-func startEngine(t *testing.T, path string, route routes.Endpoint, now func() time.Time) (*Engine, store.Store) {
+func startEngine(t *testing.T, path string, route routes.Endpoint, now func() time.Time) *Engine {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.OpenBolt(path)
@@ -103,7 +103,7 @@ func startEngine(t *testing.T, path string, route routes.Endpoint, now func() ti
 		})
 	}
 	t.Cleanup(stop)
-	return engine, db
+	return engine
 }
 
 func publishEvents(t *testing.T, engine *Engine, from, to int) []string {
@@ -125,7 +125,7 @@ func publishEvents(t *testing.T, engine *Engine, from, to int) []string {
 func TestStrictRetryBlocksLaterDeliveries(t *testing.T) {
 	g := NewWithT(t)
 	receiver := testreceiver.NewHeldOrdered(t, map[string]int{"evt_004": 2, "evt_016": 2, "evt_020": 4})
-	engine, _ := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), strictRoute(receiver.URL, nil), jumpingClock())
+	engine := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), strictRoute(receiver.URL, nil), jumpingClock())
 
 	// All are waiting before the first answer, so that a retry that went
 	// to the back of the queue would come after them.
@@ -146,7 +146,7 @@ func TestStrictHeldDeliveriesReleasedInOrder(t *testing.T) {
 	g := NewWithT(t)
 	receiver := testreceiver.NewOrdered(t, map[string]int{"evt_003": 4})
 	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.AutoDisableAfter = 1 })
-	engine, _ := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, jumpingClock())
+	engine := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, jumpingClock())
 
 	ids := publishEvents(t, engine, 0, 30)
 	g.Eventually(func() float64 { return testutil.ToFloat64(engine.Metrics.Held) }).WithTimeout(30 * time.Second).
@@ -170,7 +170,7 @@ func TestStrictPausedThenUnpaused(t *testing.T) {
 	g := NewWithT(t)
 	receiver := testreceiver.NewOrdered(t, nil)
 	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Paused = true })
-	engine, _ := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, jumpingClock())
+	engine := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, jumpingClock())
 
 	ids := publishEvents(t, engine, 0, 50)
 	route.Paused = false

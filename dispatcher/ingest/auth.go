@@ -114,7 +114,8 @@ func (a *KubeAuth) check(ctx context.Context, r *http.Request, namespace, verb, 
 	}
 	if token == "" {
 		a.failed(address)
-		return &denial{status: http.StatusUnauthorized, message: "a Kubernetes bearer token is required (Authorization: Bearer <token>), such as a ServiceAccount token from `kubectl create token`"}
+		return &denial{status: http.StatusUnauthorized,
+			message: "a Kubernetes bearer token is required (Authorization: Bearer <token>), such as a ServiceAccount token from `kubectl create token`"}
 	}
 	user, reason, err := a.authenticate(ctx, token)
 	if err != nil {

@@ -21,7 +21,7 @@ func VerifyPrefixed(h http.Header, prefix, secret string, body []byte, now time.
 	header := h.Get(prefix + "-Signature")
 	var timestamp string
 	var signatures [][]byte
-	for _, part := range strings.Split(header, ",") {
+	for part := range strings.SplitSeq(header, ",") {
 		key, value, _ := strings.Cut(strings.TrimSpace(part), "=")
 		switch key {
 		case "t":
@@ -60,7 +60,7 @@ func VerifyStandard(h http.Header, secret string, body []byte, now time.Time) er
 	if err != nil {
 		return err
 	}
-	for _, part := range strings.Fields(h.Get("webhook-signature")) {
+	for part := range strings.FieldsSeq(h.Get("webhook-signature")) {
 		version, value, _ := strings.Cut(part, ",")
 		if version != "v1" {
 			continue

@@ -68,14 +68,14 @@ func (r *Reporter) HealthChanged(endpoint *routes.Route, health store.Health, ch
 
 	switch change {
 	case delivery.ChangeDisabled:
-		r.event(endpoint, corev1.EventTypeWarning, hookrelayv1alpha1.ReasonAutoDisabled, "Disable", disabledMessage(endpoint, health))
+		r.event(endpoint, corev1.EventTypeWarning, hookrelayv1alpha1.ReasonAutoDisabled, "Disable", disabledMessage(health))
 	case delivery.ChangeReenabled:
 		r.event(endpoint, corev1.EventTypeNormal, hookrelayv1alpha1.ReasonReenabled, "Reenable",
 			"re-enabled by annotation "+hookrelayv1alpha1.AnnotationReenableRequestedAt+"; releasing held deliveries oldest first")
 	}
 }
 
-func disabledMessage(endpoint *routes.Route, health store.Health) string {
+func disabledMessage(health store.Health) string {
 	return fmt.Sprintf("disabled after %d consecutive failed deliveries (last: %s); set annotation %s to re-enable",
 		health.ConsecutiveFailures, health.LastFailureReason, hookrelayv1alpha1.AnnotationReenableRequestedAt)
 }
@@ -147,7 +147,7 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 		Message: "the endpoint receives deliveries", ObservedGeneration: rep.endpoint.Generation}
 	switch {
 	case health.Disabled:
-		disabled.Status, disabled.Reason, disabled.Message = metav1.ConditionTrue, hookrelayv1alpha1.ReasonAutoDisabled, disabledMessage(rep.endpoint, health)
+		disabled.Status, disabled.Reason, disabled.Message = metav1.ConditionTrue, hookrelayv1alpha1.ReasonAutoDisabled, disabledMessage(health)
 	case health.ReenableToken != "":
 		disabled.Reason = hookrelayv1alpha1.ReasonReenabled
 		disabled.Message = "re-enabled by annotation " + hookrelayv1alpha1.AnnotationReenableRequestedAt + "=" + health.ReenableToken

@@ -69,7 +69,7 @@ func TestSamplesAndOrdinaryExpressionsCompile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, document := range strings.Split(string(data), "\n---") {
+		for document := range strings.SplitSeq(string(data), "\n---") {
 			var object struct {
 				Spec struct {
 					Filter  string `json:"filter"`

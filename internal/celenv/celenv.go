@@ -78,11 +78,18 @@ const (
 	endpointNameMaxBytes = 253
 )
 
+// The variables an expression sees: the event, and (in templates) the
+// endpoint it goes to.
+const (
+	variableEvent    = "event"
+	variableEndpoint = "endpoint"
+)
+
 // baseOptions declare the variables and libraries, without the guards.
 func baseOptions() []cel.EnvOption {
 	return []cel.EnvOption{
-		cel.Variable("event", cel.MapType(cel.StringType, cel.DynType)),
-		cel.Variable("endpoint", cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable(variableEvent, cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable(variableEndpoint, cel.MapType(cel.StringType, cel.DynType)),
 		cel.OptionalTypes(),
 		ext.Strings(),
 		ext.Encoders(),
@@ -254,12 +261,12 @@ func (sizeHints) EstimateSize(node checker.AstNode) *checker.SizeEstimate {
 	}
 	limit := uint64(0)
 	switch path[0] {
-	case "event":
+	case variableEvent:
 		limit = EventDataMaxBytes
 		if len(path) == 2 && (path[1] == "id" || path[1] == "type" || path[1] == "created_at") {
 			limit = eventFieldMaxBytes
 		}
-	case "endpoint":
+	case variableEndpoint:
 		limit = endpointNameMaxBytes
 		if len(path) == 2 && path[1] == "url" {
 			limit = endpointURLMaxBytes
@@ -282,7 +289,7 @@ func (f *Filter) Match(event map[string]any) (bool, error) {
 }
 
 func (f *Filter) match(ctx context.Context, event map[string]any) (bool, error) {
-	out, _, err := f.program.ContextEval(ctx, map[string]any{"event": event})
+	out, _, err := f.program.ContextEval(ctx, map[string]any{variableEvent: event})
 	if err != nil {
 		return false, fmt.Errorf("filter: %w", evalError(ctx, err))
 	}
@@ -319,7 +326,7 @@ func (t *Transform) Body(event, endpoint map[string]any) ([]byte, error) {
 }
 
 func (t *Transform) apply(ctx context.Context, event, endpoint map[string]any) (any, error) {
-	out, _, err := t.program.ContextEval(ctx, map[string]any{"event": event, "endpoint": endpoint})
+	out, _, err := t.program.ContextEval(ctx, map[string]any{variableEvent: event, variableEndpoint: endpoint})
 	if err != nil {
 		return nil, fmt.Errorf("transform: %w", evalError(ctx, err))
 	}

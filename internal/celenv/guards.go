@@ -195,7 +195,7 @@ func walkSize(v ref.Val, limit int64, m measure) (int64, bool) {
 		case traits.Lister:
 			size += 2
 			count := int64(value.Size().(types.Int))
-			for i := int64(0); i < count; i++ {
+			for i := range count {
 				size += m.separator
 				if !walk(value.Get(types.Int(i))) {
 					return false

@@ -48,8 +48,7 @@ func URL(raw string) string {
 // Error hides the credentials in the URL that errors of Go's HTTP client
 // quote (`Post "https://host/?token=…": dial tcp …`), and returns err.
 func Error(err error) error {
-	var urlErr *url.Error
-	if errors.As(err, &urlErr) {
+	if urlErr, ok := errors.AsType[*url.Error](err); ok {
 		urlErr.URL = URL(urlErr.URL)
 	}
 	return err

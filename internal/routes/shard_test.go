@@ -110,7 +110,7 @@ func shardMeta(prefix string, index int, shard map[string][]byte) metav1.ObjectM
 		Name: ShardName(prefix, index), Namespace: "hookrelay-system", ResourceVersion: "123456789",
 		UID: "6f1c2b4e-0d0e-4c53-9a55-5b1f0d8e7a10", CreationTimestamp: metav1.Now(),
 		Labels:        map[string]string{LabelRoutes: "true", "app.kubernetes.io/managed-by": "hookrelay"},
-		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: raw}}},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(string(raw))}},
 	}
 }
 

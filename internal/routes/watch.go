@@ -5,9 +5,11 @@
 package routes
 
 import (
+	"cmp"
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -96,9 +98,7 @@ func (w *Watcher) rebuild(ctx context.Context) error {
 		}
 	}
 	for _, obj := range sorted(w.secrets.GetStore().List()) {
-		for key, value := range obj.(*corev1.Secret).Data {
-			keyEntries[key] = value
-		}
+		maps.Copy(keyEntries, obj.(*corev1.Secret).Data)
 	}
 	table, problems := Build(routeEntries, keyEntries)
 	for _, problem := range problems {
@@ -116,6 +116,6 @@ func sorted(objects []any) []metav1.Object {
 	for _, obj := range objects {
 		out = append(out, obj.(metav1.Object))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
+	slices.SortFunc(out, func(a, b metav1.Object) int { return cmp.Compare(a.GetName(), b.GetName()) })
 	return out
 }

@@ -24,11 +24,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -70,7 +69,7 @@ func RepoRoot() string {
 // config/webhook, served in this process. Call Stop when done.
 func Start() (*Env, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds the control plane into bin/controlplane")
+		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, `make test-e2e` or `make test-dev`, which build the control plane into bin/controlplane")
 	}
 	scheme, err := hookrelayscheme.New()
 	if err != nil {
@@ -176,7 +175,7 @@ func webhookConfigurations() ([]*admissionregistrationv1.ValidatingWebhookConfig
 		return nil, err
 	}
 	var configurations []*admissionregistrationv1.ValidatingWebhookConfiguration
-	for _, document := range strings.Split(string(data), "\n---\n") {
+	for document := range strings.SplitSeq(string(data), "\n---\n") {
 		if strings.TrimSpace(strings.TrimPrefix(document, "---")) == "" {
 			continue
 		}
@@ -277,7 +276,7 @@ func (e *Env) NewManager(cacheOptions cache.Options) (ctrl.Manager, error) {
 		Cache:                  cacheOptions,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+		Controller:             ctrlconfig.Controller{SkipNameValidation: new(true)},
 	})
 }
 

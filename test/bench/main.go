@@ -118,9 +118,7 @@ func measure(name, url, eventType string, events, fanOut, concurrency int, r *re
 	var wg sync.WaitGroup
 	errs := make(chan error, concurrency)
 	for worker := range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for i := worker; i < events; i += concurrency {
 				id := fmt.Sprintf("evt_%s_%06d", name, i)
 				body := fmt.Sprintf(`{"id":%q,"type":%q,"data":{"n":%d,"user_id":"d1c9b98b-3190-479e-99db-04060ff3997f"}}`, id, eventType, i)
@@ -140,7 +138,7 @@ func measure(name, url, eventType string, events, fanOut, concurrency int, r *re
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
@@ -179,9 +177,7 @@ func relay(targets []string, fanOut int) *httptest.Server {
 		}
 		var wg sync.WaitGroup
 		for _, target := range targets[:fanOut] {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				forward, _ := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
 				forward.Header.Set("Content-Type", "application/json")
 				forward.Header.Set("X-Event-Id", req.Header.Get("X-Event-Id"))
@@ -189,7 +185,7 @@ func relay(targets []string, fanOut int) *httptest.Server {
 					_, _ = io.Copy(io.Discard, response.Body)
 					response.Body.Close()
 				}
-			}()
+			})
 		}
 		wg.Wait()
 		w.WriteHeader(http.StatusAccepted)
@@ -201,7 +197,11 @@ func run(events, concurrency int, dispatcherBinary string) error {
 	if err != nil {
 		return err
 	}
-	defer env.Stop()
+	defer func() {
+		if err := env.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: stopping the control plane: %v\n", err)
+		}
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, name := range []string{routesNamespace, namespace} {

@@ -107,7 +107,7 @@ func (l *localup) interrupt(t *testing.T) {
 	}
 }
 
-// withoutMakeVariables drops the outer make's variables (`make test` runs
+// withoutMakeVariables drops the outer make's variables (`make test-dev` runs
 // this test), so that `make dev` starts as it does from a shell.
 func withoutMakeVariables(environ []string) []string {
 	var out []string

@@ -72,7 +72,7 @@ func TestGoneCountsTowardThresholdWithoutOnGone(t *testing.T) {
 	d := startDispatcher(t, t.TempDir())
 	gone := newReceiver(t, answerWith(http.StatusGone))
 	ep := endpoint(t, namespace, "three", gone.URL, []string{"*"}, goneEndpoint(&hookrelayv1alpha1.AutoDisablePolicy{
-		AfterConsecutiveFailures: ptr.To[int32](3), OnGone: ptr.To(false),
+		AfterConsecutiveFailures: ptr.To[int32](3), OnGone: new(false),
 	}))
 
 	publishFailing(t, d, ep, 0, 2)

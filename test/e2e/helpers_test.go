@@ -55,11 +55,11 @@ func startDispatcher(t *testing.T, dataDir string, args ...string) *dispatcher {
 // that pool trusts.
 func startDispatcherTLS(t *testing.T, dataDir string, pool *x509.CertPool, args ...string) *dispatcher {
 	t.Helper()
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	return launchDispatcher(t, dataDir, "https", client, args...)
+	httpClient := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return launchDispatcher(t, dataDir, "https", httpClient, args...)
 }
 
-func launchDispatcher(t *testing.T, dataDir, scheme string, client *http.Client, args ...string) *dispatcher {
+func launchDispatcher(t *testing.T, dataDir, scheme string, httpClient *http.Client, args ...string) *dispatcher {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "dispatcher.log")
 	logFile, err := os.Create(logPath)
@@ -101,7 +101,7 @@ func launchDispatcher(t *testing.T, dataDir, scheme string, client *http.Client,
 			t.Fatalf("the dispatcher exited:\n%s", d.logTail(40))
 		default:
 		}
-		response, err := client.Get(d.URL + "/readyz")
+		response, err := httpClient.Get(d.URL + "/readyz")
 		if err != nil {
 			return "", err
 		}
@@ -168,13 +168,15 @@ func (d *dispatcher) post(t *testing.T, url, contentType, body string) (int, map
 }
 
 // metric reads one unlabelled (or fully labelled) sample from /metrics.
+//
+//nolint:unparam // a reader of any metric, though the tests read one today
 func (d *dispatcher) metric(g Gomega, name string) string {
 	response, err := http.Get(d.URL + "/metrics")
 	g.Expect(err).NotTo(HaveOccurred())
 	defer response.Body.Close()
 	text, err := io.ReadAll(response.Body)
 	g.Expect(err).NotTo(HaveOccurred())
-	for _, line := range strings.Split(string(text), "\n") {
+	for line := range strings.SplitSeq(string(text), "\n") {
 		if value, ok := strings.CutPrefix(line, name+" "); ok {
 			return value
 		}
@@ -386,7 +388,7 @@ func verifyPrefixed(header http.Header, prefix, secret string, body []byte) erro
 	// 1. Extract t and v1.
 	var timestamp string
 	var signatures []string
-	for _, part := range strings.Split(header.Get(prefix+"-Signature"), ",") {
+	for part := range strings.SplitSeq(header.Get(prefix+"-Signature"), ",") {
 		if value, ok := strings.CutPrefix(part, "t="); ok {
 			timestamp = value
 		} else if value, ok := strings.CutPrefix(part, "v1="); ok {

@@ -23,7 +23,7 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred(), stderr)
 
 	var objects []string
-	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+	for line := range strings.SplitSeq(strings.TrimSpace(stdout), "\n") {
 		g.Expect(line).To(HaveSuffix("(server dry run)"), "every object is applied by the server")
 		objects = append(objects, strings.Fields(line)[0])
 	}

@@ -34,9 +34,7 @@ func TestCrashLosesNothingAccepted(t *testing.T) {
 	var publishers sync.WaitGroup
 	statuses := make([]int, total)
 	for worker := range 8 {
-		publishers.Add(1)
-		go func() {
-			defer publishers.Done()
+		publishers.Go(func() {
 			for i := worker; i < total; i += 8 {
 				response, err := http.Post(d.URL+"/v1/namespaces/"+namespace+"/events", "application/json",
 					strings.NewReader(fmt.Sprintf(`{"id":"evt_crash_%04d","type":"order.created","data":{"n":%d}}`, i, i)))
@@ -46,7 +44,7 @@ func TestCrashLosesNothingAccepted(t *testing.T) {
 				response.Body.Close()
 				statuses[i] = response.StatusCode
 			}
-		}()
+		})
 	}
 	publishers.Wait()
 	var accepted []string

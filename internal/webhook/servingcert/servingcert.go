@@ -286,7 +286,7 @@ func (p *Provisioner) issue(ca *authority) (map[string][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		ca = &authority{cert: cert, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key: key, keyPEM: keyPEM}
+		ca = &authority{cert: cert, certPEM: certificatePEM(der), key: key, keyPEM: keyPEM}
 	}
 	key, keyPEM, err := newKey()
 	if err != nil {
@@ -315,7 +315,7 @@ func (p *Provisioner) issue(ca *authority) (map[string][]byte, error) {
 		return nil, fmt.Errorf("making the webhook serving certificate: %w", err)
 	}
 	return map[string][]byte{
-		keyCert:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyCert:   certificatePEM(der),
 		keyKey:    keyPEM,
 		keyCACert: ca.certPEM,
 		keyCAKey:  ca.keyPEM,
@@ -366,7 +366,7 @@ func parseAuthority(certPEM, keyPEM []byte) (*authority, error) {
 		return nil, fmt.Errorf("not a CA")
 	}
 	// Only the first certificate is this CA; a previous one may follow.
-	return &authority{cert: pair.Leaf, certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pair.Certificate[0]}), key: signer, keyPEM: keyPEM}, nil
+	return &authority{cert: pair.Leaf, certPEM: certificatePEM(pair.Certificate[0]), key: signer, keyPEM: keyPEM}, nil
 }
 
 func newKey() (crypto.Signer, []byte, error) {
@@ -389,4 +389,9 @@ func serialNumber() *big.Int {
 		panic(err)
 	}
 	return serial
+}
+
+// certificatePEM encodes a DER certificate as PEM.
+func certificatePEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
