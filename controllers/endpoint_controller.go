@@ -87,11 +87,8 @@ func (e *terminalError) Error() string { return e.message }
 // asTerminal returns the terminalError in err's chain, or nil: then err is
 // nil or transient.
 func asTerminal(err error) *terminalError {
-	var terminal *terminalError
-	if errors.As(err, &terminal) {
-		return terminal
-	}
-	return nil
+	terminal, _ := errors.AsType[*terminalError](err)
+	return terminal
 }
 
 // secretRecheckInterval is how often an endpoint whose Secret is missing or

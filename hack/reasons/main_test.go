@@ -40,7 +40,7 @@ func TestReadmeTableIsCurrent(t *testing.T) {
 	// The hand-written rows must not describe a reason a second time.
 	text := string(readme)
 	outside := text[:strings.Index(text, beginMarker)] + text[strings.Index(text, endMarker):]
-	for _, line := range strings.Split(outside, "\n") {
+	for line := range strings.SplitSeq(outside, "\n") {
 		cells := strings.Split(line, "|")
 		if len(cells) < 3 {
 			continue
