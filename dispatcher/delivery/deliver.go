@@ -82,13 +82,14 @@ func (e *Engine) attempt(t task) *task {
 	delivery.UpdatedAt = finished.UTC()
 	var health *store.Health
 	var change Change
+	healthChanged := func(h store.Health, c Change) { health, change = &h, c }
 	switch {
 	case outcome == OutcomeSuccess:
 		delivery.State = store.Succeeded
-		health, change = e.recordOutcome(id, finished, "", false)
+		healthChanged(e.health.succeeded(id, finished))
 	case outcome == OutcomeGone && goneDisables(endpoint):
 		delivery.State = store.Failed
-		health, change = e.recordOutcome(id, finished, "HTTP 410 Gone: the receiver removed the endpoint", true)
+		healthChanged(e.health.failed(e.table.Load().Endpoint(id), id, finished, "HTTP 410 Gone: the receiver removed the endpoint", true))
 	case shouldRetry(endpoint, delivery.Attempts):
 		delivery.State = store.Pending
 		// Counted from the attempt's end, so a slow answer does not shorten the wait.
@@ -99,7 +100,7 @@ func (e *Engine) attempt(t task) *task {
 		}
 	default:
 		delivery.State = store.Failed
-		health, change = e.recordOutcome(id, finished, failureReason(out, delivery.Attempts), false)
+		healthChanged(e.health.failed(e.table.Load().Endpoint(id), id, finished, failureReason(out, delivery.Attempts), false))
 	}
 
 	// Recorded in the background, many attempts to a transaction. A crash
@@ -129,29 +130,6 @@ func failureReason(out result, attempts int) string {
 		return fmt.Sprintf("%v (%d attempts)", out.err, attempts)
 	}
 	return fmt.Sprintf("HTTP %d (%d attempts)", out.status, attempts)
-}
-
-// recordOutcome updates an endpoint's health with a finished delivery and
-// returns a copy to store, and what changed. reason is empty for a success;
-// gone says the delivery ended with a 410 that disables the endpoint.
-func (e *Engine) recordOutcome(id string, now time.Time, reason string, gone bool) (*store.Health, Change) {
-	at := now.UTC()
-	change := ChangeDelivered
-	snapshot := e.withHealth(id, func(health *store.Health) {
-		if reason == "" {
-			health.ConsecutiveFailures = 0
-			health.LastSuccess = &at
-			return
-		}
-		health.ConsecutiveFailures++
-		health.LastFailure, health.LastFailureReason = &at, reason
-		change = ChangeFailed
-		if !health.Disabled && shouldDisable(e.table.Load().Endpoint(id), health.ConsecutiveFailures, gone) {
-			health.Disabled, health.DisabledAt = true, &at
-			change = ChangeDisabled
-		}
-	})
-	return &snapshot, change
 }
 
 // hold stores a delivery as held until its endpoint is deliverable again.

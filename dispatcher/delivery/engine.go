@@ -62,7 +62,7 @@ type Engine struct {
 
 	mu      sync.Mutex
 	queues  map[string]*queue
-	health  map[string]*store.Health
+	health  *tracker
 	timers  map[string]*time.Timer
 	stopped bool
 
@@ -85,7 +85,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		opts.Now = time.Now
 	}
 	e := &Engine{
-		Options: opts, queues: map[string]*queue{}, health: map[string]*store.Health{}, timers: map[string]*time.Timer{},
+		Options: opts, queues: map[string]*queue{}, timers: map[string]*time.Timer{},
 		records: make(chan store.AttemptRecord, maxRecordBatch), recordsDone: make(chan struct{}),
 	}
 	e.table.Store(&routes.Table{})
@@ -93,9 +93,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i := range healths {
-		e.health[healths[i].Endpoint] = &healths[i]
-	}
+	e.health = newTracker(healths)
 	go e.writeRecords()
 	return e, nil
 }
@@ -159,10 +157,7 @@ func (e *Engine) deliverable(endpoint *routes.Route) bool {
 	if endpoint == nil || endpoint.Paused {
 		return false
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	health := e.health[endpoint.ID]
-	return health == nil || !health.Disabled
+	return !e.health.disabled(endpoint.ID)
 }
 
 // SetTable swaps the routing table, re-enables endpoints whose re-enable
@@ -184,7 +179,7 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 		if previous.Endpoint(endpoint.ID) == nil {
 			// First sight: publish its Disabled and Delivering conditions,
 			// from the record as adopt and reenable left it.
-			e.Status.HealthChanged(endpoint, e.withHealth(endpoint.ID, nil), ChangeObserved)
+			e.Status.HealthChanged(endpoint, e.health.snapshot(endpoint.ID), ChangeObserved)
 		}
 		if !wasDeliverable && e.deliverable(endpoint) {
 			release = append(release, endpoint.ID)
@@ -209,17 +204,7 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 // adopt ties the endpoint's health record to its UID: a record left by a
 // deleted endpoint of the same name starts over.
 func (e *Engine) adopt(ctx context.Context, endpoint *routes.Route) error {
-	var stale bool
-	snapshot := e.withHealth(endpoint.ID, func(health *store.Health) {
-		if health.UID == endpoint.UID {
-			return
-		}
-		stale = health.UID != ""
-		if stale {
-			*health = store.Health{Endpoint: endpoint.ID}
-		}
-		health.UID = endpoint.UID
-	})
+	snapshot, stale := e.health.adopt(endpoint.ID, endpoint.UID)
 	if !stale {
 		return nil // stored with the next change of its health
 	}
@@ -230,43 +215,18 @@ func (e *Engine) adopt(ctx context.Context, endpoint *routes.Route) error {
 // reenable acts on a new re-enable token: the failure count starts over and
 // the endpoint is enabled.
 func (e *Engine) reenable(ctx context.Context, endpoint *routes.Route) error {
-	var changed, wasDisabled bool
-	snapshot := e.withHealth(endpoint.ID, func(health *store.Health) {
-		if health.ReenableToken == endpoint.ReenableToken {
-			return
-		}
-		changed, wasDisabled = true, health.Disabled
-		health.ReenableToken = endpoint.ReenableToken
-		health.ConsecutiveFailures, health.Disabled, health.DisabledAt = 0, false, nil
-	})
+	snapshot, changed, change := e.health.reenable(endpoint.ID, endpoint.ReenableToken)
 	if !changed {
 		return nil
 	}
 	if err := e.Store.PutHealth(ctx, snapshot); err != nil {
 		return err
 	}
-	if wasDisabled {
+	if change == ChangeReenabled {
 		e.Log.Info("endpoint re-enabled", "endpoint", endpoint.ID, "token", endpoint.ReenableToken)
-		e.Status.HealthChanged(endpoint, snapshot, ChangeReenabled)
+		e.Status.HealthChanged(endpoint, snapshot, change)
 	}
 	return nil
-}
-
-// withHealth runs change, if not nil, on the endpoint's health record
-// (created if there is none) under e.mu, and returns a copy of the record as
-// change left it: the copy is what is stored and reported, outside the lock.
-func (e *Engine) withHealth(id string, change func(health *store.Health)) store.Health {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	health := e.health[id]
-	if health == nil {
-		health = &store.Health{Endpoint: id}
-		e.health[id] = health
-	}
-	if change != nil {
-		change(health)
-	}
-	return *health
 }
 
 // release turns the held deliveries of the given endpoints into pending

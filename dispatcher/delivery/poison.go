@@ -67,10 +67,11 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 		record := &poisoned[i]
 		delivery := record.Delivery
 		id := routes.ID(delivery.Namespace, delivery.Endpoint)
-		health, healthChange := e.recordOutcome(id, now, fmt.Sprintf("%s (%d attempts)", record.Attempt.Error, delivery.Attempts), false)
-		record.Health = health
-		if endpoint := e.table.Load().Endpoint(id); endpoint != nil {
-			changes = append(changes, change{endpoint, *health, healthChange})
+		endpoint := e.table.Load().Endpoint(id)
+		health, healthChange := e.health.failed(endpoint, id, now, fmt.Sprintf("%s (%d attempts)", record.Attempt.Error, delivery.Attempts), false)
+		record.Health = &health
+		if endpoint != nil {
+			changes = append(changes, change{endpoint, health, healthChange})
 		}
 		e.Log.Info("delivery poisoned: failed without another attempt", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID,
 			"interrupted", delivery.Interrupted, "attempts", delivery.Attempts)

@@ -1,0 +1,114 @@
+package delivery
+
+import (
+	"testing"
+	"time"
+
+	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
+)
+
+// TestTrackerDisables: an endpoint is disabled by the failure that reaches
+// its threshold, not one before; by a 410 Gone at once unless it keeps
+// endpoints on Gone; never with a threshold of 0; and a success in between
+// starts the count over.
+func TestTrackerDisables(t *testing.T) {
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	type outcome struct {
+		success, gone bool
+	}
+	failure, gone, success := outcome{}, outcome{gone: true}, outcome{success: true}
+	cases := []struct {
+		name       string
+		endpoint   routes.Route
+		outcomes   []outcome
+		changes    []Change
+		failures   int
+		disabled   bool
+		noEndpoint bool
+	}{
+		{
+			name: "threshold reached", endpoint: routes.Route{Endpoint: routes.Endpoint{AutoDisableAfter: 3}},
+			outcomes: []outcome{failure, failure, failure, failure},
+			changes:  []Change{ChangeFailed, ChangeFailed, ChangeDisabled, ChangeFailed}, failures: 4, disabled: true,
+		},
+		{
+			name: "success starts over", endpoint: routes.Route{Endpoint: routes.Endpoint{AutoDisableAfter: 3}},
+			outcomes: []outcome{failure, failure, success, failure, failure},
+			changes:  []Change{ChangeFailed, ChangeFailed, ChangeDelivered, ChangeFailed, ChangeFailed}, failures: 2,
+		},
+		{
+			name: "gone disables at once", endpoint: routes.Route{Endpoint: routes.Endpoint{AutoDisableAfter: 3}},
+			outcomes: []outcome{gone}, changes: []Change{ChangeDisabled}, failures: 1, disabled: true,
+		},
+		{
+			name: "gone kept", endpoint: routes.Route{Endpoint: routes.Endpoint{AutoDisableAfter: 3, KeepOnGone: true}},
+			outcomes: []outcome{gone, gone, gone}, changes: []Change{ChangeFailed, ChangeFailed, ChangeDisabled}, failures: 3, disabled: true,
+		},
+		{
+			name: "threshold 0 never disables", endpoint: routes.Route{},
+			outcomes: []outcome{gone, failure, failure, failure}, changes: []Change{ChangeFailed, ChangeFailed, ChangeFailed, ChangeFailed}, failures: 4,
+		},
+		{
+			name: "no longer routed never disables", noEndpoint: true,
+			outcomes: []outcome{gone, failure}, changes: []Change{ChangeFailed, ChangeFailed}, failures: 2,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTracker(nil)
+			endpoint := &tc.endpoint
+			if tc.noEndpoint {
+				endpoint = nil
+			}
+			var health store.Health
+			for i, o := range tc.outcomes {
+				var change Change
+				if o.success {
+					health, change = tr.succeeded("ns/a", at)
+				} else {
+					health, change = tr.failed(endpoint, "ns/a", at, "HTTP 500", o.gone)
+				}
+				if change != tc.changes[i] {
+					t.Errorf("outcome %d: change %q, want %q", i+1, change, tc.changes[i])
+				}
+			}
+			if health.ConsecutiveFailures != tc.failures || health.Disabled != tc.disabled || tr.disabled("ns/a") != tc.disabled {
+				t.Errorf("%d failures, disabled %v (tracker: %v); want %d, %v", health.ConsecutiveFailures, health.Disabled, tr.disabled("ns/a"), tc.failures, tc.disabled)
+			}
+			if tc.disabled && (health.DisabledAt == nil || !health.DisabledAt.Equal(at)) {
+				t.Errorf("disabledAt %v, want %v", health.DisabledAt, at)
+			}
+		})
+	}
+}
+
+// TestTrackerReenables: a new re-enable token enables a disabled endpoint
+// and starts its count over; the same token again changes nothing; a token
+// on an enabled endpoint is stored without a Reenabled change.
+func TestTrackerReenables(t *testing.T) {
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	tr := newTracker([]store.Health{{Endpoint: "ns/a", UID: "uid-1", ConsecutiveFailures: 5, Disabled: true, DisabledAt: &at}})
+	health, changed, change := tr.reenable("ns/a", "t1")
+	if !changed || change != ChangeReenabled || health.Disabled || health.ConsecutiveFailures != 0 || health.DisabledAt != nil || tr.disabled("ns/a") {
+		t.Fatalf("first token: changed %v, change %q, health %+v", changed, change, health)
+	}
+	if _, changed, _ := tr.reenable("ns/a", "t1"); changed {
+		t.Fatal("the same token changed the record again")
+	}
+	if _, changed, change := tr.reenable("ns/a", "t2"); !changed || change != "" {
+		t.Fatalf("a token on an enabled endpoint: changed %v, change %q", changed, change)
+	}
+}
+
+// TestTrackerAdopts: a record left by an endpoint of the same name and
+// another UID starts over; the first UID is adopted without a reset.
+func TestTrackerAdopts(t *testing.T) {
+	tr := newTracker([]store.Health{{Endpoint: "ns/a", ConsecutiveFailures: 2}})
+	if health, stale := tr.adopt("ns/a", "uid-1"); stale || health.UID != "uid-1" || health.ConsecutiveFailures != 2 {
+		t.Fatalf("first UID: stale %v, health %+v", stale, health)
+	}
+	if health, stale := tr.adopt("ns/a", "uid-2"); !stale || health.UID != "uid-2" || health.ConsecutiveFailures != 0 {
+		t.Fatalf("new UID: stale %v, health %+v", stale, health)
+	}
+}
