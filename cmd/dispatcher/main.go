@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -158,7 +159,7 @@ func run(ctx context.Context, opts options) error {
 	defer broadcaster.Shutdown()
 	reporter := &status.Reporter{
 		Client: kube, Recorder: broadcaster.NewRecorder(scheme, "hookrelay-dispatcher"),
-		Log: log.WithName("status"), Interval: opts.statusInterval,
+		Log: log.WithName("status"), Interval: opts.statusInterval, Clock: clock.RealClock{},
 	}
 	engine, err := delivery.New(ctx, delivery.Options{
 		Store:         db,
@@ -169,6 +170,7 @@ func run(ctx context.Context, opts options) error {
 		MaxRetryAfter: opts.maxRetryAfter,
 		Journal:       journal,
 		PoisonAfter:   opts.poisonAfter,
+		Clock:         clock.RealClock{},
 	})
 	if err != nil {
 		return err

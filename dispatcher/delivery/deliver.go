@@ -47,7 +47,7 @@ func (e *Engine) attempt(t task) *task {
 		loaded, err := e.Store.Event(ctx, delivery.Namespace, delivery.EventID)
 		if err != nil {
 			e.Log.Error(err, "loading the event of a delivery; trying again", "delivery", delivery.ID)
-			delivery.NextAttemptAt = e.Now().Add(storeRetry)
+			delivery.NextAttemptAt = e.Clock.Now().Add(storeRetry)
 			return &task{delivery: delivery}
 		}
 		event = &loaded
@@ -59,7 +59,7 @@ func (e *Engine) attempt(t task) *task {
 		}
 		defer e.Journal.Done(delivery.ID)
 	}
-	now := e.Now()
+	now := e.Clock.Now()
 	var out result
 	if body, err := Body(endpoint, event); err != nil {
 		out = result{err: err}
@@ -78,7 +78,7 @@ func (e *Engine) attempt(t task) *task {
 	e.Metrics.Attempts.WithLabelValues(string(outcome)).Inc()
 	e.Metrics.AttemptDuration.Observe(out.duration.Seconds())
 
-	finished := e.Now()
+	finished := e.Clock.Now()
 	delivery.UpdatedAt = finished.UTC()
 	var health *store.Health
 	var change Change
@@ -96,7 +96,7 @@ func (e *Engine) attempt(t task) *task {
 		delay := retryDelay(endpoint, delivery.Attempts, out.status, out.retryAfter, e.MaxRetryAfter, finished, rand.Int64N)
 		delivery.NextAttemptAt = finished.Add(delay).UTC()
 		if out.status == http.StatusTooManyRequests {
-			e.queueFor(id).pause(finished.Add(backOffAfter429(endpoint, out.retryAfter, e.MaxRetryAfter, finished)))
+			e.queueFor(id).pacer.pause(finished.Add(backOffAfter429(endpoint, out.retryAfter, e.MaxRetryAfter, finished)))
 		}
 	default:
 		delivery.State = store.Failed
@@ -134,7 +134,7 @@ func failureReason(out result, attempts int) string {
 
 // hold stores a delivery as held until its endpoint is deliverable again.
 func (e *Engine) hold(ctx context.Context, delivery store.Delivery) {
-	delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = store.Held, time.Time{}, e.Now().UTC()
+	delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = store.Held, time.Time{}, e.Clock.Now().UTC()
 	if err := e.Store.UpdateDeliveries(ctx, []store.Delivery{delivery}); err != nil {
 		e.Log.Error(err, "holding a delivery; it stays pending", "delivery", delivery.ID)
 		return

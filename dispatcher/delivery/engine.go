@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/utils/clock"
 
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
@@ -46,8 +47,9 @@ type Options struct {
 	Log     logr.Logger
 	// MaxRetryAfter caps how long a receiver's Retry-After may delay a retry.
 	MaxRetryAfter time.Duration
-	// Now is the clock; time.Now when nil.
-	Now func() time.Time
+	// Clock tells the time and runs the retry timers, 429 pauses and rate
+	// limits; the real clock when nil.
+	Clock clock.WithDelayedExecution
 	// Journal records the attempts in flight; nil records none.
 	Journal *Journal
 	// PoisonAfter is how many times a delivery may be in flight when the
@@ -60,11 +62,11 @@ type Engine struct {
 	Options
 	table atomic.Pointer[routes.Table]
 
-	mu      sync.Mutex
-	queues  map[string]*queue
-	health  *tracker
-	timers  map[string]*time.Timer
-	stopped bool
+	mu        sync.Mutex
+	queues    map[string]*queue
+	health    *tracker
+	scheduler *scheduler
+	stopped   bool
 
 	// inFlight counts the queues' workers, for a graceful drain.
 	inFlight sync.WaitGroup
@@ -81,11 +83,11 @@ type Engine struct {
 // New returns an engine with the stored health loaded. Call SetTable, then
 // Recover, before publishing.
 func New(ctx context.Context, opts Options) (*Engine, error) {
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
 	}
 	e := &Engine{
-		Options: opts, queues: map[string]*queue{}, timers: map[string]*time.Timer{},
+		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock),
 		records: make(chan store.AttemptRecord, maxRecordBatch), recordsDone: make(chan struct{}),
 	}
 	e.table.Store(&routes.Table{})
@@ -129,7 +131,7 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 	for i, endpoint := range matched {
 		targets[i] = store.Target{Endpoint: endpoint.Name, Held: !e.deliverable(endpoint)}
 	}
-	now := e.Now().UTC()
+	now := e.Clock.Now().UTC()
 	event := store.Event{Namespace: namespace, ID: in.ID, Type: in.Type, CreatedAt: in.CreatedAt, Data: in.Data, Sandbox: in.Sandbox, AcceptedAt: now}
 	accepted, err := e.Store.Accept(ctx, event, targets, now.Add(-DedupeWindow))
 	if err != nil {
@@ -318,23 +320,7 @@ func (e *Engine) schedule(t task) {
 		}
 		return
 	}
-	wait := t.delivery.NextAttemptAt.Sub(e.Now())
-	if wait <= 0 {
-		e.enqueue(t)
-		return
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.stopped {
-		return
-	}
-	id := t.delivery.ID
-	e.timers[id] = time.AfterFunc(wait, func() {
-		e.mu.Lock()
-		delete(e.timers, id)
-		e.mu.Unlock()
-		e.enqueue(t)
-	})
+	e.scheduler.at(t.delivery.ID, t.delivery.NextAttemptAt, func() { e.enqueue(t) })
 }
 
 // enqueue hands a task to its endpoint's queue.
@@ -361,15 +347,12 @@ func (e *Engine) queueFor(id string) *queue {
 func (e *Engine) Stop(ctx context.Context) error {
 	e.mu.Lock()
 	e.stopped = true
-	for id, timer := range e.timers {
-		timer.Stop()
-		delete(e.timers, id)
-	}
 	queues := make([]*queue, 0, len(e.queues))
 	for _, q := range e.queues {
 		queues = append(queues, q)
 	}
 	e.mu.Unlock()
+	e.scheduler.stop()
 	for _, q := range queues {
 		q.stop()
 	}

@@ -128,14 +128,14 @@ func (q *queue) workInLine() {
 		wait := time.Duration(-1) // blocked: until woken
 		if !q.blocked {
 			due := head.delivery.NextAttemptAt
-			if q.pausedUntil.After(due) {
-				due = q.pausedUntil
+			if resumes := q.pacer.resumesAt(); resumes.After(due) {
+				due = resumes
 			}
-			wait = due.Sub(e.Now())
+			wait = due.Sub(e.Clock.Now())
 		}
 		if !holdHead && (q.blocked || wait > 0) {
 			q.mu.Unlock()
-			if !q.sleep(wait) {
+			if !e.scheduler.sleep(wait, q.wake, q.stopping) {
 				q.mu.Lock()
 				q.lineWorker = false
 				q.mu.Unlock()
@@ -145,14 +145,13 @@ func (q *queue) workInLine() {
 		}
 		q.line[0] = task{}
 		q.line = q.line[1:]
-		limiter := q.limiter
 		q.mu.Unlock()
 		e.Metrics.QueueDepth.Dec()
 		if holdHead {
 			e.hold(context.Background(), head.delivery)
 			continue
 		}
-		if !q.admit(limiter) {
+		if !q.admit() {
 			q.mu.Lock()
 			q.lineWorker = false
 			q.mu.Unlock()
@@ -162,24 +161,6 @@ func (q *queue) workInLine() {
 			e.schedule(*next) // back in line, at the head, until it is due
 		}
 	}
-}
-
-// sleep waits for wait (negative: until woken), a wake-up or the queue's
-// stop; it reports false on the stop.
-func (q *queue) sleep(wait time.Duration) bool {
-	var due <-chan time.Time
-	if wait >= 0 {
-		timer := time.NewTimer(wait)
-		defer timer.Stop()
-		due = timer.C
-	}
-	select {
-	case <-due:
-	case <-q.wake:
-	case <-q.stopping:
-		return false
-	}
-	return true
 }
 
 // heldBehind is told that a delivery of the endpoint was stored as held. A

@@ -49,7 +49,7 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 	if e.Journal == nil {
 		return active, nil
 	}
-	now := e.Now().UTC()
+	now := e.Clock.Now().UTC()
 	kept, interrupted, poisoned := interruptions(active, e.Journal.Previous(), e.PoisonAfter, now)
 	if len(interrupted) > 0 {
 		if err := e.Store.UpdateDeliveries(ctx, interrupted); err != nil {

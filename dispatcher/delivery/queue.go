@@ -1,11 +1,7 @@
 package delivery
 
 import (
-	"context"
 	"sync"
-	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/routes"
@@ -28,23 +24,17 @@ type queue struct {
 	ready       []task
 	workers     int
 	maxInFlight int
-	limiter     *rate.Limiter
-	// pausedUntil holds the endpoint's attempts after a 429 Too Many Requests.
-	pausedUntil time.Time
-	stopped     bool
-	stopping    chan struct{}
-	// stopCtx ends when stopping closes: a wait for the rate limit ends
-	// with it.
-	stopCtx    context.Context
-	cancelStop context.CancelFunc
+	// pacer holds attempts back after a 429 and to the rate limit.
+	pacer    pacer
+	stopped  bool
+	stopping chan struct{}
 
 	// ordered is set for a Strict endpoint: see ordered.go.
 	ordered
 }
 
 func newQueue(engine *Engine, id string) *queue {
-	stopCtx, cancelStop := context.WithCancel(context.Background())
-	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{}), stopCtx: stopCtx, cancelStop: cancelStop,
+	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{}), pacer: pacer{scheduler: engine.scheduler},
 		ordered: newOrdered()}
 }
 
@@ -56,12 +46,7 @@ func (q *queue) configure(endpoint *routes.Route) []task {
 	defer q.mu.Unlock()
 	moved := q.setStrict(endpoint.Strict())
 	q.maxInFlight = max(int(endpoint.MaxInFlight), 1)
-	switch limit := endpoint.RateLimit; {
-	case limit == nil:
-		q.limiter = nil
-	case q.limiter == nil || q.limiter.Limit() != rate.Limit(limit.PerSecond) || q.limiter.Burst() != int(limit.Burst):
-		q.limiter = rate.NewLimiter(rate.Limit(limit.PerSecond), max(int(limit.Burst), 1))
-	}
+	q.pacer.setLimit(endpoint.RateLimit)
 	return moved
 }
 
@@ -96,20 +81,9 @@ func (q *queue) work() {
 		t := q.ready[0]
 		q.ready[0] = task{}
 		q.ready = q.ready[1:]
-		limiter, pausedFor := q.limiter, time.Until(q.pausedUntil)
 		q.mu.Unlock()
 		q.engine.Metrics.QueueDepth.Dec()
-		if pausedFor > 0 {
-			select {
-			case <-time.After(pausedFor):
-			case <-q.stopping:
-				q.mu.Lock()
-				q.workers--
-				q.mu.Unlock()
-				return // the delivery stays pending in the store
-			}
-		}
-		if !q.admit(limiter) {
+		if !q.admit() {
 			q.mu.Lock()
 			q.workers--
 			q.mu.Unlock()
@@ -121,28 +95,15 @@ func (q *queue) work() {
 	}
 }
 
-// admit waits for the endpoint's rate limit, if any, and reports whether
+// admit waits for the endpoint's pause and rate limit and reports whether
 // the attempt may start: not once the queue stops, however long it waited.
-func (q *queue) admit(limiter *rate.Limiter) bool {
-	if limiter != nil {
-		// Its only error that matters is the stop, which the check below
-		// sees; on any other it goes ahead, as without a wait.
-		_ = limiter.Wait(q.stopCtx)
+func (q *queue) admit() bool {
+	if !q.pacer.wait(q.stopping) {
+		return false
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return !q.stopped
-}
-
-// pause holds the endpoint's next attempts until the given time: the
-// receiver asked for less traffic (429), so all of its deliveries wait, and
-// no other endpoint's.
-func (q *queue) pause(until time.Time) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if until.After(q.pausedUntil) {
-		q.pausedUntil = until
-	}
 }
 
 // stop drops the ready tasks (they stay pending in the store) and lets the
@@ -152,7 +113,6 @@ func (q *queue) stop() {
 	defer q.mu.Unlock()
 	if !q.stopped {
 		close(q.stopping)
-		q.cancelStop()
 	}
 	q.stopped = true
 	q.engine.Metrics.QueueDepth.Sub(float64(len(q.ready) + len(q.line)))

@@ -77,7 +77,7 @@ func (e *Engine) requeue(ctx context.Context, deliveries []store.Delivery) ([]st
 	if len(deliveries) == 0 {
 		return nil, nil
 	}
-	now := e.Now().UTC()
+	now := e.Clock.Now().UTC()
 	changes := make([]store.DeliveryChange, len(deliveries))
 	for i, delivery := range deliveries {
 		changes[i] = store.DeliveryChange{State: delivery.State, Attempts: delivery.Attempts, To: delivery}

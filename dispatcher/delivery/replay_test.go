@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 )
@@ -50,7 +51,7 @@ func TestConcurrentRetriesOneWins(t *testing.T) {
 	const retries = 4
 	shared := &readTogether{Store: db}
 	shared.all.Add(retries)
-	engine, err := New(ctx, Options{Store: shared, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Now: func() time.Time { return now }})
+	engine, err := New(ctx, Options{Store: shared, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: clocktesting.NewFakeClock(now)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
@@ -181,7 +182,7 @@ func TestPublishKeepsEveryEvent(t *testing.T) {
 	}
 	defer db.Close()
 	engine, err := delivery.New(ctx, delivery.Options{Store: db, Metrics: delivery.NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(),
-		Now: func() time.Time { return acceptTime }})
+		Clock: clocktesting.NewFakeClock(acceptTime)})
 	if err != nil {
 		t.Fatal(err)
 	}

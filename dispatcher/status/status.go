@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hookrelayv1alpha1ac "github.com/hookrelay/hookrelay/api/applyconfiguration/api/v1alpha1"
@@ -38,6 +39,8 @@ type Reporter struct {
 	Log      logr.Logger
 	// Interval is the shortest time between two writes to one endpoint.
 	Interval time.Duration
+	// Clock paces the writes and dates the conditions; the real clock when nil.
+	Clock clock.WithTicker
 
 	writerOnce   sync.Once
 	statusWriter *statusapply.Writer
@@ -94,7 +97,7 @@ func (r *Reporter) event(endpoint *routes.Route, eventType, reason, action, note
 
 // Run writes the queued changes every Interval until ctx ends, then once more.
 func (r *Reporter) Run(ctx context.Context) {
-	ticker := time.NewTicker(r.Interval)
+	ticker := r.clock().NewTicker(r.Interval)
 	defer ticker.Stop()
 	for {
 		select {
@@ -103,7 +106,7 @@ func (r *Reporter) Run(ctx context.Context) {
 			r.Flush(flushCtx)
 			cancel()
 			return
-		case <-ticker.C:
+		case <-ticker.C():
 			r.Flush(ctx)
 		}
 	}
@@ -161,7 +164,7 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 	case health.LastSuccess != nil:
 		delivering.Status, delivering.Reason, delivering.Message = metav1.ConditionTrue, hookrelayv1alpha1.ReasonDelivered, "the last delivery succeeded"
 	}
-	conditions := statusapply.SetConditions(previous, time.Now(), disabled, delivering)
+	conditions := statusapply.SetConditions(previous, r.clock().Now(), disabled, delivering)
 
 	status := hookrelayv1alpha1ac.WebhookEndpointStatus().
 		WithConditions(statusapply.Conditions(conditions...)...).
@@ -187,6 +190,13 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 	r.applied[rep.endpoint.UID] = conditions
 	r.mu.Unlock()
 	return nil
+}
+
+func (r *Reporter) clock() clock.WithTicker {
+	if r.Clock == nil {
+		return clock.RealClock{}
+	}
+	return r.Clock
 }
 
 // writer is the Writer of this Reporter, made on first use.

@@ -1,0 +1,160 @@
+package delivery
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/hookrelay/hookrelay/internal/routes"
+)
+
+// The tests below move a fake clock and poll for the effect. A step that
+// does not reach a timer's time leaves the timer waiting on the clock (the
+// fake clock fires due timers within Step), which is how "not before" is
+// checked without waiting.
+
+var clockStart = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+// hitTimes is a loopback receiver that answers with answer and records the
+// fake clock's time of each request.
+type hitTimes struct {
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (h *hitTimes) serve(t *testing.T, fake *clocktesting.FakeClock, answer func(n int, w http.ResponseWriter)) string {
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		h.mu.Lock()
+		h.times = append(h.times, fake.Now())
+		n := len(h.times)
+		h.mu.Unlock()
+		answer(n, w)
+	}))
+	t.Cleanup(server.Close)
+	return server.URL
+}
+
+func (h *hitTimes) all() []time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]time.Time(nil), h.times...)
+}
+
+func (h *hitTimes) count() int { return len(h.all()) }
+
+// stepBelow moves the clock to just before a wait ends, checks that the
+// waiters are still waiting, and then moves it the rest of the way.
+func stepBelow(t *testing.T, fake *clocktesting.FakeClock, wait time.Duration, waiters int) {
+	t.Helper()
+	NewWithT(t).Eventually(fake.Waiters).WithTimeout(10*time.Second).WithPolling(time.Millisecond).Should(Equal(waiters), "waiting on the clock")
+	fake.Step(wait - time.Millisecond)
+	if got := fake.Waiters(); got != waiters {
+		t.Fatalf("%d of %d waits ended a millisecond before their time", waiters-got, waiters)
+	}
+	fake.Step(time.Millisecond)
+}
+
+// TestAttemptSpacingFollowsTheSchedule: each retry starts exactly its step
+// of the schedule after the previous attempt ended, not a millisecond
+// before, for unordered and Strict endpoints.
+func TestAttemptSpacingFollowsTheSchedule(t *testing.T) {
+	for _, ordering := range []string{"", routes.OrderingStrict} {
+		t.Run(ordering+"ordering", func(t *testing.T) {
+			g := NewWithT(t)
+			fake := clocktesting.NewFakeClock(clockStart)
+			var hits hitTimes
+			url := hits.serve(t, fake, func(_ int, w http.ResponseWriter) { w.WriteHeader(http.StatusInternalServerError) })
+			noJitter := int32(0)
+			route := strictRoute(url, func(route *routes.Endpoint) {
+				route.Ordering, route.JitterPercent = ordering, &noJitter
+				route.RetrySchedule = []metav1.Duration{{Duration: 10 * time.Second}, {Duration: time.Minute}}
+			})
+			engine := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, fake)
+			publishEvents(t, engine, 0, 1)
+			g.Eventually(hits.count).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(Equal(1))
+			stepBelow(t, fake, 10*time.Second, 1)
+			g.Eventually(hits.count).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(Equal(2))
+			stepBelow(t, fake, time.Minute, 1)
+			g.Eventually(hits.count).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(Equal(3))
+			g.Expect(hits.all()).To(Equal([]time.Time{clockStart, clockStart.Add(10 * time.Second), clockStart.Add(70 * time.Second)}))
+		})
+	}
+}
+
+// TestTooManyRequestsPausesTheEndpoint: a 429 with Retry-After holds every
+// delivery of the endpoint, not only the one that got it, until that time.
+func TestTooManyRequestsPausesTheEndpoint(t *testing.T) {
+	g := NewWithT(t)
+	fake := clocktesting.NewFakeClock(clockStart)
+	var hits hitTimes
+	url := hits.serve(t, fake, func(n int, w http.ResponseWriter) {
+		if n == 1 {
+			w.Header().Set("Retry-After", "30")
+			w.WriteHeader(http.StatusTooManyRequests)
+		}
+	})
+	route := strictRoute(url, func(route *routes.Endpoint) {
+		route.Ordering, route.MaxInFlight = "", 1
+		route.RetrySchedule = []metav1.Duration{{Duration: time.Second}}
+	})
+	engine := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, fake)
+	publishEvents(t, engine, 0, 1)
+	g.Eventually(hits.count).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(Equal(1))
+	// The second event waits for the pause; the first one's retry waits
+	// for its Retry-After, longer than its step.
+	publishEvents(t, engine, 1, 2)
+	stepBelow(t, fake, 30*time.Second, 2)
+	g.Eventually(hits.count).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(Equal(3))
+	resumed := clockStart.Add(30 * time.Second)
+	g.Expect(hits.all()).To(Equal([]time.Time{clockStart, resumed, resumed}))
+}
+
+// TestRateLimitAdmitsItsBurst: a rate limit admits its burst at once, and
+// the next attempt exactly when the bucket has a token again.
+func TestRateLimitAdmitsItsBurst(t *testing.T) {
+	g := NewWithT(t)
+	fake := clocktesting.NewFakeClock(clockStart)
+	p := &pacer{scheduler: newScheduler(fake)}
+	p.setLimit(&routes.RateLimit{PerSecond: 2, Burst: 3})
+	stopping := make(chan struct{})
+	for i := range 3 {
+		if !p.wait(stopping) {
+			t.Fatalf("attempt %d of the burst refused", i+1)
+		}
+	}
+	g.Expect(fake.HasWaiters()).To(BeFalse(), "an attempt of the burst waited")
+	admitted := make(chan bool, 1)
+	go func() { admitted <- p.wait(stopping) }()
+	stepBelow(t, fake, 500*time.Millisecond, 1)
+	g.Eventually(admitted).WithTimeout(10 * time.Second).Should(Receive(BeTrue()))
+
+	// A wait cut short by the stop gives its token back.
+	go func() { admitted <- p.wait(stopping) }()
+	g.Eventually(fake.HasWaiters).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(BeTrue())
+	close(stopping)
+	g.Eventually(admitted).WithTimeout(10 * time.Second).Should(Receive(BeFalse()))
+}
+
+// TestPauseHoldsUntilItsTime: a paused endpoint's attempts wait until the
+// pause ends, and a longer pause taken meanwhile is waited for too.
+func TestPauseHoldsUntilItsTime(t *testing.T) {
+	g := NewWithT(t)
+	fake := clocktesting.NewFakeClock(clockStart)
+	p := &pacer{scheduler: newScheduler(fake)}
+	p.pause(clockStart.Add(10 * time.Second))
+	admitted := make(chan bool, 1)
+	go func() { admitted <- p.wait(make(chan struct{})) }()
+	g.Eventually(fake.HasWaiters).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(BeTrue())
+	p.pause(clockStart.Add(20 * time.Second))
+	p.pause(clockStart.Add(15 * time.Second)) // a shorter one does not shorten it
+	stepBelow(t, fake, 10*time.Second, 1)
+	stepBelow(t, fake, 10*time.Second, 1)
+	g.Eventually(admitted).WithTimeout(10 * time.Second).Should(Receive(BeTrue()))
+}
