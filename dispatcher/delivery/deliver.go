@@ -34,7 +34,7 @@ func (e *Engine) writeRecords() {
 // It returns the delivery's next try, due at its NextAttemptAt, for the
 // caller to schedule (its queue keeps a Strict endpoint's in line), or nil.
 func (e *Engine) attempt(t task) *task {
-	ctx := context.Background()
+	ctx := e.attempts
 	delivery := t.delivery
 	id := routes.ID(delivery.Namespace, delivery.Endpoint)
 	endpoint := e.table.Load().Endpoint(id)
@@ -65,6 +65,11 @@ func (e *Engine) attempt(t task) *task {
 		out = result{err: err}
 	} else {
 		out = e.Attempt.do(ctx, endpoint, event, body, now)
+	}
+	if ctx.Err() != nil {
+		// Cancelled by the drain: not the receiver's failure. The delivery
+		// stays pending in the store and is attempted after the restart.
+		return nil
 	}
 	delivery.Attempts++
 	record := store.Attempt{

@@ -70,6 +70,10 @@ type Engine struct {
 
 	// inFlight counts the queues' workers, for a graceful drain.
 	inFlight sync.WaitGroup
+	// attempts is the context of every attempt; a drain that runs out of
+	// time cancels it.
+	attempts       context.Context
+	cancelAttempts context.CancelFunc
 	// releasing orders the release of held deliveries between Recover and
 	// table swaps; recovered is set once Recover has queued what the store
 	// holds.
@@ -90,6 +94,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock),
 		records: make(chan store.AttemptRecord, maxRecordBatch), recordsDone: make(chan struct{}),
 	}
+	e.attempts, e.cancelAttempts = context.WithCancel(context.Background())
 	e.table.Store(&routes.Table{})
 	healths, err := opts.Store.Healths(ctx)
 	if err != nil {
@@ -343,7 +348,9 @@ func (e *Engine) queueFor(id string) *queue {
 }
 
 // Stop stops starting attempts and waits, until ctx ends, for the ones in
-// flight. Pending deliveries stay stored and resume at the next start.
+// flight; when ctx ends first, it cancels them and waits for them to end.
+// Pending deliveries, and those whose attempt was cancelled, stay stored
+// and resume at the next start.
 func (e *Engine) Stop(ctx context.Context) error {
 	e.mu.Lock()
 	e.stopped = true
@@ -365,9 +372,12 @@ func (e *Engine) Stop(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		e.cancelAttempts()
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("delivery: attempts still in flight at shutdown: %w", ctx.Err())
+		e.cancelAttempts()
+		<-done
+		return fmt.Errorf("delivery: attempts still in flight at shutdown were cancelled; their deliveries stay pending: %w", ctx.Err())
 	}
 }
 

@@ -1,6 +1,8 @@
 package delivery
 
 import (
+	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -8,10 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/hookrelay/hookrelay/dispatcher/signing"
+	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
@@ -157,4 +163,46 @@ func TestPauseHoldsUntilItsTime(t *testing.T) {
 	stepBelow(t, fake, 10*time.Second, 1)
 	stepBelow(t, fake, 10*time.Second, 1)
 	g.Eventually(admitted).WithTimeout(10 * time.Second).Should(Receive(BeTrue()))
+}
+
+// TestStopCancelsAttemptsInFlight: a drain that runs out of time cancels
+// the attempts in flight; their deliveries stay pending, with no attempt
+// counted against the receiver, for the next start.
+func TestStopCancelsAttemptsInFlight(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	arrived, cancelled := make(chan struct{}, 1), make(chan struct{})
+	server := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		// Read to the end, so that the server sees the client go away.
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			t.Error(err)
+		}
+		arrived <- struct{}{}
+		<-r.Context().Done()
+		close(cancelled)
+	}))
+	t.Cleanup(server.Close)
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() { g.Expect(db.Close()).To(Succeed()) })
+	engine, err := New(ctx, Options{
+		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: clocktesting.NewFakeClock(clockStart),
+		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(engine.SetTable(ctx, tableOf(t, strictRoute(server.URL, func(route *routes.Endpoint) { route.Ordering = "" })))).To(Succeed())
+	_, _, err = engine.Recover(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	publishEvents(t, engine, 0, 1)
+	g.Eventually(arrived).WithTimeout(10 * time.Second).Should(Receive())
+
+	drain, cancel := context.WithCancel(ctx)
+	cancel() // the drain's time is up at once
+	g.Expect(engine.Stop(drain)).To(MatchError(context.Canceled))
+	g.Eventually(cancelled).WithTimeout(10 * time.Second).Should(BeClosed())
+	active, err := db.Active(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(active).To(HaveLen(1))
+	g.Expect(active[0].State).To(Equal(store.Pending))
+	g.Expect(active[0].Attempts).To(Equal(0))
 }
