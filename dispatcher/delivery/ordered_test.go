@@ -59,11 +59,16 @@ func strictRoute(url string, change func(*routes.Endpoint)) routes.Endpoint {
 
 func tableOf(t *testing.T, route routes.Endpoint) *routes.Table {
 	t.Helper()
+	return tableWithKeys(t, route, routes.Key{Secret: whsec.Encode(make([]byte, 33))})
+}
+
+func tableWithKeys(t *testing.T, route routes.Endpoint, signingKeys ...routes.Key) *routes.Table {
+	t.Helper()
 	data, err := routes.EncodeEndpoint(route)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := routes.EncodeKeys(routes.KeysEntry{Keys: []routes.Key{{Secret: whsec.Encode(make([]byte, 33))}}})
+	keys, err := routes.EncodeKeys(routes.KeysEntry{Keys: signingKeys})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/whsec"
 )
 
 // The tests below move a fake clock and poll for the effect. A step that
@@ -205,4 +206,47 @@ func TestStopCancelsAttemptsInFlight(t *testing.T) {
 	g.Expect(active).To(HaveLen(1))
 	g.Expect(active[0].State).To(Equal(store.Pending))
 	g.Expect(active[0].Attempts).To(Equal(0))
+}
+
+// TestRotationGraceEndsOnTheClock: during a rotation's grace period a
+// delivery verifies with the previous key and the new one; from the grace
+// period's end on the engine's clock, only with the new one.
+func TestRotationGraceEndsOnTheClock(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	fake := clocktesting.NewFakeClock(clockStart)
+	type signed struct {
+		header http.Header
+		body   []byte
+	}
+	received := make(chan signed, 2)
+	server := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			t.Error(err)
+		}
+		received <- signed{r.Header.Clone(), body}
+	}))
+	t.Cleanup(server.Close)
+	oldKey, newKey := whsec.Encode([]byte("previous key of 24 bytes")), whsec.Encode([]byte("the new key of 24 bytes."))
+	graceEnds := clockStart.Add(10 * time.Second)
+	engine := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), strictRoute(server.URL, nil), fake)
+	g.Expect(engine.SetTable(ctx, tableWithKeys(t, strictRoute(server.URL, nil),
+		routes.Key{Secret: newKey}, routes.Key{Secret: oldKey, ExpiresAt: &graceEnds}))).To(Succeed())
+
+	verifies := func(delivery signed, key string) error {
+		return signing.VerifyPrefixed(delivery.header, "Test", key, delivery.body, fake.Now())
+	}
+	publishEvents(t, engine, 0, 1)
+	var during signed
+	g.Eventually(received).WithTimeout(10 * time.Second).Should(Receive(&during))
+	g.Expect(verifies(during, oldKey)).To(Succeed())
+	g.Expect(verifies(during, newKey)).To(Succeed())
+
+	fake.SetTime(graceEnds)
+	publishEvents(t, engine, 1, 2)
+	var after signed
+	g.Eventually(received).WithTimeout(10 * time.Second).Should(Receive(&after))
+	g.Expect(verifies(after, oldKey)).NotTo(Succeed())
+	g.Expect(verifies(after, newKey)).To(Succeed())
 }

@@ -15,7 +15,9 @@ import (
 )
 
 // TestRateLimitSlowsOnlyItsEndpoint: an endpoint limited to 5 deliveries a
-// second gets no more than that, while another gets everything at once.
+// second gets them spread out, while another gets everything at once. A
+// smoke check: the exact window is TestRateLimitAdmitsItsBurst in
+// dispatcher/delivery, on a fake clock.
 func TestRateLimitSlowsOnlyItsEndpoint(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
@@ -35,28 +37,19 @@ func TestRateLimitSlowsOnlyItsEndpoint(t *testing.T) {
 		g.Expect(status).To(Equal(http.StatusAccepted))
 	}
 	g.Eventually(free.eventIDs).WithTimeout(10 * time.Second).Should(HaveLen(events))
-	g.Expect(len(limited.got())).To(BeNumerically("<", events), "the limited endpoint is still going when the free one is done")
-
 	g.Eventually(limited.eventIDs).WithTimeout(30 * time.Second).Should(HaveLen(events))
-	// A token bucket of 5 a second with a burst of 5 allows at most 5 + 5·T
-	// deliveries in any T seconds; windows of a second or more, so that
-	// network jitter between two arrivals does not count.
+	// 25 deliveries at 5 a second after a burst of 5 take 4 s; half of that
+	// shows the limit is applied at all, whatever the machine's load.
 	arrivals := limited.got()
-	for i := range arrivals {
-		for j := i + 1; j < len(arrivals); j++ {
-			if window := arrivals[j].At.Sub(arrivals[i].At).Seconds(); window >= 1 {
-				g.Expect(float64(j-i+1)).To(BeNumerically("<=", 5+5*window+1),
-					"%d deliveries within %.2fs", j-i+1, window)
-			}
-		}
-	}
 	first, last := arrivals[0].At, arrivals[len(arrivals)-1].At
-	g.Expect(last.Sub(first)).To(BeNumerically(">=", 3*time.Second), "25 deliveries at 5 a second after a burst of 5 take 4 s")
+	g.Expect(last.Sub(first)).To(BeNumerically(">=", 2*time.Second), "the limited endpoint got its deliveries at once")
 }
 
 // TestRotatedKeysBothVerifyDuringTheGracePeriod: after a rotation, a
 // receiver with only the old key and one with only the new key both verify a
-// delivery; once the grace period ends, only the new key does.
+// delivery; some time after the grace period, only the new key does. The
+// exact end of the grace period is TestRotationGraceEndsOnTheClock in
+// dispatcher/delivery, on a fake clock.
 func TestRotatedKeysBothVerifyDuringTheGracePeriod(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
@@ -68,7 +61,6 @@ func TestRotatedKeysBothVerifyDuringTheGracePeriod(t *testing.T) {
 	out, err := kubectlHookrelay(t, "rotate-secret", "rotating", "-n", namespace)
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(ContainSubstring("secret rotation requested"))
-	rotatedAt := time.Now()
 	var newKey string
 	g.Eventually(func() string { newKey = secretOf(t, ep); return newKey }).WithTimeout(10 * time.Second).ShouldNot(Equal(oldKey))
 
@@ -84,7 +76,6 @@ func TestRotatedKeysBothVerifyDuringTheGracePeriod(t *testing.T) {
 		both = r.got()[n-1]
 		g.Expect(strings.Count(both.Header.Get("Hookrelay-Signature"), "v1=")).To(Equal(2))
 	}).WithTimeout(rotationGrace / 2).WithPolling(100 * time.Millisecond).Should(Succeed())
-	g.Expect(time.Since(rotatedAt)).To(BeNumerically("<", rotationGrace), "the grace period ended before the test could check it")
 	for _, key := range []string{oldKey, newKey} {
 		g.Expect(verifyPrefixed(both.Header, "Hookrelay", key, both.Body)).To(Succeed())
 		g.Expect(verifyStandard(both.Header, key, both.Body)).To(Succeed())
@@ -105,8 +96,10 @@ func TestRotatedKeysBothVerifyDuringTheGracePeriod(t *testing.T) {
 }
 
 // TestTooManyRequestsSlowsOnlyThatEndpoint: after a 429 with Retry-After: 1,
-// the endpoint gets no attempt for a second, while another endpoint gets its
-// events at once.
+// the endpoint is left alone for a while, while another endpoint gets its
+// events at once. A smoke check: the exact pause is
+// TestTooManyRequestsPausesTheEndpoint in dispatcher/delivery, on a fake
+// clock.
 func TestTooManyRequestsSlowsOnlyThatEndpoint(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
@@ -132,5 +125,5 @@ func TestTooManyRequestsSlowsOnlyThatEndpoint(t *testing.T) {
 	g.Eventually(calm.eventIDs).WithTimeout(10 * time.Second).Should(HaveLen(5))
 	g.Eventually(busy.eventIDs).WithTimeout(20*time.Second).Should(HaveLen(6), "5 deliveries and the one retried after the 429")
 	arrivals := busy.got()
-	g.Expect(arrivals[1].At.Sub(arrivals[0].At)).To(BeNumerically(">=", time.Second), "the endpoint was left alone after its 429")
+	g.Expect(arrivals[1].At.Sub(arrivals[0].At)).To(BeNumerically(">=", 500*time.Millisecond), "the endpoint was not left alone after its 429")
 }
