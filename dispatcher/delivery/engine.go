@@ -57,7 +57,10 @@ type Options struct {
 	PoisonAfter int
 }
 
-// Engine is the delivery engine.
+// Engine wires the routing table, the store and the per-endpoint queues to
+// the health tracker (health.go), which decides when an endpoint is
+// disabled, and the scheduler (scheduler.go), which runs what falls due on
+// the injected clock.
 type Engine struct {
 	Options
 	table atomic.Pointer[routes.Table]

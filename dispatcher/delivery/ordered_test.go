@@ -81,7 +81,7 @@ func tableWithKeys(t *testing.T, route routes.Endpoint, signingKeys ...routes.Ke
 }
 
 // startEngine runs an engine on the store at path with the route, recovered.
-func startEngine(t *testing.T, path string, route routes.Endpoint, clock clock.WithDelayedExecution) *Engine {
+func startEngine(t *testing.T, path string, route routes.Endpoint, engineClock clock.WithDelayedExecution) *Engine {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.OpenBolt(path)
@@ -89,7 +89,7 @@ func startEngine(t *testing.T, path string, route routes.Endpoint, clock clock.W
 		t.Fatal(err)
 	}
 	engine, err := New(ctx, Options{
-		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: clock,
+		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: engineClock,
 		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
 	})
 	if err != nil {
