@@ -68,12 +68,12 @@ func testAcceptDedupes(t *testing.T, open Open) {
 	if !again.Duplicate || len(again.Deliveries) != 0 {
 		t.Fatalf("a repeated id was accepted again: duplicate %t, %d deliveries", again.Duplicate, len(again.Deliveries))
 	}
-	if again.Event.Type != "order.paid" || !again.Event.AcceptedAt.Equal(base) || again.Event.Deliveries != 2 {
+	if again.Event.Type != eventType || !again.Event.AcceptedAt.Equal(base) || again.Event.Deliveries != 2 {
 		t.Fatalf("a duplicate's answer = %+v, want the first event (order.paid, accepted %s, 2 deliveries)", again.Event, base)
 	}
 	same(t, "deliveries of a resent event", byID(first.Deliveries), byID(read(s.DeliveriesOf(ctx, "shop", "evt_1")).must(t)))
 	same(t, "active deliveries after a duplicate", first.Deliveries, read(s.Active(ctx)).must(t))
-	if stored := read(s.Event(ctx, "shop", "evt_1")).must(t); stored.Type != "order.paid" {
+	if stored := read(s.Event(ctx, "shop", "evt_1")).must(t); stored.Type != eventType {
 		t.Fatalf("a duplicate replaced the stored event: %+v", stored)
 	}
 

@@ -90,9 +90,9 @@ func testHealth(t *testing.T, open Open) {
 	ctx := t.Context()
 	s := start(t, open)
 	disabledAt := base.Add(time.Hour)
-	first := store.Health{Endpoint: "shop/a", UID: "uid-a", ConsecutiveFailures: 4, LastFailure: &base, LastFailureReason: "timeout"}
+	first := store.Health{Endpoint: shopA, UID: uidA, ConsecutiveFailures: 4, LastFailure: &base, LastFailureReason: "timeout"}
 	other := store.Health{Endpoint: "warehouse/a", UID: "uid-w", LastSuccess: &base}
-	disabled := store.Health{Endpoint: "shop/a", UID: "uid-a", ConsecutiveFailures: 5, Disabled: true, DisabledAt: &disabledAt,
+	disabled := store.Health{Endpoint: shopA, UID: uidA, ConsecutiveFailures: 5, Disabled: true, DisabledAt: &disabledAt,
 		LastFailure: &disabledAt, LastFailureReason: "503", ReenableToken: "token-1"}
 	for _, health := range []store.Health{first, other, disabled} {
 		if err := s.PutHealth(ctx, health); err != nil {
@@ -111,7 +111,7 @@ func testChangeIsCompareAndSet(t *testing.T, open Open) {
 	ctx := t.Context()
 	s := start(t, open)
 	accepted := accept(t, s, event("shop", "evt_1", base), targets("a", "b", "c"))
-	var finished []store.Delivery
+	finished := make([]store.Delivery, 0, len(accepted.Deliveries))
 	for _, delivery := range accepted.Deliveries {
 		finished = append(finished, finish(delivery, store.Failed, 3, base.Add(time.Hour)))
 	}
@@ -151,7 +151,7 @@ func testConcurrentChanges(t *testing.T, open Open) {
 		endpoints[i] = fmt.Sprintf("endpoint-%d", i)
 	}
 	accepted := accept(t, s, event("shop", "evt_1", base), targets(endpoints...))
-	var finished []store.Delivery
+	finished := make([]store.Delivery, 0, len(accepted.Deliveries))
 	index := map[string]int{}
 	for i, delivery := range accepted.Deliveries {
 		finished = append(finished, finish(delivery, store.Succeeded, 1, base))

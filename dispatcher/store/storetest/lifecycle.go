@@ -93,7 +93,7 @@ func testReopen(t *testing.T, open Open) {
 	done := first.Deliveries[0]
 	done.Attempts, done.State, done.NextAttemptAt, done.UpdatedAt = 1, store.Succeeded, time.Time{}, base.Add(time.Minute)
 	attempt := store.Attempt{DeliveryID: done.ID, Number: 1, StartedAt: base, DurationMS: 41.5, StatusCode: 200, Response: `{"ok":true}`}
-	health := store.Health{Endpoint: "shop/a", UID: "uid-a", LastSuccess: &attempt.StartedAt}
+	health := store.Health{Endpoint: shopA, UID: uidA, LastSuccess: &attempt.StartedAt}
 	if err := s.RecordAttempts(ctx, []store.AttemptRecord{{Delivery: done, Attempt: attempt, Health: &health}}); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func testReopen(t *testing.T, open Open) {
 func testWritesRacingClose(t *testing.T, open Open) {
 	ctx := t.Context()
 	s := start(t, open)
-	const writers, most = 4, 100_000
+	const writers, most = 8, 100_000
 	landed := make([][]string, writers)
 	var running, wg sync.WaitGroup
 	running.Add(writers)
@@ -200,7 +200,7 @@ func testClosed(t *testing.T, open Open) {
 			_, err := s.ChangeDeliveries(ctx, []store.DeliveryChange{{State: store.Pending, To: finished}})
 			return err
 		}},
-		{"PutHealth", func() error { return s.PutHealth(ctx, store.Health{Endpoint: "shop/a"}) }},
+		{"PutHealth", func() error { return s.PutHealth(ctx, store.Health{Endpoint: shopA}) }},
 		{"Active", func() error { _, err := s.Active(ctx); return err }},
 		{"Healths", func() error { _, err := s.Healths(ctx); return err }},
 		{"Event", func() error { _, err := s.Event(ctx, "shop", "evt_1"); return err }},

@@ -38,7 +38,7 @@ func collect(t *testing.T, s store.Store, namespace, endpoint string, query stor
 // endpoints, and returns the deliveries to the first endpoint, oldest first.
 func acceptSeries(t *testing.T, s store.Store, namespace string, count int, endpoints ...string) []store.Delivery {
 	t.Helper()
-	var out []store.Delivery
+	out := make([]store.Delivery, 0, count)
 	for i := range count {
 		accepted := accept(t, s, event(namespace, fmt.Sprintf("evt_%d", i), base.Add(time.Duration(i)*time.Minute)), targets(endpoints...))
 		out = append(out, accepted.Deliveries[0])

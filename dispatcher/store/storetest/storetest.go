@@ -58,6 +58,14 @@ var cases = []struct {
 // base is the suite's "now": whole seconds, which every store keeps exactly.
 var base = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
+const (
+	// eventType is the type of the events the suite sends.
+	eventType = "order.paid"
+	// shopA names endpoint a of namespace shop in its health record.
+	shopA = "shop/a"
+	uidA  = "uid-a"
+)
+
 // start opens a store that is closed when the test ends.
 func start(t *testing.T, open Open) store.Store {
 	t.Helper()
@@ -75,7 +83,7 @@ func start(t *testing.T, open Open) store.Store {
 // store must keep: it is the producer's JSON, stored as is.
 func event(namespace, id string, at time.Time) store.Event {
 	return store.Event{
-		Namespace: namespace, ID: id, Type: "order.paid", CreatedAt: at.Add(-time.Second),
+		Namespace: namespace, ID: id, Type: eventType, CreatedAt: at.Add(-time.Second),
 		Data: json.RawMessage(`{"order": "` + id + `", "lines": [1, 2]}`), AcceptedAt: at,
 	}
 }
