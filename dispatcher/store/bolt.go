@@ -57,9 +57,6 @@ type write struct {
 // maxGroup bounds the writes committed together.
 const maxGroup = 4096
 
-// ErrClosed is returned for a write after Close.
-var ErrClosed = errors.New("store is closed")
-
 // ErrCorrupt is returned for a store file that cannot be read.
 var ErrCorrupt = errors.New("store file is corrupt")
 
@@ -169,6 +166,23 @@ func (b *Bolt) update(apply func(*bolt.Tx) error) error {
 	b.writes <- w
 	b.closing.RUnlock()
 	return <-w.result
+}
+
+// view runs a read-only transaction. A closed store answers ErrClosed, as
+// for writes, rather than bbolt's own error, so that callers can tell a
+// shutdown from a failure.
+func (b *Bolt) view(read func(*bolt.Tx) error) error {
+	b.closing.RLock()
+	closed := b.closed
+	b.closing.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	err := b.db.View(read)
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed // closed after the check above
+	}
+	return err
 }
 
 func (b *Bolt) writer() {
@@ -388,7 +402,7 @@ func (b *Bolt) PutHealth(_ context.Context, health Health) error {
 // Active implements Store.
 func (b *Bolt) Active(context.Context) ([]Delivery, error) {
 	var out []Delivery
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(func(tx *bolt.Tx) error {
 		deliveries := tx.Bucket(bucketDeliveries)
 		return tx.Bucket(bucketActive).ForEach(func(id, _ []byte) error {
 			if err := appendDecoded(&out, deliveries.Get(id)); err != nil {
@@ -406,7 +420,7 @@ func (b *Bolt) Active(context.Context) ([]Delivery, error) {
 // Healths implements Store.
 func (b *Bolt) Healths(context.Context) ([]Health, error) {
 	var out []Health
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketHealth).ForEach(func(_, value []byte) error {
 			return appendDecoded(&out, value)
 		})
@@ -420,7 +434,7 @@ func (b *Bolt) Healths(context.Context) ([]Health, error) {
 // Event implements Store.
 func (b *Bolt) Event(_ context.Context, namespace, id string) (Event, error) {
 	var event Event
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(func(tx *bolt.Tx) error {
 		data := tx.Bucket(bucketEvents).Get(eventKey(namespace, id))
 		if data == nil {
 			return ErrNotFound
@@ -440,7 +454,7 @@ func (b *Bolt) Event(_ context.Context, namespace, id string) (Event, error) {
 // DeliveriesOf implements Store.
 func (b *Bolt) DeliveriesOf(_ context.Context, namespace, eventID string) ([]Delivery, error) {
 	var out []Delivery
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(func(tx *bolt.Tx) error {
 		deliveries := tx.Bucket(bucketDeliveries)
 		prefix := []byte(namespace + "\x00" + eventID + "\x00")
 		return eachWithPrefix(tx.Bucket(bucketByEvent), prefix, func(id, _ []byte) error {
@@ -456,7 +470,7 @@ func (b *Bolt) DeliveriesOf(_ context.Context, namespace, eventID string) ([]Del
 // Delivery implements Store.
 func (b *Bolt) Delivery(_ context.Context, id string) (Delivery, error) {
 	var delivery Delivery
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(func(tx *bolt.Tx) error {
 		data := tx.Bucket(bucketDeliveries).Get([]byte(id))
 		if data == nil {
 			return ErrNotFound
@@ -473,7 +487,7 @@ func (b *Bolt) Delivery(_ context.Context, id string) (Delivery, error) {
 func (b *Bolt) EndpointDeliveries(_ context.Context, namespace, endpoint string, query DeliveryQuery) ([]Delivery, string, error) {
 	var page []Delivery
 	next := ""
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(func(tx *bolt.Tx) error {
 		deliveries := tx.Bucket(bucketDeliveries)
 		prefix := []byte(namespace + "\x00" + endpoint + "\x00")
 		cursor := tx.Bucket(bucketByEndpoint).Cursor()
@@ -516,7 +530,7 @@ func (b *Bolt) EndpointDeliveries(_ context.Context, namespace, endpoint string,
 // Attempts implements Store.
 func (b *Bolt) Attempts(_ context.Context, deliveryID string) ([]Attempt, error) {
 	var out []Attempt
-	err := b.db.View(func(tx *bolt.Tx) error {
+	err := b.view(func(tx *bolt.Tx) error {
 		return eachWithPrefix(tx.Bucket(bucketAttempts), []byte(deliveryID+"/"), func(_, value []byte) error {
 			return appendDecoded(&out, value)
 		})

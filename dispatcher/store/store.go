@@ -13,6 +13,9 @@ import (
 // ErrNotFound is returned for an event or delivery that is not stored.
 var ErrNotFound = errors.New("not found")
 
+// ErrClosed is returned by every method of a store after Close.
+var ErrClosed = errors.New("store is closed")
+
 // DeliveryChange is a compare-and-set of one delivery: To is stored only
 // while the stored delivery still has State and Attempts, so that two
 // callers acting on the same reading cannot both move it.
