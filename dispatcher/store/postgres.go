@@ -1,0 +1,492 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Postgres is the shared store: any number of dispatcher replicas on one
+// PostgreSQL database. Every write is one transaction, committed (with
+// synchronous_commit on) before the method returns.
+type Postgres struct {
+	pool   *pgxpool.Pool
+	closed atomic.Bool
+}
+
+// OpenPostgres connects to the database the DSN names and brings its
+// schema up to date (migrations/, under an advisory lock).
+func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
+	config, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// The DSN may hold a password: pgx's parse errors leave it out.
+		return nil, fmt.Errorf("store: parsing the PostgreSQL DSN: %w", err)
+	}
+	// A 202 promises the event is on disk, whatever the server's default.
+	config.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
+	pool, err := pgxpool.NewWithConfig(ctx, config)
+	if err != nil {
+		return nil, fmt.Errorf("store: connecting to PostgreSQL: %w", err)
+	}
+	if err := migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("store: migrating the PostgreSQL schema: %w", err)
+	}
+	return &Postgres{pool: pool}, nil
+}
+
+// Close waits for the calls under way and closes the connections.
+func (p *Postgres) Close() error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return ErrClosed
+	}
+	p.pool.Close()
+	return nil
+}
+
+// fail wraps a failed call's error, or answers ErrClosed once the store is
+// closed: a call that races Close gets the pool's own error, which callers
+// should not have to tell from a shutdown.
+func (p *Postgres) fail(err error, format string, args ...any) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	return fmt.Errorf("store: "+format+": %w", append(args, err)...)
+}
+
+// open refuses a call on a closed store before it reaches the pool.
+func (p *Postgres) open() error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// nullTime stores the zero time as NULL.
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// utc reads a stored time back as the UTC time it was, zero for NULL.
+func utc(t *time.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// utcOrNil is utc for the optional times of Health.
+func utcOrNil(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+const deliveryColumns = "id, namespace, event_id, endpoint, state, attempts, next_attempt_at, created_at, updated_at, interrupted"
+
+func deliveryArgs(d Delivery) []any {
+	return []any{d.ID, d.Namespace, d.EventID, d.Endpoint, string(d.State), d.Attempts, nullTime(d.NextAttemptAt), d.CreatedAt, d.UpdatedAt, d.Interrupted}
+}
+
+func scanDelivery(row pgx.CollectableRow) (Delivery, error) {
+	var d Delivery
+	var state string
+	var next, created, updated *time.Time
+	if err := row.Scan(&d.ID, &d.Namespace, &d.EventID, &d.Endpoint, &state, &d.Attempts, &next, &created, &updated, &d.Interrupted); err != nil {
+		return Delivery{}, err
+	}
+	d.State, d.NextAttemptAt, d.CreatedAt, d.UpdatedAt = State(state), utc(next), utc(created), utc(updated)
+	return d, nil
+}
+
+// deliveries runs a query of deliveryColumns.
+func (p *Postgres) deliveries(ctx context.Context, sql string, args ...any) ([]Delivery, error) {
+	rows, err := p.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanDelivery)
+}
+
+// acceptSQL stores the event unless one of its id was accepted after $8,
+// and then its deliveries, in one statement (so one transaction and one
+// round trip). Ids come from the sequence in target order, so they sort as
+// the deliveries were accepted.
+const acceptSQL = `WITH event AS (
+	INSERT INTO events AS e (namespace, id, type, created_at, data, sandbox, accepted_at, deliveries)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $11)
+	ON CONFLICT (namespace, id) DO UPDATE SET type = excluded.type, created_at = excluded.created_at, data = excluded.data,
+		sandbox = excluded.sandbox, accepted_at = excluded.accepted_at, deliveries = excluded.deliveries
+	WHERE e.accepted_at <= $8
+	RETURNING 1
+), fanned AS (
+	INSERT INTO deliveries (` + deliveryColumns + `)
+	SELECT 'dlv_' || lpad(to_hex(nextval('delivery_ids')), 16, '0'), $1, $2, target.endpoint,
+		CASE WHEN target.held THEN 'held' ELSE 'pending' END, 0, CASE WHEN target.held THEN NULL ELSE $7::timestamptz END, $7, $7, 0
+	FROM unnest($9::text[], $10::boolean[]) WITH ORDINALITY AS target(endpoint, held, position)
+	WHERE EXISTS (SELECT FROM event)
+	ORDER BY target.position
+	RETURNING id, endpoint, state
+)
+SELECT EXISTS (SELECT FROM event), ARRAY(SELECT id FROM fanned ORDER BY id), ARRAY(SELECT endpoint FROM fanned ORDER BY id),
+	ARRAY(SELECT state FROM fanned ORDER BY id)`
+
+// Accept implements Store. The unique key on (namespace, id) makes a
+// concurrent accept of the same id wait for this one and then find it.
+func (p *Postgres) Accept(ctx context.Context, event Event, targets []Target, dedupeSince time.Time) (Accepted, error) {
+	if err := p.open(); err != nil {
+		return Accepted{}, err
+	}
+	endpoints, held := make([]string, len(targets)), make([]bool, len(targets))
+	for i, target := range targets {
+		endpoints[i], held[i] = target.Endpoint, target.Held
+	}
+	data := event.Data
+	if data == nil {
+		data = []byte{}
+	}
+	var stored bool
+	var ids, fannedTo, states []string
+	err := p.pool.QueryRow(ctx, acceptSQL, event.Namespace, event.ID, event.Type, nullTime(event.CreatedAt), []byte(data), event.Sandbox,
+		event.AcceptedAt, dedupeSince, endpoints, held, len(targets)).Scan(&stored, &ids, &fannedTo, &states)
+	if err != nil {
+		return Accepted{}, p.fail(err, "accepting event %s/%s", event.Namespace, event.ID)
+	}
+	if !stored {
+		// A new statement sees the first event even when it committed while
+		// the insert above waited for it.
+		first, err := p.Event(ctx, event.Namespace, event.ID)
+		if err != nil {
+			return Accepted{}, fmt.Errorf("store: reading the event that %s/%s duplicates: %w", event.Namespace, event.ID, err)
+		}
+		return Accepted{Event: first, Duplicate: true}, nil
+	}
+	event.Deliveries = len(targets)
+	out := Accepted{Event: event}
+	for i, id := range ids {
+		delivery := Delivery{
+			ID: id, Namespace: event.Namespace, EventID: event.ID, Endpoint: fannedTo[i], State: State(states[i]),
+			NextAttemptAt: event.AcceptedAt, CreatedAt: event.AcceptedAt, UpdatedAt: event.AcceptedAt,
+		}
+		if delivery.State == Held {
+			delivery.NextAttemptAt = time.Time{}
+		}
+		out.Deliveries = append(out.Deliveries, delivery)
+	}
+	return out, nil
+}
+
+const putDeliverySQL = `INSERT INTO deliveries (` + deliveryColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+	ON CONFLICT (id) DO UPDATE SET namespace = excluded.namespace, event_id = excluded.event_id, endpoint = excluded.endpoint,
+		state = excluded.state, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
+		created_at = excluded.created_at, updated_at = excluded.updated_at, interrupted = excluded.interrupted`
+
+const putAttemptSQL = `INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error, response)
+	VALUES ($1, $2, $3, $4, $5, $6, $7)
+	ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = excluded.started_at, duration_ms = excluded.duration_ms,
+		status_code = excluded.status_code, error = excluded.error, response = excluded.response`
+
+const putHealthSQL = `INSERT INTO health (endpoint, uid, consecutive_failures, disabled, disabled_at, last_success, last_failure,
+		last_failure_reason, reenable_token)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+	ON CONFLICT (endpoint) DO UPDATE SET uid = excluded.uid, consecutive_failures = excluded.consecutive_failures,
+		disabled = excluded.disabled, disabled_at = excluded.disabled_at, last_success = excluded.last_success,
+		last_failure = excluded.last_failure, last_failure_reason = excluded.last_failure_reason, reenable_token = excluded.reenable_token`
+
+func queueHealth(batch *pgx.Batch, h Health) {
+	batch.Queue(putHealthSQL, h.Endpoint, h.UID, h.ConsecutiveFailures, h.Disabled, h.DisabledAt, h.LastSuccess, h.LastFailure,
+		h.LastFailureReason, h.ReenableToken)
+}
+
+// inLockOrder sorts a copy of items by key, keeping the callers' order
+// among equal keys: every write locks rows in key order, so that two
+// writes over the same rows wait for each other instead of deadlocking.
+func inLockOrder[T any](items []T, key func(T) string) []T {
+	sorted := slices.Clone(items)
+	slices.SortStableFunc(sorted, func(a, b T) int { return cmp.Compare(key(a), key(b)) })
+	return sorted
+}
+
+// send runs a batch in one implicit transaction and one round trip, and
+// returns once it is committed, with each query's rows affected.
+func (p *Postgres) send(ctx context.Context, batch *pgx.Batch) (affected []int64, err error) {
+	results := p.pool.SendBatch(ctx, batch)
+	defer func() {
+		// Close reads up to the commit: before it, nothing is durable.
+		err = errors.Join(err, results.Close())
+	}()
+	affected = make([]int64, batch.Len())
+	for i := range affected {
+		tag, err := results.Exec()
+		if err != nil {
+			return nil, err
+		}
+		affected[i] = tag.RowsAffected()
+	}
+	return affected, nil
+}
+
+// RecordAttempts implements Store.
+func (p *Postgres) RecordAttempts(ctx context.Context, records []AttemptRecord) error {
+	if err := p.open(); err != nil {
+		return err
+	}
+	batch := &pgx.Batch{}
+	for _, record := range inLockOrder(records, func(r AttemptRecord) string { return r.Delivery.ID }) {
+		batch.Queue(putDeliverySQL, deliveryArgs(record.Delivery)...)
+	}
+	var healths []Health
+	for _, record := range records {
+		a := record.Attempt
+		batch.Queue(putAttemptSQL, a.DeliveryID, a.Number, a.StartedAt, a.DurationMS, a.StatusCode, a.Error, a.Response)
+		if record.Health != nil {
+			healths = append(healths, *record.Health)
+		}
+	}
+	for _, health := range inLockOrder(healths, func(h Health) string { return h.Endpoint }) {
+		queueHealth(batch, health)
+	}
+	if _, err := p.send(ctx, batch); err != nil {
+		return p.fail(err, "recording %d attempts", len(records))
+	}
+	return nil
+}
+
+// UpdateDeliveries implements Store.
+func (p *Postgres) UpdateDeliveries(ctx context.Context, deliveries []Delivery) error {
+	if err := p.open(); err != nil {
+		return err
+	}
+	batch := &pgx.Batch{}
+	for _, delivery := range inLockOrder(deliveries, func(d Delivery) string { return d.ID }) {
+		batch.Queue(putDeliverySQL, deliveryArgs(delivery)...)
+	}
+	if _, err := p.send(ctx, batch); err != nil {
+		return p.fail(err, "updating %d deliveries", len(deliveries))
+	}
+	return nil
+}
+
+// changeDeliverySQL is a compare-and-set: a delivery that moved on since
+// the caller read it is not updated. A concurrent change of the same row
+// waits for this one's commit and then compares against what it stored.
+const changeDeliverySQL = `UPDATE deliveries SET namespace = $2, event_id = $3, endpoint = $4, state = $5, attempts = $6,
+	next_attempt_at = $7, created_at = $8, updated_at = $9, interrupted = $10
+	WHERE id = $1 AND state = $11 AND attempts = $12`
+
+// ChangeDeliveries implements Store.
+func (p *Postgres) ChangeDeliveries(ctx context.Context, changes []DeliveryChange) ([]bool, error) {
+	if err := p.open(); err != nil {
+		return nil, err
+	}
+	type indexed struct {
+		DeliveryChange
+		index int
+	}
+	ordered := make([]indexed, len(changes))
+	for i, change := range changes {
+		ordered[i] = indexed{change, i}
+	}
+	ordered = inLockOrder(ordered, func(c indexed) string { return c.To.ID })
+	batch := &pgx.Batch{}
+	for _, change := range ordered {
+		batch.Queue(changeDeliverySQL, append(deliveryArgs(change.To), string(change.State), change.Attempts)...)
+	}
+	affected, err := p.send(ctx, batch)
+	if err != nil {
+		return nil, p.fail(err, "changing %d deliveries", len(changes))
+	}
+	applied := make([]bool, len(changes))
+	for i, change := range ordered {
+		applied[change.index] = affected[i] == 1
+	}
+	return applied, nil
+}
+
+// PutHealth implements Store.
+func (p *Postgres) PutHealth(ctx context.Context, health Health) error {
+	if err := p.open(); err != nil {
+		return err
+	}
+	batch := &pgx.Batch{}
+	queueHealth(batch, health)
+	if _, err := p.send(ctx, batch); err != nil {
+		return p.fail(err, "storing health of %s", health.Endpoint)
+	}
+	return nil
+}
+
+// Active implements Store.
+func (p *Postgres) Active(ctx context.Context) ([]Delivery, error) {
+	if err := p.open(); err != nil {
+		return nil, err
+	}
+	out, err := p.deliveries(ctx, "SELECT "+deliveryColumns+" FROM deliveries WHERE state IN ('pending', 'held') ORDER BY id")
+	if err != nil {
+		return nil, p.fail(err, "listing active deliveries")
+	}
+	return out, nil
+}
+
+// Healths implements Store.
+func (p *Postgres) Healths(ctx context.Context) ([]Health, error) {
+	if err := p.open(); err != nil {
+		return nil, err
+	}
+	rows, err := p.pool.Query(ctx, `SELECT endpoint, uid, consecutive_failures, disabled, disabled_at, last_success, last_failure,
+		last_failure_reason, reenable_token FROM health ORDER BY endpoint`)
+	if err == nil {
+		var out []Health
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Health, error) {
+			var h Health
+			err := row.Scan(&h.Endpoint, &h.UID, &h.ConsecutiveFailures, &h.Disabled, &h.DisabledAt, &h.LastSuccess, &h.LastFailure,
+				&h.LastFailureReason, &h.ReenableToken)
+			h.DisabledAt, h.LastSuccess, h.LastFailure = utcOrNil(h.DisabledAt), utcOrNil(h.LastSuccess), utcOrNil(h.LastFailure)
+			return h, err
+		})
+		if err == nil {
+			return out, nil
+		}
+	}
+	return nil, p.fail(err, "listing health")
+}
+
+// Event implements Store.
+func (p *Postgres) Event(ctx context.Context, namespace, id string) (Event, error) {
+	if err := p.open(); err != nil {
+		return Event{}, err
+	}
+	event := Event{Namespace: namespace, ID: id}
+	var created, accepted *time.Time
+	var data []byte
+	err := p.pool.QueryRow(ctx, "SELECT type, created_at, data, sandbox, accepted_at, deliveries FROM events WHERE namespace = $1 AND id = $2",
+		namespace, id).Scan(&event.Type, &created, &data, &event.Sandbox, &accepted, &event.Deliveries)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return Event{}, p.fail(err, "event %s/%s", namespace, id)
+	}
+	event.CreatedAt, event.AcceptedAt, event.Data = utc(created), utc(accepted), data
+	return event, nil
+}
+
+// DeliveriesOf implements Store.
+func (p *Postgres) DeliveriesOf(ctx context.Context, namespace, eventID string) ([]Delivery, error) {
+	if err := p.open(); err != nil {
+		return nil, err
+	}
+	out, err := p.deliveries(ctx, "SELECT "+deliveryColumns+" FROM deliveries WHERE namespace = $1 AND event_id = $2 ORDER BY id", namespace, eventID)
+	if err != nil {
+		return nil, p.fail(err, "deliveries of %s/%s", namespace, eventID)
+	}
+	return out, nil
+}
+
+// Delivery implements Store.
+func (p *Postgres) Delivery(ctx context.Context, id string) (Delivery, error) {
+	if err := p.open(); err != nil {
+		return Delivery{}, err
+	}
+	out, err := p.deliveries(ctx, "SELECT "+deliveryColumns+" FROM deliveries WHERE id = $1", id)
+	if err == nil && len(out) == 0 {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return Delivery{}, p.fail(err, "delivery %s", id)
+	}
+	return out[0], nil
+}
+
+// endpointDeliveriesSQL reads one page, newest first, and one delivery
+// more to tell whether another page follows. A NULL limit is no limit.
+const endpointDeliveriesSQL = "SELECT " + deliveryColumns + ` FROM deliveries
+	WHERE namespace = $1 AND endpoint = $2 AND ($3 = '' OR state = $3)
+		AND ($4::timestamptz IS NULL OR created_at >= $4) AND ($5::timestamptz IS NULL OR created_at < $5)
+		AND ($6 = '' OR id < $6)
+	ORDER BY id DESC LIMIT $7`
+
+// EndpointDeliveries implements Store.
+func (p *Postgres) EndpointDeliveries(ctx context.Context, namespace, endpoint string, query DeliveryQuery) ([]Delivery, string, error) {
+	if err := p.open(); err != nil {
+		return nil, "", err
+	}
+	var limit *int
+	if query.Limit > 0 {
+		limit = new(query.Limit + 1)
+	}
+	page, err := p.deliveries(ctx, endpointDeliveriesSQL, namespace, endpoint, string(query.State), nullTime(query.Since), nullTime(query.Until),
+		query.After, limit)
+	if err != nil {
+		return nil, "", p.fail(err, "deliveries of endpoint %s/%s", namespace, endpoint)
+	}
+	if query.Limit > 0 && len(page) > query.Limit {
+		page = page[:query.Limit]
+		return page, page[len(page)-1].ID, nil
+	}
+	return page, "", nil
+}
+
+// Attempts implements Store.
+func (p *Postgres) Attempts(ctx context.Context, deliveryID string) ([]Attempt, error) {
+	if err := p.open(); err != nil {
+		return nil, err
+	}
+	rows, err := p.pool.Query(ctx, `SELECT delivery_id, number, started_at, duration_ms, status_code, error, response
+		FROM attempts WHERE delivery_id = $1 ORDER BY number`, deliveryID)
+	if err == nil {
+		var out []Attempt
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Attempt, error) {
+			var a Attempt
+			err := row.Scan(&a.DeliveryID, &a.Number, &a.StartedAt, &a.DurationMS, &a.StatusCode, &a.Error, &a.Response)
+			a.StartedAt = a.StartedAt.UTC()
+			return a, err
+		})
+		if err == nil {
+			return out, nil
+		}
+	}
+	return nil, p.fail(err, "attempts of %s", deliveryID)
+}
+
+// Sweep implements Store. The events go in a second statement, which sees
+// the first one's deletes; both commit together.
+func (p *Postgres) Sweep(ctx context.Context, before time.Time) (int, error) {
+	if err := p.open(); err != nil {
+		return 0, err
+	}
+	batch := &pgx.Batch{}
+	batch.Queue(`WITH gone AS (
+			DELETE FROM deliveries WHERE state IN ('succeeded', 'failed') AND updated_at < $1 RETURNING id
+		), attempts_gone AS (
+			DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM gone)
+		)
+		SELECT count(*) FROM gone`, before)
+	batch.Queue(`DELETE FROM events e WHERE accepted_at < $1
+		AND NOT EXISTS (SELECT FROM deliveries d WHERE d.namespace = e.namespace AND d.event_id = e.id)`, before)
+	results := p.pool.SendBatch(ctx, batch)
+	var swept int
+	err := results.QueryRow().Scan(&swept)
+	if err == nil {
+		_, err = results.Exec()
+	}
+	// Close reads up to the commit.
+	if err = errors.Join(err, results.Close()); err != nil {
+		return 0, p.fail(err, "sweeping before %s", before.Format(time.RFC3339))
+	}
+	return swept, nil
+}
+
+var _ Store = (*Postgres)(nil)
