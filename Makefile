@@ -105,7 +105,7 @@ controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked
 TEST_PACKAGES = $$(go list ./... | grep -Ev '/test/(e2e|dev)(/|$$)')
 
 .PHONY: test
-test: manifests generate controlplane ## Run unit and integration tests against the real API server, then each fuzz target for FUZZTIME.
+test: manifests generate controlplane postgres ## Run unit and integration tests against the real API server and a throwaway PostgreSQL, then each fuzz target for FUZZTIME.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) $(TEST_PACKAGES)
 	$(MAKE) fuzz
 
@@ -116,6 +116,18 @@ test-e2e: manifests generate controlplane ## Run the end-to-end tests: manager, 
 .PHONY: test-dev
 test-dev: manifests generate controlplane ## Run the `make dev` test: the local stack comes up from scratch and delivers the samples.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) ./test/dev/...
+
+# The tests start their own PostgreSQL cluster (internal/pgtest) from the server
+# binaries, which Debian's postgresql package installs under /usr/lib/postgresql;
+# apt-get update runs only when the package lists do not know it yet.
+.PHONY: postgres
+postgres: ## Install PostgreSQL's server binaries (apt-get install postgresql) unless initdb is found.
+	@if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		&& ! { command -v pg_config >/dev/null && [ -x "$$(pg_config --bindir)/initdb" ]; }; then \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		echo "postgres: installing PostgreSQL's server binaries (apt-get install postgresql)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$$sudo apt-get install -y -qq postgresql >/dev/null || { $$sudo apt-get update -qq && $$sudo apt-get install -y -qq postgresql >/dev/null; }; fi
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target in FUZZ_TARGETS for FUZZTIME, default 30s (seed corpora in the packages' testdata/fuzz).
