@@ -1,6 +1,6 @@
 // Package store keeps events, deliveries, attempts and endpoint health
-// durably. Bolt is the embedded implementation; the interface is what a
-// shared PostgreSQL implementation satisfies too.
+// durably. Bolt is the embedded implementation, one file for one replica;
+// Postgres is the shared one, one database for any number of replicas.
 package store
 
 import (
