@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -45,6 +46,8 @@ type options struct {
 	listen            string
 	listenFile        string
 	dataDir           string
+	store             string
+	postgresDSNFile   string
 	headerPrefix      string
 	maxBody           int64
 	retention         time.Duration
@@ -75,7 +78,14 @@ func main() {
 	flag.StringVar(&opts.listen, "listen-address", ":8080", "Address of the ingest API, /healthz, /readyz and /metrics.")
 	flag.StringVar(&opts.listenFile, "listen-address-file", "",
 		"Write the bound address of --listen-address (host:port) to this file once listening: with port 0, tells a test or `make dev` the port chosen.")
-	flag.StringVar(&opts.dataDir, "data-dir", "/var/lib/hookrelay", "Folder of the embedded store (hookrelay.db).")
+	flag.StringVar(&opts.dataDir, "data-dir", "/var/lib/hookrelay",
+		"Folder of the embedded store (hookrelay.db, with --store=bolt) and of the in-flight journal that --poison-after counts from "+
+			"(with --store=postgres, the journal is this pod's local state: a crash is counted only if the same pod restarts).")
+	flag.StringVar(&opts.store, "store", storeBolt,
+		"Where events and deliveries are kept: bolt (embedded, in --data-dir) or postgres (DSN from --postgres-dsn-file or $"+postgresDSNEnv+"). "+
+			"With postgres, run exactly one replica: endpoints are not yet shared out between replicas.")
+	flag.StringVar(&opts.postgresDSNFile, "postgres-dsn-file", "",
+		"File holding the PostgreSQL DSN for --store=postgres (a mounted Secret's key; a trailing newline is ignored); without it, $"+postgresDSNEnv+" is read.")
 	flag.StringVar(&opts.headerPrefix, "header-prefix", "Hookrelay",
 		"Default prefix of the <prefix>-Signature, <prefix>-Webhook-Id and <prefix>-Event-Type headers, for endpoints without spec.signing.headerPrefix. "+
 			"Not Webhook (the Standard Webhooks headers).")
@@ -133,11 +143,12 @@ func run(ctx context.Context, opts options) error {
 	if err != nil {
 		return fmt.Errorf("--egress-allow-cidr: %w", err)
 	}
-	// The store first: a damaged file is the first thing to report.
+	// The store first: a damaged file or an unreachable database is the
+	// first thing to report. --data-dir holds the journal with either store.
 	if err := os.MkdirAll(opts.dataDir, 0o700); err != nil {
 		return err
 	}
-	db, err := store.OpenBolt(filepath.Join(opts.dataDir, "hookrelay.db"))
+	db, err := opts.openStore(ctx, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -226,7 +237,8 @@ func run(ctx context.Context, opts options) error {
 		}
 		serveErr <- server.Serve(listener)
 	}()
-	log.Info("listening", "address", listener.Addr().String(), "tls", opts.tlsCertFile != "", "namespace", opts.namespace, "headerPrefix", opts.headerPrefix)
+	log.Info("listening", "address", listener.Addr().String(), "tls", opts.tlsCertFile != "", "namespace", opts.namespace, "headerPrefix", opts.headerPrefix,
+		"store", opts.store)
 	if opts.listenFile != "" {
 		if err := writeFileAtomically(opts.listenFile, []byte(listener.Addr().String())); err != nil {
 			return fmt.Errorf("--listen-address-file: %w", err)
@@ -294,6 +306,15 @@ func (opts options) check() error {
 	if (opts.tlsCertFile == "") != (opts.tlsKeyFile == "") {
 		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
 	}
+	switch opts.store {
+	case storeBolt:
+		if opts.postgresDSNFile != "" {
+			return fmt.Errorf("--postgres-dsn-file goes with --store=%s, not --store=%s", storePostgres, storeBolt)
+		}
+	case storePostgres:
+	default:
+		return fmt.Errorf("--store %q is not a store: choose %s (embedded, the default) or %s", opts.store, storeBolt, storePostgres)
+	}
 	if opts.poisonAfter < 0 {
 		return fmt.Errorf("--poison-after %d must be 0 (never) or more", opts.poisonAfter)
 	}
@@ -307,6 +328,55 @@ func (opts options) check() error {
 		return fmt.Errorf("--auth-failure-rate %g and --auth-failure-burst %d must be positive", opts.authFailureRate, opts.authFailureBurst)
 	}
 	return nil
+}
+
+// The stores --store chooses from, and where the PostgreSQL DSN is read
+// when no --postgres-dsn-file is given.
+const (
+	storeBolt      = "bolt"
+	storePostgres  = "postgres"
+	postgresDSNEnv = "HOOKRELAY_POSTGRES_DSN"
+)
+
+// openStore opens the store --store names; getenv reads the environment.
+func (opts options) openStore(ctx context.Context, getenv func(string) string) (store.Store, error) {
+	if opts.store != storePostgres {
+		db, err := store.OpenBolt(filepath.Join(opts.dataDir, "hookrelay.db"))
+		if err != nil {
+			return nil, err // not a nil *Bolt in a non-nil Store
+		}
+		return db, nil
+	}
+	dsn, err := opts.postgresDSN(getenv)
+	if err != nil {
+		return nil, err
+	}
+	db, err := store.OpenPostgres(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	return db, nil
+}
+
+// postgresDSN reads the DSN from --postgres-dsn-file, or else from the
+// environment. A Secret's file often ends in a newline, which is no part
+// of the DSN. Errors never quote the DSN: it may hold a password.
+func (opts options) postgresDSN(getenv func(string) string) (string, error) {
+	if opts.postgresDSNFile != "" {
+		data, err := os.ReadFile(opts.postgresDSNFile)
+		if err != nil {
+			return "", fmt.Errorf("--postgres-dsn-file: %w", err)
+		}
+		dsn := strings.TrimSpace(string(data))
+		if dsn == "" {
+			return "", fmt.Errorf("--postgres-dsn-file %s is empty: it should hold the PostgreSQL DSN", opts.postgresDSNFile)
+		}
+		return dsn, nil
+	}
+	if dsn := strings.TrimSpace(getenv(postgresDSNEnv)); dsn != "" {
+		return dsn, nil
+	}
+	return "", fmt.Errorf("--store=%s needs a DSN: set --postgres-dsn-file (a mounted Secret's file) or $%s", storePostgres, postgresDSNEnv)
 }
 
 // kubeClients connects to the API server in $KUBECONFIG (or in-cluster).

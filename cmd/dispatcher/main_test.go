@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -68,5 +70,69 @@ func TestUnsafeSettingsWarnRepeatedly(t *testing.T) {
 		if !strings.Contains(line, `"msg"="WARNING: --insecure-no-auth is set: anyone can publish"`) || !strings.Contains(line, `"warning"=true`) {
 			t.Fatalf("logged %s, want the WARNING message with warning=true", line)
 		}
+	}
+}
+
+// TestStoreFlags: --store names one of the two stores, and postgres needs a
+// DSN from --postgres-dsn-file or the environment; each refusal names the
+// flag to fix.
+func TestStoreFlags(t *testing.T) {
+	dir := t.TempDir()
+	dsnFile := filepath.Join(dir, "dsn")
+	if err := os.WriteFile(dsnFile, []byte("host=/run/postgresql dbname=hookrelay\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyFile := filepath.Join(dir, "empty")
+	if err := os.WriteFile(emptyFile, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const fromEnv = "host=db.example dbname=hookrelay"
+	cases := []struct {
+		name, store, dsnFile, env string
+		wantDSN, wantErr          string
+	}{
+		{name: "bolt by default", store: storeBolt},
+		{name: "unknown store", store: "sqlite", wantErr: `--store "sqlite" is not a store: choose bolt (embedded, the default) or postgres`},
+		{name: "empty store", store: "", wantErr: `--store "" is not a store`},
+		{name: "DSN file with bolt", store: storeBolt, dsnFile: dsnFile, wantErr: "--postgres-dsn-file goes with --store=postgres"},
+		{name: "postgres without a DSN", store: storePostgres, wantErr: "--store=postgres needs a DSN: set --postgres-dsn-file (a mounted Secret's file) or $HOOKRELAY_POSTGRES_DSN"},
+		{name: "DSN file, newline trimmed", store: storePostgres, dsnFile: dsnFile, env: fromEnv, wantDSN: "host=/run/postgresql dbname=hookrelay"},
+		{name: "DSN from the environment", store: storePostgres, env: fromEnv, wantDSN: fromEnv},
+		{name: "missing DSN file", store: storePostgres, dsnFile: filepath.Join(dir, "absent"), env: fromEnv, wantErr: "--postgres-dsn-file: open "},
+		{name: "empty DSN file", store: storePostgres, dsnFile: emptyFile, env: fromEnv, wantErr: "--postgres-dsn-file " + emptyFile + " is empty"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := validOptions()
+			opts.store, opts.postgresDSNFile = tc.store, tc.dsnFile
+			getenv := func(name string) string {
+				if name == postgresDSNEnv {
+					return tc.env
+				}
+				return ""
+			}
+			err := opts.check()
+			var dsn string
+			if err == nil && opts.store == storePostgres {
+				dsn, err = opts.postgresDSN(getenv)
+			}
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+			case dsn != tc.wantDSN:
+				t.Fatalf("DSN %q, want %q", dsn, tc.wantDSN)
+			}
+		})
+	}
+}
+
+// validOptions are the flags' defaults that check accepts.
+func validOptions() options {
+	return options{
+		store: storeBolt, headerPrefix: "Hookrelay", poisonAfter: 3,
+		readHeaderTimeout: time.Second, readTimeout: time.Second, writeTimeout: time.Second, idleTimeout: time.Second, drainTimeout: time.Second,
+		authFailureRate: 1, authFailureBurst: 1,
 	}
 }
