@@ -40,13 +40,20 @@ var (
 // and exits. Call it from TestMain.
 func Main(m *testing.M) {
 	code := m.Run()
-	if shared != nil {
-		if err := shared.stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
-			code = max(code, 1)
-		}
+	if err := Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "pgtest: %v\n", err)
+		code = max(code, 1)
 	}
 	os.Exit(code)
+}
+
+// Stop stops the cluster if a test started it, for a TestMain that does
+// more than Main around m.Run.
+func Stop() error {
+	if shared == nil {
+		return nil
+	}
+	return shared.stop()
 }
 
 // Database creates an empty database in the test binary's cluster, which

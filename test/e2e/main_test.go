@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/hookrelay/hookrelay/controllers"
+	"github.com/hookrelay/hookrelay/internal/pgtest"
 	"github.com/hookrelay/hookrelay/internal/testenv"
 )
 
@@ -46,6 +47,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(buildDir)
+	// The PostgreSQL cluster, if a test started one, stops after the tests.
+	defer func() {
+		if err := pgtest.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest:", err)
+		}
+	}()
 	dispatcherBinary = filepath.Join(buildDir, "dispatcher")
 	build := exec.Command("go", "build", "-race", "-o", buildDir+"/", "./cmd/dispatcher", "./cmd/kubectl-hookrelay")
 	build.Dir = testenv.RepoRoot()
