@@ -77,5 +77,5 @@ func TestPostgresStoreDeliversAndSurvivesRestart(t *testing.T) {
 	flakyKey := secretOf(t, flakyEndpoint)
 	g.Expect(verifyPrefixed(delivered.Header, "Hookrelay", flakyKey, delivered.Body)).To(Succeed())
 	g.Expect(verifyStandard(delivered.Header, flakyKey, delivered.Body)).To(Succeed())
-	g.Expect(len(healthy.got())).To(Equal(events), "no event delivered again after the restart")
+	g.Expect(healthy.got()).To(HaveLen(events), "no event delivered again after the restart")
 }
