@@ -5,6 +5,8 @@
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 //
 //	dsn := pgtest.Database(t)
+//
+// Outside tests (the bench), StartCluster starts a cluster of one's own.
 package pgtest
 
 import (
@@ -31,7 +33,7 @@ const superuser = "pgtest"
 
 var (
 	startOnce sync.Once
-	shared    *cluster
+	shared    *Cluster
 	startErr  error
 	databases atomic.Int64
 )
@@ -53,7 +55,7 @@ func Stop() error {
 	if shared == nil {
 		return nil
 	}
-	return shared.stop()
+	return shared.Stop()
 }
 
 // Database creates an empty database in the test binary's cluster, which
@@ -61,39 +63,74 @@ func Stop() error {
 // the test: PostgreSQL is part of what `make test` sets up.
 func Database(t testing.TB) string {
 	t.Helper()
-	startOnce.Do(func() { shared, startErr = start() })
+	startOnce.Do(func() { shared, startErr = StartCluster(Options{}) })
 	if startErr != nil {
 		t.Fatalf("pgtest: %v", startErr)
 	}
-	name := fmt.Sprintf("test_%d", databases.Add(1))
-	ctx := context.WithoutCancel(t.Context())
-	admin, err := pgx.Connect(ctx, shared.dsn("postgres"))
+	dsn, err := shared.CreateDatabase(fmt.Sprintf("test_%d", databases.Add(1)))
 	if err != nil {
-		t.Fatalf("pgtest: connecting to the cluster: %v", err)
+		t.Fatalf("pgtest: %v", err)
 	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("pgtest: creating database %s: %v", name, err)
-	}
-	return shared.dsn(name)
+	return dsn
 }
 
-// cluster is a running server and the folder that holds it.
-type cluster struct {
+// Options of StartCluster.
+type Options struct {
+	// Durable keeps fsync and full-page writes on, as a production server
+	// has them: for measuring, not for tests, which a thrown-away cluster
+	// spares the wait.
+	Durable bool
+}
+
+// StartCluster initialises and starts a cluster in a new temporary folder;
+// Stop stops it and removes the folder.
+func StartCluster(options Options) (*Cluster, error) {
+	bin, err := findBinaries()
+	if err != nil {
+		return nil, err
+	}
+	// Short: the socket's path must fit in 107 bytes.
+	dir, err := os.MkdirTemp("", "pgtest-")
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{dir: dir, bin: bin}
+	if err := c.init(options); err != nil {
+		return nil, errors.Join(err, os.RemoveAll(dir))
+	}
+	return c, nil
+}
+
+// CreateDatabase creates an empty database and returns its DSN.
+func (c *Cluster) CreateDatabase(name string) (string, error) {
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, c.dsn("postgres"))
+	if err != nil {
+		return "", fmt.Errorf("connecting to the cluster: %w", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("creating database %s: %w", name, err)
+	}
+	return c.dsn(name), nil
+}
+
+// Cluster is a running server and the folder that holds it.
+type Cluster struct {
 	dir, bin string
 	// owner runs the server binaries, which refuse to run as root.
 	owner *syscall.Credential
 }
 
-func (c *cluster) data() string { return filepath.Join(c.dir, "data") }
+func (c *Cluster) data() string { return filepath.Join(c.dir, "data") }
 
-func (c *cluster) dsn(database string) string {
+func (c *Cluster) dsn(database string) string {
 	return fmt.Sprintf("host=%s user=%s dbname=%s sslmode=disable", c.dir, superuser, database)
 }
 
 // run runs a server binary as the cluster's owner, its output in a file of
 // the folder (not a pipe: the server pg_ctl starts would hold a pipe open).
-func (c *cluster) run(name string, args ...string) error {
+func (c *Cluster) run(name string, args ...string) error {
 	logPath := filepath.Join(c.dir, name+".log")
 	log, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -112,25 +149,7 @@ func (c *cluster) run(name string, args ...string) error {
 	return nil
 }
 
-// start initialises and starts a cluster in a new temporary folder.
-func start() (*cluster, error) {
-	bin, err := findBinaries()
-	if err != nil {
-		return nil, err
-	}
-	// Short: the socket's path must fit in 107 bytes.
-	dir, err := os.MkdirTemp("", "pgtest-")
-	if err != nil {
-		return nil, err
-	}
-	c := &cluster{dir: dir, bin: bin}
-	if err := c.init(); err != nil {
-		return nil, errors.Join(err, os.RemoveAll(dir))
-	}
-	return c, nil
-}
-
-func (c *cluster) init() error {
+func (c *Cluster) init(options Options) error {
 	// Others may reach the socket; the data folder stays the owner's alone.
 	if err := os.Chmod(c.dir, 0o755); err != nil {
 		return err
@@ -150,12 +169,16 @@ func (c *cluster) init() error {
 			return err
 		}
 	}
-	// No fsync: the cluster is thrown away, and the tests wait less.
-	err := c.run("initdb", "--pgdata="+c.data(), "--username="+superuser, "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
-	if err != nil {
+	initdb := []string{"--pgdata=" + c.data(), "--username=" + superuser, "--auth=trust", "--encoding=UTF8", "--locale=C"}
+	config := fmt.Sprintf("\nlisten_addresses = ''\nunix_socket_directories = '%s'\nmax_connections = 300\n", c.dir)
+	if !options.Durable {
+		// No fsync: the cluster is thrown away, and the tests wait less.
+		initdb = append(initdb, "--no-sync")
+		config += "fsync = off\nfull_page_writes = off\n"
+	}
+	if err := c.run("initdb", initdb...); err != nil {
 		return err
 	}
-	config := fmt.Sprintf("\nlisten_addresses = ''\nunix_socket_directories = '%s'\nfsync = off\nfull_page_writes = off\nmax_connections = 300\n", c.dir)
 	conf, err := os.OpenFile(filepath.Join(c.data(), "postgresql.conf"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return err
@@ -169,8 +192,8 @@ func (c *cluster) init() error {
 	return c.run("pg_ctl", "start", "--wait", "--pgdata="+c.data(), "--log="+filepath.Join(c.dir, "postgres.log"))
 }
 
-// stop stops the server and removes its folder.
-func (c *cluster) stop() error {
+// Stop stops the server and removes its folder.
+func (c *Cluster) Stop() error {
 	if err := c.run("pg_ctl", "stop", "--wait", "--mode=fast", "--pgdata="+c.data()); err != nil {
 		return fmt.Errorf("stopping the cluster in %s: %w", c.dir, err)
 	}
