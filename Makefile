@@ -141,9 +141,10 @@ deploy: ## Install Hookrelay on the cluster in $$KUBECONFIG (config/default).
 undeploy: ## Remove Hookrelay from the cluster in $$KUBECONFIG.
 	kubectl delete -k config/default --ignore-not-found
 
+# STORE=postgres measures the dispatcher on PostgreSQL too, beside bbolt.
 .PHONY: bench
-bench: build controlplane ## Measure delivery throughput and latency against a bare relay (prints figures).
-	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./test/bench --dispatcher=$(LOCALBIN)/dispatcher $(BENCH_FLAGS)
+bench: build controlplane $(if $(filter postgres,$(STORE)),postgres) ## Measure delivery throughput and latency against a bare relay (prints figures); STORE=postgres adds PostgreSQL.
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./test/bench --dispatcher=$(LOCALBIN)/dispatcher $(if $(STORE),--store=$(STORE)) $(BENCH_FLAGS)
 
 ##@ Images
 

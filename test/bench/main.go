@@ -2,7 +2,9 @@
 // published to a running dispatcher (real store, fsync on) and delivered to
 // loopback receivers, with fan-out 1 and 4, next to a bare two-hop relay (a
 // plain Go server that forwards each POST to the receivers, with no store)
-// measured in the same run. It prints figures; it asserts nothing.
+// measured in the same run. With --store=postgres, a second dispatcher on a
+// PostgreSQL cluster of its own (fsync and synchronous_commit on, as bbolt
+// syncs) runs beside them. It prints figures; it asserts nothing.
 package main
 
 import (
@@ -31,6 +33,7 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/controllers"
+	"github.com/hookrelay/hookrelay/internal/pgtest"
 	"github.com/hookrelay/hookrelay/internal/testenv"
 )
 
@@ -43,9 +46,14 @@ func main() {
 	events := flag.Int("events", 5000, "Events to publish in each run.")
 	concurrency := flag.Int("concurrency", 32, "Concurrent publishers.")
 	dispatcherBinary := flag.String("dispatcher", "bin/dispatcher", "The dispatcher binary.")
+	store := flag.String("store", "bolt", "bolt measures the dispatcher on bbolt; postgres measures it on PostgreSQL as well, in the same run.")
 	flag.Parse()
 	logf.SetLogger(logr.Discard())
-	if err := run(*events, *concurrency, *dispatcherBinary); err != nil {
+	if *store != "bolt" && *store != "postgres" {
+		fmt.Fprintf(os.Stderr, "bench: --store=%s: want bolt or postgres\n", *store)
+		os.Exit(2)
+	}
+	if err := run(*events, *concurrency, *dispatcherBinary, *store == "postgres"); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -192,7 +200,7 @@ func relay(targets []string, fanOut int) *httptest.Server {
 	}))
 }
 
-func run(events, concurrency int, dispatcherBinary string) error {
+func run(events, concurrency int, dispatcherBinary string, withPostgres bool) error {
 	env, err := testenv.Start()
 	if err != nil {
 		return err
@@ -245,71 +253,157 @@ func run(events, concurrency int, dispatcherBinary string) error {
 		return err
 	}
 	defer os.RemoveAll(dataDir)
-	// The dispatcher binds a free port itself and names it in addressFile.
-	addressFile := filepath.Join(dataDir, "address")
-	dispatcher := exec.Command(dispatcherBinary, "--namespace="+routesNamespace, "--listen-address=127.0.0.1:0", "--listen-address-file="+addressFile,
-		"--data-dir="+dataDir, "--zap-log-level=error", "--enable-profiling", "--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth")
-	dispatcher.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
-	dispatcher.Stderr = os.Stderr
-	if err := dispatcher.Start(); err != nil {
-		return err
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = dispatcher.Wait()
-		close(exited)
-	}()
-	defer func() {
-		_ = dispatcher.Process.Signal(syscall.SIGTERM)
-		<-exited
-	}()
-	address, err := testenv.WaitForAddressFile(addressFile, exited, 60*time.Second)
+	bolt, err := startDispatcher(dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, "bolt"), "127.0.0.1:6060", r)
 	if err != nil {
-		return fmt.Errorf("the dispatcher: %w", err)
-	}
-	fmt.Fprintf(os.Stderr, "bench: dispatcher at http://%s (profiles at http://127.0.0.1:6060/debug/pprof/)\n", address)
-	if err := waitRouted("http://"+address, r); err != nil {
 		return err
+	}
+	defer bolt.stop()
+	dispatchers := []dispatcher{{name: "hookrelay", publishURL: bolt.publishURL}}
+	stores := "store " + filepath.Join(dataDir, "bolt", "hookrelay.db") + " (fsync on)"
+	nameWidth := 22
+	if withPostgres {
+		postgres, err := startPostgresDispatcher(dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, "postgres"), r)
+		if err != nil {
+			return err
+		}
+		defer postgres.stop()
+		dispatchers = append(dispatchers, dispatcher{name: "hookrelay-postgres", publishURL: postgres.publishURL})
+		stores += " and PostgreSQL " + postgres.store + " (fsync on, synchronous_commit on)"
+		nameWidth = len("hookrelay-postgres-fanout-1") + 1
 	}
 
-	publishURL := "http://" + address + "/v1/namespaces/" + namespace + "/events"
 	targets := make([]string, len(r.servers))
 	for i, s := range r.servers {
 		targets[i] = s.URL
 	}
-	fmt.Printf("hookrelay bench: %d events per run, %d concurrent publishers, store %s (fsync on)\n\n", events, concurrency, filepath.Join(dataDir, "hookrelay.db"))
-	fmt.Printf("%-22s %12s %14s %12s %12s\n", "run", "events/s", "deliveries/s", "p50", "p99")
-	var results []result
-	for _, fanOut := range []int{1, 4} {
+	fmt.Printf("hookrelay bench: %d events per run, %d concurrent publishers, %s\n\n", events, concurrency, stores)
+	fmt.Printf("%-*s %12s %14s %12s %12s\n", nameWidth, "run", "events/s", "deliveries/s", "p50", "p99")
+	// rows[fanOut] holds the relay's result, then each dispatcher's.
+	rows := map[int][]result{}
+	fanOuts := []int{1, 4}
+	for _, fanOut := range fanOuts {
 		eventType := map[int]string{1: "bench.one", 4: "bench.four"}[fanOut]
 		baseline := relay(targets, fanOut)
-		// Warm both up, then measure each.
-		if _, err := measure(fmt.Sprintf("warm-relay-%d", fanOut), baseline.URL, eventType, 200, fanOut, concurrency, r); err != nil {
-			return err
+		measured := append([]dispatcher{{name: "relay", publishURL: baseline.URL}}, dispatchers...)
+		// Warm all up, then measure each.
+		for _, d := range measured {
+			if _, err := measure(fmt.Sprintf("warm-%s-%d", d.name, fanOut), d.publishURL, eventType, 200, fanOut, concurrency, r); err != nil {
+				baseline.Close()
+				return err
+			}
 		}
-		if _, err := measure(fmt.Sprintf("warm-dispatcher-%d", fanOut), publishURL, eventType, 200, fanOut, concurrency, r); err != nil {
-			return err
-		}
-		relayResult, err := measure(fmt.Sprintf("relay-fanout-%d", fanOut), baseline.URL, eventType, events, fanOut, concurrency, r)
-		baseline.Close()
-		if err != nil {
-			return err
-		}
-		hookrelayResult, err := measure(fmt.Sprintf("hookrelay-fanout-%d", fanOut), publishURL, eventType, events, fanOut, concurrency, r)
-		if err != nil {
-			return err
-		}
-		for _, res := range []result{relayResult, hookrelayResult} {
-			fmt.Printf("%-22s %12.0f %14.0f %12s %12s\n", res.name, res.eventsPerSecond, res.deliveriesPerSec,
+		for _, d := range measured {
+			res, err := measure(fmt.Sprintf("%s-fanout-%d", d.name, fanOut), d.publishURL, eventType, events, fanOut, concurrency, r)
+			if err != nil {
+				baseline.Close()
+				return err
+			}
+			fmt.Printf("%-*s %12.0f %14.0f %12s %12s\n", nameWidth, res.name, res.eventsPerSecond, res.deliveriesPerSec,
 				res.p50.Round(10*time.Microsecond), res.p99.Round(10*time.Microsecond))
+			rows[fanOut] = append(rows[fanOut], res)
 		}
-		results = append(results, relayResult, hookrelayResult)
+		baseline.Close()
 	}
 	fmt.Println()
-	for i := 0; i < len(results); i += 2 {
-		fmt.Printf("%s: %.0f%% of the relay's delivered events/s\n", results[i+1].name, 100*results[i+1].eventsPerSecond/results[i].eventsPerSecond)
+	for _, fanOut := range fanOuts {
+		relayResult, boltResult := rows[fanOut][0], rows[fanOut][1]
+		fmt.Printf("%s: %.0f%% of the relay's delivered events/s\n", boltResult.name, 100*boltResult.eventsPerSecond/relayResult.eventsPerSecond)
+		for _, res := range rows[fanOut][2:] {
+			fmt.Printf("%s: %.0f%% of bbolt's delivered events/s\n", res.name, 100*res.eventsPerSecond/boltResult.eventsPerSecond)
+		}
 	}
 	return nil
+}
+
+// dispatcher is a publish URL the bench measures, under a name.
+type dispatcher struct {
+	name, publishURL string
+}
+
+// dispatcherProcess is a running dispatcher binary.
+type dispatcherProcess struct {
+	publishURL string
+	// store names where it keeps events, for the figures' header.
+	store string
+	stop  func()
+}
+
+// startDispatcher runs the dispatcher binary with its state in dir (created
+// here), its pprof listener on profilingAddress, and storeArgs, and waits
+// until it routes the bench's events.
+func startDispatcher(binary, kubeconfig, dir, profilingAddress string, r *receivers, storeArgs ...string) (*dispatcherProcess, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	// The dispatcher binds a free port itself and names it in addressFile.
+	addressFile := filepath.Join(dir, "address")
+	args := append([]string{"--namespace=" + routesNamespace, "--listen-address=127.0.0.1:0", "--listen-address-file=" + addressFile,
+		"--data-dir=" + dir, "--zap-log-level=error", "--enable-profiling", "--profiling-address=" + profilingAddress,
+		"--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth"}, storeArgs...)
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+	}
+	address, err := testenv.WaitForAddressFile(addressFile, exited, 60*time.Second)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("the dispatcher (%s): %w", dir, err)
+	}
+	fmt.Fprintf(os.Stderr, "bench: dispatcher at http://%s (profiles at http://%s/debug/pprof/)\n", address, profilingAddress)
+	if err := waitRouted("http://"+address, r); err != nil {
+		stop()
+		return nil, err
+	}
+	return &dispatcherProcess{publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", stop: stop}, nil
+}
+
+// startPostgresDispatcher starts a PostgreSQL cluster with fsync on (the
+// dispatcher's sessions commit synchronously), then a dispatcher on it.
+func startPostgresDispatcher(binary, kubeconfig, dir string, r *receivers) (*dispatcherProcess, error) {
+	cluster, err := pgtest.StartCluster(pgtest.Options{Durable: true})
+	if err != nil {
+		return nil, fmt.Errorf("starting PostgreSQL: %w", err)
+	}
+	stopCluster := func() {
+		if err := cluster.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: stopping PostgreSQL: %v\n", err)
+		}
+	}
+	dsn, err := cluster.CreateDatabase("hookrelay_bench")
+	if err == nil {
+		err = os.MkdirAll(dir, 0o700)
+	}
+	dsnFile := filepath.Join(dir, "dsn")
+	if err == nil {
+		err = os.WriteFile(dsnFile, []byte(dsn), 0o600)
+	}
+	if err != nil {
+		stopCluster()
+		return nil, err
+	}
+	d, err := startDispatcher(binary, kubeconfig, dir, "127.0.0.1:6061", r, "--store=postgres", "--postgres-dsn-file="+dsnFile)
+	if err != nil {
+		stopCluster()
+		return nil, err
+	}
+	d.store = dsn
+	stopDispatcher := d.stop
+	d.stop = func() {
+		stopDispatcher()
+		stopCluster()
+	}
+	return d, nil
 }
 
 // waitRouted waits until the dispatcher fans a probe out to all four
