@@ -114,22 +114,7 @@ func TestPalmContract(t *testing.T) {
 	// The delivery log has the five attempts, each with its status and the response.
 	response, err := http.Get(d.URL + "/v1/namespaces/" + namespace + "/events/evt_failing")
 	g.Expect(err).NotTo(HaveOccurred())
-	var eventLog struct {
-		Deliveries []struct {
-			Endpoint, State string
-			Attempts        []struct {
-				Number     int
-				StatusCode int     `json:"status_code"`
-				DurationMS float64 `json:"duration_ms"`
-				Response   string
-			}
-		}
-	}
-	g.Expect(json.NewDecoder(response.Body).Decode(&eventLog)).To(Succeed())
-	response.Body.Close()
-	// The sample's endpoint subscribes to user.created too, and succeeds.
-	g.Expect(eventLog.Deliveries).To(HaveLen(2))
-	brokenLog := eventLog.Deliveries[slices.IndexFunc(eventLog.Deliveries, func(d struct {
+	type deliveryLog struct {
 		Endpoint, State string
 		Attempts        []struct {
 			Number     int
@@ -137,7 +122,13 @@ func TestPalmContract(t *testing.T) {
 			DurationMS float64 `json:"duration_ms"`
 			Response   string
 		}
-	}) bool {
+	}
+	var eventLog struct{ Deliveries []deliveryLog }
+	g.Expect(json.NewDecoder(response.Body).Decode(&eventLog)).To(Succeed())
+	response.Body.Close()
+	// The sample's endpoint subscribes to user.created too, and succeeds.
+	g.Expect(eventLog.Deliveries).To(HaveLen(2))
+	brokenLog := eventLog.Deliveries[slices.IndexFunc(eventLog.Deliveries, func(d deliveryLog) bool {
 		return d.Endpoint == "palm-broken"
 	})]
 	g.Expect(brokenLog.State).To(Equal("failed"))
