@@ -242,7 +242,7 @@ func (e *Engine) reenable(ctx context.Context, endpoint *routes.Route) error {
 // release turns the held deliveries of the given endpoints into pending
 // ones and queues them, oldest first.
 func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
-	active, err := e.Store.Active(ctx)
+	active, err := e.Store.Active(ctx, store.AllPartitions())
 	if err != nil {
 		return err
 	}
@@ -281,7 +281,7 @@ func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
 	e.releasing.Lock()
 	defer e.releasing.Unlock()
 	defer func() { e.recovered = true }()
-	active, err := e.Store.Active(ctx)
+	active, err := e.Store.Active(ctx, store.AllPartitions())
 	if err != nil {
 		return 0, 0, err
 	}

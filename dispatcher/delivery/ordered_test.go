@@ -312,7 +312,7 @@ func TestRateLimitedAttemptNotStartedAfterStop(t *testing.T) {
 			g.Eventually(fake.HasWaiters).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(BeTrue())
 			g.Expect(engine.Stop(ctx)).To(Succeed())
 			g.Expect(hits.Load()).To(Equal(int64(1)), "an attempt started after Stop")
-			active, err := db.Active(ctx)
+			active, err := db.Active(ctx, store.AllPartitions())
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(active).To(HaveLen(1))
 			g.Expect(active[0].State).To(Equal(store.Pending))

@@ -201,7 +201,7 @@ func TestStopCancelsAttemptsInFlight(t *testing.T) {
 	cancel() // the drain's time is up at once
 	g.Expect(engine.Stop(drain)).To(MatchError(context.Canceled))
 	g.Eventually(cancelled).WithTimeout(10 * time.Second).Should(BeClosed())
-	active, err := db.Active(ctx)
+	active, err := db.Active(ctx, store.AllPartitions())
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(active).To(HaveLen(1))
 	g.Expect(active[0].State).To(Equal(store.Pending))

@@ -400,13 +400,20 @@ func (b *Bolt) PutHealth(_ context.Context, health Health) error {
 }
 
 // Active implements Store.
-func (b *Bolt) Active(context.Context) ([]Delivery, error) {
+func (b *Bolt) Active(_ context.Context, partitions []int) ([]Delivery, error) {
+	var wanted [Partitions]bool
+	for _, partition := range partitions {
+		wanted[partition] = true
+	}
 	var out []Delivery
 	err := b.view(func(tx *bolt.Tx) error {
 		deliveries := tx.Bucket(bucketDeliveries)
 		return tx.Bucket(bucketActive).ForEach(func(id, _ []byte) error {
 			if err := appendDecoded(&out, deliveries.Get(id)); err != nil {
 				return fmt.Errorf("delivery %s: %w", id, err)
+			}
+			if last := out[len(out)-1]; !wanted[Partition(last.Namespace, last.Endpoint)] {
+				out = out[:len(out)-1]
 			}
 			return nil
 		})

@@ -329,11 +329,12 @@ func (p *Postgres) PutHealth(ctx context.Context, health Health) error {
 }
 
 // Active implements Store.
-func (p *Postgres) Active(ctx context.Context) ([]Delivery, error) {
+func (p *Postgres) Active(ctx context.Context, partitions []int) ([]Delivery, error) {
 	if err := p.open(); err != nil {
 		return nil, err
 	}
-	out, err := p.deliveries(ctx, "SELECT "+deliveryColumns+" FROM deliveries WHERE state IN ('pending', 'held') ORDER BY id")
+	out, err := p.deliveries(ctx, "SELECT "+deliveryColumns+" FROM deliveries WHERE state IN ('pending', 'held') AND partition = ANY($1) ORDER BY id",
+		partitions)
 	if err != nil {
 		return nil, p.fail(err, "listing active deliveries")
 	}

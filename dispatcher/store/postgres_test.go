@@ -2,10 +2,12 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -77,5 +79,59 @@ func TestPostgresMigratesOnce(t *testing.T) {
 	}
 	if !slices.Equal(applied, want) {
 		t.Fatalf("migrations applied: %q, want each of %q once", applied, want)
+	}
+}
+
+// TestPostgresPartitionMatchesGo: the partition PostgreSQL computes for a
+// stored delivery is store.Partition's, or a replica would claim the wrong
+// endpoints' deliveries.
+func TestPostgresPartitionMatchesGo(t *testing.T) {
+	dsn := pgtest.Database(t)
+	db, err := store.OpenPostgres(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	conn, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.WithoutCancel(t.Context()))
+	// Names with multibyte runes and the extremes of the hash's range.
+	endpoints := []string{"a", "orders", "é-webhook", "endpoint-with-a-long-name-0123456789"}
+	for i := range 300 {
+		endpoints = append(endpoints, fmt.Sprintf("endpoint-%d", i))
+	}
+	targets := make([]store.Target, len(endpoints))
+	for i, endpoint := range endpoints {
+		targets[i] = store.Target{Endpoint: endpoint}
+	}
+	now := time.Now().UTC()
+	if _, err := db.Accept(t.Context(), store.Event{Namespace: "tenant-ü", ID: "evt_1", Type: "t", Data: []byte("{}"), AcceptedAt: now}, targets, now.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(t.Context(), "SELECT namespace, endpoint, partition FROM deliveries")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type stored struct {
+		Namespace, Endpoint string
+		Partition           int
+	}
+	all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[stored])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != len(endpoints) {
+		t.Fatalf("%d deliveries stored, want %d", len(all), len(endpoints))
+	}
+	for _, row := range all {
+		if want := store.Partition(row.Namespace, row.Endpoint); row.Partition != want {
+			t.Errorf("partition of %s/%s: PostgreSQL %d, Go %d", row.Namespace, row.Endpoint, row.Partition, want)
+		}
 	}
 }

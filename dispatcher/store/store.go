@@ -157,8 +157,9 @@ type Store interface {
 	ChangeDeliveries(ctx context.Context, changes []DeliveryChange) (applied []bool, err error)
 	// PutHealth stores an endpoint's health.
 	PutHealth(ctx context.Context, health Health) error
-	// Active lists pending and held deliveries, oldest first.
-	Active(ctx context.Context) ([]Delivery, error)
+	// Active lists the pending and held deliveries of the given partitions
+	// (see Partition), oldest first.
+	Active(ctx context.Context, partitions []int) ([]Delivery, error)
 	// Healths lists every endpoint's health.
 	Healths(ctx context.Context) ([]Health, error)
 	// Event returns an event.

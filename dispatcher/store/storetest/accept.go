@@ -38,7 +38,7 @@ func testAcceptFansOut(t *testing.T, open Open) {
 		same(t, "stored delivery", want, read(s.Delivery(ctx, delivery.ID)).must(t))
 	}
 	same(t, "deliveries of the event", byID(accepted.Deliveries), byID(read(s.DeliveriesOf(ctx, "shop", "evt_1")).must(t)))
-	same(t, "active deliveries", accepted.Deliveries, read(s.Active(ctx)).must(t))
+	same(t, "active deliveries", accepted.Deliveries, read(s.Active(ctx, store.AllPartitions())).must(t))
 
 	// An event no subscription matches is still stored, with no delivery.
 	none := accept(t, s, event("shop", "evt_2", base), nil)
@@ -72,7 +72,7 @@ func testAcceptDedupes(t *testing.T, open Open) {
 		t.Fatalf("a duplicate's answer = %+v, want the first event (order.paid, accepted %s, 2 deliveries)", again.Event, base)
 	}
 	same(t, "deliveries of a resent event", byID(first.Deliveries), byID(read(s.DeliveriesOf(ctx, "shop", "evt_1")).must(t)))
-	same(t, "active deliveries after a duplicate", first.Deliveries, read(s.Active(ctx)).must(t))
+	same(t, "active deliveries after a duplicate", first.Deliveries, read(s.Active(ctx, store.AllPartitions())).must(t))
 	if stored := read(s.Event(ctx, "shop", "evt_1")).must(t); stored.Type != eventType {
 		t.Fatalf("a duplicate replaced the stored event: %+v", stored)
 	}
@@ -108,7 +108,7 @@ func testDeliveryIDsSort(t *testing.T, open Open) {
 			t.Fatalf("delivery %d has id %q, not after %q of the one accepted before it", i, all[i].ID, all[i-1].ID)
 		}
 	}
-	same(t, "active deliveries, oldest first", all, read(s.Active(t.Context())).must(t))
+	same(t, "active deliveries, oldest first", all, read(s.Active(t.Context(), store.AllPartitions())).must(t))
 }
 
 // testNotFound: a missing event or delivery is store.ErrNotFound; lists of
@@ -133,4 +133,24 @@ func testNotFound(t *testing.T, open Open) {
 		t.Errorf("deliveries of a missing endpoint = %d, next %q, %v; want none", len(page), next, err)
 	}
 	same(t, "healths of a new store", []store.Health(nil), read(s.Healths(ctx)).must(t))
+}
+
+// testActiveByPartition: Active lists only the deliveries of the partitions
+// asked for, which is how a replica claims the endpoints it owns.
+func testActiveByPartition(t *testing.T, open Open) {
+	s := start(t, open)
+	byPartition := map[int][]store.Delivery{}
+	for i := range 40 {
+		accepted := accept(t, s, event("shop", fmt.Sprintf("evt_%d", i), base.Add(time.Duration(i)*time.Second)), targets(fmt.Sprintf("endpoint-%d", i)))
+		delivery := accepted.Deliveries[0]
+		partition := store.Partition(delivery.Namespace, delivery.Endpoint)
+		byPartition[partition] = append(byPartition[partition], delivery)
+	}
+	if len(byPartition) < 2 {
+		t.Fatalf("40 endpoints fell in %d partition(s); the hash does not spread them", len(byPartition))
+	}
+	for partition, deliveries := range byPartition {
+		same(t, fmt.Sprintf("active deliveries of partition %d", partition), deliveries, read(s.Active(t.Context(), []int{partition})).must(t))
+	}
+	same(t, "active deliveries of no partition", []store.Delivery(nil), read(s.Active(t.Context(), nil)).must(t))
 }

@@ -39,6 +39,7 @@ var cases = []struct {
 	{"AcceptStoresTheEventAndFansOut", testAcceptFansOut},
 	{"AcceptDedupesWithinTheWindow", testAcceptDedupes},
 	{"DeliveryIDsSortInAcceptOrder", testDeliveryIDsSort},
+	{"ActiveListsOnlyThePartitionsAskedFor", testActiveByPartition},
 	{"HeldDeliveriesWaitUntilReleased", testHeldAndReleased},
 	{"AttemptsAreRecordedAndListedInOrder", testAttempts},
 	{"HealthIsKeptPerEndpoint", testHealth},
