@@ -38,12 +38,16 @@ type replica struct {
 // replicaSet is N dispatchers with --store=postgres on one database.
 type replicaSet []*replica
 
-// startReplicas starts n replicas on a new database. With proxied, each
-// reaches PostgreSQL through a TCP proxy of its own that the test can cut.
-func startReplicas(t *testing.T, n int, proxied bool) replicaSet {
+// replicaCount is how many replicas the tests run, as config/postgres does.
+const replicaCount = 3
+
+// startReplicas starts replicaCount replicas on a new database. With
+// proxied, each reaches PostgreSQL through a TCP proxy of its own that the
+// test can cut.
+func startReplicas(t *testing.T, proxied bool) replicaSet {
 	t.Helper()
 	dsn := pgtest.Database(t)
-	replicas := make(replicaSet, n)
+	replicas := make(replicaSet, replicaCount)
 	for i := range replicas {
 		r := &replica{name: fmt.Sprintf("replica-%d", i), dataDir: t.TempDir(), dsnFile: filepath.Join(t.TempDir(), "dsn")}
 		replicaDSN := dsn

@@ -33,7 +33,7 @@ func orderCreated(prefix string) func(n int) (string, string) {
 func TestReplicasDeliverEachEventOncePerEndpoint(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
-	replicas := startReplicas(t, 3, false)
+	replicas := startReplicas(t, false)
 	var receivers []*receiver
 	var secrets []string
 	for _, name := range []string{"fan-a", "fan-b"} {
@@ -66,7 +66,7 @@ func TestReplicasDeliverEachEventOncePerEndpoint(t *testing.T) {
 func TestReplicasDisableAfterThresholdAcrossReplicas(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
-	replicas := startReplicas(t, 3, false)
+	replicas := startReplicas(t, false)
 	failing := newReceiver(t, answerWith(http.StatusInternalServerError))
 	// A delivery gets at least two attempts (a schedule has one step or
 	// more); Strict ordering makes the deliveries fail one after the other,
@@ -118,7 +118,7 @@ func deliveriesIn(g Gomega, r *replica, namespace, endpoint string, state store.
 func TestReplicaKilledMidLoad(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
-	replicas := startReplicas(t, 3, false)
+	replicas := startReplicas(t, false)
 	// A slow receiver keeps attempts in flight when the kill comes.
 	busy := newReceiver(t, func(int) (int, time.Duration) { return http.StatusOK, 10 * time.Millisecond })
 	const maxInFlight = 4
@@ -151,7 +151,7 @@ func TestReplicaKilledMidLoad(t *testing.T) {
 
 	<-loaded
 	g.Expect(failed).To(BeEmpty(), "a publish refused by the killed replica is accepted by the next")
-	g.Expect(len(accepted)).To(Equal(total))
+	g.Expect(accepted).To(HaveLen(total))
 	g.Eventually(func() string { return undelivered(busy, accepted) }).WithTimeout(2 * time.Minute).WithPolling(100 * time.Millisecond).Should(BeEmpty())
 	extra := duplicates(busy)
 	t.Logf("%d duplicate deliveries after the kill (maxInFlight %d)", extra, maxInFlight)
@@ -165,7 +165,7 @@ func TestReplicaKilledMidLoad(t *testing.T) {
 func TestReplicaLosingTheDatabase(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
-	replicas := startReplicas(t, 3, true)
+	replicas := startReplicas(t, true)
 	r := newReceiver(t, answerWith(http.StatusOK))
 	endpoint(t, namespace, "moved", r.URL, []string{"order.created"}, nil)
 	partition := store.Partition(namespace, "moved")
@@ -211,7 +211,7 @@ func TestReplicaLosingTheDatabase(t *testing.T) {
 func TestReplicasRollingRestart(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
-	replicas := startReplicas(t, 3, false)
+	replicas := startReplicas(t, false)
 	var receivers []*receiver
 	for _, name := range []string{"rolling-a", "rolling-b"} {
 		r := newReceiver(t, answerWith(http.StatusOK))
@@ -219,13 +219,18 @@ func TestReplicasRollingRestart(t *testing.T) {
 		receivers = append(receivers, r)
 	}
 
-	// The publisher runs until the restarts are over, at a steady pace a
-	// 2-core machine keeps up with.
+	// The publisher runs until the restarts are over (or the test ends),
+	// at a steady pace a 2-core machine keeps up with.
 	restarted := make(chan struct{})
 	var mu sync.Mutex
 	var accepted []string
 	var failed []error
 	var publishing sync.WaitGroup
+	stopPublishing := sync.OnceFunc(func() {
+		close(restarted)
+		publishing.Wait()
+	})
+	t.Cleanup(stopPublishing)
 	publishing.Go(func() {
 		pace := time.NewTicker(20 * time.Millisecond)
 		defer pace.Stop()
@@ -252,8 +257,7 @@ func TestReplicasRollingRestart(t *testing.T) {
 		r.start(t)
 		t.Logf("restarted %s", r.name)
 	}
-	close(restarted)
-	publishing.Wait()
+	stopPublishing()
 
 	g.Expect(failed).To(BeEmpty(), "every publish is accepted by one replica or the next")
 	t.Logf("%d events accepted during the rolling restart", len(accepted))
