@@ -294,7 +294,7 @@ func TestWritesWaitForReady(t *testing.T) {
 // unreachableStore is a publisher whose store cannot be reached.
 type unreachableStore struct{ recordingPublisher }
 
-func (unreachableStore) Publish(context.Context, string, delivery.Incoming) (store.Accepted, error) {
+func (*unreachableStore) Publish(context.Context, string, delivery.Incoming) (store.Accepted, error) {
 	return store.Accepted{}, errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
 }
 
@@ -303,7 +303,7 @@ func (unreachableStore) Publish(context.Context, string, delivery.Incoming) (sto
 // (on this replica or another).
 func TestUnstoredEventAsksForARetry(t *testing.T) {
 	mux := http.NewServeMux()
-	(&Handler{Publisher: unreachableStore{}, MaxBody: DefaultMaxBody, Log: logr.Discard(), Now: func() time.Time { return acceptTime }}).Register(mux)
+	(&Handler{Publisher: &unreachableStore{}, MaxBody: DefaultMaxBody, Log: logr.Discard(), Now: func() time.Time { return acceptTime }}).Register(mux)
 	request := httptest.NewRequest(http.MethodPost, "/v1/namespaces/palm/events", strings.NewReader(`{"id":"evt_1","type":"order.paid","data":{}}`))
 	request.Header.Set("Content-Type", "application/json")
 	response := httptest.NewRecorder()
