@@ -61,6 +61,7 @@ func startReplicas(t *testing.T, proxied bool) replicaSet {
 		replicas[i] = r
 		r.start(t)
 	}
+	replicas.settle(t)
 	return replicas
 }
 
@@ -214,14 +215,62 @@ func (rs replicaSet) owner(t *testing.T, namespace, endpoint string) *replica {
 
 // ownersOf names the running replicas that report owning a partition.
 func (rs replicaSet) ownersOf(g Gomega, partition int) []string {
-	series := fmt.Sprintf(`hookrelay_partition_owned{partition="%d"}`, partition)
 	var owners []string
 	for _, r := range rs {
-		if d := r.dispatcher(); d != nil && d.metric(g, series) == "1" {
+		if d := r.dispatcher(); d != nil && ownedPartitions(g, d)[partition] {
 			owners = append(owners, r.name)
 		}
 	}
 	return owners
+}
+
+// ownedPartitions reads the partitions a dispatcher reports owning, from
+// its hookrelay_partition_owned series on /metrics.
+func ownedPartitions(g Gomega, d *dispatcher) map[int]bool {
+	response, err := replicaClient.Get(d.URL + "/metrics")
+	g.Expect(err).NotTo(HaveOccurred())
+	defer response.Body.Close()
+	text, err := io.ReadAll(response.Body)
+	g.Expect(err).NotTo(HaveOccurred())
+	owned := map[int]bool{}
+	for line := range strings.SplitSeq(string(text), "\n") {
+		var partition int
+		var value float64
+		if _, err := fmt.Sscanf(line, `hookrelay_partition_owned{partition="%d"} %g`, &partition, &value); err == nil && value == 1 {
+			owned[partition] = true
+		}
+	}
+	return owned
+}
+
+// settle waits until every running replica owns exactly the partitions
+// that rendezvous hashing assigns it among them, so that an owner a test
+// finds is not one about to hand its partition over.
+func (rs replicaSet) settle(t *testing.T) {
+	t.Helper()
+	var live []string
+	for _, r := range rs {
+		if r.dispatcher() != nil {
+			// The name the replica's lease session carries.
+			live = append(live, "hookrelay/"+r.name)
+		}
+	}
+	NewWithT(t).Eventually(func(g Gomega) {
+		for _, r := range rs {
+			d := r.dispatcher()
+			if d == nil {
+				continue
+			}
+			assigned := store.Assign(live, "hookrelay/"+r.name)
+			want := map[int]bool{}
+			for partition, mine := range assigned {
+				if mine {
+					want[partition] = true
+				}
+			}
+			g.Expect(ownedPartitions(g, d)).To(Equal(want), "the partitions of %s", r.name)
+		}
+	}).WithTimeout(30*time.Second).WithPolling(200*time.Millisecond).Should(Succeed(), "the replicas share the partitions out")
 }
 
 func (rs replicaSet) names() []string {
