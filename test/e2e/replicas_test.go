@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,18 +115,36 @@ func deliveriesIn(g Gomega, r *replica, namespace, endpoint string, state store.
 // TestReplicaKilledMidLoad: kill -9 of the replica owning a busy endpoint
 // loses no accepted event; another replica takes the endpoint over and
 // delivers within 15 s of the kill; the duplicates are at most the attempts
-// that were in flight.
+// that were in flight at the kill.
+//
+// An attempt is in flight until its record is stored, which the engine
+// does after the answer, in batches: the test stalls the receiver and
+// kills once every answered attempt is recorded, so that the attempts in
+// flight are the stalled ones, which it can count.
 func TestReplicaKilledMidLoad(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	replicas := startReplicas(t, false)
-	// A slow receiver keeps attempts in flight when the kill comes.
-	busy := newReceiver(t, func(int) (int, time.Duration) { return http.StatusOK, 10 * time.Millisecond })
+	var stalled atomic.Bool
+	var waiting atomic.Int32
+	stall := make(chan struct{})
+	busy := newReceiver(t, func(int) (int, time.Duration) {
+		if stalled.Load() {
+			waiting.Add(1)
+			<-stall
+		}
+		// A slow receiver keeps attempts in flight.
+		return http.StatusOK, 10 * time.Millisecond
+	})
+	unstall := sync.OnceFunc(func() { close(stall) })
+	// Before the receiver closes, which waits for its handlers.
+	t.Cleanup(unstall)
 	const maxInFlight = 4
 	endpoint(t, namespace, "busy", busy.URL, []string{"order.created"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
 		spec.MaxInFlight = ptr.To[int32](maxInFlight)
 	})
 	owner := replicas.owner(t, namespace, "busy")
+	witness := replicas.others(owner)[0]
 
 	const total = 400
 	var accepted []string
@@ -138,13 +157,19 @@ func TestReplicaKilledMidLoad(t *testing.T) {
 	}()
 	g.Eventually(func() int { return len(busy.got()) }).WithTimeout(60 * time.Second).WithPolling(5 * time.Millisecond).
 		Should(BeNumerically(">=", 50))
+	stalled.Store(true)
+	g.Eventually(func(g Gomega) {
+		answered := len(busy.got()) - int(waiting.Load())
+		g.Expect(deliveriesIn(g, witness, namespace, "busy", store.Succeeded)).To(HaveLen(answered))
+	}).WithTimeout(30*time.Second).WithPolling(20*time.Millisecond).Should(Succeed(), "every answered attempt is recorded")
 	owner.kill()
 	killedAt := time.Now()
-	t.Logf("killed %s, the owner of busy, with %d deliveries received", owner.name, len(busy.got()))
+	inFlight := int(waiting.Load())
+	unstall()
+	t.Logf("killed %s, the owner of busy, with %d deliveries received and %d attempts in flight", owner.name, len(busy.got()), inFlight)
 
 	// An event accepted after the kill can only be delivered by a new owner.
-	live := replicas.others(owner)
-	g.Expect(live[0].publish(namespace, `{"id":"evt_after_kill","type":"order.created","data":{}}`).accepted()).To(BeTrue())
+	g.Expect(witness.publish(namespace, `{"id":"evt_after_kill","type":"order.created","data":{}}`).accepted()).To(BeTrue())
 	g.Eventually(func() map[string]int { return tally(busy) }).WithTimeout(time.Until(killedAt.Add(15*time.Second))).WithPolling(20*time.Millisecond).
 		Should(HaveKey("evt_after_kill"), "delivery resumes within 15 s of the kill")
 	t.Logf("%s took busy over", replicas.owner(t, namespace, "busy").name)
@@ -154,8 +179,24 @@ func TestReplicaKilledMidLoad(t *testing.T) {
 	g.Expect(accepted).To(HaveLen(total))
 	g.Eventually(func() string { return undelivered(busy, accepted) }).WithTimeout(2 * time.Minute).WithPolling(100 * time.Millisecond).Should(BeEmpty())
 	extra := duplicates(busy)
-	t.Logf("%d duplicate deliveries after the kill (maxInFlight %d)", extra, maxInFlight)
-	g.Expect(extra).To(BeNumerically("<=", maxInFlight), "only the attempts in flight at the kill are made again")
+	t.Logf("%d duplicate deliveries after the kill, %d attempts in flight, maxInFlight %d", extra, inFlight, maxInFlight)
+	logDuplicates(t, busy, killedAt)
+	g.Expect(extra).To(BeNumerically("<=", inFlight), "only the attempts in flight at the kill are made again")
+	g.Expect(extra).To(BeNumerically("<=", maxInFlight))
+}
+
+// logDuplicates shows when each copy of a duplicated delivery arrived,
+// relative to the kill.
+func logDuplicates(t *testing.T, r *receiver, killedAt time.Time) {
+	arrivals := map[string][]time.Duration{}
+	for _, d := range r.got() {
+		arrivals[d.EventID()] = append(arrivals[d.EventID()], d.At.Sub(killedAt))
+	}
+	for id, at := range arrivals {
+		if len(at) > 1 {
+			t.Logf("%s arrived %v after the kill", id, at)
+		}
+	}
 }
 
 // TestReplicaLosingTheDatabase: a replica cut off from PostgreSQL answers
