@@ -24,8 +24,11 @@ const maxRecordBatch = 1024
 func (e *Engine) writeRecords() {
 	defer close(e.recordsDone)
 	batch.Each(e.records, maxRecordBatch, func(records []store.AttemptRecord) {
-		if err := e.Store.RecordAttempts(context.Background(), records); err != nil {
+		applied, err := e.Store.RecordAttempts(context.Background(), records)
+		if err != nil {
 			e.Log.Error(err, "recording attempts; their deliveries stay pending in the store and are delivered again after a restart", "count", len(records))
+		} else if skipped := len(records) - countTrue(applied); skipped > 0 {
+			e.Log.Info("attempt records skipped: their deliveries had moved on in the store, as when another replica took their endpoints", "count", skipped)
 		}
 	})
 }

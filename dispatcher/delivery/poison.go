@@ -58,6 +58,7 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 		e.Log.Info("deliveries were in flight when the dispatcher stopped; attempting them again", "count", len(interrupted), "poisonAfter", e.PoisonAfter)
 	}
 	type change struct {
+		record   int
 		endpoint *routes.Route
 		health   store.Health
 		change   Change
@@ -71,22 +72,39 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 		health, healthChange := e.health.failed(endpoint, id, now, fmt.Sprintf("%s (%d attempts)", record.Attempt.Error, delivery.Attempts), false)
 		record.Health = &health
 		if endpoint != nil {
-			changes = append(changes, change{endpoint, health, healthChange})
+			changes = append(changes, change{i, endpoint, health, healthChange})
 		}
 		e.Log.Info("delivery poisoned: failed without another attempt", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID,
 			"interrupted", delivery.Interrupted, "attempts", delivery.Attempts)
 	}
 	if len(poisoned) > 0 {
-		if err := e.Store.RecordAttempts(ctx, poisoned); err != nil {
+		applied, err := e.Store.RecordAttempts(ctx, poisoned)
+		if err != nil {
 			return nil, err
 		}
-		e.Metrics.Deliveries.WithLabelValues("failed").Add(float64(len(poisoned)))
+		if skipped := len(poisoned) - countTrue(applied); skipped > 0 {
+			e.Log.Info("poisoned deliveries not failed: they had moved on in the store", "count", skipped)
+		}
+		e.Metrics.Deliveries.WithLabelValues("failed").Add(float64(countTrue(applied)))
 		for _, c := range changes {
-			e.Status.HealthChanged(c.endpoint, c.health, c.change)
+			if applied[c.record] {
+				e.Status.HealthChanged(c.endpoint, c.health, c.change)
+			}
 		}
 	}
 	if err := e.Journal.Reset(); err != nil {
 		return nil, err
 	}
 	return kept, nil
+}
+
+// countTrue counts the records a store applied.
+func countTrue(applied []bool) int {
+	n := 0
+	for _, ok := range applied {
+		if ok {
+			n++
+		}
+	}
+	return n
 }
