@@ -137,8 +137,9 @@ const acceptSQL = `WITH event AS (
 	SELECT 'dlv_' || lpad(to_hex(nextval('delivery_ids')), 16, '0'), $1, $2, target.endpoint,
 		CASE WHEN target.held THEN 'held' ELSE 'pending' END, 0, CASE WHEN target.held THEN NULL ELSE $7::timestamptz END, $7, $7, 0
 	FROM (
-		SELECT endpoint, position, held OR EXISTS (SELECT FROM health WHERE health.endpoint = $1 || '/' || given.endpoint AND health.disabled) AS held
+		SELECT given.endpoint, given.position, given.held OR coalesce(health.disabled, false) AS held
 		FROM unnest($9::text[], $10::boolean[]) WITH ORDINALITY AS given(endpoint, held, position)
+		LEFT JOIN health ON health.endpoint = $1 || '/' || given.endpoint
 	) AS target
 	WHERE EXISTS (SELECT FROM event)
 	ORDER BY target.position
