@@ -31,10 +31,12 @@ func interruptions(active []store.Delivery, started map[string]int, poisonAfter 
 		reason := fmt.Sprintf("%s: the dispatcher stopped while an attempt of this delivery was in flight, %d times (last: attempt %d); "+
 			"it is not attempted again, so that it cannot stop the dispatcher again; replay it once the cause is fixed",
 			hookrelayv1alpha1.ReasonPoisoned, delivery.Interrupted, attempt)
-		delivery.Attempts, delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = attempt, store.Failed, time.Time{}, now
+		// The store's next attempt, which is all RecordAttempts applies: the
+		// journal's is ahead of it when an earlier record failed to store.
+		delivery.Attempts, delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = delivery.Attempts+1, store.Failed, time.Time{}, now
 		poisoned = append(poisoned, store.AttemptRecord{
 			Delivery: delivery,
-			Attempt:  store.Attempt{DeliveryID: delivery.ID, Number: attempt, StartedAt: now, Error: reason},
+			Attempt:  store.Attempt{DeliveryID: delivery.ID, Number: delivery.Attempts, StartedAt: now, Error: reason},
 		})
 	}
 	return kept, interrupted, poisoned

@@ -107,7 +107,8 @@ type Health struct {
 func endpointKey(namespace, endpoint string) string { return namespace + "/" + endpoint }
 
 // AttemptRecord is what one attempt changes: the attempt itself, its
-// delivery's new state, and the endpoint's health when that changed.
+// delivery's new state, and the endpoint's health when that changed (its
+// Endpoint is then the delivery's "<namespace>/<endpoint>").
 type AttemptRecord struct {
 	Delivery Delivery
 	Attempt  Attempt
