@@ -81,20 +81,25 @@ func (r *replica) dispatcher() *dispatcher {
 	return r.running
 }
 
-// down marks the replica down and returns the process it ran.
-func (r *replica) down() *dispatcher {
+// down marks the replica down.
+func (r *replica) down() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	d := r.running
 	r.running = nil
-	return d
 }
 
 // kill stops the replica with SIGKILL, as a node's crash would.
-func (r *replica) kill() { r.down().kill() }
+func (r *replica) kill() {
+	r.dispatcher().kill()
+	r.down()
+}
 
-// stop drains the replica with SIGTERM and waits for it to exit cleanly.
-func (r *replica) stop(t *testing.T) { r.down().stop(t) }
+// stop drains the replica with SIGTERM and waits for it to exit cleanly;
+// meanwhile publishers still reach it, as they would a terminating pod.
+func (r *replica) stop(t *testing.T) {
+	r.dispatcher().stop(t)
+	r.down()
+}
 
 // replicaClient publishes for the tests; its timeout bounds a publish to a
 // replica that hangs, which the publisher then counts as failed.
@@ -127,16 +132,16 @@ func (p publishResult) String() string {
 func (r *replica) publish(namespace, body string) publishResult {
 	d := r.dispatcher()
 	if d == nil {
-		return publishResult{err: fmt.Errorf("%s is down", r.name)}
+		return publishResult{err: errors.New("down")}
 	}
 	response, err := replicaClient.Post(d.URL+"/v1/namespaces/"+namespace+"/events", "application/json", strings.NewReader(body))
 	if err != nil {
-		return publishResult{err: fmt.Errorf("%s: %w", r.name, err)}
+		return publishResult{err: err}
 	}
 	defer response.Body.Close()
 	// Read to the end, so that the connection is reused.
 	if _, err := io.Copy(io.Discard, response.Body); err != nil {
-		return publishResult{err: fmt.Errorf("%s: reading the answer: %w", r.name, err)}
+		return publishResult{err: fmt.Errorf("reading the answer: %w", err)}
 	}
 	return publishResult{status: response.StatusCode, retryAfter: response.Header.Get("Retry-After")}
 }
@@ -155,23 +160,22 @@ func (r *replica) readyz(g Gomega) int {
 
 // publishOnce publishes event n to replica n mod len, and when retry is set
 // and that publish is refused or fails, once more to the next replica with
-// the same id, as a producer behind a load balancer would. It returns nil
-// when the event was accepted.
-func (rs replicaSet) publishOnce(namespace string, n int, body string, retry bool) error {
+// the same id, as a producer behind a load balancer would. It returns the
+// refusals, and an error when the event was not accepted in the end.
+func (rs replicaSet) publishOnce(namespace string, n int, body string, retry bool) (refusals []error, err error) {
 	tries := 1
 	if retry {
 		tries = 2
 	}
-	var failures []error
 	for try := range tries {
 		r := rs[(n+try)%len(rs)]
 		result := r.publish(namespace, body)
 		if result.accepted() {
-			return nil
+			return refusals, nil
 		}
-		failures = append(failures, fmt.Errorf("%s: %s", r.name, result))
+		refusals = append(refusals, fmt.Errorf("%s: %s", r.name, result))
 	}
-	return errors.Join(failures...)
+	return refusals, errors.Join(refusals...)
 }
 
 // publishAll publishes events [0, total) with workers concurrent
@@ -184,7 +188,7 @@ func (rs replicaSet) publishAll(namespace string, total, workers int, retry bool
 		publishers.Go(func() {
 			for n := worker; n < total; n += workers {
 				id, body := event(n)
-				err := rs.publishOnce(namespace, n, body, retry)
+				_, err := rs.publishOnce(namespace, n, body, retry)
 				mu.Lock()
 				if err == nil {
 					accepted = append(accepted, id)

@@ -82,7 +82,8 @@ func TestReplicasDisableAfterThresholdAcrossReplicas(t *testing.T) {
 	for n := range total {
 		// Event n goes to replica n mod 3: all three accept some.
 		_, body := orderCreated("failing")(n)
-		g.Expect(replicas.publishOnce(namespace, n, body, false)).To(Succeed())
+		_, err := replicas.publishOnce(namespace, n, body, false)
+		g.Expect(err).NotTo(HaveOccurred())
 	}
 	g.Eventually(func(g Gomega) metav1.ConditionStatus { return condition(g, ep, hookrelayv1alpha1.ConditionDisabled) }).
 		WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Equal(metav1.ConditionTrue))
@@ -265,7 +266,7 @@ func TestReplicasRollingRestart(t *testing.T) {
 	restarted := make(chan struct{})
 	var mu sync.Mutex
 	var accepted []string
-	var failed []error
+	var failed, retried []error
 	var publishing sync.WaitGroup
 	stopPublishing := sync.OnceFunc(func() {
 		close(restarted)
@@ -283,8 +284,11 @@ func TestReplicasRollingRestart(t *testing.T) {
 			case <-pace.C:
 			}
 			id, body := event(n)
-			err := replicas.publishOnce(namespace, n, body, true)
+			refusals, err := replicas.publishOnce(namespace, n, body, true)
 			mu.Lock()
+			if err == nil && len(refusals) > 0 {
+				retried = append(retried, refusals[0])
+			}
 			if err == nil {
 				accepted = append(accepted, id)
 			} else {
@@ -301,7 +305,8 @@ func TestReplicasRollingRestart(t *testing.T) {
 	stopPublishing()
 
 	g.Expect(failed).To(BeEmpty(), "every publish is accepted by one replica or the next")
-	t.Logf("%d events accepted during the rolling restart", len(accepted))
+	t.Logf("%d events accepted during the rolling restart, %d of them on the second try, after %v",
+		len(accepted), len(retried), retried[:min(len(retried), 5)])
 	g.Expect(accepted).NotTo(BeEmpty())
 	for i, r := range receivers {
 		g.Eventually(func() string { return undelivered(r, accepted) }).WithTimeout(2*time.Minute).WithPolling(100*time.Millisecond).
