@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -272,8 +273,9 @@ func (e *Engine) Wake(deliveries []store.Delivery) {
 }
 
 // Resync schedules the pending deliveries of the owned partitions that the
-// engine does not hold: a wake-up lost with a replica that stopped between
-// its commit and its NOTIFY.
+// engine does not hold (a wake-up lost with a replica that stopped between
+// its commit and its NOTIFY), and releases held ones of endpoints that are
+// deliverable.
 func (e *Engine) Resync(ctx context.Context) error {
 	owned := e.ledger.ownedPartitions()
 	if len(owned) == 0 {
@@ -284,16 +286,30 @@ func (e *Engine) Resync(ctx context.Context) error {
 		return err
 	}
 	var found int
+	releasable := map[string]bool{}
+	table := e.table.Load()
 	for _, delivery := range active {
-		if delivery.State == store.Pending && e.ledger.track(delivery) {
-			found++
-			e.schedule(task{delivery: delivery})
+		switch {
+		case delivery.State == store.Pending:
+			if e.ledger.track(delivery) {
+				found++
+				e.schedule(task{delivery: delivery})
+			}
+		case e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint))):
+			// Held by a replica that read the endpoint's health just before
+			// a re-enable committed.
+			releasable[routes.ID(delivery.Namespace, delivery.Endpoint)] = true
 		}
 	}
 	if found > 0 {
 		e.Log.Info("found pending deliveries no replica had queued; queued them", "count", found)
 	}
-	return nil
+	if len(releasable) == 0 {
+		return nil
+	}
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
+	return e.release(ctx, slices.Collect(maps.Keys(releasable)))
 }
 
 // countOwned publishes which partitions the engine owns.
