@@ -29,8 +29,8 @@ type Waker interface {
 
 // recentlyFinished is how long a finished delivery's id is remembered, so
 // that a late wake-up or a re-read that saw it pending does not attempt it
-// again.
-const recentlyFinished = time.Minute
+// again (on a shared store only: alone, an engine has neither).
+const recentlyFinished = 30 * time.Second
 
 // ledger is what the engine holds of its partitions: which it owns, and the
 // deliveries it has scheduled, queued or in flight (by partition), so that
@@ -44,10 +44,12 @@ type ledger struct {
 	// longer pending; they swap every recentlyFinished.
 	finished, previous map[string]bool
 	swapped            time.Time
+	// remember is set on a shared store, where finished ids are kept.
+	remember bool
 }
 
-func newLedger() *ledger {
-	return &ledger{tracked: map[string]int{}, finished: map[string]bool{}, previous: map[string]bool{}}
+func newLedger(shared bool) *ledger {
+	return &ledger{tracked: map[string]int{}, finished: map[string]bool{}, previous: map[string]bool{}, remember: shared}
 }
 
 // owns reports whether the engine owns the endpoint's partition.
@@ -81,7 +83,7 @@ func (l *ledger) done(now time.Time, ids []string, finished bool) {
 	}
 	for _, id := range ids {
 		delete(l.tracked, id)
-		if finished {
+		if finished && l.remember {
 			l.finished[id] = true
 		}
 	}
