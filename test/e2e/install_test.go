@@ -9,55 +9,116 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/hookrelay/hookrelay/internal/testenv"
 )
 
-// TestInstallManifestsPassServerDryRun applies config/default with
-// --dry-run=server and accounts for every object it holds.
+// installedObjects are the objects every install holds, but the dispatcher's
+// workload.
+var installedObjects = []string{
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-dispatcher",
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-editor",
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-manager",
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-operator",
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-publisher",
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-viewer",
+	"clusterrolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
+	"clusterrolebinding.rbac.authorization.k8s.io/hookrelay-manager",
+	"customresourcedefinition.apiextensions.k8s.io/webhookendpoints.hookrelay.dev",
+	"customresourcedefinition.apiextensions.k8s.io/webhooksubscriptions.hookrelay.dev",
+	"deployment.apps/hookrelay-manager",
+	"namespace/hookrelay-system",
+	"role.rbac.authorization.k8s.io/hookrelay-dispatcher",
+	"role.rbac.authorization.k8s.io/hookrelay-manager",
+	"rolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
+	"rolebinding.rbac.authorization.k8s.io/hookrelay-manager",
+	"service/hookrelay-dispatcher",
+	"service/hookrelay-webhook",
+	"serviceaccount/hookrelay-dispatcher",
+	"serviceaccount/hookrelay-manager",
+	"validatingadmissionpolicy.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
+	"validatingadmissionpolicybinding.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
+	"validatingwebhookconfiguration.admissionregistration.k8s.io/hookrelay-validating-webhook",
+}
+
+// TestInstallManifestsPassServerDryRun applies each install (config/default,
+// config/postgres) with --dry-run=server and accounts for every object it
+// holds.
 func TestInstallManifestsPassServerDryRun(t *testing.T) {
-	g := NewWithT(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	stdout, stderr, err := env.Kubectl(ctx, "", "apply", "-k", filepath.Join(testenv.RepoRoot(), "config", "default"), "--dry-run=server")
-	g.Expect(err).NotTo(HaveOccurred(), stderr)
+	for _, install := range []struct {
+		dir string
+		// dispatcher are the objects that run the dispatcher.
+		dispatcher []string
+		// check looks further into the rendered manifests.
+		check func(g Gomega, rendered string)
+	}{
+		{dir: "default", dispatcher: []string{"statefulset.apps/hookrelay-dispatcher"}},
+		{
+			dir:        "postgres",
+			dispatcher: []string{"deployment.apps/hookrelay-dispatcher", "poddisruptionbudget.policy/hookrelay-dispatcher"},
+			check:      checkPostgresDispatcher,
+		},
+	} {
+		t.Run(install.dir, func(t *testing.T) {
+			g := NewWithT(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			dir := filepath.Join(testenv.RepoRoot(), "config", install.dir)
+			stdout, stderr, err := env.Kubectl(ctx, "", "apply", "-k", dir, "--dry-run=server")
+			g.Expect(err).NotTo(HaveOccurred(), stderr)
 
-	var objects []string
-	for line := range strings.SplitSeq(strings.TrimSpace(stdout), "\n") {
-		g.Expect(line).To(HaveSuffix("(server dry run)"), "every object is applied by the server")
-		objects = append(objects, strings.Fields(line)[0])
+			var objects []string
+			for line := range strings.SplitSeq(strings.TrimSpace(stdout), "\n") {
+				g.Expect(line).To(HaveSuffix("(server dry run)"), "every object is applied by the server")
+				objects = append(objects, strings.Fields(line)[0])
+			}
+			slices.Sort(objects)
+			want := slices.Sorted(slices.Values(append(slices.Clone(installedObjects), install.dispatcher...)))
+			g.Expect(objects).To(Equal(want))
+
+			// One image name, set in one place.
+			rendered, stderr, err := env.Kubectl(ctx, "", "kustomize", dir)
+			g.Expect(err).NotTo(HaveOccurred(), stderr)
+			g.Expect(strings.Count(rendered, "image: ghcr.io/hookrelay/hookrelay:v0.1.0")).To(Equal(2))
+			g.Expect(rendered).NotTo(ContainSubstring("image: hookrelay\n"))
+			if install.check != nil {
+				install.check(g, rendered)
+			}
+		})
 	}
-	slices.Sort(objects)
-	g.Expect(objects).To(Equal([]string{
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-dispatcher",
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-editor",
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-manager",
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-operator",
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-publisher",
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-viewer",
-		"clusterrolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
-		"clusterrolebinding.rbac.authorization.k8s.io/hookrelay-manager",
-		"customresourcedefinition.apiextensions.k8s.io/webhookendpoints.hookrelay.dev",
-		"customresourcedefinition.apiextensions.k8s.io/webhooksubscriptions.hookrelay.dev",
-		"deployment.apps/hookrelay-manager",
-		"namespace/hookrelay-system",
-		"role.rbac.authorization.k8s.io/hookrelay-dispatcher",
-		"role.rbac.authorization.k8s.io/hookrelay-manager",
-		"rolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
-		"rolebinding.rbac.authorization.k8s.io/hookrelay-manager",
-		"service/hookrelay-dispatcher",
-		"service/hookrelay-webhook",
-		"serviceaccount/hookrelay-dispatcher",
-		"serviceaccount/hookrelay-manager",
-		"statefulset.apps/hookrelay-dispatcher",
-		"validatingadmissionpolicy.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
-		"validatingadmissionpolicybinding.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
-		"validatingwebhookconfiguration.admissionregistration.k8s.io/hookrelay-validating-webhook",
-	}))
+}
 
-	// One image name, set in one place.
-	rendered, stderr, err := env.Kubectl(ctx, "", "kustomize", filepath.Join(testenv.RepoRoot(), "config", "default"))
-	g.Expect(err).NotTo(HaveOccurred(), stderr)
-	g.Expect(strings.Count(rendered, "image: ghcr.io/hookrelay/hookrelay:v0.1.0")).To(Equal(2))
-	g.Expect(rendered).NotTo(ContainSubstring("image: hookrelay\n"))
+// checkPostgresDispatcher: three replicas on PostgreSQL, the DSN read from
+// the Secret the user creates, no volume to re-attach, the pod's name as
+// the replica's.
+func checkPostgresDispatcher(g Gomega, rendered string) {
+	var dispatcher *appsv1.Deployment
+	for document := range strings.SplitSeq(rendered, "\n---\n") {
+		var deployment appsv1.Deployment
+		g.Expect(yaml.Unmarshal([]byte(document), &deployment)).To(Succeed())
+		if deployment.Kind == "Deployment" && deployment.Name == "hookrelay-dispatcher" {
+			dispatcher = &deployment
+		}
+	}
+	g.Expect(dispatcher).NotTo(BeNil(), "no dispatcher Deployment in:\n%s", rendered)
+	g.Expect(*dispatcher.Spec.Replicas).To(BeEquivalentTo(3))
+	pod := dispatcher.Spec.Template.Spec
+	g.Expect(pod.Containers).To(HaveLen(1))
+	container := pod.Containers[0]
+	g.Expect(container.Args).To(ContainElements("--store=postgres", "--postgres-dsn-file=/etc/hookrelay/postgres/dsn"))
+	g.Expect(container.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "postgres", MountPath: "/etc/hookrelay/postgres", ReadOnly: true}))
+	g.Expect(container.Env).To(ContainElement(corev1.EnvVar{Name: "POD_NAME",
+		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}))
+	g.Expect(container.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
+	for _, volume := range pod.Volumes {
+		g.Expect(volume.PersistentVolumeClaim).To(BeNil(), "no volume to re-attach when a node is lost")
+		if volume.Secret != nil {
+			g.Expect(volume.Secret.SecretName).To(Equal("hookrelay-postgres"))
+		}
+	}
+	g.Expect(pod.TopologySpreadConstraints).To(HaveLen(1))
+	g.Expect(pod.TopologySpreadConstraints[0].TopologyKey).To(Equal(corev1.LabelHostname))
 }
