@@ -33,7 +33,7 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/controllers"
-	"github.com/hookrelay/hookrelay/internal/pgtest"
+	"github.com/hookrelay/hookrelay/internal/pgcluster"
 	"github.com/hookrelay/hookrelay/internal/testenv"
 )
 
@@ -371,7 +371,7 @@ func startDispatcher(binary, kubeconfig, dir, profilingAddress string, r *receiv
 // startPostgresDispatcher starts a PostgreSQL cluster with fsync on (the
 // dispatcher's sessions commit synchronously), then a dispatcher on it.
 func startPostgresDispatcher(binary, kubeconfig, dir string, r *receivers) (*dispatcherProcess, error) {
-	cluster, err := pgtest.StartCluster(pgtest.Options{Durable: true})
+	cluster, err := pgcluster.Start(pgcluster.Options{Durable: true})
 	if err != nil {
 		return nil, fmt.Errorf("starting PostgreSQL: %w", err)
 	}
