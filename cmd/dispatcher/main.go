@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -47,6 +48,7 @@ type options struct {
 	listenFile        string
 	dataDir           string
 	store             string
+	replica           string
 	postgresDSNFile   string
 	headerPrefix      string
 	maxBody           int64
@@ -82,8 +84,10 @@ func main() {
 		"Folder of the embedded store (hookrelay.db, with --store=bolt) and of the in-flight journal that --poison-after counts from "+
 			"(with --store=postgres, the journal is this pod's local state: a crash is counted only if the same pod restarts).")
 	flag.StringVar(&opts.store, "store", storeBolt,
-		"Where events and deliveries are kept: bolt (embedded, in --data-dir) or postgres (DSN from --postgres-dsn-file or $"+postgresDSNEnv+"). "+
-			"With postgres, run exactly one replica: endpoints are not yet shared out between replicas.")
+		"Where events and deliveries are kept: bolt (embedded, in --data-dir; one replica) or postgres (DSN from --postgres-dsn-file or $"+postgresDSNEnv+"; "+
+			"any number of replicas, which share the endpoints out between them).")
+	flag.StringVar(&opts.replica, "replica-name", "",
+		"Name of this replica among those on one PostgreSQL database, unique among them (at most 50 bytes); defaults to $POD_NAME, else the host name and process id.")
 	flag.StringVar(&opts.postgresDSNFile, "postgres-dsn-file", "",
 		"File holding the PostgreSQL DSN for --store=postgres (a mounted Secret's key; a trailing newline is ignored); without it, $"+postgresDSNEnv+" is read.")
 	flag.StringVar(&opts.headerPrefix, "header-prefix", "Hookrelay",
@@ -152,7 +156,11 @@ func run(ctx context.Context, opts options) error {
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer func() {
+		if err := db.Close(); err != nil {
+			log.Error(err, "closing the store")
+		}
+	}()
 	journal, err := delivery.OpenJournal(filepath.Join(opts.dataDir, "inflight.journal"))
 	if err != nil {
 		return err
@@ -186,10 +194,26 @@ func run(ctx context.Context, opts options) error {
 	if err != nil {
 		return err
 	}
+	var leases *store.Leases
+	if shared, ok := db.(*store.Postgres); ok {
+		if leases, err = shared.Leases(store.LeaseOptions{Replica: opts.replicaName(), Handler: owner{engine, log}, Log: log.WithName("leases")}); err != nil {
+			return fmt.Errorf("--replica-name: %w", err)
+		}
+		engine.Waker = leases
+	}
 
 	var ready atomic.Bool
+	readiness := func() error {
+		switch {
+		case !ready.Load():
+			return errors.New("the dispatcher is starting: it is still recovering stored deliveries")
+		case leases != nil && !leases.Connected():
+			return errors.New("the dispatcher cannot reach PostgreSQL: it stores nothing and delivers nothing until it does")
+		}
+		return nil
+	}
 	mux := http.NewServeMux()
-	api := &ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("api"), Ready: ready.Load}
+	api := &ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("api"), Ready: readiness}
 	var warnings []warning
 	if opts.insecureNoAuth {
 		warnings = append(warnings, warning{"--insecure-no-auth", "anyone who reaches the dispatcher can publish events and read the delivery log; use it for local development only"})
@@ -215,8 +239,8 @@ func run(ctx context.Context, opts options) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "loading the routing table and the store", http.StatusServiceUnavailable)
+		if err := readiness(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
@@ -252,11 +276,23 @@ func run(ctx context.Context, opts options) error {
 	if err := watcher.Start(ctx); err != nil {
 		return err
 	}
-	pending, held, err := engine.Recover(ctx)
-	if err != nil {
-		return err
+	// The lease holder outlives ctx: the partitions stay this replica's
+	// while its attempts drain, and go to the others after.
+	leasesCtx, stopLeases := context.WithCancel(context.Background())
+	defer stopLeases()
+	leasesDone := make(chan struct{})
+	if leases == nil {
+		pending, held, err := engine.Recover(ctx)
+		if err != nil {
+			return err
+		}
+		log.Info("ready", "endpoints", len(engine.Table().Endpoints()), "pendingDeliveries", pending, "heldDeliveries", held)
+		close(leasesDone)
+	} else {
+		go func() { leases.Run(leasesCtx); close(leasesDone) }()
+		go resync(ctx, engine, log)
+		log.Info("ready; delivering the partitions this replica takes", "endpoints", len(engine.Table().Endpoints()), "replica", opts.replicaName())
 	}
-	log.Info("ready", "endpoints", len(engine.Table().Endpoints()), "pendingDeliveries", pending, "heldDeliveries", held)
 	ready.Store(true)
 
 	// The reporter outlives ctx: it writes what the drained attempts change.
@@ -286,6 +322,8 @@ func run(ctx context.Context, opts options) error {
 	if err := engine.Stop(drainCtx); err != nil {
 		log.Error(err, "draining deliveries")
 	}
+	stopLeases()
+	<-leasesDone
 	if err := <-serverStopped; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Error(err, "stopping the ingest server; closing the connections left")
 		_ = server.Close()
@@ -481,4 +519,59 @@ func envOr(name, fallback string) string {
 		return value
 	}
 	return fallback
+}
+
+// replicaName is --replica-name, or the pod's name, or the host's name and
+// the process id (several replicas on one machine, as `make dev` runs).
+func (opts options) replicaName() string {
+	if opts.replica != "" {
+		return opts.replica
+	}
+	if pod := os.Getenv("POD_NAME"); pod != "" {
+		return pod
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "dispatcher"
+	}
+	if len(host) > 40 {
+		host = host[:40]
+	}
+	return host + "-" + strconv.Itoa(os.Getpid())
+}
+
+// owner lets the lease holder drive the engine's partitions.
+type owner struct {
+	*delivery.Engine
+	log logr.Logger
+}
+
+// Acquire implements store.LeaseHandler.
+func (o owner) Acquire(ctx context.Context, partitions []int) error {
+	pending, held, err := o.Engine.Acquire(ctx, partitions)
+	if err != nil {
+		return err
+	}
+	o.log.Info("delivering partitions", "partitions", len(partitions), "pendingDeliveries", pending, "heldDeliveries", held)
+	return nil
+}
+
+// resyncInterval is how often a replica re-reads its partitions for
+// deliveries whose wake-up was lost.
+const resyncInterval = 5 * time.Second
+
+// resync re-reads the owned partitions every resyncInterval until ctx ends.
+func resync(ctx context.Context, engine *delivery.Engine, log logr.Logger) {
+	ticker := time.NewTicker(resyncInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			if err := engine.Resync(ctx); err != nil && ctx.Err() == nil {
+				log.Error(err, "re-reading the owned partitions for deliveries no replica queued")
+			}
+		}
+	}
 }

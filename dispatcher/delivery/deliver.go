@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/hookrelay/hookrelay/dispatcher/store"
@@ -24,10 +25,44 @@ const maxRecordBatch = 1024
 func (e *Engine) writeRecords() {
 	defer close(e.recordsDone)
 	batch.Each(e.records, maxRecordBatch, func(records []store.AttemptRecord) {
-		if err := e.Store.RecordAttempts(context.Background(), records); err != nil {
-			e.Log.Error(err, "recording attempts; their deliveries stay pending in the store and are delivered again after a restart", "count", len(records))
+		err := e.Store.RecordAttempts(context.Background(), records)
+		if err != nil {
+			e.Log.Error(err, "recording attempts; their deliveries stay pending in the store and are attempted again", "count", len(records))
 		}
+		var ended []string
+		for _, record := range records {
+			if record.Delivery.State != store.Pending {
+				ended = append(ended, record.Delivery.ID)
+			}
+		}
+		// A delivery whose end could not be stored is still pending there:
+		// the ledger lets it go, for the owner's next re-read to find.
+		e.ledger.done(e.Clock.Now(), ended, err == nil)
+		e.writtenMu.Lock()
+		for _, record := range records {
+			e.unwritten[store.Partition(record.Delivery.Namespace, record.Delivery.Endpoint)]--
+		}
+		e.written.Broadcast()
+		e.writtenMu.Unlock()
 	})
+}
+
+// record hands an attempt's record to writeRecords.
+func (e *Engine) record(record store.AttemptRecord) {
+	e.writtenMu.Lock()
+	e.unwritten[store.Partition(record.Delivery.Namespace, record.Delivery.Endpoint)]++
+	e.writtenMu.Unlock()
+	e.records <- record
+}
+
+// waitWritten waits until the records of the partitions' attempts so far
+// are written.
+func (e *Engine) waitWritten(partitions []int) {
+	e.writtenMu.Lock()
+	defer e.writtenMu.Unlock()
+	for slices.ContainsFunc(partitions, func(partition int) bool { return e.unwritten[partition] > 0 }) {
+		e.written.Wait()
+	}
 }
 
 // attempt makes the next attempt of a delivery and records what came of it.
@@ -111,7 +146,7 @@ func (e *Engine) attempt(t task) *task {
 	// Recorded in the background, many attempts to a transaction. A crash
 	// before the write leaves the delivery pending in the store, and it is
 	// delivered again: at least once.
-	e.records <- store.AttemptRecord{Delivery: delivery, Attempt: record, Health: health}
+	e.record(store.AttemptRecord{Delivery: delivery, Attempt: record, Health: health})
 	var next *task
 	switch delivery.State {
 	case store.Succeeded:
@@ -140,7 +175,11 @@ func failureReason(out result, attempts int) string {
 // hold stores a delivery as held until its endpoint is deliverable again.
 func (e *Engine) hold(ctx context.Context, delivery store.Delivery) {
 	delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = store.Held, time.Time{}, e.Clock.Now().UTC()
-	if err := e.Store.UpdateDeliveries(ctx, []store.Delivery{delivery}); err != nil {
+	err := e.Store.UpdateDeliveries(ctx, []store.Delivery{delivery})
+	// Held, it leaves the engine until released; if it stays pending in the
+	// store, the next re-read finds it.
+	e.ledger.done(e.Clock.Now(), []string{delivery.ID}, false)
+	if err != nil {
 		e.Log.Error(err, "holding a delivery; it stays pending", "delivery", delivery.ID)
 		return
 	}

@@ -52,6 +52,9 @@ type Options struct {
 	Clock clock.WithDelayedExecution
 	// Journal records the attempts in flight; nil records none.
 	Journal *Journal
+	// Waker hands deliveries stored for endpoints of partitions another
+	// replica owns to that replica; nil when this engine owns them all.
+	Waker Waker
 	// PoisonAfter is how many times a delivery may be in flight when the
 	// process dies before it is failed as Poisoned; 0 never fails one so.
 	PoisonAfter int
@@ -67,6 +70,7 @@ type Engine struct {
 
 	mu        sync.Mutex
 	queues    map[string]*queue
+	ledger    *ledger
 	health    *tracker
 	scheduler *scheduler
 	stopped   bool
@@ -77,14 +81,16 @@ type Engine struct {
 	// time cancels it.
 	attempts       context.Context
 	cancelAttempts context.CancelFunc
-	// releasing orders the release of held deliveries between Recover and
-	// table swaps; recovered is set once Recover has queued what the store
-	// holds.
+	// releasing orders the release of held deliveries between Acquire,
+	// Release and table swaps.
 	releasing sync.Mutex
-	recovered bool
-	// records carries attempt records to writeRecords.
+	// records carries attempt records to writeRecords; unwritten counts
+	// them per partition until written, which written signals.
 	records     chan store.AttemptRecord
 	recordsDone chan struct{}
+	writtenMu   sync.Mutex
+	written     *sync.Cond
+	unwritten   [store.Partitions]int
 }
 
 // New returns an engine with the stored health loaded. Call SetTable, then
@@ -94,9 +100,10 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	e := &Engine{
-		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock),
+		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock), ledger: newLedger(),
 		records: make(chan store.AttemptRecord, maxRecordBatch), recordsDone: make(chan struct{}),
 	}
+	e.written = sync.NewCond(&e.writtenMu)
 	e.attempts, e.cancelAttempts = context.WithCancel(context.Background())
 	e.table.Store(&routes.Table{})
 	healths, err := opts.Store.Healths(ctx)
@@ -150,6 +157,7 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 		return accepted, nil
 	}
 	e.Metrics.Events.WithLabelValues("accepted").Inc()
+	var theirs []store.Delivery
 	for _, delivery := range accepted.Deliveries {
 		if delivery.State == store.Held {
 			e.Metrics.Held.Inc()
@@ -157,9 +165,26 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 			e.heldBehind(ctx, routes.ID(namespace, delivery.Endpoint))
 			continue
 		}
-		e.enqueue(task{delivery: delivery, event: &accepted.Event})
+		if e.ledger.track(delivery) {
+			e.enqueue(task{delivery: delivery, event: &accepted.Event})
+		} else {
+			theirs = append(theirs, delivery)
+		}
 	}
+	e.wake(ctx, theirs)
 	return accepted, nil
+}
+
+// wake hands pending deliveries of endpoints another replica owns to it.
+// The event is stored either way: a wake-up that fails is found by the
+// owner's next re-read.
+func (e *Engine) wake(ctx context.Context, deliveries []store.Delivery) {
+	if len(deliveries) == 0 || e.Waker == nil {
+		return
+	}
+	if err := e.Waker.Wake(ctx, deliveries); err != nil {
+		e.Log.Error(err, "waking the owner of stored deliveries; its next re-read of the store finds them", "count", len(deliveries))
+	}
 }
 
 // deliverable reports whether an endpoint takes attempts now.
@@ -177,6 +202,9 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 	previous := e.table.Swap(table)
 	var release []string
 	for _, endpoint := range table.Endpoints() {
+		if !e.ledger.owns(endpoint.Namespace, endpoint.Name) {
+			continue // its owner acts on it
+		}
 		wasDeliverable := e.deliverable(previous.Endpoint(endpoint.ID))
 		if err := e.adopt(ctx, endpoint); err != nil {
 			return err
@@ -201,13 +229,10 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 	if len(release) == 0 {
 		return nil
 	}
-	// Until Recover has run, it releases what is held; releasing here too
-	// would queue those deliveries twice. A swap during Recover waits for it.
+	// A swap during Acquire waits for it, which releases what is held of
+	// the partitions it takes.
 	e.releasing.Lock()
 	defer e.releasing.Unlock()
-	if !e.recovered {
-		return nil
-	}
 	return e.release(ctx, release)
 }
 
@@ -242,13 +267,16 @@ func (e *Engine) reenable(ctx context.Context, endpoint *routes.Route) error {
 // release turns the held deliveries of the given endpoints into pending
 // ones and queues them, oldest first.
 func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
-	active, err := e.Store.Active(ctx, store.AllPartitions())
-	if err != nil {
-		return err
-	}
 	wanted := map[string]bool{}
+	var partitions []int
 	for _, id := range endpointIDs {
 		wanted[id] = true
+		namespace, name, _ := cutID(id)
+		partitions = append(partitions, store.Partition(namespace, name))
+	}
+	active, err := e.Store.Active(ctx, partitions)
+	if err != nil {
+		return err
 	}
 	var held []store.Delivery
 	for _, delivery := range active {
@@ -272,50 +300,14 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	return nil
 }
 
-// Recover schedules every stored pending delivery again: those that were in
-// flight when the dispatcher stopped, and those waiting for a retry.
-// Held deliveries whose endpoint is deliverable now (unpaused or re-enabled
-// while the dispatcher was down) are released. Call it after the first
+// Recover takes every partition (an engine that is the only replica):
+// it schedules every stored pending delivery again, those that were in
+// flight when the dispatcher stopped and those waiting for a retry, and
+// releases held deliveries whose endpoint is deliverable now (unpaused or
+// re-enabled while the dispatcher was down). Call it after the first
 // SetTable.
 func (e *Engine) Recover(ctx context.Context) (pending, held int, err error) {
-	e.releasing.Lock()
-	defer e.releasing.Unlock()
-	defer func() { e.recovered = true }()
-	active, err := e.Store.Active(ctx, store.AllPartitions())
-	if err != nil {
-		return 0, 0, err
-	}
-	if active, err = e.countInterruptions(ctx, active); err != nil {
-		return 0, 0, err
-	}
-	table := e.table.Load()
-	var releasable []store.Delivery
-	for _, delivery := range active {
-		switch {
-		case delivery.State == store.Pending:
-			pending++
-			e.schedule(task{delivery: delivery})
-		case e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint))):
-			releasable = append(releasable, delivery)
-		default:
-			held++
-			if endpoint := table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
-				e.queueFor(endpoint.ID).block()
-			}
-		}
-	}
-	e.Metrics.Held.Set(float64(held))
-	released, err := e.requeue(ctx, releasable)
-	if err != nil {
-		return pending + len(released), held, err
-	}
-	// A Strict line blocked by a delivery held before Recover (a publish
-	// while the endpoint was paused or disabled) moves again now that the
-	// held ones are back in line.
-	for _, delivery := range releasable {
-		e.queueFor(routes.ID(delivery.Namespace, delivery.Endpoint)).unblock()
-	}
-	return pending + len(released), held, nil
+	return e.Acquire(ctx, store.AllPartitions())
 }
 
 // schedule queues a task at its delivery's NextAttemptAt.
@@ -331,8 +323,12 @@ func (e *Engine) schedule(t task) {
 	e.scheduler.at(t.delivery.ID, t.delivery.NextAttemptAt, func() { e.enqueue(t) })
 }
 
-// enqueue hands a task to its endpoint's queue.
+// enqueue hands a task to its endpoint's queue, unless the endpoint's
+// partition went to another replica meanwhile (which attempts it).
 func (e *Engine) enqueue(t task) {
+	if !e.ledger.owns(t.delivery.Namespace, t.delivery.Endpoint) {
+		return
+	}
 	e.queueFor(routes.ID(t.delivery.Namespace, t.delivery.Endpoint)).push(t)
 }
 

@@ -119,3 +119,13 @@ func (t *tracker) update(id string, change func(health *store.Health)) store.Hea
 	}
 	return *health
 }
+
+// load replaces the records of the given endpoints with the stored ones: a
+// replica taking a partition starts from what its previous owner stored.
+func (t *tracker) load(healths []store.Health) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range healths {
+		t.records[healths[i].Endpoint] = &healths[i]
+	}
+}

@@ -12,6 +12,8 @@ type Metrics struct {
 	QueueDepth      prometheus.Gauge
 	Held            prometheus.Gauge
 	Events          *prometheus.CounterVec
+	PartitionsOwned prometheus.Gauge
+	PartitionOwned  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the engine's metrics.
@@ -36,7 +38,13 @@ func NewMetrics(registerer prometheus.Registerer) *Metrics {
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookrelay_events_total", Help: "Published events, by result (accepted, duplicate).",
 		}, []string{"result"}),
+		PartitionsOwned: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hookrelay_partitions_owned", Help: "Partitions of the endpoints whose deliveries this replica attempts.",
+		}),
+		PartitionOwned: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "hookrelay_partition_owned", Help: "1 while this replica owns the partition, 0 after.",
+		}, []string{"partition"}),
 	}
-	registerer.MustRegister(m.Deliveries, m.Attempts, m.AttemptDuration, m.QueueDepth, m.Held, m.Events)
+	registerer.MustRegister(m.Deliveries, m.Attempts, m.AttemptDuration, m.QueueDepth, m.Held, m.Events, m.PartitionsOwned, m.PartitionOwned)
 	return m
 }

@@ -77,8 +77,7 @@ func (q *queue) startLineWorker() {
 		return
 	}
 	q.lineWorker = true
-	q.engine.inFlight.Add(1)
-	go q.workInLine()
+	q.spawn(q.workInLine)
 }
 
 // signal wakes the line worker if it waits. Call with q.mu held.
@@ -111,7 +110,6 @@ func (q *queue) unblock() {
 
 // workInLine attempts the head of the line, one at a time, when it is due.
 func (q *queue) workInLine() {
-	defer q.engine.inFlight.Done()
 	e := q.engine
 	for {
 		deliverable := e.deliverable(e.table.Load().Endpoint(q.id))
@@ -178,8 +176,8 @@ func (e *Engine) heldBehind(ctx context.Context, id string) {
 	}
 	e.releasing.Lock()
 	defer e.releasing.Unlock()
-	if !e.recovered {
-		return // Recover releases it
+	if !e.ledger.owns(endpoint.Namespace, endpoint.Name) {
+		return // its owner releases it, when it takes the partition
 	}
 	if err := e.release(ctx, []string{id}); err != nil {
 		e.Log.Error(err, "releasing held deliveries of a Strict endpoint; they are released when it is next re-enabled or unpaused", "endpoint", id)

@@ -28,6 +28,8 @@ type queue struct {
 	pacer    pacer
 	stopped  bool
 	stopping chan struct{}
+	// running counts the workers, for a partition's release to wait for.
+	running sync.WaitGroup
 
 	// ordered is set for a Strict endpoint: see ordered.go.
 	ordered
@@ -64,13 +66,23 @@ func (q *queue) push(t task) {
 	q.engine.Metrics.QueueDepth.Inc()
 	if q.workers < q.maxInFlight {
 		q.workers++
-		q.engine.inFlight.Add(1)
-		go q.work()
+		q.spawn(q.work)
 	}
 }
 
+// spawn runs a worker, counted for the engine's drain and the queue's
+// release.
+func (q *queue) spawn(work func()) {
+	q.engine.inFlight.Add(1)
+	q.running.Add(1)
+	go func() {
+		defer q.engine.inFlight.Done()
+		defer q.running.Done()
+		work()
+	}()
+}
+
 func (q *queue) work() {
-	defer q.engine.inFlight.Done()
 	for {
 		q.mu.Lock()
 		if len(q.ready) == 0 || q.stopped {

@@ -90,12 +90,18 @@ func (e *Engine) requeue(ctx context.Context, deliveries []store.Delivery) ([]st
 	if err != nil {
 		return nil, err
 	}
-	var requeued []store.Delivery
+	var requeued, theirs []store.Delivery
 	for i, change := range changes {
-		if applied[i] {
-			requeued = append(requeued, change.To)
+		if !applied[i] {
+			continue
+		}
+		requeued = append(requeued, change.To)
+		if e.ledger.track(change.To) {
 			e.enqueue(task{delivery: change.To})
+		} else {
+			theirs = append(theirs, change.To)
 		}
 	}
+	e.wake(ctx, theirs)
 	return requeued, nil
 }

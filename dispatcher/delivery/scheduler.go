@@ -26,8 +26,10 @@ func newScheduler(c clock.WithDelayedExecution) *scheduler {
 }
 
 // at calls fire at due, at once if it is past, unless the scheduler stops
-// first. key names the timer (a delivery id).
+// or the key is cancelled first. key names the timer (a delivery id); a new
+// time for a key replaces its timer.
 func (s *scheduler) at(key string, due time.Time, fire func()) {
+	s.cancel(key)
 	wait := due.Sub(s.clock.Now())
 	if wait <= 0 {
 		fire()
@@ -38,16 +40,36 @@ func (s *scheduler) at(key string, due time.Time, fire func()) {
 	if s.stopped {
 		return
 	}
-	s.timers[key] = s.clock.AfterFunc(wait, func() {
+	var timer clock.Timer
+	timer = s.clock.AfterFunc(wait, func() {
 		// A fake clock calls this while it holds its lock: fire runs
 		// elsewhere, so that it may read the clock.
 		go func() {
 			s.mu.Lock()
-			delete(s.timers, key)
+			current := s.timers[key] == timer
+			if current {
+				delete(s.timers, key)
+			}
 			s.mu.Unlock()
-			fire()
+			if current {
+				fire()
+			}
 		}()
 	})
+	s.timers[key] = timer
+}
+
+// cancel stops the timers of the keys; a timer that already fired is not
+// called back.
+func (s *scheduler) cancel(keys ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, key := range keys {
+		if timer, ok := s.timers[key]; ok {
+			timer.Stop()
+			delete(s.timers, key)
+		}
+	}
 }
 
 // stop cancels the timers not yet fired; at schedules nothing after it.

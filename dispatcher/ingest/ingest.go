@@ -53,10 +53,11 @@ type Handler struct {
 	Log     logr.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// Ready reports whether the engine has recovered the stored deliveries;
-	// until then writes are refused, so that none is queued ahead of older
-	// stored ones. Nil: always ready.
-	Ready func() bool
+	// Ready says why writes are refused now, nil when they are not: until
+	// the engine has recovered the stored deliveries (so that none is queued
+	// ahead of older stored ones), and while the store is out of reach.
+	// Nil: always ready.
+	Ready func() error
 }
 
 // Register adds the ingest routes to mux.
@@ -68,14 +69,16 @@ func (h *Handler) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/namespaces/{namespace}/endpoints/{endpoint}/replay", h.authorized("update", "deliveries", h.whenReady(h.replay)))
 }
 
-// whenReady answers 503 until the engine has recovered the stored
-// deliveries: a delivery queued earlier could be attempted ahead of older
-// stored ones of a Strict endpoint, or queued twice.
+// whenReady answers 503 with Retry-After while Ready says why.
 func (h *Handler) whenReady(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if h.Ready != nil && !h.Ready() {
+		if h.Ready == nil {
+			next(w, r)
+			return
+		}
+		if err := h.Ready(); err != nil {
 			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusServiceUnavailable, "the dispatcher is starting: it is still recovering stored deliveries; retry shortly")
+			writeError(w, http.StatusServiceUnavailable, err.Error()+"; retry shortly")
 			return
 		}
 		next(w, r)

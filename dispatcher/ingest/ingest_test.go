@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -261,7 +262,12 @@ func TestWritesWaitForReady(t *testing.T) {
 	var ready atomic.Bool
 	publisher := &recordingPublisher{}
 	mux := http.NewServeMux()
-	(&Handler{Publisher: publisher, MaxBody: DefaultMaxBody, Log: logr.Discard(), Now: func() time.Time { return acceptTime }, Ready: ready.Load}).Register(mux)
+	(&Handler{Publisher: publisher, MaxBody: DefaultMaxBody, Log: logr.Discard(), Now: func() time.Time { return acceptTime }, Ready: func() error {
+		if !ready.Load() {
+			return errors.New("the dispatcher is starting")
+		}
+		return nil
+	}}).Register(mux)
 	send := func(path, body string) *httptest.ResponseRecorder {
 		request := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 		request.Header.Set("Content-Type", "application/json")

@@ -1,0 +1,310 @@
+package delivery
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
+)
+
+// Ownership: endpoints hash to store.Partitions partitions, and an engine
+// attempts only the deliveries of the partitions it owns. On bbolt it owns
+// them all (Recover); replicas on PostgreSQL take and give them back as the
+// lease holder (store.Leases) calls Acquire, Release and Lose. An owned
+// endpoint's deliveries, health record, re-enable tokens and status are this
+// engine's alone; any engine accepts, retries and replays, and hands what it
+// stored for an endpoint it does not own to the owner through the Waker.
+
+// Waker tells the owners of other partitions about pending deliveries this
+// engine stored for them.
+type Waker interface {
+	Wake(ctx context.Context, deliveries []store.Delivery) error
+}
+
+// recentlyFinished is how long a finished delivery's id is remembered, so
+// that a late wake-up or a re-read that saw it pending does not attempt it
+// again.
+const recentlyFinished = time.Minute
+
+// ledger is what the engine holds of its partitions: which it owns, and the
+// deliveries it has scheduled, queued or in flight (by partition), so that
+// a wake-up, a re-read or a new owner's claim never queues one twice.
+type ledger struct {
+	mu    sync.Mutex
+	owned [store.Partitions]bool
+	// tracked are the deliveries in the engine, by id, with their partition.
+	tracked map[string]int
+	// finished, and previous before it, are ids recently written as no
+	// longer pending; they swap every recentlyFinished.
+	finished, previous map[string]bool
+	swapped            time.Time
+}
+
+func newLedger() *ledger {
+	return &ledger{tracked: map[string]int{}, finished: map[string]bool{}, previous: map[string]bool{}}
+}
+
+// owns reports whether the engine owns the endpoint's partition.
+func (l *ledger) owns(namespace, endpoint string) bool {
+	partition := store.Partition(namespace, endpoint)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.owned[partition]
+}
+
+// track takes a delivery into the engine, unless it is there already, was
+// finished lately, or is not owned; it reports whether it took it.
+func (l *ledger) track(delivery store.Delivery) bool {
+	partition := store.Partition(delivery.Namespace, delivery.Endpoint)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.tracked[delivery.ID]; ok || !l.owned[partition] || l.finished[delivery.ID] || l.previous[delivery.ID] {
+		return false
+	}
+	l.tracked[delivery.ID] = partition
+	return true
+}
+
+// done lets deliveries go once their new state is stored; finished ones are
+// remembered for a while.
+func (l *ledger) done(now time.Time, ids []string, finished bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.swapped) > recentlyFinished {
+		l.previous, l.finished, l.swapped = l.finished, map[string]bool{}, now
+	}
+	for _, id := range ids {
+		delete(l.tracked, id)
+		if finished {
+			l.finished[id] = true
+		}
+	}
+}
+
+// setOwned marks partitions owned or not, and returns the deliveries the
+// engine held of those it gives up, which it forgets.
+func (l *ledger) setOwned(partitions []int, owned bool) (dropped []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, partition := range partitions {
+		l.owned[partition] = owned
+	}
+	if owned {
+		return nil
+	}
+	for id, partition := range l.tracked {
+		if !l.owned[partition] {
+			dropped = append(dropped, id)
+			delete(l.tracked, id)
+		}
+	}
+	return dropped
+}
+
+// ownedPartitions lists the partitions owned now.
+func (l *ledger) ownedPartitions() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []int
+	for partition, owned := range l.owned {
+		if owned {
+			out = append(out, partition)
+		}
+	}
+	return out
+}
+
+// Acquire starts delivering the partitions: it loads their endpoints'
+// health records from the store, acts on their re-enable tokens, and
+// schedules their stored pending deliveries (releasing the held ones of
+// endpoints deliverable now). It returns how many deliveries it queued and
+// how many stay held.
+func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held int, err error) {
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
+	healths, err := e.Store.Healths(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	in := map[int]bool{}
+	for _, partition := range partitions {
+		in[partition] = true
+	}
+	var mine []store.Health
+	for _, health := range healths {
+		namespace, name, _ := cutID(health.Endpoint)
+		if in[store.Partition(namespace, name)] {
+			mine = append(mine, health)
+		}
+	}
+	e.health.load(mine)
+	e.ledger.setOwned(partitions, true)
+	e.countOwned()
+	for _, endpoint := range e.table.Load().Endpoints() {
+		if in[store.Partition(endpoint.Namespace, endpoint.Name)] {
+			if err := e.take(ctx, endpoint); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
+	active, err := e.Store.Active(ctx, partitions)
+	if err != nil {
+		return 0, 0, err
+	}
+	if active, err = e.countInterruptions(ctx, active); err != nil {
+		return 0, 0, err
+	}
+	table := e.table.Load()
+	var releasable []store.Delivery
+	for _, delivery := range active {
+		switch {
+		case delivery.State == store.Pending:
+			if e.ledger.track(delivery) {
+				pending++
+				e.schedule(task{delivery: delivery})
+			}
+		case e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint))):
+			releasable = append(releasable, delivery)
+		default:
+			held++
+			if endpoint := table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
+				e.queueFor(endpoint.ID).block()
+			}
+		}
+	}
+	e.Metrics.Held.Add(float64(held))
+	released, err := e.requeue(ctx, releasable)
+	if err != nil {
+		return pending + len(released), held, err
+	}
+	// A Strict line blocked by a delivery held before (a publish while the
+	// endpoint was paused or disabled) moves again now that the held ones
+	// are back in line.
+	for _, delivery := range releasable {
+		e.queueFor(routes.ID(delivery.Namespace, delivery.Endpoint)).unblock()
+	}
+	return pending + len(released), held, nil
+}
+
+// take makes an endpoint of a newly owned partition this engine's: its
+// queue, its record's UID and re-enable token, and its status conditions.
+func (e *Engine) take(ctx context.Context, endpoint *routes.Route) error {
+	if err := e.adopt(ctx, endpoint); err != nil {
+		return err
+	}
+	if endpoint.ReenableToken != "" {
+		if err := e.reenable(ctx, endpoint); err != nil {
+			return err
+		}
+	}
+	e.Status.HealthChanged(endpoint, e.health.snapshot(endpoint.ID), ChangeObserved)
+	for _, t := range e.queueFor(endpoint.ID).configure(endpoint) {
+		e.schedule(t)
+	}
+	return nil
+}
+
+// Release stops delivering the partitions, for another replica to take:
+// no attempt starts for them from now, the ones in flight end, and their
+// records are written before it returns. The deliveries stay pending in the
+// store for the next owner.
+func (e *Engine) Release(partitions []int) {
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
+	queues := e.giveUp(partitions)
+	for _, q := range queues {
+		q.running.Wait()
+	}
+	e.waitWritten(partitions)
+}
+
+// Lose stops delivering every partition at once, without waiting for the
+// attempts in flight: the store is out of reach, so their records cannot be
+// written, and another replica may take the partitions soon.
+func (e *Engine) Lose() {
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
+	e.giveUp(e.ledger.ownedPartitions())
+}
+
+// giveUp marks partitions not owned, stops their endpoints' queues and
+// timers, and returns the stopped queues.
+func (e *Engine) giveUp(partitions []int) []*queue {
+	in := map[int]bool{}
+	for _, partition := range partitions {
+		in[partition] = true
+	}
+	dropped := e.ledger.setOwned(partitions, false)
+	e.countOwned()
+	e.scheduler.cancel(dropped...)
+	e.mu.Lock()
+	var stopped []*queue
+	for id, q := range e.queues {
+		namespace, name, _ := cutID(id)
+		if in[store.Partition(namespace, name)] {
+			stopped = append(stopped, q)
+			delete(e.queues, id)
+		}
+	}
+	e.mu.Unlock()
+	for _, q := range stopped {
+		q.stop()
+	}
+	return stopped
+}
+
+// Wake schedules the pending deliveries another replica stored for
+// endpoints this engine owns; the rest are not its own and are ignored.
+func (e *Engine) Wake(deliveries []store.Delivery) {
+	for _, delivery := range deliveries {
+		if delivery.State == store.Pending && e.ledger.track(delivery) {
+			e.schedule(task{delivery: delivery})
+		}
+	}
+}
+
+// Resync schedules the pending deliveries of the owned partitions that the
+// engine does not hold: a wake-up lost with a replica that stopped between
+// its commit and its NOTIFY.
+func (e *Engine) Resync(ctx context.Context) error {
+	owned := e.ledger.ownedPartitions()
+	if len(owned) == 0 {
+		return nil
+	}
+	active, err := e.Store.Active(ctx, owned)
+	if err != nil {
+		return err
+	}
+	var found int
+	for _, delivery := range active {
+		if delivery.State == store.Pending && e.ledger.track(delivery) {
+			found++
+			e.schedule(task{delivery: delivery})
+		}
+	}
+	if found > 0 {
+		e.Log.Info("found pending deliveries no replica had queued; queued them", "count", found)
+	}
+	return nil
+}
+
+// countOwned publishes which partitions the engine owns.
+func (e *Engine) countOwned() {
+	owned := e.ledger.ownedPartitions()
+	e.Metrics.PartitionsOwned.Set(float64(len(owned)))
+	for partition := range store.Partitions {
+		value := 0.0
+		if slices.Contains(owned, partition) {
+			value = 1
+		}
+		e.Metrics.PartitionOwned.WithLabelValues(strconv.Itoa(partition)).Set(value)
+	}
+}
+
+// cutID splits "<namespace>/<name>".
+func cutID(id string) (namespace, name string, ok bool) { return strings.Cut(id, "/") }
