@@ -95,15 +95,7 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 // the Secret the user creates, no volume to re-attach, the pod's name as
 // the replica's.
 func checkPostgresDispatcher(g Gomega, rendered string) {
-	var dispatcher *appsv1.Deployment
-	for document := range strings.SplitSeq(rendered, "\n---\n") {
-		var deployment appsv1.Deployment
-		g.Expect(yaml.Unmarshal([]byte(document), &deployment)).To(Succeed())
-		if deployment.Kind == "Deployment" && deployment.Name == "hookrelay-dispatcher" {
-			dispatcher = &deployment
-		}
-	}
-	g.Expect(dispatcher).NotTo(BeNil(), "no dispatcher Deployment in:\n%s", rendered)
+	dispatcher := renderedObject[appsv1.Deployment](g, rendered, "Deployment", "hookrelay-dispatcher")
 	g.Expect(*dispatcher.Spec.Replicas).To(BeEquivalentTo(3))
 	pod := dispatcher.Spec.Template.Spec
 	g.Expect(pod.Containers).To(HaveLen(1))
@@ -121,4 +113,51 @@ func checkPostgresDispatcher(g Gomega, rendered string) {
 	}
 	g.Expect(pod.TopologySpreadConstraints).To(HaveLen(1))
 	g.Expect(pod.TopologySpreadConstraints[0].TopologyKey).To(Equal(corev1.LabelHostname))
+}
+
+// TestPostgresDispatcherPodFollowsTheDefault: config/postgres writes the
+// dispatcher's pod out again (a Deployment, not the default's StatefulSet);
+// it differs from the default's only where the store needs it.
+func TestPostgresDispatcherPodFollowsTheDefault(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	render := func(dir string) string {
+		rendered, stderr, err := env.Kubectl(ctx, "", "kustomize", filepath.Join(testenv.RepoRoot(), "config", dir))
+		g.Expect(err).NotTo(HaveOccurred(), stderr)
+		return rendered
+	}
+	bolt := renderedObject[appsv1.StatefulSet](g, render("default"), "StatefulSet", "hookrelay-dispatcher").Spec.Template
+	postgres := renderedObject[appsv1.Deployment](g, render("postgres"), "Deployment", "hookrelay-dispatcher").Spec.Template
+	g.Expect(bolt.Spec.Containers).To(HaveLen(1))
+	g.Expect(postgres.Spec.Containers).To(HaveLen(1))
+	// Every flag and variable of the default, and more.
+	g.Expect(postgres.Spec.Containers[0].Args).To(ContainElements(bolt.Spec.Containers[0].Args))
+	g.Expect(postgres.Spec.Containers[0].Env).To(ContainElements(bolt.Spec.Containers[0].Env))
+	// The rest is the same, but the volumes and the spread over nodes.
+	for _, pod := range []*corev1.PodTemplateSpec{&bolt, &postgres} {
+		pod.Spec.Volumes, pod.Spec.TopologySpreadConstraints = nil, nil
+		container := &pod.Spec.Containers[0]
+		container.Args, container.Env, container.VolumeMounts = nil, nil, nil
+	}
+	g.Expect(postgres).To(Equal(bolt))
+}
+
+// renderedObject decodes the object of kind and name from rendered
+// manifests.
+func renderedObject[T any](g Gomega, rendered, kind, name string) *T {
+	var found *T
+	for document := range strings.SplitSeq(rendered, "\n---\n") {
+		var meta struct {
+			Kind     string
+			Metadata struct{ Name string }
+		}
+		g.Expect(yaml.Unmarshal([]byte(document), &meta)).To(Succeed())
+		if meta.Kind == kind && meta.Metadata.Name == name {
+			found = new(T)
+			g.Expect(yaml.Unmarshal([]byte(document), found)).To(Succeed())
+		}
+	}
+	g.Expect(found).NotTo(BeNil(), "no %s %s in:\n%s", kind, name, rendered)
+	return found
 }
