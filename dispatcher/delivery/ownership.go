@@ -106,6 +106,13 @@ func (l *ledger) setOwned(partitions []int, owned bool) (dropped []string) {
 	return dropped
 }
 
+// inEngine counts the deliveries the engine holds.
+func (l *ledger) inEngine() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.tracked)
+}
+
 // ownedPartitions lists the partitions owned now.
 func (l *ledger) ownedPartitions() []int {
 	l.mu.Lock()

@@ -250,3 +250,20 @@ func TestRotationGraceEndsOnTheClock(t *testing.T) {
 	g.Expect(verifies(after, oldKey)).NotTo(Succeed())
 	g.Expect(verifies(after, newKey)).To(Succeed())
 }
+
+// TestSchedulerKeyHasOneTimer: a new time for a key replaces its timer,
+// so a delivery rescheduled is attempted once, at its new time; a
+// cancelled key fires never.
+func TestSchedulerKeyHasOneTimer(t *testing.T) {
+	g := NewWithT(t)
+	fake := clocktesting.NewFakeClock(clockStart)
+	s := newScheduler(fake)
+	fired := make(chan string, 10)
+	s.at("dlv_1", clockStart.Add(time.Minute), func() { fired <- "first" })
+	s.at("dlv_1", clockStart.Add(2*time.Minute), func() { fired <- "second" })
+	s.at("dlv_2", clockStart.Add(time.Minute), func() { fired <- "cancelled" })
+	s.cancel("dlv_2")
+	g.Expect(fake.Waiters()).To(Equal(1), "timers on the clock")
+	fake.Step(3 * time.Minute)
+	g.Eventually(fired).WithTimeout(10 * time.Second).Should(Receive(Equal("second")))
+}

@@ -230,6 +230,7 @@ func (h *Handler) accept(ctx context.Context, w http.ResponseWriter, namespace s
 	accepted, err := h.Publisher.Publish(ctx, namespace, in)
 	if err != nil {
 		h.Log.Error(err, "publishing an event", "namespace", namespace, "id", in.ID)
+		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "the event could not be stored; publish it again")
 		return
 	}

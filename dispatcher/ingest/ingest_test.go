@@ -290,3 +290,26 @@ func TestWritesWaitForReady(t *testing.T) {
 		t.Fatalf("publish once ready answered %d %q, want 202", response.Code, response.Body)
 	}
 }
+
+// unreachableStore is a publisher whose store cannot be reached.
+type unreachableStore struct{ recordingPublisher }
+
+func (*unreachableStore) Publish(context.Context, string, delivery.Incoming) (store.Accepted, error) {
+	return store.Accepted{}, errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
+}
+
+// TestUnstoredEventAsksForARetry: an event the store did not take is
+// answered 503 with Retry-After, so that a producer's client retries it
+// (on this replica or another).
+func TestUnstoredEventAsksForARetry(t *testing.T) {
+	mux := http.NewServeMux()
+	(&Handler{Publisher: &unreachableStore{}, MaxBody: DefaultMaxBody, Log: logr.Discard(), Now: func() time.Time { return acceptTime }}).Register(mux)
+	request := httptest.NewRequest(http.MethodPost, "/v1/namespaces/palm/events", strings.NewReader(`{"id":"evt_1","type":"order.paid","data":{}}`))
+	request.Header.Set("Content-Type", "application/json")
+	response := httptest.NewRecorder()
+	mux.ServeHTTP(response, request)
+	if response.Code != http.StatusServiceUnavailable || response.Header().Get("Retry-After") != "1" || !strings.Contains(response.Body.String(), "publish it again") {
+		t.Fatalf("publish with the store out of reach answered %d, Retry-After %q, %q; want 503, 1 and a message to publish again",
+			response.Code, response.Header().Get("Retry-After"), response.Body)
+	}
+}

@@ -2,10 +2,11 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -103,7 +104,7 @@ func (p *Postgres) Leases(opts LeaseOptions) (*Leases, error) {
 		return &pgconn.DeadlineContextWatcherHandler{Conn: conn.Conn()}
 	}
 	return &Leases{
-		pool: p, config: config, name: replicaPrefix + opts.Replica, interval: opts.Interval, handler: opts.Handler, log: opts.Log,
+		pool: p, config: config, name: replicaPrefix + opts.Replica, interval: opts.Interval, handler: opts.Handler, log: opts.Log.WithValues("replica", opts.Replica),
 		wakes: make(chan []Delivery, 1024), held: map[int]bool{}, releasing: map[int]bool{}, released: make(chan []int, Partitions),
 	}, nil
 }
@@ -276,9 +277,10 @@ func Assign(replicas []string, me string) [Partitions]bool {
 	for partition := range Partitions {
 		best, bestScore := "", uint64(0)
 		for _, replica := range replicas {
-			hash := fnv.New64a()
-			_, _ = hash.Write([]byte(replica + "#" + strconv.Itoa(partition))) // a hash.Hash never fails to write
-			if score := hash.Sum64(); best == "" || score > bestScore || (score == bestScore && replica < best) {
+			// A cryptographic hash spreads names that differ in their last
+			// bytes (pod names do) evenly.
+			sum := sha256.Sum256([]byte(replica + "#" + strconv.Itoa(partition)))
+			if score := binary.BigEndian.Uint64(sum[:8]); best == "" || score > bestScore || (score == bestScore && replica < best) {
 				best, bestScore = replica, score
 			}
 		}
