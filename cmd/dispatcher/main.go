@@ -82,7 +82,7 @@ func main() {
 		"Write the bound address of --listen-address (host:port) to this file once listening: with port 0, tells a test or `make dev` the port chosen.")
 	flag.StringVar(&opts.dataDir, "data-dir", "/var/lib/hookrelay",
 		"Folder of the embedded store (hookrelay.db, with --store=bolt) and of the in-flight journal that --poison-after counts from "+
-			"(with --store=postgres, the journal is this pod's local state: a crash is counted only if the same pod restarts).")
+			"(with --store=postgres, the journal is this pod's local state: a crash is counted only if the same pod restarts, for the partitions it takes first).")
 	flag.StringVar(&opts.store, "store", storeBolt,
 		"Where events and deliveries are kept: bolt (embedded, in --data-dir; one replica) or postgres (DSN from --postgres-dsn-file or $"+postgresDSNEnv+"; "+
 			"any number of replicas, which share the endpoints out between them).")
@@ -203,15 +203,7 @@ func run(ctx context.Context, opts options) error {
 	}
 
 	var ready atomic.Bool
-	readiness := func() error {
-		switch {
-		case !ready.Load():
-			return errors.New("the dispatcher is starting: it is still recovering stored deliveries")
-		case leases != nil && !leases.Connected():
-			return errors.New("the dispatcher cannot reach PostgreSQL: it stores nothing and delivers nothing until it does")
-		}
-		return nil
-	}
+	readiness := readiness(&ready, leases)
 	mux := http.NewServeMux()
 	api := &ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("api"), Ready: readiness}
 	var warnings []warning
@@ -280,18 +272,9 @@ func run(ctx context.Context, opts options) error {
 	// while its attempts drain, and go to the others after.
 	leasesCtx, stopLeases := context.WithCancel(context.Background())
 	defer stopLeases()
-	leasesDone := make(chan struct{})
-	if leases == nil {
-		pending, held, err := engine.Recover(ctx)
-		if err != nil {
-			return err
-		}
-		log.Info("ready", "endpoints", len(engine.Table().Endpoints()), "pendingDeliveries", pending, "heldDeliveries", held)
-		close(leasesDone)
-	} else {
-		go func() { leases.Run(leasesCtx); close(leasesDone) }()
-		go resync(ctx, engine, log)
-		log.Info("ready; delivering the partitions this replica takes", "endpoints", len(engine.Table().Endpoints()), "replica", opts.replicaName())
+	leasesDone, err := startDelivering(ctx, leasesCtx, engine, leases, log)
+	if err != nil {
+		return err
 	}
 	ready.Store(true)
 
@@ -538,6 +521,40 @@ func (opts options) replicaName() string {
 		host = host[:40]
 	}
 	return host + "-" + strconv.Itoa(os.Getpid())
+}
+
+// readiness says why the dispatcher takes no writes now: it is starting,
+// or its lease session (with --store=postgres) is not ticking.
+func readiness(ready *atomic.Bool, leases *store.Leases) func() error {
+	return func() error {
+		switch {
+		case !ready.Load():
+			return errors.New("the dispatcher is starting: it is still recovering stored deliveries")
+		case leases != nil && !leases.Connected():
+			return errors.New("the dispatcher cannot reach PostgreSQL: it stores nothing and delivers nothing until it does")
+		}
+		return nil
+	}
+}
+
+// startDelivering starts the engine on what the store holds: all of it
+// for the only replica (bbolt), or the partitions the lease holder takes,
+// run until leasesCtx ends. The channel closes when the leases are given up.
+func startDelivering(ctx, leasesCtx context.Context, engine *delivery.Engine, leases *store.Leases, log logr.Logger) (<-chan struct{}, error) {
+	done := make(chan struct{})
+	if leases == nil {
+		pending, held, err := engine.Recover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("ready", "endpoints", len(engine.Table().Endpoints()), "pendingDeliveries", pending, "heldDeliveries", held)
+		close(done)
+		return done, nil
+	}
+	go func() { leases.Run(leasesCtx); close(done) }()
+	go resync(ctx, engine, log)
+	log.Info("ready; delivering the partitions this replica takes", "endpoints", len(engine.Table().Endpoints()))
+	return done, nil
 }
 
 // owner lets the lease holder drive the engine's partitions.

@@ -25,19 +25,30 @@ const maxRecordBatch = 1024
 func (e *Engine) writeRecords() {
 	defer close(e.recordsDone)
 	batch.Each(e.records, maxRecordBatch, func(records []store.AttemptRecord) {
-		err := e.Store.RecordAttempts(context.Background(), records)
+		applied, err := e.Store.RecordAttempts(context.Background(), records)
 		if err != nil {
 			e.Log.Error(err, "recording attempts; their deliveries stay pending in the store and are attempted again", "count", len(records))
 		}
-		var ended []string
-		for _, record := range records {
-			if record.Delivery.State != store.Pending {
+		var ended, moved []string
+		for i, record := range records {
+			switch {
+			case err == nil && !applied[i]:
+				moved = append(moved, record.Delivery.ID)
+			case record.Delivery.State != store.Pending:
 				ended = append(ended, record.Delivery.ID)
 			}
 		}
 		// A delivery whose end could not be stored is still pending there:
 		// the ledger lets it go, for the owner's next re-read to find.
 		e.ledger.done(e.Clock.Now(), ended, err == nil)
+		if len(moved) > 0 {
+			// Another replica took the endpoint and attempted the delivery
+			// meanwhile: this engine's copy is stale, and the store's owner
+			// goes on from what is stored.
+			e.Log.Info("attempt records skipped: their deliveries had moved on in the store, as when another replica took their endpoints", "count", len(moved))
+			e.scheduler.cancel(moved...)
+			e.ledger.done(e.Clock.Now(), moved, false)
+		}
 		e.writtenMu.Lock()
 		for _, record := range records {
 			e.unwritten[store.Partition(record.Delivery.Namespace, record.Delivery.Endpoint)]--

@@ -268,7 +268,7 @@ func (e *Engine) reenable(ctx context.Context, endpoint *routes.Route) error {
 // ones and queues them, oldest first.
 func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	wanted := map[string]bool{}
-	var partitions []int
+	partitions := make([]int, 0, len(endpointIDs))
 	for _, id := range endpointIDs {
 		wanted[id] = true
 		namespace, name, _ := cutID(id)

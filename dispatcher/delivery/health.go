@@ -120,12 +120,20 @@ func (t *tracker) update(id string, change func(health *store.Health)) store.Hea
 	return *health
 }
 
-// load replaces the records of the given endpoints with the stored ones: a
-// replica taking a partition starts from what its previous owner stored.
-func (t *tracker) load(healths []store.Health) {
+// load replaces the records of the endpoints for which mine is true with
+// the stored ones: a replica taking a partition starts from what its
+// previous owner stored, not from what it knew when it last owned it.
+func (t *tracker) load(mine func(id string) bool, healths []store.Health) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	for id := range t.records {
+		if mine(id) {
+			delete(t.records, id)
+		}
+	}
 	for i := range healths {
-		t.records[healths[i].Endpoint] = &healths[i]
+		if mine(healths[i].Endpoint) {
+			t.records[healths[i].Endpoint] = &healths[i]
+		}
 	}
 }

@@ -129,3 +129,35 @@ func TestInterruptionsCountAndPoison(t *testing.T) {
 		t.Fatalf("poisonAfter 0: interrupted %d, poisoned %d; want 2 and 0", len(interrupted), len(poisoned))
 	}
 }
+
+// TestPoisonIsTheStoresNextAttempt: when the journal is ahead of the store
+// (a record of an earlier attempt failed to store), the delivery is still
+// poisoned, as the store's next attempt, which RecordAttempts applies.
+func TestPoisonIsTheStoresNextAttempt(t *testing.T) {
+	ctx := t.Context()
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	accepted, err := db.Accept(ctx, store.Event{Namespace: "ns", ID: "evt_1", Type: "t", Data: []byte(`{}`), AcceptedAt: now},
+		[]store.Target{{Endpoint: "a"}}, now.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delivery := accepted.Deliveries[0]
+	delivery.Interrupted = 2
+	_, _, poisoned := interruptions([]store.Delivery{delivery}, map[string]int{delivery.ID: 3}, 3, now)
+	applied, err := db.RecordAttempts(ctx, poisoned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := db.Delivery(ctx, delivery.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(applied, []bool{true}) || stored.State != store.Failed || stored.Attempts != 1 {
+		t.Fatalf("poison record applied %v, stored %s at %d attempts; want applied, failed at 1", applied, stored.State, stored.Attempts)
+	}
+}

@@ -142,14 +142,10 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 	for _, partition := range partitions {
 		in[partition] = true
 	}
-	var mine []store.Health
-	for _, health := range healths {
-		namespace, name, _ := cutID(health.Endpoint)
-		if in[store.Partition(namespace, name)] {
-			mine = append(mine, health)
-		}
-	}
-	e.health.load(mine)
+	e.health.load(func(id string) bool {
+		namespace, name, _ := cutID(id)
+		return in[store.Partition(namespace, name)]
+	}, healths)
 	e.ledger.setOwned(partitions, true)
 	e.countOwned()
 	for _, endpoint := range e.table.Load().Endpoints() {

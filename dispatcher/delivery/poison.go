@@ -31,10 +31,12 @@ func interruptions(active []store.Delivery, started map[string]int, poisonAfter 
 		reason := fmt.Sprintf("%s: the dispatcher stopped while an attempt of this delivery was in flight, %d times (last: attempt %d); "+
 			"it is not attempted again, so that it cannot stop the dispatcher again; replay it once the cause is fixed",
 			hookrelayv1alpha1.ReasonPoisoned, delivery.Interrupted, attempt)
-		delivery.Attempts, delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = attempt, store.Failed, time.Time{}, now
+		// The store's next attempt, which is all RecordAttempts applies: the
+		// journal's is ahead of it when an earlier record failed to store.
+		delivery.Attempts, delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = delivery.Attempts+1, store.Failed, time.Time{}, now
 		poisoned = append(poisoned, store.AttemptRecord{
 			Delivery: delivery,
-			Attempt:  store.Attempt{DeliveryID: delivery.ID, Number: attempt, StartedAt: now, Error: reason},
+			Attempt:  store.Attempt{DeliveryID: delivery.ID, Number: delivery.Attempts, StartedAt: now, Error: reason},
 		})
 	}
 	return kept, interrupted, poisoned
@@ -58,6 +60,7 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 		e.Log.Info("deliveries were in flight when the dispatcher stopped; attempting them again", "count", len(interrupted), "poisonAfter", e.PoisonAfter)
 	}
 	type change struct {
+		record   int
 		endpoint *routes.Route
 		health   store.Health
 		change   Change
@@ -71,22 +74,39 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 		health, healthChange := e.health.failed(endpoint, id, now, fmt.Sprintf("%s (%d attempts)", record.Attempt.Error, delivery.Attempts), false)
 		record.Health = &health
 		if endpoint != nil {
-			changes = append(changes, change{endpoint, health, healthChange})
+			changes = append(changes, change{i, endpoint, health, healthChange})
 		}
 		e.Log.Info("delivery poisoned: failed without another attempt", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID,
 			"interrupted", delivery.Interrupted, "attempts", delivery.Attempts)
 	}
 	if len(poisoned) > 0 {
-		if err := e.Store.RecordAttempts(ctx, poisoned); err != nil {
+		applied, err := e.Store.RecordAttempts(ctx, poisoned)
+		if err != nil {
 			return nil, err
 		}
-		e.Metrics.Deliveries.WithLabelValues("failed").Add(float64(len(poisoned)))
+		if skipped := len(poisoned) - countTrue(applied); skipped > 0 {
+			e.Log.Info("poisoned deliveries not failed: they had moved on in the store", "count", skipped)
+		}
+		e.Metrics.Deliveries.WithLabelValues("failed").Add(float64(countTrue(applied)))
 		for _, c := range changes {
-			e.Status.HealthChanged(c.endpoint, c.health, c.change)
+			if applied[c.record] {
+				e.Status.HealthChanged(c.endpoint, c.health, c.change)
+			}
 		}
 	}
 	if err := e.Journal.Reset(); err != nil {
 		return nil, err
 	}
 	return kept, nil
+}
+
+// countTrue counts the records a store applied.
+func countTrue(applied []bool) int {
+	n := 0
+	for _, ok := range applied {
+		if ok {
+			n++
+		}
+	}
+	return n
 }

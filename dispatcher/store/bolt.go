@@ -246,6 +246,19 @@ func eachWithPrefix(bucket *bolt.Bucket, prefix []byte, fn func(rest, value []by
 	return nil
 }
 
+// disabledIn reports whether an endpoint's stored health says disabled.
+func disabledIn(tx *bolt.Tx, endpoint string) (bool, error) {
+	data := tx.Bucket(bucketHealth).Get([]byte(endpoint))
+	if data == nil {
+		return false, nil
+	}
+	var health Health
+	if err := json.Unmarshal(data, &health); err != nil {
+		return false, fmt.Errorf("health of %s: %w", endpoint, err)
+	}
+	return health.Disabled, nil
+}
+
 // Accept implements Store.
 func (b *Bolt) Accept(_ context.Context, event Event, targets []Target, dedupeSince time.Time) (Accepted, error) {
 	var out Accepted
@@ -271,6 +284,10 @@ func (b *Bolt) Accept(_ context.Context, event Event, targets []Target, dedupeSi
 		}
 		deliveries, active, byEvent := tx.Bucket(bucketDeliveries), tx.Bucket(bucketActive), tx.Bucket(bucketByEvent)
 		for _, target := range targets {
+			disabled, err := disabledIn(tx, endpointKey(event.Namespace, target.Endpoint))
+			if err != nil {
+				return err
+			}
 			sequence, err := deliveries.NextSequence()
 			if err != nil {
 				return err
@@ -279,7 +296,7 @@ func (b *Bolt) Accept(_ context.Context, event Event, targets []Target, dedupeSi
 				ID: fmt.Sprintf("dlv_%016x", sequence), Namespace: event.Namespace, EventID: event.ID, Endpoint: target.Endpoint,
 				State: Pending, NextAttemptAt: event.AcceptedAt, CreatedAt: event.AcceptedAt, UpdatedAt: event.AcceptedAt,
 			}
-			if target.Held {
+			if target.Held || disabled {
 				delivery.State, delivery.NextAttemptAt = Held, time.Time{}
 			}
 			if err := put(deliveries, []byte(delivery.ID), delivery); err != nil {
@@ -316,10 +333,33 @@ func putDelivery(tx *bolt.Tx, delivery Delivery) error {
 	return tx.Bucket(bucketActive).Delete([]byte(delivery.ID))
 }
 
+// storedDelivery reads a delivery in a transaction; found is false when it
+// is not stored.
+func storedDelivery(tx *bolt.Tx, id string) (delivery Delivery, found bool, err error) {
+	data := tx.Bucket(bucketDeliveries).Get([]byte(id))
+	if data == nil {
+		return Delivery{}, false, nil
+	}
+	if err := json.Unmarshal(data, &delivery); err != nil {
+		return Delivery{}, false, fmt.Errorf("delivery %s: %w", id, err)
+	}
+	return delivery, true, nil
+}
+
 // RecordAttempts implements Store.
-func (b *Bolt) RecordAttempts(_ context.Context, records []AttemptRecord) error {
+func (b *Bolt) RecordAttempts(_ context.Context, records []AttemptRecord) ([]bool, error) {
+	var applied []bool
 	err := b.update(func(tx *bolt.Tx) error {
-		for _, record := range records {
+		// A group commit may run apply twice (alone after a failed group).
+		applied = make([]bool, len(records))
+		for i, record := range records {
+			stored, found, err := storedDelivery(tx, record.Delivery.ID)
+			if err != nil {
+				return err
+			}
+			if !found || stored.State != Pending || stored.Attempts != record.Delivery.Attempts-1 {
+				continue
+			}
 			if err := putDelivery(tx, record.Delivery); err != nil {
 				return err
 			}
@@ -331,13 +371,14 @@ func (b *Bolt) RecordAttempts(_ context.Context, records []AttemptRecord) error 
 					return err
 				}
 			}
+			applied[i] = true
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: recording %d attempts: %w", len(records), err)
+		return nil, fmt.Errorf("store: recording %d attempts: %w", len(records), err)
 	}
-	return nil
+	return applied, nil
 }
 
 // UpdateDeliveries implements Store.
@@ -362,17 +403,12 @@ func (b *Bolt) ChangeDeliveries(_ context.Context, changes []DeliveryChange) ([]
 	err := b.update(func(tx *bolt.Tx) error {
 		// A group commit may run apply twice (alone after a failed group).
 		applied = make([]bool, len(changes))
-		deliveries := tx.Bucket(bucketDeliveries)
 		for i, change := range changes {
-			data := deliveries.Get([]byte(change.To.ID))
-			if data == nil {
-				continue
+			stored, found, err := storedDelivery(tx, change.To.ID)
+			if err != nil {
+				return err
 			}
-			var stored Delivery
-			if err := json.Unmarshal(data, &stored); err != nil {
-				return fmt.Errorf("delivery %s: %w", change.To.ID, err)
-			}
-			if stored.State != change.State || stored.Attempts != change.Attempts {
+			if !found || stored.State != change.State || stored.Attempts != change.Attempts {
 				continue
 			}
 			if err := putDelivery(tx, change.To); err != nil {

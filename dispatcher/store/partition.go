@@ -15,7 +15,7 @@ const Partitions = 64
 // four bytes of the MD5 of "<namespace>/<endpoint>", modulo Partitions.
 // MD5 because PostgreSQL has it built in, so that both sides agree.
 func Partition(namespace, endpoint string) int {
-	sum := md5.Sum([]byte(namespace + "/" + endpoint)) //nolint:gosec // see above
+	sum := md5.Sum([]byte(endpointKey(namespace, endpoint))) //nolint:gosec // see above
 	return int(binary.BigEndian.Uint32(sum[:4]) % Partitions)
 }
 

@@ -121,7 +121,8 @@ func (p *Postgres) deliveries(ctx context.Context, sql string, args ...any) ([]D
 }
 
 // acceptSQL stores the event unless one of its id was accepted after $8,
-// and then its deliveries, in one statement (so one transaction and one
+// and then its deliveries, held where the target is or its endpoint's
+// health says disabled, in one statement (so one transaction and one
 // round trip). Ids come from the sequence in target order, so they sort as
 // the deliveries were accepted.
 const acceptSQL = `WITH event AS (
@@ -135,7 +136,11 @@ const acceptSQL = `WITH event AS (
 	INSERT INTO deliveries (` + deliveryColumns + `)
 	SELECT 'dlv_' || lpad(to_hex(nextval('delivery_ids')), 16, '0'), $1, $2, target.endpoint,
 		CASE WHEN target.held THEN 'held' ELSE 'pending' END, 0, CASE WHEN target.held THEN NULL ELSE $7::timestamptz END, $7, $7, 0
-	FROM unnest($9::text[], $10::boolean[]) WITH ORDINALITY AS target(endpoint, held, position)
+	FROM (
+		SELECT given.endpoint, given.position, given.held OR coalesce(health.disabled, false) AS held
+		FROM unnest($9::text[], $10::boolean[]) WITH ORDINALITY AS given(endpoint, held, position)
+		LEFT JOIN health ON health.endpoint = $1 || '/' || given.endpoint
+	) AS target
 	WHERE EXISTS (SELECT FROM event)
 	ORDER BY target.position
 	RETURNING id, endpoint, state
@@ -193,21 +198,24 @@ const putDeliverySQL = `INSERT INTO deliveries (` + deliveryColumns + `) VALUES 
 		state = excluded.state, attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
 		created_at = excluded.created_at, updated_at = excluded.updated_at, interrupted = excluded.interrupted`
 
-const putAttemptSQL = `INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error, response)
-	VALUES ($1, $2, $3, $4, $5, $6, $7)
-	ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = excluded.started_at, duration_ms = excluded.duration_ms,
-		status_code = excluded.status_code, error = excluded.error, response = excluded.response`
+const attemptColumns = "delivery_id, number, started_at, duration_ms, status_code, error, response"
 
-const putHealthSQL = `INSERT INTO health (endpoint, uid, consecutive_failures, disabled, disabled_at, last_success, last_failure,
-		last_failure_reason, reenable_token)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-	ON CONFLICT (endpoint) DO UPDATE SET uid = excluded.uid, consecutive_failures = excluded.consecutive_failures,
-		disabled = excluded.disabled, disabled_at = excluded.disabled_at, last_success = excluded.last_success,
-		last_failure = excluded.last_failure, last_failure_reason = excluded.last_failure_reason, reenable_token = excluded.reenable_token`
+// attemptConflict keeps one row per attempt number, the last recorded.
+const attemptConflict = `ON CONFLICT (delivery_id, number) DO UPDATE SET started_at = excluded.started_at, duration_ms = excluded.duration_ms,
+	status_code = excluded.status_code, error = excluded.error, response = excluded.response`
 
-func queueHealth(batch *pgx.Batch, h Health) {
-	batch.Queue(putHealthSQL, h.Endpoint, h.UID, h.ConsecutiveFailures, h.Disabled, h.DisabledAt, h.LastSuccess, h.LastFailure,
-		h.LastFailureReason, h.ReenableToken)
+const healthColumns = "endpoint, uid, consecutive_failures, disabled, disabled_at, last_success, last_failure, last_failure_reason, reenable_token"
+
+const putHealthSQL = `INSERT INTO health (` + healthColumns + `) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ` + healthConflict
+
+// healthConflict keeps one row per endpoint, the last stored.
+const healthConflict = `ON CONFLICT (endpoint) DO UPDATE SET uid = excluded.uid, consecutive_failures = excluded.consecutive_failures,
+	disabled = excluded.disabled, disabled_at = excluded.disabled_at, last_success = excluded.last_success,
+	last_failure = excluded.last_failure, last_failure_reason = excluded.last_failure_reason, reenable_token = excluded.reenable_token`
+
+// healthArgs are the values of healthColumns.
+func healthArgs(h Health) []any {
+	return []any{h.Endpoint, h.UID, h.ConsecutiveFailures, h.Disabled, h.DisabledAt, h.LastSuccess, h.LastFailure, h.LastFailureReason, h.ReenableToken}
 }
 
 // inLockOrder sorts a copy of items by key, keeping the callers' order
@@ -238,30 +246,71 @@ func (p *Postgres) send(ctx context.Context, batch *pgx.Batch) (affected []int64
 	return affected, nil
 }
 
-// RecordAttempts implements Store.
-func (p *Postgres) RecordAttempts(ctx context.Context, records []AttemptRecord) error {
+// lockDeliveriesSQL locks a batch's deliveries in id order before any of
+// them is written (the column sorts as Go strings do, COLLATE "C").
+const lockDeliveriesSQL = `SELECT FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE`
+
+// recordAttemptSQL applies one AttemptRecord as a compare-and-set: the
+// delivery moves only while it is pending at the attempt before ($6 - 1),
+// and the attempt and the health ($27: given) are stored only when it did.
+const recordAttemptSQL = `WITH moved AS (
+	UPDATE deliveries SET ` + deliverySet + `
+	WHERE id = $1 AND state = 'pending' AND attempts = $6 - 1
+	RETURNING 1
+), new_attempt AS (
+	INSERT INTO attempts (` + attemptColumns + `)
+	SELECT $11::text, $12::integer, $13::timestamptz, $14::double precision, $15::integer, $16::text, $17::text FROM moved
+	` + attemptConflict + `
+), new_health AS (
+	INSERT INTO health (` + healthColumns + `)
+	SELECT $18::text, $19::text, $20::integer, $21::boolean, $22::timestamptz, $23::timestamptz, $24::timestamptz, $25::text, $26::text
+	FROM moved WHERE $27::boolean
+	` + healthConflict + `
+)
+SELECT EXISTS (SELECT FROM moved)`
+
+// RecordAttempts implements Store. Every delivery of the batch is locked
+// first, in id order; then the records apply in the order of their
+// endpoints, so that health rows too are locked in one order. Records of
+// one delivery keep the callers' order.
+func (p *Postgres) RecordAttempts(ctx context.Context, records []AttemptRecord) ([]bool, error) {
 	if err := p.open(); err != nil {
-		return err
+		return nil, err
 	}
+	type indexed struct {
+		AttemptRecord
+		index int
+	}
+	ordered := make([]indexed, len(records))
+	ids := make([]string, len(records))
+	for i, record := range records {
+		ordered[i] = indexed{record, i}
+		ids[i] = record.Delivery.ID
+	}
+	ordered = inLockOrder(ordered, func(r indexed) string { return endpointKey(r.Delivery.Namespace, r.Delivery.Endpoint) })
 	batch := &pgx.Batch{}
-	for _, record := range inLockOrder(records, func(r AttemptRecord) string { return r.Delivery.ID }) {
-		batch.Queue(putDeliverySQL, deliveryArgs(record.Delivery)...)
-	}
-	var healths []Health
-	for _, record := range records {
+	batch.Queue(lockDeliveriesSQL, ids)
+	for _, record := range ordered {
 		a := record.Attempt
-		batch.Queue(putAttemptSQL, a.DeliveryID, a.Number, a.StartedAt, a.DurationMS, a.StatusCode, a.Error, a.Response)
+		args := append(deliveryArgs(record.Delivery), a.DeliveryID, a.Number, a.StartedAt, a.DurationMS, a.StatusCode, a.Error, a.Response)
+		health := Health{}
 		if record.Health != nil {
-			healths = append(healths, *record.Health)
+			health = *record.Health
 		}
+		args = append(append(args, healthArgs(health)...), record.Health != nil)
+		batch.Queue(recordAttemptSQL, args...)
 	}
-	for _, health := range inLockOrder(healths, func(h Health) string { return h.Endpoint }) {
-		queueHealth(batch, health)
+	applied := make([]bool, len(records))
+	results := p.pool.SendBatch(ctx, batch)
+	_, err := results.Exec()
+	for i := 0; err == nil && i < len(ordered); i++ {
+		err = results.QueryRow().Scan(&applied[ordered[i].index])
 	}
-	if _, err := p.send(ctx, batch); err != nil {
-		return p.fail(err, "recording %d attempts", len(records))
+	// Close reads up to the commit: before it, nothing is durable.
+	if err = errors.Join(err, results.Close()); err != nil {
+		return nil, p.fail(err, "recording %d attempts", len(records))
 	}
-	return nil
+	return applied, nil
 }
 
 // UpdateDeliveries implements Store.
@@ -282,9 +331,11 @@ func (p *Postgres) UpdateDeliveries(ctx context.Context, deliveries []Delivery) 
 // changeDeliverySQL is a compare-and-set: a delivery that moved on since
 // the caller read it is not updated. A concurrent change of the same row
 // waits for this one's commit and then compares against what it stored.
-const changeDeliverySQL = `UPDATE deliveries SET namespace = $2, event_id = $3, endpoint = $4, state = $5, attempts = $6,
-	next_attempt_at = $7, created_at = $8, updated_at = $9, interrupted = $10
-	WHERE id = $1 AND state = $11 AND attempts = $12`
+const changeDeliverySQL = `UPDATE deliveries SET ` + deliverySet + ` WHERE id = $1 AND state = $11 AND attempts = $12`
+
+// deliverySet stores deliveryArgs ($1 the id) over a delivery's row.
+const deliverySet = `namespace = $2, event_id = $3, endpoint = $4, state = $5, attempts = $6,
+	next_attempt_at = $7, created_at = $8, updated_at = $9, interrupted = $10`
 
 // ChangeDeliveries implements Store.
 func (p *Postgres) ChangeDeliveries(ctx context.Context, changes []DeliveryChange) ([]bool, error) {
@@ -321,7 +372,7 @@ func (p *Postgres) PutHealth(ctx context.Context, health Health) error {
 		return err
 	}
 	batch := &pgx.Batch{}
-	queueHealth(batch, health)
+	batch.Queue(putHealthSQL, healthArgs(health)...)
 	if _, err := p.send(ctx, batch); err != nil {
 		return p.fail(err, "storing health of %s", health.Endpoint)
 	}

@@ -103,8 +103,12 @@ type Health struct {
 	ReenableToken string `json:"reenable_token,omitempty"`
 }
 
+// endpointKey is how Health.Endpoint names an endpoint: "<namespace>/<name>".
+func endpointKey(namespace, endpoint string) string { return namespace + "/" + endpoint }
+
 // AttemptRecord is what one attempt changes: the attempt itself, its
-// delivery's new state, and the endpoint's health when that changed.
+// delivery's new state, and the endpoint's health when that changed (its
+// Endpoint is then the delivery's "<namespace>/<endpoint>").
 type AttemptRecord struct {
 	Delivery Delivery
 	Attempt  Attempt
@@ -144,11 +148,21 @@ type Accepted struct {
 type Store interface {
 	// Accept stores an event and one delivery per target in one transaction,
 	// unless an event with the same namespace and id was accepted since
-	// dedupeSince.
+	// dedupeSince. A delivery is stored held when its target is Held or when
+	// its endpoint's stored health (Health.Endpoint "<namespace>/<endpoint>")
+	// says Disabled, read in that transaction: a replica that does not own
+	// the endpoint, and so does not track its health, holds it too.
 	Accept(ctx context.Context, event Event, targets []Target, dedupeSince time.Time) (Accepted, error)
 	// RecordAttempts stores attempts, with their deliveries' new states and,
-	// where not nil, their endpoints' new health, in one transaction.
-	RecordAttempts(ctx context.Context, records []AttemptRecord) error
+	// where not nil, their endpoints' new health, in one transaction, and
+	// says which records were applied. Each record is a compare-and-set: it
+	// applies only while its stored delivery is still pending at the attempt
+	// before it (Attempts == record.Delivery.Attempts-1); otherwise nothing
+	// of it is stored (applied[i] is false), which is not an error. So a
+	// replica that lost an endpoint's partition mid-attempt cannot overwrite
+	// the progress of the partition's new owner, nor record an attempt
+	// number twice. Records of one delivery apply in the order given.
+	RecordAttempts(ctx context.Context, records []AttemptRecord) (applied []bool, err error)
 	// UpdateDeliveries stores new states of deliveries (held ⇄ pending).
 	UpdateDeliveries(ctx context.Context, deliveries []Delivery) error
 	// ChangeDeliveries applies compare-and-sets in one transaction and says

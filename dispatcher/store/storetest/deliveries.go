@@ -62,22 +62,21 @@ func testAttempts(t *testing.T, open Open) {
 			health = store.Health{Endpoint: "shop/flaky", UID: "uid-1", LastSuccess: &failedAt, LastFailure: health.LastFailure, LastFailureReason: "503"}
 		}
 		attempts = append(attempts, attempt)
-		if err := s.RecordAttempts(ctx, []store.AttemptRecord{{Delivery: flaky, Attempt: attempt, Health: &health}}); err != nil {
-			t.Fatal(err)
-		}
+		recordAttempts(t, s, store.AttemptRecord{Delivery: flaky, Attempt: attempt, Health: &health})
 	}
 	same(t, "attempts in order", attempts, read(s.Attempts(ctx, flaky.ID)).must(t))
 	same(t, "delivery after its attempts", flaky, read(s.Delivery(ctx, flaky.ID)).must(t))
 
 	// Several deliveries in one call; no health given leaves health as it is.
+	// A replayed delivery is pending again at its attempts so far.
+	replayed := flaky
+	replayed.State, replayed.NextAttemptAt = store.Pending, base.Add(time.Hour)
+	update(t, s, replayed)
 	gone = finish(gone, store.Failed, 1, base.Add(time.Hour))
 	refused := store.Attempt{DeliveryID: gone.ID, Number: 1, StartedAt: base.Add(time.Hour), DurationMS: 0.5, Error: "connection refused"}
 	retried := store.Attempt{DeliveryID: flaky.ID, Number: 12, StartedAt: base.Add(time.Hour), StatusCode: 204}
 	retriedDelivery := finish(flaky, store.Succeeded, 12, base.Add(time.Hour))
-	err := s.RecordAttempts(ctx, []store.AttemptRecord{{Delivery: gone, Attempt: refused}, {Delivery: retriedDelivery, Attempt: retried}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	recordAttempts(t, s, store.AttemptRecord{Delivery: gone, Attempt: refused}, store.AttemptRecord{Delivery: retriedDelivery, Attempt: retried})
 	same(t, "attempts of the failed delivery", []store.Attempt{refused}, read(s.Attempts(ctx, gone.ID)).must(t))
 	same(t, "attempts after one more", append(attempts, retried), read(s.Attempts(ctx, flaky.ID)).must(t))
 	same(t, "failed delivery", gone, read(s.Delivery(ctx, gone.ID)).must(t))

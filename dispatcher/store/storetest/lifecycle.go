@@ -94,9 +94,7 @@ func testReopen(t *testing.T, open Open) {
 	done.Attempts, done.State, done.NextAttemptAt, done.UpdatedAt = 1, store.Succeeded, time.Time{}, base.Add(time.Minute)
 	attempt := store.Attempt{DeliveryID: done.ID, Number: 1, StartedAt: base, DurationMS: 41.5, StatusCode: 200, Response: `{"ok":true}`}
 	health := store.Health{Endpoint: shopA, UID: uidA, LastSuccess: &attempt.StartedAt}
-	if err := s.RecordAttempts(ctx, []store.AttemptRecord{{Delivery: done, Attempt: attempt, Health: &health}}); err != nil {
-		t.Fatal(err)
-	}
+	recordAttempts(t, s, store.AttemptRecord{Delivery: done, Attempt: attempt, Health: &health})
 	disabled := store.Health{Endpoint: "shop/b", UID: "uid-b", ConsecutiveFailures: 5, Disabled: true, DisabledAt: &base, ReenableToken: "t"}
 	if err := s.PutHealth(ctx, disabled); err != nil {
 		t.Fatal(err)
@@ -193,7 +191,8 @@ func testClosed(t *testing.T, open Open) {
 			return err
 		}},
 		{"RecordAttempts", func() error {
-			return s.RecordAttempts(ctx, []store.AttemptRecord{{Delivery: finished, Attempt: attempt}})
+			_, err := s.RecordAttempts(ctx, []store.AttemptRecord{{Delivery: finished, Attempt: attempt}})
+			return err
 		}},
 		{"UpdateDeliveries", func() error { return s.UpdateDeliveries(ctx, []store.Delivery{finished}) }},
 		{"ChangeDeliveries", func() error {

@@ -121,7 +121,6 @@ func testFilters(t *testing.T, open Open) {
 // testStablePages: deliveries accepted, or finished, while a listing is
 // paged neither repeat nor hide the ones it had still to show.
 func testStablePages(t *testing.T, open Open) {
-	ctx := t.Context()
 	s := start(t, open)
 	deliveries := acceptSeries(t, s, "shop", 7, "orders")
 	first, next := page(t, s, "shop", "orders", store.DeliveryQuery{Limit: 3})
@@ -132,9 +131,7 @@ func testStablePages(t *testing.T, open Open) {
 	update(t, s, finish(deliveries[2], store.Failed, 5, base.Add(time.Hour)))
 	succeeded := finish(deliveries[1], store.Succeeded, 1, base.Add(time.Hour))
 	attempt := store.Attempt{DeliveryID: succeeded.ID, Number: 1, StartedAt: base.Add(time.Hour), StatusCode: 200}
-	if err := s.RecordAttempts(ctx, []store.AttemptRecord{{Delivery: succeeded, Attempt: attempt}}); err != nil {
-		t.Fatal(err)
-	}
+	recordAttempts(t, s, store.AttemptRecord{Delivery: succeeded, Attempt: attempt})
 
 	rest, _ := collect(t, s, "shop", "orders", store.DeliveryQuery{Limit: 3, After: next})
 	same(t, "ids listed across pages while deliveries arrived and moved", ids(newestFirst(deliveries)), ids(append(first, rest...)))

@@ -41,7 +41,11 @@ var cases = []struct {
 	{"DeliveryIDsSortInAcceptOrder", testDeliveryIDsSort},
 	{"ActiveListsOnlyThePartitionsAskedFor", testActiveByPartition},
 	{"HeldDeliveriesWaitUntilReleased", testHeldAndReleased},
+	{"AcceptHoldsDisabledEndpoints", testAcceptHoldsDisabledEndpoints},
 	{"AttemptsAreRecordedAndListedInOrder", testAttempts},
+	{"StaleAttemptRecordsAreSkipped", testStaleRecordsAreSkipped},
+	{"AttemptRecordBatchAppliesTheCurrentOnes", testRecordBatchAppliesTheCurrentOnes},
+	{"ConcurrentRecordsOfOneAttemptApplyOnce", testConcurrentRecordsApplyOnce},
 	{"HealthIsKeptPerEndpoint", testHealth},
 	{"ChangeDeliveriesIsCompareAndSet", testChangeIsCompareAndSet},
 	{"ConcurrentChangesOfOneReadingApplyOnce", testConcurrentChanges},
@@ -162,6 +166,20 @@ func update(t *testing.T, s store.Store, deliveries ...store.Delivery) {
 	t.Helper()
 	if err := s.UpdateDeliveries(t.Context(), deliveries); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// recordAttempts stores attempt records that must all apply.
+func recordAttempts(t *testing.T, s store.Store, records ...store.AttemptRecord) {
+	t.Helper()
+	applied, err := s.RecordAttempts(t.Context(), records)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, ok := range applied {
+		if !ok {
+			t.Fatalf("attempt record %d (delivery %s, attempt %d) was skipped", i, records[i].Delivery.ID, records[i].Delivery.Attempts)
+		}
 	}
 }
 

@@ -15,9 +15,7 @@ func record(t *testing.T, s store.Store, delivery store.Delivery, state store.St
 	if state == store.Succeeded {
 		attempt.StatusCode = 200
 	}
-	if err := s.RecordAttempts(t.Context(), []store.AttemptRecord{{Delivery: finished, Attempt: attempt}}); err != nil {
-		t.Fatal(err)
-	}
+	recordAttempts(t, s, store.AttemptRecord{Delivery: finished, Attempt: attempt})
 	return finished
 }
 
