@@ -92,10 +92,11 @@ run: manifests generate ## Run the manager against the cluster in $$KUBECONFIG (
 DEV_DIR ?= .dev
 DEV_FLAGS ?=
 
+# STORE=postgres runs a local PostgreSQL and two dispatcher replicas on it.
 .PHONY: dev
-dev: binaries controlplane ## Run Hookrelay locally: control plane, CRDs, manager, dispatcher, sample receiver and samples (state in DEV_DIR, default .dev/).
+dev: binaries controlplane $(if $(filter postgres,$(STORE)),postgres) ## Run Hookrelay locally: control plane, CRDs, manager, dispatcher, sample receiver and samples (state in DEV_DIR, default .dev/); STORE=postgres: two replicas on PostgreSQL.
 	go build -o $(LOCALBIN)/localup ./hack/localup
-	$(LOCALBIN)/localup --data-dir=$(DEV_DIR) --bin-dir=$(LOCALBIN) $(DEV_FLAGS)
+	$(LOCALBIN)/localup --data-dir=$(DEV_DIR) --bin-dir=$(LOCALBIN) $(if $(STORE),--store=$(STORE)) $(DEV_FLAGS)
 
 .PHONY: controlplane
 controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked into bin/controlplane.

@@ -180,8 +180,20 @@ func run(ctx context.Context, opts options) error {
 		Client: kube, Recorder: broadcaster.NewRecorder(scheme, "hookrelay-dispatcher"),
 		Log: log.WithName("status"), Interval: opts.statusInterval, Clock: clock.RealClock{},
 	}
+	// On PostgreSQL, the lease holder tells the engine which partitions it
+	// owns, and the engine wakes the other replicas through it.
+	var leases *store.Leases
+	var waker delivery.Waker
+	handler := &owner{log: log}
+	if shared, ok := db.(*store.Postgres); ok {
+		if leases, err = shared.Leases(store.LeaseOptions{Replica: opts.replicaName(), Handler: handler, Log: log.WithName("leases")}); err != nil {
+			return fmt.Errorf("--replica-name: %w", err)
+		}
+		waker = leases
+	}
 	engine, err := delivery.New(ctx, delivery.Options{
 		Store:         db,
+		Waker:         waker,
 		Attempt:       &delivery.Attempter{Client: delivery.NewHTTPClient(delivery.EgressPolicy{Allow: allow}.Transport()), Signer: signing.Signer{Prefix: opts.headerPrefix}},
 		Status:        reporter,
 		Metrics:       delivery.NewMetrics(registry),
@@ -194,13 +206,7 @@ func run(ctx context.Context, opts options) error {
 	if err != nil {
 		return err
 	}
-	var leases *store.Leases
-	if shared, ok := db.(*store.Postgres); ok {
-		if leases, err = shared.Leases(store.LeaseOptions{Replica: opts.replicaName(), Handler: owner{engine, log}, Log: log.WithName("leases")}); err != nil {
-			return fmt.Errorf("--replica-name: %w", err)
-		}
-		engine.Waker = leases
-	}
+	handler.Engine = engine
 
 	var ready atomic.Bool
 	readiness := readiness(&ready, leases)
@@ -564,7 +570,7 @@ type owner struct {
 }
 
 // Acquire implements store.LeaseHandler.
-func (o owner) Acquire(ctx context.Context, partitions []int) error {
+func (o *owner) Acquire(ctx context.Context, partitions []int) error {
 	pending, held, err := o.Engine.Acquire(ctx, partitions)
 	if err != nil {
 		return err

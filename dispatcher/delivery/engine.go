@@ -100,7 +100,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	e := &Engine{
-		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock), ledger: newLedger(),
+		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock), ledger: newLedger(opts.Waker != nil),
 		records: make(chan store.AttemptRecord, maxRecordBatch), recordsDone: make(chan struct{}),
 	}
 	e.written = sync.NewCond(&e.writtenMu)

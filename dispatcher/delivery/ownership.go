@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,8 +29,8 @@ type Waker interface {
 
 // recentlyFinished is how long a finished delivery's id is remembered, so
 // that a late wake-up or a re-read that saw it pending does not attempt it
-// again.
-const recentlyFinished = time.Minute
+// again (on a shared store only: alone, an engine has neither).
+const recentlyFinished = 30 * time.Second
 
 // ledger is what the engine holds of its partitions: which it owns, and the
 // deliveries it has scheduled, queued or in flight (by partition), so that
@@ -43,10 +44,12 @@ type ledger struct {
 	// longer pending; they swap every recentlyFinished.
 	finished, previous map[string]bool
 	swapped            time.Time
+	// remember is set on a shared store, where finished ids are kept.
+	remember bool
 }
 
-func newLedger() *ledger {
-	return &ledger{tracked: map[string]int{}, finished: map[string]bool{}, previous: map[string]bool{}}
+func newLedger(shared bool) *ledger {
+	return &ledger{tracked: map[string]int{}, finished: map[string]bool{}, previous: map[string]bool{}, remember: shared}
 }
 
 // owns reports whether the engine owns the endpoint's partition.
@@ -80,7 +83,7 @@ func (l *ledger) done(now time.Time, ids []string, finished bool) {
 	}
 	for _, id := range ids {
 		delete(l.tracked, id)
-		if finished {
+		if finished && l.remember {
 			l.finished[id] = true
 		}
 	}
@@ -272,8 +275,9 @@ func (e *Engine) Wake(deliveries []store.Delivery) {
 }
 
 // Resync schedules the pending deliveries of the owned partitions that the
-// engine does not hold: a wake-up lost with a replica that stopped between
-// its commit and its NOTIFY.
+// engine does not hold (a wake-up lost with a replica that stopped between
+// its commit and its NOTIFY), and releases held ones of endpoints that are
+// deliverable.
 func (e *Engine) Resync(ctx context.Context) error {
 	owned := e.ledger.ownedPartitions()
 	if len(owned) == 0 {
@@ -284,16 +288,30 @@ func (e *Engine) Resync(ctx context.Context) error {
 		return err
 	}
 	var found int
+	releasable := map[string]bool{}
+	table := e.table.Load()
 	for _, delivery := range active {
-		if delivery.State == store.Pending && e.ledger.track(delivery) {
-			found++
-			e.schedule(task{delivery: delivery})
+		switch {
+		case delivery.State == store.Pending:
+			if e.ledger.track(delivery) {
+				found++
+				e.schedule(task{delivery: delivery})
+			}
+		case e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint))):
+			// Held by a replica that read the endpoint's health just before
+			// a re-enable committed.
+			releasable[routes.ID(delivery.Namespace, delivery.Endpoint)] = true
 		}
 	}
 	if found > 0 {
 		e.Log.Info("found pending deliveries no replica had queued; queued them", "count", found)
 	}
-	return nil
+	if len(releasable) == 0 {
+		return nil
+	}
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
+	return e.release(ctx, slices.Collect(maps.Keys(releasable)))
 }
 
 // countOwned publishes which partitions the engine owns.

@@ -230,6 +230,8 @@ func TestReleaseHandsOverInFlightAttemptsOnce(t *testing.T) {
 		a.Release([]int{partitions[0]})
 		close(released)
 	}()
+	// The attempts held at the receiver end once Release has begun.
+	g.Eventually(func() bool { return a.ledger.owns("ns", "first") }).WithTimeout(10 * time.Second).Should(BeFalse())
 	first.open()
 	<-released
 	stored, err := db.Active(t.Context(), []int{partitions[0]})
@@ -252,4 +254,33 @@ func TestReleaseHandsOverInFlightAttemptsOnce(t *testing.T) {
 		b.Wake([]store.Delivery{delivery})
 	}
 	g.Expect(b.ledger.inEngine()).To(BeZero())
+}
+
+// lostWake is a wake-up that never arrives.
+type lostWake struct{}
+
+func (lostWake) Wake(context.Context, []store.Delivery) error { return nil }
+
+// TestResyncFindsWhatNoWakeUpAnnounced: a delivery stored by a replica
+// whose wake-up was lost, and one held although its endpoint is
+// deliverable (the accepting replica read the health just before a
+// re-enable), are delivered by the owner's next re-read.
+func TestResyncFindsWhatNoWakeUpAnnounced(t *testing.T) {
+	g := NewWithT(t)
+	first, second := newByReplica(t, false), newByReplica(t, false)
+	table, partitions := twoEndpoints(t, first.URL, second.URL)
+	db := openShared(t)
+	a := replicaEngine(t, db, "A", table, lostWake{})
+	b := replicaEngine(t, db, "B", table, lostWake{})
+	_, _, err := b.Acquire(t.Context(), partitions[:])
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = db.Accept(t.Context(), store.Event{Namespace: "ns", ID: "evt_held", Type: "login.created", Data: []byte(`{}`), AcceptedAt: time.Now().UTC()},
+		[]store.Target{{Endpoint: "first", Held: true}}, time.Now().Add(-time.Hour))
+	g.Expect(err).NotTo(HaveOccurred())
+	ids := publishTo(t, []*Engine{a}, 3)
+	g.Expect(first.senders()).To(BeEmpty())
+
+	g.Expect(b.Resync(t.Context())).To(Succeed())
+	g.Eventually(first.senders).WithTimeout(10 * time.Second).Should(Equal(onceBy(append(ids, "evt_held"), "B")))
+	g.Eventually(second.senders).WithTimeout(10 * time.Second).Should(Equal(onceBy(ids, "B")))
 }

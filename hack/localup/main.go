@@ -30,11 +30,16 @@ import (
 
 	"github.com/hookrelay/hookrelay/internal/samples"
 	hookrelayscheme "github.com/hookrelay/hookrelay/internal/scheme"
-	"github.com/hookrelay/hookrelay/internal/testenv"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
 
 const operatorNamespace = "hookrelay-system"
+
+// The dispatcher's stores (its --store).
+const (
+	storeBolt     = "bolt"
+	storePostgres = "postgres"
+)
 
 func main() {
 	if err := run(); err != nil {
@@ -46,12 +51,18 @@ func main() {
 func run() error {
 	dataDirFlag := flag.String("data-dir", ".dev", "Folder for the control plane's state, the kubeconfig and the logs; kept between runs.")
 	binDir := flag.String("bin-dir", "bin", "Folder of the built binaries (manager, dispatcher) and controlplane/.")
+	store := flag.String("store", storeBolt, "The dispatcher's store: bolt (one dispatcher, its file in the data folder) or postgres "+
+		"(a PostgreSQL cluster in the data folder, and two dispatcher replicas on it).")
 	dispatcherAddress := flag.String("dispatcher-address", "127.0.0.1:8080", "Where the dispatcher listens; port 0 picks a free one (printed).")
+	replicaAddress := flag.String("replica-address", "127.0.0.1:8081", "Where the second dispatcher replica listens (--store=postgres); port 0 picks a free one (printed).")
 	receiverAddress := flag.String("receiver-address", "127.0.0.1:8090", "Where the sample receiver listens; port 0 picks a free one (printed).")
 	sampleURLBase := flag.String("sample-url-base", "",
 		"Applies config/samples/ with each WebhookEndpoint's spec.url rewritten to <base>/<name>; default http://<receiver-address>, the sample receiver.")
 	webhookAddress := flag.String("webhook-address", "127.0.0.1:9443", "Where the manager serves the admission webhook.")
 	flag.Parse()
+	if *store != storeBolt && *store != storePostgres {
+		return fmt.Errorf("--store=%s: want %s or %s", *store, storeBolt, storePostgres)
+	}
 	dataDir, err := filepath.Abs(*dataDirFlag)
 	if err != nil {
 		return err
@@ -117,7 +128,7 @@ func run() error {
 	step("starting the manager (log: %s)", managerLog)
 	// The API server calls the manager's webhook on loopback; the manager
 	// makes the certificate and sets the URL and caBundle.
-	manager, err := start(filepath.Join(binDirAbs, "manager"), kubeconfig, managerLog,
+	manager, err := start(filepath.Join(binDirAbs, "manager"), []string{"KUBECONFIG=" + kubeconfig}, managerLog,
 		"--allow-insecure-endpoints", "--routes-namespace="+operatorNamespace,
 		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0",
 		"--webhook-bind-address="+*webhookAddress, "--webhook-url=https://"+*webhookAddress)
@@ -130,27 +141,11 @@ func run() error {
 	}
 	step("admission webhook serving on https://%s", *webhookAddress)
 
-	dispatcherLog := filepath.Join(dataDir, "dispatcher.log")
-	step("starting the dispatcher (store: %s, log: %s)", filepath.Join(dataDir, "dispatcher"), dispatcherLog)
-	// The dispatcher names the address it bound (port 0 included) here.
-	addressFile := filepath.Join(dataDir, "dispatcher.address")
-	if err := os.Remove(addressFile); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	dispatcher, err := start(filepath.Join(binDirAbs, "dispatcher"), kubeconfig, dispatcherLog,
-		"--namespace="+operatorNamespace, "--listen-address="+*dispatcherAddress, "--listen-address-file="+addressFile,
-		"--data-dir="+filepath.Join(dataDir, "dispatcher"),
-		// The sample receiver listens on loopback.
-		"--egress-allow-cidr=127.0.0.0/8",
-		// Local development: no tokens needed.
-		"--insecure-no-auth")
+	dispatchers, stopDispatchers, err := startDispatchers(dataDir, binDirAbs, kubeconfig, *store, []string{*dispatcherAddress, *replicaAddress})
 	if err != nil {
 		return err
 	}
-	defer dispatcher.stop()
-	if *dispatcherAddress, err = testenv.WaitForAddressFile(addressFile, dispatcher.done, 60*time.Second); err != nil {
-		return fmt.Errorf("the dispatcher: %w (see %s)", err, dispatcherLog)
-	}
+	defer stopDispatchers()
 
 	receiverLog := filepath.Join(dataDir, "receiver.log")
 	stopReceiver, boundReceiverAddress, err := serveReceiver(ctx, *receiverAddress, c, receiverLog)
@@ -173,8 +168,10 @@ func run() error {
 	if out, err := wait.CombinedOutput(); err != nil {
 		return fmt.Errorf("waiting for the samples to be Ready: %w\n%s", err, out)
 	}
-	if err := waitReady("http://"+*dispatcherAddress+"/readyz", dispatcher); err != nil {
-		return fmt.Errorf("%w (see %s)", err, dispatcherLog)
+	for _, d := range dispatchers {
+		if err := waitReady("http://"+d.address+"/readyz", d.process); err != nil {
+			return fmt.Errorf("%w (see %s)", err, d.log)
+		}
 	}
 
 	fmt.Printf(`
@@ -200,9 +197,9 @@ Or with the kubectl plugin (built into bin/):
   kubectl hookrelay deliveries palm
   kubectl hookrelay attempts EVENT_ID
 
-Logs: receiver %[5]s, dispatcher %[6]s, manager %[3]s
+%[6]sLogs: receiver %[5]s, %[8]s, manager %[3]s
 Press Ctrl-C to stop; the next run keeps the same state.
-`, kubeconfig, operatorNamespace, managerLog, *dispatcherAddress, receiverLog, dispatcherLog, binDirAbs)
+`, kubeconfig, operatorNamespace, managerLog, dispatchers[0].address, receiverLog, describeReplicas(dispatchers), binDirAbs, dispatcherLogs(dispatchers))
 
 	select {
 	case <-ctx.Done():
@@ -211,8 +208,8 @@ Press Ctrl-C to stop; the next run keeps the same state.
 		return nil
 	case <-manager.done:
 		return fmt.Errorf("the manager exited: %v (see %s)", manager.err, managerLog)
-	case <-dispatcher.done:
-		return fmt.Errorf("the dispatcher exited: %v (see %s)", dispatcher.err, dispatcherLog)
+	case d := <-exited(dispatchers):
+		return fmt.Errorf("the dispatcher at %s exited: %v (see %s)", d.address, d.process.err, d.log)
 	}
 }
 
@@ -334,14 +331,15 @@ type process struct {
 	err  error
 }
 
-// start runs a binary with KUBECONFIG set, its output appended to a log file.
-func start(binary, kubeconfig, logPath string, args ...string) (*process, error) {
+// start runs a binary with env added to localup's (KUBECONFIG, at least),
+// its output appended to a log file.
+func start(binary string, env []string, logPath string, args ...string) (*process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Env = append(os.Environ(), env...)
 	// Its own process group: Ctrl-C in the terminal reaches only localup,
 	// which stops the processes in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -2,9 +2,11 @@
 // published to a running dispatcher (real store, fsync on) and delivered to
 // loopback receivers, with fan-out 1 and 4, next to a bare two-hop relay (a
 // plain Go server that forwards each POST to the receivers, with no store)
-// measured in the same run. With --store=postgres, a second dispatcher on a
-// PostgreSQL cluster of its own (fsync and synchronous_commit on, as bbolt
-// syncs) runs beside them. It prints figures; it asserts nothing.
+// measured in the same run. With --store=postgres, dispatchers on a
+// PostgreSQL cluster of the bench's own (fsync and synchronous_commit on, as
+// bbolt syncs) run beside them: one replica on a database, and three
+// replicas on another, published to round-robin. It prints figures; it
+// asserts nothing.
 package main
 
 import (
@@ -33,7 +35,7 @@ import (
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/controllers"
-	"github.com/hookrelay/hookrelay/internal/pgtest"
+	"github.com/hookrelay/hookrelay/internal/pgcluster"
 	"github.com/hookrelay/hookrelay/internal/testenv"
 )
 
@@ -116,9 +118,10 @@ type result struct {
 	events, deliveries int
 }
 
-// measure publishes events to url (a dispatcher or the relay), fanOut
-// deliveries each, and waits for all deliveries to arrive.
-func measure(name, url, eventType string, events, fanOut, concurrency int, r *receivers) (result, error) {
+// measure publishes events to urls (a dispatcher's replicas, round-robin,
+// or the relay), fanOut deliveries each, and waits for all deliveries to
+// arrive.
+func measure(name string, urls []string, eventType string, events, fanOut, concurrency int, r *receivers) (result, error) {
 	r.reset(events * fanOut)
 	sent := make([]time.Time, events)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
@@ -130,7 +133,7 @@ func measure(name, url, eventType string, events, fanOut, concurrency int, r *re
 			for i := worker; i < events; i += concurrency {
 				id := fmt.Sprintf("evt_%s_%06d", name, i)
 				body := fmt.Sprintf(`{"id":%q,"type":%q,"data":{"n":%d,"user_id":"d1c9b98b-3190-479e-99db-04060ff3997f"}}`, id, eventType, i)
-				request, _ := http.NewRequest(http.MethodPost, url, bytes.NewBufferString(body))
+				request, _ := http.NewRequest(http.MethodPost, urls[i%len(urls)], bytes.NewBufferString(body))
 				request.Header.Set("Content-Type", "application/json")
 				request.Header.Set("X-Event-Id", id)
 				sent[i] = time.Now()
@@ -253,23 +256,36 @@ func run(events, concurrency int, dispatcherBinary string, withPostgres bool) er
 		return err
 	}
 	defer os.RemoveAll(dataDir)
-	bolt, err := startDispatcher(dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, "bolt"), "127.0.0.1:6060", r)
+	profiling := &profilingAddresses{next: 6060}
+	bolt, err := startDispatcher(dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, "bolt"), profiling.take(), r)
 	if err != nil {
 		return err
 	}
 	defer bolt.stop()
-	dispatchers := []dispatcher{{name: "hookrelay", publishURL: bolt.publishURL}}
+	dispatchers := []dispatcher{{name: "hookrelay", publishURLs: []string{bolt.publishURL}}}
 	stores := "store " + filepath.Join(dataDir, "bolt", "hookrelay.db") + " (fsync on)"
 	nameWidth := 22
 	if withPostgres {
-		postgres, err := startPostgresDispatcher(dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, "postgres"), r)
+		cluster, err := pgcluster.Start(pgcluster.Options{Durable: true})
 		if err != nil {
-			return err
+			return fmt.Errorf("starting PostgreSQL: %w", err)
 		}
-		defer postgres.stop()
-		dispatchers = append(dispatchers, dispatcher{name: "hookrelay-postgres", publishURL: postgres.publishURL})
-		stores += " and PostgreSQL " + postgres.store + " (fsync on, synchronous_commit on)"
-		nameWidth = len("hookrelay-postgres-fanout-1") + 1
+		defer func() {
+			if err := cluster.Stop(); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: stopping PostgreSQL: %v\n", err)
+			}
+		}()
+		for _, replicas := range postgresReplicas {
+			name := fmt.Sprintf("hookrelay-postgres-%d", replicas)
+			urls, stop, err := startPostgresReplicas(dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, name), cluster, replicas, profiling, r)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			dispatchers = append(dispatchers, dispatcher{name: name, publishURLs: urls})
+		}
+		stores += fmt.Sprintf(" and PostgreSQL in %s, a database for each replica count (fsync on, synchronous_commit on)", cluster.Dir())
+		nameWidth = len("hookrelay-postgres-3-fanout-1") + 1
 	}
 
 	targets := make([]string, len(r.servers))
@@ -284,16 +300,16 @@ func run(events, concurrency int, dispatcherBinary string, withPostgres bool) er
 	for _, fanOut := range fanOuts {
 		eventType := map[int]string{1: "bench.one", 4: "bench.four"}[fanOut]
 		baseline := relay(targets, fanOut)
-		measured := append([]dispatcher{{name: "relay", publishURL: baseline.URL}}, dispatchers...)
+		measured := append([]dispatcher{{name: "relay", publishURLs: []string{baseline.URL}}}, dispatchers...)
 		// Warm all up, then measure each.
 		for _, d := range measured {
-			if _, err := measure(fmt.Sprintf("warm-%s-%d", d.name, fanOut), d.publishURL, eventType, 200, fanOut, concurrency, r); err != nil {
+			if _, err := measure(fmt.Sprintf("warm-%s-%d", d.name, fanOut), d.publishURLs, eventType, 200, fanOut, concurrency, r); err != nil {
 				baseline.Close()
 				return err
 			}
 		}
 		for _, d := range measured {
-			res, err := measure(fmt.Sprintf("%s-fanout-%d", d.name, fanOut), d.publishURL, eventType, events, fanOut, concurrency, r)
+			res, err := measure(fmt.Sprintf("%s-fanout-%d", d.name, fanOut), d.publishURLs, eventType, events, fanOut, concurrency, r)
 			if err != nil {
 				baseline.Close()
 				return err
@@ -315,17 +331,20 @@ func run(events, concurrency int, dispatcherBinary string, withPostgres bool) er
 	return nil
 }
 
-// dispatcher is a publish URL the bench measures, under a name.
+// dispatcher is what the bench measures, under a name: the publish URLs of
+// its replicas (or the relay's).
 type dispatcher struct {
-	name, publishURL string
+	name        string
+	publishURLs []string
 }
+
+// postgresReplicas are the replica counts measured on PostgreSQL.
+var postgresReplicas = []int{1, 3}
 
 // dispatcherProcess is a running dispatcher binary.
 type dispatcherProcess struct {
 	publishURL string
-	// store names where it keeps events, for the figures' header.
-	store string
-	stop  func()
+	stop       func()
 }
 
 // startDispatcher runs the dispatcher binary with its state in dir (created
@@ -368,19 +387,26 @@ func startDispatcher(binary, kubeconfig, dir, profilingAddress string, r *receiv
 	return &dispatcherProcess{publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", stop: stop}, nil
 }
 
-// startPostgresDispatcher starts a PostgreSQL cluster with fsync on (the
-// dispatcher's sessions commit synchronously), then a dispatcher on it.
-func startPostgresDispatcher(binary, kubeconfig, dir string, r *receivers) (*dispatcherProcess, error) {
-	cluster, err := pgtest.StartCluster(pgtest.Options{Durable: true})
-	if err != nil {
-		return nil, fmt.Errorf("starting PostgreSQL: %w", err)
-	}
-	stopCluster := func() {
-		if err := cluster.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: stopping PostgreSQL: %v\n", err)
+// profilingAddresses hands each dispatcher its own pprof port.
+type profilingAddresses struct{ next int }
+
+func (p *profilingAddresses) take() string {
+	p.next++
+	return fmt.Sprintf("127.0.0.1:%d", p.next-1)
+}
+
+// startPostgresReplicas starts replicas dispatchers on a new database of
+// cluster, each with its own folder under dir, and returns their publish
+// URLs.
+func startPostgresReplicas(binary, kubeconfig, dir string, cluster *pgcluster.Cluster, replicas int, profiling *profilingAddresses,
+	r *receivers) (urls []string, stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for _, s := range stops {
+			s()
 		}
 	}
-	dsn, err := cluster.CreateDatabase("hookrelay_bench")
+	dsn, err := cluster.CreateDatabase(filepath.Base(dir))
 	if err == nil {
 		err = os.MkdirAll(dir, 0o700)
 	}
@@ -388,22 +414,23 @@ func startPostgresDispatcher(binary, kubeconfig, dir string, r *receivers) (*dis
 	if err == nil {
 		err = os.WriteFile(dsnFile, []byte(dsn), 0o600)
 	}
+	for replica := range replicas {
+		if err != nil {
+			break
+		}
+		var d *dispatcherProcess
+		d, err = startDispatcher(binary, kubeconfig, filepath.Join(dir, fmt.Sprintf("replica-%d", replica+1)), profiling.take(), r,
+			"--store=postgres", "--postgres-dsn-file="+dsnFile)
+		if err == nil {
+			urls = append(urls, d.publishURL)
+			stops = append(stops, d.stop)
+		}
+	}
 	if err != nil {
-		stopCluster()
-		return nil, err
+		stop()
+		return nil, nil, err
 	}
-	d, err := startDispatcher(binary, kubeconfig, dir, "127.0.0.1:6061", r, "--store=postgres", "--postgres-dsn-file="+dsnFile)
-	if err != nil {
-		stopCluster()
-		return nil, err
-	}
-	d.store = dsn
-	stopDispatcher := d.stop
-	d.stop = func() {
-		stopDispatcher()
-		stopCluster()
-	}
-	return d, nil
+	return urls, stop, nil
 }
 
 // waitRouted waits until the dispatcher fans a probe out to all four

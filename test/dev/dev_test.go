@@ -6,10 +6,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,12 +39,13 @@ func (l *localup) printed() string {
 	return l.output.String()
 }
 
-// start runs `make dev` in the repository, as a user would (with its state
-// in dataDir, and the dispatcher and the sample receiver on ports they pick
-// and print, not the fixed ones a user gets), and waits for "ready".
-func start(t *testing.T, dataDir string) *localup {
+// start runs `make dev STORE=store` in the repository, as a user would (with
+// its state in dataDir, and the dispatchers and the sample receiver on ports
+// they pick and print, not the fixed ones a user gets), and waits for "ready".
+func start(t *testing.T, store, dataDir string) *localup {
 	t.Helper()
-	cmd := exec.Command("make", "dev", "DEV_DIR="+dataDir, "DEV_FLAGS=--dispatcher-address=127.0.0.1:0 --receiver-address=127.0.0.1:0")
+	cmd := exec.Command("make", "dev", "STORE="+store, "DEV_DIR="+dataDir,
+		"DEV_FLAGS=--dispatcher-address=127.0.0.1:0 --replica-address=127.0.0.1:0 --receiver-address=127.0.0.1:0")
 	cmd.Dir = testenv.RepoRoot()
 	// Its own process group, so that Ctrl-C reaches make and its children
 	// as it does in a terminal.
@@ -133,11 +137,23 @@ func shell(t *testing.T, kubeconfig, line string) string {
 	return string(out)
 }
 
+// TestMakeDevDeliversAndKeepsItsState runs `make dev` and `make dev
+// STORE=postgres`, whose second replica serves the delivery log of an event
+// the first accepted.
 func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
-	g := NewWithT(t)
-	dataDir := t.TempDir()
+	for _, store := range []string{"", "postgres"} {
+		t.Run("STORE="+store, func(t *testing.T) { testMakeDev(t, store) })
+	}
+}
 
-	dev := start(t, dataDir)
+func testMakeDev(t *testing.T, store string) {
+	g := NewWithT(t)
+	dataDir := traversableTempDir(t)
+	if store == "postgres" {
+		t.Cleanup(func() { stopLeftoverPostgres(t, filepath.Join(dataDir, "postgres", "data")) })
+	}
+
+	dev := start(t, store, dataDir)
 	printed := dev.printed()
 	kubeconfig := regexp.MustCompile(`export KUBECONFIG=(\S+)`).FindStringSubmatch(printed)[1]
 	receiverLog := regexp.MustCompile(`Logs: receiver (\S+),`).FindStringSubmatch(printed)[1]
@@ -171,9 +187,16 @@ func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
 	dev.interrupt(t)
 
 	// Started again on the same data folder, the delivery log still has it.
-	dev = start(t, dataDir)
-	logLine := regexp.MustCompile(`(?m)^  (curl -sS \S+/events/EVENT_ID)$`).FindStringSubmatch(dev.printed())
+	dev = start(t, store, dataDir)
+	printed = dev.printed()
+	logLine := regexp.MustCompile(`(?m)^  (curl -sS (\S+)/v1/\S+/events/EVENT_ID)$`).FindStringSubmatch(printed)
 	g.Expect(logLine).NotTo(BeNil())
+	if store == "postgres" {
+		// Read from the other replica.
+		replica := regexp.MustCompile(`use (http://\S+) as well as`).FindStringSubmatch(printed)
+		g.Expect(replica).NotTo(BeNil(), "no second replica in:\n%s", printed)
+		logLine[1] = strings.Replace(logLine[1], logLine[2], replica[1], 1)
+	}
 	var eventLog struct {
 		Deliveries []struct {
 			Endpoint string
@@ -194,4 +217,59 @@ func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
 	}
 	g.Expect(endpoints).To(ConsistOf("palm", "palenca-production"))
 	dev.interrupt(t)
+}
+
+// traversableTempDir is a temporary folder that PostgreSQL's server can
+// reach when the tests run as root (it then runs as the postgres user):
+// t.TempDir's parent folder is closed to others.
+func traversableTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hookrelay-dev-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// stopLeftoverPostgres stops the PostgreSQL server that `make dev` leaves
+// running when the test kills it instead of interrupting it: pg_ctl starts
+// the server in a session of its own, out of reach of the kill.
+func stopLeftoverPostgres(t *testing.T, dataDir string) {
+	t.Helper()
+	pidFile, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if errors.Is(err, os.ErrNotExist) {
+		return // stopped
+	}
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	pid, err := strconv.Atoi(strings.SplitN(string(pidFile), "\n", 2)[0])
+	if err != nil {
+		t.Errorf("postmaster.pid: %v", err)
+		return
+	}
+	// SIGQUIT: PostgreSQL's immediate shutdown.
+	if err := syscall.Kill(pid, syscall.SIGQUIT); err != nil {
+		if !errors.Is(err, syscall.ESRCH) {
+			t.Error(err)
+		}
+		return
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Errorf("PostgreSQL (pid %d) did not stop", pid)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

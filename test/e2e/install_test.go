@@ -9,55 +9,155 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/hookrelay/hookrelay/internal/testenv"
 )
 
-// TestInstallManifestsPassServerDryRun applies config/default with
-// --dry-run=server and accounts for every object it holds.
+// installedObjects are the objects every install holds, but the dispatcher's
+// workload.
+var installedObjects = []string{
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-dispatcher",
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-editor",
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-manager",
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-operator",
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-publisher",
+	"clusterrole.rbac.authorization.k8s.io/hookrelay-viewer",
+	"clusterrolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
+	"clusterrolebinding.rbac.authorization.k8s.io/hookrelay-manager",
+	"customresourcedefinition.apiextensions.k8s.io/webhookendpoints.hookrelay.dev",
+	"customresourcedefinition.apiextensions.k8s.io/webhooksubscriptions.hookrelay.dev",
+	"deployment.apps/hookrelay-manager",
+	"namespace/hookrelay-system",
+	"role.rbac.authorization.k8s.io/hookrelay-dispatcher",
+	"role.rbac.authorization.k8s.io/hookrelay-manager",
+	"rolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
+	"rolebinding.rbac.authorization.k8s.io/hookrelay-manager",
+	"service/hookrelay-dispatcher",
+	"service/hookrelay-webhook",
+	"serviceaccount/hookrelay-dispatcher",
+	"serviceaccount/hookrelay-manager",
+	"validatingadmissionpolicy.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
+	"validatingadmissionpolicybinding.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
+	"validatingwebhookconfiguration.admissionregistration.k8s.io/hookrelay-validating-webhook",
+}
+
+// TestInstallManifestsPassServerDryRun applies each install (config/default,
+// config/postgres) with --dry-run=server and accounts for every object it
+// holds.
 func TestInstallManifestsPassServerDryRun(t *testing.T) {
+	for _, install := range []struct {
+		dir string
+		// dispatcher are the objects that run the dispatcher.
+		dispatcher []string
+		// check looks further into the rendered manifests.
+		check func(g Gomega, rendered string)
+	}{
+		{dir: "default", dispatcher: []string{"statefulset.apps/hookrelay-dispatcher"}},
+		{
+			dir:        "postgres",
+			dispatcher: []string{"deployment.apps/hookrelay-dispatcher", "poddisruptionbudget.policy/hookrelay-dispatcher"},
+			check:      checkPostgresDispatcher,
+		},
+	} {
+		t.Run(install.dir, func(t *testing.T) {
+			g := NewWithT(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			dir := filepath.Join(testenv.RepoRoot(), "config", install.dir)
+			stdout, stderr, err := env.Kubectl(ctx, "", "apply", "-k", dir, "--dry-run=server")
+			g.Expect(err).NotTo(HaveOccurred(), stderr)
+
+			var objects []string
+			for line := range strings.SplitSeq(strings.TrimSpace(stdout), "\n") {
+				g.Expect(line).To(HaveSuffix("(server dry run)"), "every object is applied by the server")
+				objects = append(objects, strings.Fields(line)[0])
+			}
+			slices.Sort(objects)
+			want := slices.Sorted(slices.Values(append(slices.Clone(installedObjects), install.dispatcher...)))
+			g.Expect(objects).To(Equal(want))
+
+			// One image name, set in one place.
+			rendered, stderr, err := env.Kubectl(ctx, "", "kustomize", dir)
+			g.Expect(err).NotTo(HaveOccurred(), stderr)
+			g.Expect(strings.Count(rendered, "image: ghcr.io/hookrelay/hookrelay:v0.1.0")).To(Equal(2))
+			g.Expect(rendered).NotTo(ContainSubstring("image: hookrelay\n"))
+			if install.check != nil {
+				install.check(g, rendered)
+			}
+		})
+	}
+}
+
+// checkPostgresDispatcher: three replicas on PostgreSQL, the DSN read from
+// the Secret the user creates, no volume to re-attach, the pod's name as
+// the replica's.
+func checkPostgresDispatcher(g Gomega, rendered string) {
+	dispatcher := renderedObject[appsv1.Deployment](g, rendered, "Deployment", "hookrelay-dispatcher")
+	g.Expect(*dispatcher.Spec.Replicas).To(BeEquivalentTo(3))
+	pod := dispatcher.Spec.Template.Spec
+	g.Expect(pod.Containers).To(HaveLen(1))
+	container := pod.Containers[0]
+	g.Expect(container.Args).To(ContainElements("--store=postgres", "--postgres-dsn-file=/etc/hookrelay/postgres/dsn"))
+	g.Expect(container.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "postgres", MountPath: "/etc/hookrelay/postgres", ReadOnly: true}))
+	g.Expect(container.Env).To(ContainElement(corev1.EnvVar{Name: "POD_NAME",
+		ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}))
+	g.Expect(container.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
+	for _, volume := range pod.Volumes {
+		g.Expect(volume.PersistentVolumeClaim).To(BeNil(), "no volume to re-attach when a node is lost")
+		if volume.Secret != nil {
+			g.Expect(volume.Secret.SecretName).To(Equal("hookrelay-postgres"))
+		}
+	}
+	g.Expect(pod.TopologySpreadConstraints).To(HaveLen(1))
+	g.Expect(pod.TopologySpreadConstraints[0].TopologyKey).To(Equal(corev1.LabelHostname))
+}
+
+// TestPostgresDispatcherPodFollowsTheDefault: config/postgres writes the
+// dispatcher's pod out again (a Deployment, not the default's StatefulSet);
+// it differs from the default's only where the store needs it.
+func TestPostgresDispatcherPodFollowsTheDefault(t *testing.T) {
 	g := NewWithT(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	stdout, stderr, err := env.Kubectl(ctx, "", "apply", "-k", filepath.Join(testenv.RepoRoot(), "config", "default"), "--dry-run=server")
-	g.Expect(err).NotTo(HaveOccurred(), stderr)
-
-	var objects []string
-	for line := range strings.SplitSeq(strings.TrimSpace(stdout), "\n") {
-		g.Expect(line).To(HaveSuffix("(server dry run)"), "every object is applied by the server")
-		objects = append(objects, strings.Fields(line)[0])
+	render := func(dir string) string {
+		rendered, stderr, err := env.Kubectl(ctx, "", "kustomize", filepath.Join(testenv.RepoRoot(), "config", dir))
+		g.Expect(err).NotTo(HaveOccurred(), stderr)
+		return rendered
 	}
-	slices.Sort(objects)
-	g.Expect(objects).To(Equal([]string{
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-dispatcher",
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-editor",
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-manager",
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-operator",
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-publisher",
-		"clusterrole.rbac.authorization.k8s.io/hookrelay-viewer",
-		"clusterrolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
-		"clusterrolebinding.rbac.authorization.k8s.io/hookrelay-manager",
-		"customresourcedefinition.apiextensions.k8s.io/webhookendpoints.hookrelay.dev",
-		"customresourcedefinition.apiextensions.k8s.io/webhooksubscriptions.hookrelay.dev",
-		"deployment.apps/hookrelay-manager",
-		"namespace/hookrelay-system",
-		"role.rbac.authorization.k8s.io/hookrelay-dispatcher",
-		"role.rbac.authorization.k8s.io/hookrelay-manager",
-		"rolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
-		"rolebinding.rbac.authorization.k8s.io/hookrelay-manager",
-		"service/hookrelay-dispatcher",
-		"service/hookrelay-webhook",
-		"serviceaccount/hookrelay-dispatcher",
-		"serviceaccount/hookrelay-manager",
-		"statefulset.apps/hookrelay-dispatcher",
-		"validatingadmissionpolicy.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
-		"validatingadmissionpolicybinding.admissionregistration.k8s.io/hookrelay-endpoint-annotations",
-		"validatingwebhookconfiguration.admissionregistration.k8s.io/hookrelay-validating-webhook",
-	}))
+	bolt := renderedObject[appsv1.StatefulSet](g, render("default"), "StatefulSet", "hookrelay-dispatcher").Spec.Template
+	postgres := renderedObject[appsv1.Deployment](g, render("postgres"), "Deployment", "hookrelay-dispatcher").Spec.Template
+	g.Expect(bolt.Spec.Containers).To(HaveLen(1))
+	g.Expect(postgres.Spec.Containers).To(HaveLen(1))
+	// Every flag and variable of the default, and more.
+	g.Expect(postgres.Spec.Containers[0].Args).To(ContainElements(bolt.Spec.Containers[0].Args))
+	g.Expect(postgres.Spec.Containers[0].Env).To(ContainElements(bolt.Spec.Containers[0].Env))
+	// The rest is the same, but the volumes and the spread over nodes.
+	for _, pod := range []*corev1.PodTemplateSpec{&bolt, &postgres} {
+		pod.Spec.Volumes, pod.Spec.TopologySpreadConstraints = nil, nil
+		container := &pod.Spec.Containers[0]
+		container.Args, container.Env, container.VolumeMounts = nil, nil, nil
+	}
+	g.Expect(postgres).To(Equal(bolt))
+}
 
-	// One image name, set in one place.
-	rendered, stderr, err := env.Kubectl(ctx, "", "kustomize", filepath.Join(testenv.RepoRoot(), "config", "default"))
-	g.Expect(err).NotTo(HaveOccurred(), stderr)
-	g.Expect(strings.Count(rendered, "image: ghcr.io/hookrelay/hookrelay:v0.1.0")).To(Equal(2))
-	g.Expect(rendered).NotTo(ContainSubstring("image: hookrelay\n"))
+// renderedObject decodes the object of kind and name from rendered
+// manifests.
+func renderedObject[T any](g Gomega, rendered, kind, name string) *T {
+	var found *T
+	for document := range strings.SplitSeq(rendered, "\n---\n") {
+		var meta struct {
+			Kind     string
+			Metadata struct{ Name string }
+		}
+		g.Expect(yaml.Unmarshal([]byte(document), &meta)).To(Succeed())
+		if meta.Kind == kind && meta.Metadata.Name == name {
+			found = new(T)
+			g.Expect(yaml.Unmarshal([]byte(document), found)).To(Succeed())
+		}
+	}
+	g.Expect(found).NotTo(BeNil(), "no %s %s in:\n%s", kind, name, rendered)
+	return found
 }
