@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,11 @@ type Postgres struct {
 	closed atomic.Bool
 }
 
+// DefaultPoolSize is how many connections a replica opens at most, unless
+// the DSN's pool_max_conns says otherwise; each replica holds one more for
+// its partition leases.
+const DefaultPoolSize = 16
+
 // OpenPostgres connects to the database the DSN names and brings its
 // schema up to date (migrations/, under an advisory lock).
 func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
@@ -31,6 +37,11 @@ func OpenPostgres(ctx context.Context, dsn string) (*Postgres, error) {
 	}
 	// A 202 promises the event is on disk, whatever the server's default.
 	config.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
+	if !strings.Contains(dsn, "pool_max_conns") {
+		// Commits that wait for the disk together share one flush (group
+		// commit): pgx's default of 4 connections would queue them.
+		config.MaxConns = DefaultPoolSize
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, config)
 	if err != nil {
 		return nil, fmt.Errorf("store: connecting to PostgreSQL: %w", err)
@@ -250,61 +261,118 @@ func (p *Postgres) send(ctx context.Context, batch *pgx.Batch) (affected []int64
 // them is written (the column sorts as Go strings do, COLLATE "C").
 const lockDeliveriesSQL = `SELECT FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE`
 
-// recordAttemptSQL applies one AttemptRecord as a compare-and-set: the
-// delivery moves only while it is pending at the attempt before ($6 - 1),
-// and the attempt and the health ($27: given) are stored only when it did.
-const recordAttemptSQL = `WITH moved AS (
-	UPDATE deliveries SET ` + deliverySet + `
-	WHERE id = $1 AND state = 'pending' AND attempts = $6 - 1
-	RETURNING 1
-), new_attempt AS (
+// recordAttemptsSQL applies a round of AttemptRecords, at most one per
+// delivery, as compare-and-sets in one statement: a delivery moves only
+// while it is pending at the attempt before, and its attempt and health
+// are stored only when it did. Of several moved records of one endpoint,
+// the last one's health is stored (one write per row and statement).
+const recordAttemptsSQL = `WITH given AS (
+	SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::timestamptz[], $5::timestamptz[], $6::integer[], $7::text[],
+		$8::integer[], $9::timestamptz[], $10::double precision[], $11::integer[], $12::text[], $13::text[]) WITH ORDINALITY
+		AS g(id, state, attempts, next_attempt_at, updated_at, interrupted, attempt_of, number, started_at, duration_ms, status_code, error, response, position)
+), moved AS (
+	UPDATE deliveries AS d SET state = g.state, attempts = g.attempts, next_attempt_at = g.next_attempt_at, updated_at = g.updated_at,
+		interrupted = g.interrupted
+	FROM given AS g
+	WHERE d.id = g.id AND d.state = 'pending' AND d.attempts = g.attempts - 1
+	RETURNING g.position
+), new_attempts AS (
 	INSERT INTO attempts (` + attemptColumns + `)
-	SELECT $11::text, $12::integer, $13::timestamptz, $14::double precision, $15::integer, $16::text, $17::text FROM moved
+	SELECT g.attempt_of, g.number, g.started_at, g.duration_ms, g.status_code, g.error, g.response
+	FROM given AS g JOIN moved USING (position)
+	ORDER BY g.attempt_of, g.number
 	` + attemptConflict + `
 ), new_health AS (
 	INSERT INTO health (` + healthColumns + `)
-	SELECT $18::text, $19::text, $20::integer, $21::boolean, $22::timestamptz, $23::timestamptz, $24::timestamptz, $25::text, $26::text
-	FROM moved WHERE $27::boolean
+	SELECT DISTINCT ON (h.endpoint) h.endpoint, h.uid, h.consecutive_failures, h.disabled, h.disabled_at, h.last_success, h.last_failure,
+		h.last_failure_reason, h.reenable_token
+	FROM unnest($14::bigint[], $15::text[], $16::text[], $17::integer[], $18::boolean[], $19::timestamptz[], $20::timestamptz[],
+		$21::timestamptz[], $22::text[], $23::text[])
+		AS h(position, endpoint, uid, consecutive_failures, disabled, disabled_at, last_success, last_failure, last_failure_reason, reenable_token)
+	JOIN moved USING (position)
+	ORDER BY h.endpoint, h.position DESC
 	` + healthConflict + `
 )
-SELECT EXISTS (SELECT FROM moved)`
+SELECT coalesce(array_agg(position), '{}') FROM moved`
 
-// RecordAttempts implements Store. Every delivery of the batch is locked
-// first, in id order; then the records apply in the order of their
-// endpoints, so that health rows too are locked in one order. Records of
-// one delivery keep the callers' order.
+// recordRound is one round of RecordAttempts as recordAttemptsSQL's
+// arguments, and the index of each record in the caller's slice.
+type recordRound struct {
+	index                                       []int
+	ids, states, attemptOf, errors, responses   []string
+	attempts, interrupted, numbers, statusCodes []int
+	nextAttemptAt, updatedAt, startedAt         []*time.Time
+	durations                                   []float64
+	healthAt                                    []int64
+	endpoints, uids, reasons, tokens            []string
+	failures                                    []int
+	disabled                                    []bool
+	disabledAt, lastSuccess, lastFailure        []*time.Time
+}
+
+func (r *recordRound) add(index int, record AttemptRecord) {
+	d, a := record.Delivery, record.Attempt
+	r.index = append(r.index, index)
+	r.ids, r.states, r.attempts = append(r.ids, d.ID), append(r.states, string(d.State)), append(r.attempts, d.Attempts)
+	r.nextAttemptAt, r.updatedAt, r.interrupted = append(r.nextAttemptAt, nullTime(d.NextAttemptAt)), append(r.updatedAt, &d.UpdatedAt), append(r.interrupted, d.Interrupted)
+	r.attemptOf, r.numbers, r.startedAt = append(r.attemptOf, a.DeliveryID), append(r.numbers, a.Number), append(r.startedAt, &a.StartedAt)
+	r.durations, r.statusCodes = append(r.durations, a.DurationMS), append(r.statusCodes, a.StatusCode)
+	r.errors, r.responses = append(r.errors, a.Error), append(r.responses, a.Response)
+	if h := record.Health; h != nil {
+		r.healthAt = append(r.healthAt, int64(len(r.ids))) // the record's position in the round, from 1
+		r.endpoints, r.uids, r.failures = append(r.endpoints, h.Endpoint), append(r.uids, h.UID), append(r.failures, h.ConsecutiveFailures)
+		r.disabled, r.disabledAt = append(r.disabled, h.Disabled), append(r.disabledAt, h.DisabledAt)
+		r.lastSuccess, r.lastFailure = append(r.lastSuccess, h.LastSuccess), append(r.lastFailure, h.LastFailure)
+		r.reasons, r.tokens = append(r.reasons, h.LastFailureReason), append(r.tokens, h.ReenableToken)
+	}
+}
+
+func (r *recordRound) args() []any {
+	return []any{r.ids, r.states, r.attempts, r.nextAttemptAt, r.updatedAt, r.interrupted, r.attemptOf, r.numbers, r.startedAt, r.durations,
+		r.statusCodes, r.errors, r.responses, r.healthAt, r.endpoints, r.uids, r.failures, r.disabled, r.disabledAt, r.lastSuccess,
+		r.lastFailure, r.reasons, r.tokens}
+}
+
+// RecordAttempts implements Store, in one transaction and one round trip.
+// Every delivery of the batch is locked first, in id order, so that two
+// writers of the same deliveries wait for each other instead of
+// deadlocking. The records then apply in rounds, each holding at most one
+// record of a delivery, in the callers' order: attempts N and N+1 of one
+// delivery may share a batch.
 func (p *Postgres) RecordAttempts(ctx context.Context, records []AttemptRecord) ([]bool, error) {
 	if err := p.open(); err != nil {
 		return nil, err
 	}
-	type indexed struct {
-		AttemptRecord
-		index int
-	}
-	ordered := make([]indexed, len(records))
 	ids := make([]string, len(records))
+	var rounds []*recordRound
+	seen := map[string]int{}
 	for i, record := range records {
-		ordered[i] = indexed{record, i}
 		ids[i] = record.Delivery.ID
+		round := seen[record.Delivery.ID]
+		seen[record.Delivery.ID]++
+		if round == len(rounds) {
+			rounds = append(rounds, &recordRound{})
+		}
+		rounds[round].add(i, record)
 	}
-	ordered = inLockOrder(ordered, func(r indexed) string { return endpointKey(r.Delivery.Namespace, r.Delivery.Endpoint) })
 	batch := &pgx.Batch{}
 	batch.Queue(lockDeliveriesSQL, ids)
-	for _, record := range ordered {
-		a := record.Attempt
-		args := append(deliveryArgs(record.Delivery), a.DeliveryID, a.Number, a.StartedAt, a.DurationMS, a.StatusCode, a.Error, a.Response)
-		health := Health{}
-		if record.Health != nil {
-			health = *record.Health
-		}
-		args = append(append(args, healthArgs(health)...), record.Health != nil)
-		batch.Queue(recordAttemptSQL, args...)
+	for _, round := range rounds {
+		batch.Queue(recordAttemptsSQL, round.args()...)
 	}
 	applied := make([]bool, len(records))
 	results := p.pool.SendBatch(ctx, batch)
 	_, err := results.Exec()
-	for i := 0; err == nil && i < len(ordered); i++ {
-		err = results.QueryRow().Scan(&applied[ordered[i].index])
+	for _, round := range rounds {
+		if err != nil {
+			break
+		}
+		var moved []int64
+		if err = results.QueryRow().Scan(&moved); err == nil {
+			for _, position := range moved {
+				applied[round.index[position-1]] = true
+			}
+		}
 	}
 	// Close reads up to the commit: before it, nothing is durable.
 	if err = errors.Join(err, results.Close()); err != nil {
