@@ -165,22 +165,12 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 	if active, err = e.countInterruptions(ctx, active); err != nil {
 		return 0, 0, err
 	}
+	pending, releasable, stillHeld := e.claim(active)
+	held = len(stillHeld)
 	table := e.table.Load()
-	var releasable []store.Delivery
-	for _, delivery := range active {
-		switch {
-		case delivery.State == store.Pending:
-			if e.ledger.track(delivery) {
-				pending++
-				e.schedule(task{delivery: delivery})
-			}
-		case e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint))):
-			releasable = append(releasable, delivery)
-		default:
-			held++
-			if endpoint := table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
-				e.queueFor(endpoint.ID).block()
-			}
+	for _, delivery := range stillHeld {
+		if endpoint := table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
+			e.queueFor(endpoint.ID).block()
 		}
 	}
 	e.Metrics.Held.Add(float64(held))
@@ -287,31 +277,43 @@ func (e *Engine) Resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var found int
-	releasable := map[string]bool{}
-	table := e.table.Load()
-	for _, delivery := range active {
-		switch {
-		case delivery.State == store.Pending:
-			if e.ledger.track(delivery) {
-				found++
-				e.schedule(task{delivery: delivery})
-			}
-		case e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint))):
-			// Held by a replica that read the endpoint's health just before
-			// a re-enable committed.
-			releasable[routes.ID(delivery.Namespace, delivery.Endpoint)] = true
-		}
-	}
+	found, releasable, _ := e.claim(active)
 	if found > 0 {
 		e.Log.Info("found pending deliveries no replica had queued; queued them", "count", found)
 	}
 	if len(releasable) == 0 {
 		return nil
 	}
+	// Held by a replica that read the endpoint's health just before a
+	// re-enable committed.
+	endpoints := map[string]bool{}
+	for _, delivery := range releasable {
+		endpoints[routes.ID(delivery.Namespace, delivery.Endpoint)] = true
+	}
 	e.releasing.Lock()
 	defer e.releasing.Unlock()
-	return e.release(ctx, slices.Collect(maps.Keys(releasable)))
+	return e.release(ctx, slices.Collect(maps.Keys(endpoints)))
+}
+
+// claim schedules the stored pending deliveries the engine does not hold
+// yet and says how many; of the held ones, it returns those whose endpoint
+// is deliverable now apart from the others.
+func (e *Engine) claim(active []store.Delivery) (queued int, releasable, held []store.Delivery) {
+	table := e.table.Load()
+	for _, delivery := range active {
+		switch {
+		case delivery.State == store.Pending:
+			if e.ledger.track(delivery) {
+				queued++
+				e.schedule(task{delivery: delivery})
+			}
+		case e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint))):
+			releasable = append(releasable, delivery)
+		default:
+			held = append(held, delivery)
+		}
+	}
+	return queued, releasable, held
 }
 
 // countOwned publishes which partitions the engine owns.

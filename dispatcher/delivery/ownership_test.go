@@ -184,18 +184,34 @@ func onceBy(ids []string, replica string) map[string][]string {
 	return out
 }
 
+// replicas are two engines, A and B, on one store, waking each other, with
+// receivers for the endpoints "first" and "second".
+type replicas struct {
+	first, second *byReplica
+	a, b          *Engine
+	db            store.Store
+	partitions    [2]int
+}
+
+// startReplicas starts two replicas owning nothing yet; heldFirst holds the
+// first endpoint's requests until its receiver opens.
+func startReplicas(t *testing.T, heldFirst bool) replicas {
+	r := replicas{first: newByReplica(t, heldFirst), second: newByReplica(t, false), db: openShared(t)}
+	var table *routes.Table
+	table, r.partitions = twoEndpoints(t, r.first.URL, r.second.URL)
+	r.a = replicaEngine(t, r.db, "A", table, wakeTo{&r.b})
+	r.b = replicaEngine(t, r.db, "B", table, wakeTo{&r.a})
+	return r
+}
+
 // TestOnlyTheOwnerAttempts: two replicas on one store, each owning one
 // endpoint's partition. Events published to either are delivered once per
 // endpoint, each endpoint's by its owner alone: the other hands what it
 // stored over with a wake-up.
 func TestOnlyTheOwnerAttempts(t *testing.T) {
 	g := NewWithT(t)
-	first, second := newByReplica(t, false), newByReplica(t, false)
-	table, partitions := twoEndpoints(t, first.URL, second.URL)
-	db := openShared(t)
-	var a, b *Engine
-	a = replicaEngine(t, db, "A", table, wakeTo{&b})
-	b = replicaEngine(t, db, "B", table, wakeTo{&a})
+	r := startReplicas(t, false)
+	first, second, a, b, partitions := r.first, r.second, r.a, r.b, r.partitions
 	others := slices.DeleteFunc(store.AllPartitions(), func(p int) bool { return p == partitions[0] })
 	_, _, err := a.Acquire(t.Context(), []int{partitions[0]})
 	g.Expect(err).NotTo(HaveOccurred())
@@ -213,12 +229,8 @@ func TestOnlyTheOwnerAttempts(t *testing.T) {
 // repeated wake-up of a delivery already sent is ignored.
 func TestReleaseHandsOverInFlightAttemptsOnce(t *testing.T) {
 	g := NewWithT(t)
-	first, second := newByReplica(t, true), newByReplica(t, false)
-	table, partitions := twoEndpoints(t, first.URL, second.URL)
-	db := openShared(t)
-	var a, b *Engine
-	a = replicaEngine(t, db, "A", table, wakeTo{&b})
-	b = replicaEngine(t, db, "B", table, wakeTo{&a})
+	r := startReplicas(t, true)
+	first, second, a, b, db, partitions := r.first, r.second, r.a, r.b, r.db, r.partitions
 	_, _, err := a.Recover(t.Context())
 	g.Expect(err).NotTo(HaveOccurred())
 

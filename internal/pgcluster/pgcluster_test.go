@@ -1,32 +1,21 @@
-package pgcluster
+package pgcluster_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/hookrelay/hookrelay/internal/pgcluster"
+	"github.com/hookrelay/hookrelay/internal/pgtest"
 )
 
 // A kept cluster (`make dev STORE=postgres`) keeps its databases between
 // runs, and a second Start finds it running when a run was killed before
 // it could stop it.
 func TestStartKeepsTheClusterInItsFolder(t *testing.T) {
-	// Traversable by the postgres user when the tests run as root.
-	parent, err := os.MkdirTemp("", "pgcluster-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(parent); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := os.Chmod(parent, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(parent, "postgres")
+	dir := filepath.Join(pgtest.TempDir(t), "postgres")
 	ctx := context.Background()
 	exec := func(dsn, sql string) {
 		t.Helper()
@@ -40,7 +29,7 @@ func TestStartKeepsTheClusterInItsFolder(t *testing.T) {
 		}
 	}
 
-	first, err := Start(Options{Dir: dir})
+	first, err := pgcluster.Start(pgcluster.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +40,7 @@ func TestStartKeepsTheClusterInItsFolder(t *testing.T) {
 	exec(dsn, "CREATE TABLE kept (n int); INSERT INTO kept VALUES (1)")
 
 	// The first run was killed: its server still runs.
-	running, err := Start(Options{Dir: dir})
+	running, err := pgcluster.Start(pgcluster.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +48,7 @@ func TestStartKeepsTheClusterInItsFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	again, err := Start(Options{Dir: dir})
+	again, err := pgcluster.Start(pgcluster.Options{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

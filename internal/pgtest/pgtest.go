@@ -74,3 +74,23 @@ type Cluster = pgcluster.Cluster
 func StartCluster(options Options) (*Cluster, error) {
 	return pgcluster.Start(options)
 }
+
+// TempDir is a temporary folder, removed when the test ends, that
+// PostgreSQL's server can reach when the tests run as root (it then runs as
+// the postgres user): t.TempDir's parent folder is closed to others.
+func TempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hookrelay-pg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

@@ -21,6 +21,7 @@ import (
 
 	. "github.com/onsi/gomega"
 
+	"github.com/hookrelay/hookrelay/internal/pgtest"
 	"github.com/hookrelay/hookrelay/internal/testenv"
 )
 
@@ -148,7 +149,7 @@ func TestMakeDevDeliversAndKeepsItsState(t *testing.T) {
 
 func testMakeDev(t *testing.T, store string) {
 	g := NewWithT(t)
-	dataDir := traversableTempDir(t)
+	dataDir := pgtest.TempDir(t)
 	if store == "postgres" {
 		t.Cleanup(func() { stopLeftoverPostgres(t, filepath.Join(dataDir, "postgres", "data")) })
 	}
@@ -217,26 +218,6 @@ func testMakeDev(t *testing.T, store string) {
 	}
 	g.Expect(endpoints).To(ConsistOf("palm", "palenca-production"))
 	dev.interrupt(t)
-}
-
-// traversableTempDir is a temporary folder that PostgreSQL's server can
-// reach when the tests run as root (it then runs as the postgres user):
-// t.TempDir's parent folder is closed to others.
-func traversableTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "hookrelay-dev-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir
 }
 
 // stopLeftoverPostgres stops the PostgreSQL server that `make dev` leaves
