@@ -194,6 +194,7 @@ func run(ctx context.Context, opts options) error {
 	engine, err := delivery.New(ctx, delivery.Options{
 		Store:         db,
 		Waker:         waker,
+		RecordWriters: recordWriters(leases),
 		Attempt:       &delivery.Attempter{Client: delivery.NewHTTPClient(delivery.EgressPolicy{Allow: allow}.Transport()), Signer: signing.Signer{Prefix: opts.headerPrefix}},
 		Status:        reporter,
 		Metrics:       delivery.NewMetrics(registry),
@@ -527,6 +528,15 @@ func (opts options) replicaName() string {
 		host = host[:40]
 	}
 	return host + "-" + strconv.Itoa(os.Getpid())
+}
+
+// recordWriters is how many transactions write attempt records at once:
+// PostgreSQL commits concurrent ones together; bbolt would only queue them.
+func recordWriters(leases *store.Leases) int {
+	if leases == nil {
+		return 1
+	}
+	return 4
 }
 
 // readiness says why the dispatcher takes no writes now: it is starting,

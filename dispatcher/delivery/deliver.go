@@ -20,11 +20,11 @@ const storeRetry = 5 * time.Second
 // maxRecordBatch bounds the attempts written in one transaction.
 const maxRecordBatch = 1024
 
-// writeRecords writes attempt records as they come, gathering all that are
-// waiting into one transaction.
-func (e *Engine) writeRecords() {
-	defer close(e.recordsDone)
-	batch.Each(e.records, maxRecordBatch, func(records []store.AttemptRecord) {
+// writeRecords writes the attempt records of one writer as they come,
+// gathering all that are waiting into one transaction.
+func (e *Engine) writeRecords(records <-chan store.AttemptRecord) {
+	defer e.writers.Done()
+	batch.Each(records, maxRecordBatch, func(records []store.AttemptRecord) {
 		applied, err := e.Store.RecordAttempts(context.Background(), records)
 		if err != nil {
 			e.Log.Error(err, "recording attempts; their deliveries stay pending in the store and are attempted again", "count", len(records))
@@ -58,12 +58,14 @@ func (e *Engine) writeRecords() {
 	})
 }
 
-// record hands an attempt's record to writeRecords.
+// record hands an attempt's record to the writer of its partition, which
+// keeps an endpoint's records in order.
 func (e *Engine) record(record store.AttemptRecord) {
+	partition := store.Partition(record.Delivery.Namespace, record.Delivery.Endpoint)
 	e.writtenMu.Lock()
-	e.unwritten[store.Partition(record.Delivery.Namespace, record.Delivery.Endpoint)]++
+	e.unwritten[partition]++
 	e.writtenMu.Unlock()
-	e.records <- record
+	e.records[partition%len(e.records)] <- record
 }
 
 // waitWritten waits until the records of the partitions' attempts so far

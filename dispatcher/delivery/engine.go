@@ -55,6 +55,10 @@ type Options struct {
 	// Waker hands deliveries stored for endpoints of partitions another
 	// replica owns to that replica; nil when this engine owns them all.
 	Waker Waker
+	// RecordWriters is how many transactions write attempt records at once
+	// (1 when zero): a store that commits concurrent transactions together
+	// (PostgreSQL) takes more, an embedded one (bbolt) gains nothing.
+	RecordWriters int
 	// PoisonAfter is how many times a delivery may be in flight when the
 	// process dies before it is failed as Poisoned; 0 never fails one so.
 	PoisonAfter int
@@ -84,13 +88,14 @@ type Engine struct {
 	// releasing orders the release of held deliveries between Acquire,
 	// Release and table swaps.
 	releasing sync.Mutex
-	// records carries attempt records to writeRecords; unwritten counts
-	// them per partition until written, which written signals.
-	records     chan store.AttemptRecord
-	recordsDone chan struct{}
-	writtenMu   sync.Mutex
-	written     *sync.Cond
-	unwritten   [store.Partitions]int
+	// records carries attempt records to the writers (writeRecords), by
+	// partition; unwritten counts them per partition until written, which
+	// written signals.
+	records   []chan store.AttemptRecord
+	writers   sync.WaitGroup
+	writtenMu sync.Mutex
+	written   *sync.Cond
+	unwritten [store.Partitions]int
 }
 
 // New returns an engine with the stored health loaded. Call SetTable, then
@@ -101,7 +106,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock), ledger: newLedger(opts.Waker != nil),
-		records: make(chan store.AttemptRecord, maxRecordBatch), recordsDone: make(chan struct{}),
+		records: make([]chan store.AttemptRecord, max(opts.RecordWriters, 1)),
 	}
 	e.written = sync.NewCond(&e.writtenMu)
 	e.attempts, e.cancelAttempts = context.WithCancel(context.Background())
@@ -111,7 +116,11 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e.health = newTracker(healths)
-	go e.writeRecords()
+	for i := range e.records {
+		e.records[i] = make(chan store.AttemptRecord, maxRecordBatch)
+		e.writers.Add(1)
+		go e.writeRecords(e.records[i])
+	}
 	return e, nil
 }
 
@@ -365,8 +374,10 @@ func (e *Engine) Stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		e.inFlight.Wait()
-		close(e.records)
-		<-e.recordsDone
+		for _, records := range e.records {
+			close(records)
+		}
+		e.writers.Wait()
 		close(done)
 	}()
 	select {

@@ -131,7 +131,7 @@ func replicaEngine(t *testing.T, db store.Store, prefix string, table *routes.Ta
 	t.Helper()
 	engine, err := New(t.Context(), Options{
 		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: clock.RealClock{},
-		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: prefix}}, MaxRetryAfter: time.Minute, Waker: waker,
+		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: prefix}}, MaxRetryAfter: time.Minute, Waker: waker, RecordWriters: 4,
 	})
 	if err != nil {
 		t.Fatal(err)
