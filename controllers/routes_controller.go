@@ -1,10 +1,10 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -35,7 +35,8 @@ const DefaultShardSize = 512 << 10
 
 // RoutesReconciler compiles every Ready endpoint and subscription into the
 // dispatcher configuration: routes ConfigMaps and keys Secrets in the
-// operator namespace, sharded by size. All changes funnel into one request,
+// operator namespace, sharded by a hash of each endpoint's entry key
+// (see routes.Pack). All changes funnel into one request,
 // so bursts of changes coalesce into one compile.
 type RoutesReconciler struct {
 	client.Client
@@ -73,19 +74,29 @@ func (r *RoutesReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 		return ctrl.Result{}, err
 	}
 	r.leaveOutOversized(out)
-	keyShards, err := routes.Pack(out.keys, r.ShardSize, routes.SecretEntrySize)
+	// The shards in use now set the shard count, so that it changes only
+	// when the entries outgrow it or shrink well below it.
+	currentKeys, err := r.currentShards(ctx, &corev1.SecretList{}, routes.LabelKeys)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	routeShards, err := routes.Pack(out.routes, r.ShardSize, routes.ConfigMapEntrySize)
+	currentRoutes, err := r.currentShards(ctx, &corev1.ConfigMapList{}, routes.LabelRoutes)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	keyShards, err := routes.Pack(out.keys, r.ShardSize, len(currentKeys), routes.SecretEntrySize)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	routeShards, err := routes.Pack(out.routes, r.ShardSize, len(currentRoutes), routes.ConfigMapEntrySize)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	// Keys first, so that a route never reaches the dispatcher before its keys.
-	if err := r.syncKeys(ctx, keyShards); err != nil {
+	if err := r.syncKeys(ctx, currentKeys, keyShards); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.syncRoutes(ctx, routeShards); err != nil {
+	if err := r.syncRoutes(ctx, currentRoutes, routeShards); err != nil {
 		return ctrl.Result{}, err
 	}
 	if err := r.publication.record(ctx, out.published, out.rejected); err != nil {
@@ -289,11 +300,7 @@ func literalHeaders(headers []hookrelayv1alpha1.Header) map[string]string {
 }
 
 // syncRoutes makes the routes ConfigMaps hold exactly the given shards.
-func (r *RoutesReconciler) syncRoutes(ctx context.Context, shards []map[string][]byte) error {
-	current, err := r.currentShards(ctx, &corev1.ConfigMapList{}, routes.LabelRoutes)
-	if err != nil {
-		return err
-	}
+func (r *RoutesReconciler) syncRoutes(ctx context.Context, current map[string]client.Object, shards []map[string][]byte) error {
 	desired := make([]client.Object, len(shards))
 	for i, shard := range shards {
 		data := make(map[string]string, len(shard))
@@ -302,24 +309,21 @@ func (r *RoutesReconciler) syncRoutes(ctx context.Context, shards []map[string][
 		}
 		desired[i] = &corev1.ConfigMap{ObjectMeta: r.shardMeta(routes.ShardName(routes.RoutesShardPrefix, i), routes.LabelRoutes), Data: data}
 	}
+	// maps.Equal: an empty shard reads back with nil data.
 	return r.syncShards(ctx, current, desired, func(have, want client.Object) bool {
-		return reflect.DeepEqual(have.(*corev1.ConfigMap).Data, want.(*corev1.ConfigMap).Data)
+		return maps.Equal(have.(*corev1.ConfigMap).Data, want.(*corev1.ConfigMap).Data)
 	})
 }
 
 // syncKeys makes the keys Secrets hold exactly the given shards.
-func (r *RoutesReconciler) syncKeys(ctx context.Context, shards []map[string][]byte) error {
-	current, err := r.currentShards(ctx, &corev1.SecretList{}, routes.LabelKeys)
-	if err != nil {
-		return err
-	}
+func (r *RoutesReconciler) syncKeys(ctx context.Context, current map[string]client.Object, shards []map[string][]byte) error {
 	desired := make([]client.Object, len(shards))
 	for i, shard := range shards {
 		desired[i] = &corev1.Secret{ObjectMeta: r.shardMeta(routes.ShardName(routes.KeysShardPrefix, i), routes.LabelKeys),
 			Type: corev1.SecretTypeOpaque, Data: shard}
 	}
 	return r.syncShards(ctx, current, desired, func(have, want client.Object) bool {
-		return reflect.DeepEqual(have.(*corev1.Secret).Data, want.(*corev1.Secret).Data)
+		return maps.EqualFunc(have.(*corev1.Secret).Data, want.(*corev1.Secret).Data, bytes.Equal)
 	})
 }
 
@@ -344,9 +348,12 @@ func (r *RoutesReconciler) shardMeta(name, label string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Name: name, Namespace: r.Namespace, Labels: map[string]string{label: "true", labelManagedBy: managedBy}}
 }
 
-// syncShards creates or updates the desired shards whose data differs, then
-// deletes the shards no longer needed. Unchanged shards are not written.
+// syncShards creates the new shards, then updates those whose data differs,
+// then deletes the shards no longer needed; unchanged shards are not written.
+// In that order an entry that moves, when the shard count changes, is in its
+// new shard before it leaves its old one, so the dispatcher never misses it.
 func (r *RoutesReconciler) syncShards(ctx context.Context, current map[string]client.Object, desired []client.Object, sameData func(have, want client.Object) bool) error {
+	var updates []client.Object
 	for _, want := range desired {
 		have, ok := current[want.GetName()]
 		delete(current, want.GetName())
@@ -357,9 +364,12 @@ func (r *RoutesReconciler) syncShards(ctx context.Context, current map[string]cl
 			}
 		case !sameData(have, want) || !maps.Equal(have.GetLabels(), want.GetLabels()):
 			want.SetResourceVersion(have.GetResourceVersion())
-			if err := r.Update(ctx, want); err != nil {
-				return fmt.Errorf("updating shard %s/%s: %w", r.Namespace, want.GetName(), err)
-			}
+			updates = append(updates, want)
+		}
+	}
+	for _, want := range updates {
+		if err := r.Update(ctx, want); err != nil {
+			return fmt.Errorf("updating shard %s/%s: %w", r.Namespace, want.GetName(), err)
 		}
 	}
 	for _, stale := range current {

@@ -1,55 +1,100 @@
 package routes
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"slices"
 )
 
 // shardOverhead is reserved in every shard for the object's metadata, so that
 // the whole object, not just its data, stays under the limit.
 const shardOverhead = 2048
 
+// maxShards bounds the shard count: past it, entries that still do not fit
+// share a hash prefix that no split separates.
+const maxShards = 1 << 14
+
 // EntryBudget is the most bytes one entry may take in a shard of limit
 // bytes, as measured by ConfigMapEntrySize or SecretEntrySize. An entry over
 // it must be left out before calling Pack.
 func EntryBudget(limit int) int { return limit - shardOverhead }
 
-// Pack splits entries into shards whose encoded size stays under limit bytes,
-// filling them in key order. The same entries always give the same shards,
-// byte for byte, so an unchanged configuration rewrites nothing.
+// Pack assigns entries to shards whose encoded size stays under limit bytes.
 // size gives an entry's encoded share of the object (ConfigMapEntrySize or
-// SecretEntrySize).
-func Pack(entries map[string][]byte, limit int, size func(key string, value []byte) int) ([]map[string][]byte, error) {
+// SecretEntrySize); inUse is how many shards of this kind exist now.
+//
+// An entry's shard is ShardIndex of its key among a power-of-two count of
+// shards, so adding, changing or removing an entry rewrites only its own
+// shard, and the same entries always give the same shards, byte for byte.
+// The count is the smallest power of two at least inUse under which every
+// shard fits; when one overflows, the count doubles, which splits each shard
+// in two. It halves only when every merged pair would fill at most half a
+// shard, so that entries coming and going around a boundary do not make it
+// split and merge in turn. Shards may be empty; none is returned for no
+// entries.
+func Pack(entries map[string][]byte, limit, inUse int, size func(key string, value []byte) int) ([]map[string][]byte, error) {
 	budget := EntryBudget(limit)
 	if budget <= 0 {
 		return nil, fmt.Errorf("routes: shard size limit %d bytes is too small (minimum %d)", limit, shardOverhead+1)
 	}
-	keys := make([]string, 0, len(entries))
-	for k := range entries {
-		keys = append(keys, k)
+	if len(entries) == 0 {
+		return nil, nil
 	}
-	slices.Sort(keys)
-
-	var shards []map[string][]byte
-	current, used := map[string][]byte{}, 0
-	for _, k := range keys {
-		n := size(k, entries[k])
+	hashes, sizes := make(map[string]uint64, len(entries)), make(map[string]int, len(entries))
+	for k, v := range entries {
+		n := size(k, v)
 		if n > budget {
 			return nil, fmt.Errorf("routes: entry %q is %d bytes, over the shard size limit of %d bytes", k, n, limit)
 		}
-		if used+n > budget {
-			shards = append(shards, current)
-			current, used = map[string][]byte{}, 0
-		}
-		current[k] = entries[k]
-		used += n
+		hashes[k], sizes[k] = keyHash(k), n
 	}
-	if len(current) > 0 {
-		shards = append(shards, current)
+	fitsIn := func(count, budget int) bool {
+		loads := make([]int, count)
+		for k, h := range hashes {
+			i := int(h & uint64(count-1))
+			if loads[i] += sizes[k]; loads[i] > budget {
+				return false
+			}
+		}
+		return true
+	}
+	count := 1
+	for count < inUse {
+		count <<= 1
+	}
+	for !fitsIn(count, budget) {
+		if count >= maxShards {
+			return nil, fmt.Errorf("routes: %d entries do not fit in %d shards of %d bytes", len(entries), count, limit)
+		}
+		count <<= 1
+	}
+	for count > 1 && fitsIn(count/2, budget/2) {
+		count >>= 1
+	}
+	shards := make([]map[string][]byte, count)
+	for i := range shards {
+		shards[i] = map[string][]byte{}
+	}
+	for k, h := range hashes {
+		shards[h&uint64(count-1)][k] = entries[k]
 	}
 	return shards, nil
+}
+
+// ShardIndex is the shard of an entry key among count shards, a power of
+// two. The low bits of the hash pick it, so that after a split an entry is in
+// the same shard or in that shard's index plus the old count, and an
+// endpoint's keys shard index is its routes shard index modulo the (smaller
+// or equal) keys shard count.
+func ShardIndex(key string, count int) int { return int(keyHash(key) & uint64(count-1)) }
+
+// keyHash is stable across versions and processes: shard contents depend on
+// it, and a different hash would move every entry.
+func keyHash(key string) uint64 {
+	sum := sha256.Sum256([]byte(key))
+	return binary.LittleEndian.Uint64(sum[:8])
 }
 
 // ConfigMapEntrySize is an entry's size in a stored ConfigMap: the key and the

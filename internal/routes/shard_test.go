@@ -50,11 +50,11 @@ func TestTenThousandEndpointsFitUnderTheDefaultLimit(t *testing.T) {
 	const limit = 512 << 10
 	routeEntries, keyEntries := tenThousandEndpoints(t)
 
-	routeShards, err := Pack(routeEntries, limit, ConfigMapEntrySize)
+	routeShards, err := Pack(routeEntries, limit, 0, ConfigMapEntrySize)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyShards, err := Pack(keyEntries, limit, SecretEntrySize)
+	keyShards, err := Pack(keyEntries, limit, 0, SecretEntrySize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,11 +78,11 @@ func TestTenThousandEndpointsFitUnderTheDefaultLimit(t *testing.T) {
 
 func TestPackIsDeterministic(t *testing.T) {
 	routeEntries, _ := tenThousandEndpoints(t)
-	first, err := Pack(routeEntries, 256<<10, ConfigMapEntrySize)
+	first, err := Pack(routeEntries, 256<<10, 0, ConfigMapEntrySize)
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := Pack(routeEntries, 256<<10, ConfigMapEntrySize)
+	second, err := Pack(routeEntries, 256<<10, 0, ConfigMapEntrySize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestPackIsDeterministic(t *testing.T) {
 }
 
 func TestPackRefusesAnEntryOverTheLimit(t *testing.T) {
-	_, err := Pack(map[string][]byte{"ns.huge": make([]byte, 8<<10)}, 4<<10, ConfigMapEntrySize)
+	_, err := Pack(map[string][]byte{"ns.huge": make([]byte, 8<<10)}, 4<<10, 0, ConfigMapEntrySize)
 	if err == nil || !strings.Contains(err.Error(), `"ns.huge"`) {
 		t.Fatalf("Pack error = %v, want one naming the entry", err)
 	}
