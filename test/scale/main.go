@@ -17,6 +17,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -78,7 +79,8 @@ func run(opts options) error {
 			fmt.Fprintf(os.Stderr, "scale: stopping the control plane: %v\n", err)
 		}
 	}()
-	ctx, cancel := context.WithCancel(context.Background())
+	// Interrupted, it still stops the processes and the control plane.
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "hookrelay-scale-")
 	if err != nil {
@@ -110,10 +112,7 @@ func run(opts options) error {
 	if err := installManagerWebhook(ctx, c); err != nil {
 		return err
 	}
-	manager, err := newManagerProcess(opts, env.Kubeconfig, dir)
-	if err != nil {
-		return err
-	}
+	manager := newManagerProcess(opts, env.Kubeconfig, dir)
 	if err := manager.start(); err != nil {
 		return err
 	}

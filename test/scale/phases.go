@@ -99,6 +99,11 @@ func measureRestart(ctx context.Context, c client.Client, config *rest.Config, m
 		if time.Now().After(deadline) {
 			return restart{}, fmt.Errorf("the manager was not steady within 10 minutes of its restart: %s (see %s)", pending, manager.log)
 		}
+		select {
+		case <-manager.process.exited:
+			return restart{}, fmt.Errorf("the manager exited after its restart (see %s)", manager.log)
+		default:
+		}
 		if caughtUp.IsZero() {
 			var err error
 			if pending, err = caughtUpAfterStart(ctx, c, manager, opts.endpoints); err != nil {

@@ -17,34 +17,36 @@ import (
 // with the same flags.
 type managerProcess struct {
 	binary, kubeconfig, log string
-	metricsAddress          string
-	args                    []string
-	process                 *process
+	extraArgs               []string
+	// metricsAddress is where the running process serves its metrics.
+	metricsAddress string
+	process        *process
 }
 
-func newManagerProcess(opts options, kubeconfig, dir string) (*managerProcess, error) {
-	webhookAddress, err := freeAddress()
-	if err != nil {
-		return nil, err
-	}
-	metricsAddress, err := freeAddress()
-	if err != nil {
-		return nil, err
-	}
-	args := []string{"--allow-insecure-endpoints", "--routes-namespace=" + routesNamespace, "--zap-log-level=error",
-		"--metrics-bind-address=" + metricsAddress, "--health-probe-bind-address=127.0.0.1:0",
-		"--webhook-bind-address=" + webhookAddress, "--webhook-url=https://" + webhookAddress}
-	args = append(args, strings.Fields(opts.managerArgs)...)
+func newManagerProcess(opts options, kubeconfig, dir string) *managerProcess {
 	return &managerProcess{binary: opts.managerBinary, kubeconfig: kubeconfig, log: filepath.Join(dir, "manager.log"),
-		metricsAddress: metricsAddress, args: args}, nil
+		extraArgs: strings.Fields(opts.managerArgs)}
 }
 
+// start runs the manager on fresh loopback ports: a port picked for an
+// earlier run may since have gone to an outgoing connection.
 func (m *managerProcess) start() error {
-	p, err := startProcess("manager", m.binary, m.log, []string{"KUBECONFIG=" + m.kubeconfig}, m.args...)
+	webhookAddress, err := freeAddress()
 	if err != nil {
 		return err
 	}
-	m.process = p
+	metricsAddress, err := freeAddress()
+	if err != nil {
+		return err
+	}
+	args := append([]string{"--allow-insecure-endpoints", "--routes-namespace=" + routesNamespace, "--zap-log-level=error",
+		"--metrics-bind-address=" + metricsAddress, "--health-probe-bind-address=127.0.0.1:0",
+		"--webhook-bind-address=" + webhookAddress, "--webhook-url=https://" + webhookAddress}, m.extraArgs...)
+	p, err := startProcess("manager", m.binary, m.log, []string{"KUBECONFIG=" + m.kubeconfig}, args...)
+	if err != nil {
+		return err
+	}
+	m.process, m.metricsAddress = p, metricsAddress
 	return nil
 }
 
