@@ -49,7 +49,7 @@ func TestUnlabelledGeneratedSecretIsAdopted(t *testing.T) {
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: whsec.GeneratedSecretName(endpoint.Name),
 			Labels: map[string]string{LabelEndpoint: endpoint.Name, labelManagedBy: managedBy}},
-		Data:       map[string][]byte{SecretKey: []byte(value)},
+		Data: map[string][]byte{SecretKey: []byte(value)},
 	}
 	g.Expect(controllerutil.SetControllerReference(endpoint, secret, env.Scheme)).To(Succeed())
 	g.Expect(env.Client.Create(ctx, secret)).To(Succeed())
