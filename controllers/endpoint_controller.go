@@ -91,6 +91,10 @@ func asTerminal(err error) *terminalError {
 	return terminal
 }
 
+// publishingGrace is how long a new endpoint may wait for its route to be
+// published before its status says Publishing.
+const publishingGrace = 5 * time.Second
+
 // secretRecheckInterval is how often an endpoint whose Secret is missing or
 // unlabelled is looked at again.
 const secretRecheckInterval = 30 * time.Second
@@ -151,6 +155,12 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	case r.publication.isPublished(req.NamespacedName, publishedRoute{generation: generation, keysVersion: routes.KeysVersion(keys)}):
 		ready = r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished,
 			"route and signing keys are published to the dispatcher", generation)
+	case meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil &&
+		newerThan(endpoint.CreationTimestamp.Time, r.Clock.Now(), publishingGrace):
+		// A new endpoint is most often published within moments, and
+		// the publication wakes this controller to write Ready: one status
+		// write, not two. Publishing is said only if it takes longer.
+		return ctrl.Result{RequeueAfter: publishingGrace - r.Clock.Since(endpoint.CreationTimestamp.Time)}, nil
 	default:
 		// Not fully handled until the route is out: keep the previous
 		// observedGeneration, so readers know the new spec is not live yet.
@@ -174,6 +184,13 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		requeueAfter = secretRecheckInterval
 	}
 	return ctrl.Result{RequeueAfter: requeueAfter}, nil
+}
+
+// newerThan says whether created is less than age before now. A clock
+// behind created (another clock, or a fake one) makes nothing newer.
+func newerThan(created, now time.Time, age time.Duration) bool {
+	elapsed := now.Sub(created)
+	return elapsed >= 0 && elapsed < age
 }
 
 // checkEndpointSpec finds what admission cannot check in a spec.
