@@ -259,7 +259,9 @@ func waitAllReady(ctx context.Context, c client.Reader, want int, timeout time.D
 			fmt.Fprintf(os.Stderr, "scale: %d of %d endpoints Ready\n", ready, want)
 			lastReport = now
 		}
-		time.Sleep(time.Second)
+		// Not faster: each List of thousands of endpoints is work for the
+		// API server that the controllers wait on.
+		time.Sleep(2 * time.Second)
 	}
 }
 
