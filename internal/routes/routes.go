@@ -5,8 +5,9 @@
 // (see EntryKey) holding that endpoint's compiled Endpoint as JSON. Signing keys
 // live in Secrets labelled LabelKeys, one data key per endpoint holding its
 // KeysEntry as JSON: active signing keys and header values from Secrets, which
-// never go in the ConfigMaps. Both are packed into as many shards as needed to keep
-// each object under a size limit.
+// never go in the ConfigMaps. Each kind is split into a power-of-two count of
+// shards by a hash of the entry key, enough to keep each object under a size
+// limit, so that a change to one endpoint rewrites one shard of each (see Pack).
 package routes
 
 import (

@@ -78,57 +78,94 @@ func ID(namespace, name string) string { return namespace + "/" + name }
 // Build compiles the shards' entries into a table. An entry that cannot be
 // used is left out and reported; the rest of the table still works.
 func Build(routeEntries, keyEntries map[string][]byte) (*Table, []error) {
-	table := &Table{endpoints: map[string]*Route{}, byNamespace: map[string][]*Route{}}
-	var problems []error
+	decodedRoutes := make(map[string]decodedRoute, len(routeEntries))
 	for entry, data := range routeEntries {
-		endpoint, err := compileEndpoint(entry, data, keyEntries[entry])
-		if err != nil {
-			problems = append(problems, err)
-			continue
-		}
-		table.endpoints[endpoint.ID] = endpoint
-		table.byNamespace[endpoint.Namespace] = append(table.byNamespace[endpoint.Namespace], endpoint)
+		decodedRoutes[entry] = decodeRoute(entry, data)
 	}
-	for _, endpoints := range table.byNamespace {
-		slices.SortFunc(endpoints, func(a, b *Route) int { return strings.Compare(a.ID, b.ID) })
+	decodedKeys := make(map[string]decodedKeys, len(keyEntries))
+	for entry, data := range keyEntries {
+		decodedKeys[entry] = decodeKeysEntry(entry, data)
 	}
-	return table, problems
+	return assemble(decodedRoutes, decodedKeys)
 }
 
-func compileEndpoint(entry string, routeData, keyData []byte) (*Route, error) {
-	route, err := DecodeEndpoint(routeData)
+// decodedRoute is a routes entry decoded with its CEL loaded, without its
+// keys, or why it cannot be used. It is shared by the tables built while its
+// shard is unchanged, so it is never modified.
+type decodedRoute struct {
+	route *Route
+	err   error
+}
+
+// decodedKeys is a keys entry decoded, or why it cannot be used.
+type decodedKeys struct {
+	entry KeysEntry
+	err   error
+}
+
+func decodeRoute(entry string, data []byte) decodedRoute {
+	route, err := DecodeEndpoint(data)
 	if err != nil {
-		return nil, fmt.Errorf("route %s: %w", entry, err)
+		return decodedRoute{err: fmt.Errorf("route %s: %w", entry, err)}
 	}
-	if keyData == nil {
-		return nil, fmt.Errorf("route %s: no signing keys published", entry)
-	}
-	keysEntry, err := DecodeKeys(keyData)
-	if err != nil {
-		return nil, fmt.Errorf("route %s: %w", entry, err)
-	}
-	// The keys shard is written before the routes shard, so keys newer than
-	// the route (route.KeysVersion differs, during a rotation) are the ones
-	// to sign with.
-	endpoint := &Route{Endpoint: route, ID: ID(route.Namespace, route.Name),
-		Keys: keysEntry.Keys, SecretHeaders: keysEntry.Headers}
+	endpoint := &Route{Endpoint: route, ID: ID(route.Namespace, route.Name)}
 	// Load, not Compile: the controllers checked the static cost; the
 	// run-time bounds hold for whatever was published.
 	if route.Transform != "" {
 		if endpoint.Transform, err = celenv.LoadTransform(route.Transform); err != nil {
-			return nil, fmt.Errorf("route %s: transform: %w", entry, err)
+			return decodedRoute{err: fmt.Errorf("route %s: transform: %w", entry, err)}
 		}
 	}
 	for _, s := range route.Subscriptions {
 		compiled := subscription{eventTypes: s.EventTypes}
 		if s.Filter != "" {
 			if compiled.filter, err = celenv.LoadFilter(s.Filter); err != nil {
-				return nil, fmt.Errorf("route %s: subscription %s: filter: %w", entry, s.Name, err)
+				return decodedRoute{err: fmt.Errorf("route %s: subscription %s: filter: %w", entry, s.Name, err)}
 			}
 		}
 		endpoint.subscriptions = append(endpoint.subscriptions, compiled)
 	}
-	return endpoint, nil
+	return decodedRoute{route: endpoint}
+}
+
+func decodeKeysEntry(entry string, data []byte) decodedKeys {
+	keysEntry, err := DecodeKeys(data)
+	if err != nil {
+		return decodedKeys{err: fmt.Errorf("route %s: %w", entry, err)}
+	}
+	return decodedKeys{entry: keysEntry}
+}
+
+// assemble pairs each decoded route with its keys into a new table.
+func assemble(decodedRoutes map[string]decodedRoute, keys map[string]decodedKeys) (*Table, []error) {
+	table := &Table{endpoints: make(map[string]*Route, len(decodedRoutes)), byNamespace: map[string][]*Route{}}
+	var problems []error
+	for entry, decoded := range decodedRoutes {
+		if decoded.err != nil {
+			problems = append(problems, decoded.err)
+			continue
+		}
+		keysEntry, ok := keys[entry]
+		if !ok {
+			problems = append(problems, fmt.Errorf("route %s: no signing keys published", entry))
+			continue
+		}
+		if keysEntry.err != nil {
+			problems = append(problems, keysEntry.err)
+			continue
+		}
+		// The keys shard is written before the routes shard, so keys newer
+		// than the route (route.KeysVersion differs, during a rotation) are
+		// the ones to sign with.
+		endpoint := *decoded.route
+		endpoint.Keys, endpoint.SecretHeaders = keysEntry.entry.Keys, keysEntry.entry.Headers
+		table.endpoints[endpoint.ID] = &endpoint
+		table.byNamespace[endpoint.Namespace] = append(table.byNamespace[endpoint.Namespace], &endpoint)
+	}
+	for _, endpoints := range table.byNamespace {
+		slices.SortFunc(endpoints, func(a, b *Route) int { return strings.Compare(a.ID, b.ID) })
+	}
+	return table, problems
 }
 
 // Endpoint returns an endpoint by ID, or nil.

@@ -14,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -30,6 +31,11 @@ type Watcher struct {
 	configMaps cache.SharedIndexInformer
 	secrets    cache.SharedIndexInformer
 	changed    chan struct{}
+	// The decoded shards, kept between rebuilds so that a change decodes
+	// only the shards it touched. Used by one goroutine at a time: Start,
+	// then loop.
+	routeShards shardCache[decodedRoute]
+	keyShards   shardCache[decodedKeys]
 }
 
 // Start starts the informers, waits for them to sync, applies the first
@@ -89,18 +95,9 @@ func (w *Watcher) loop(ctx context.Context) {
 	}
 }
 
-// rebuild reads every shard from the caches and applies a new table.
+// rebuild reads the shards from the caches and applies a new table.
 func (w *Watcher) rebuild(ctx context.Context) error {
-	routeEntries, keyEntries := map[string][]byte{}, map[string][]byte{}
-	for _, obj := range sorted(w.configMaps.GetStore().List()) {
-		for key, value := range obj.(*corev1.ConfigMap).Data {
-			routeEntries[key] = []byte(value)
-		}
-	}
-	for _, obj := range sorted(w.secrets.GetStore().List()) {
-		maps.Copy(keyEntries, obj.(*corev1.Secret).Data)
-	}
-	table, problems := Build(routeEntries, keyEntries)
+	table, problems := w.build(w.configMaps.GetStore().List(), w.secrets.GetStore().List())
 	for _, problem := range problems {
 		// Mostly transient: a route whose keys are still on their way.
 		w.Log.Info("route left out", "problem", problem.Error())
@@ -109,13 +106,59 @@ func (w *Watcher) rebuild(ctx context.Context) error {
 	return w.Apply(ctx, table)
 }
 
-// sorted orders shards by name, so an endpoint briefly in two shards (while
-// they are rewritten) resolves the same way every time.
-func sorted(objects []any) []metav1.Object {
-	out := make([]metav1.Object, 0, len(objects))
+// build makes a table of the given routes ConfigMaps and keys Secrets,
+// decoding only the shards that changed since the previous build.
+func (w *Watcher) build(configMaps, secrets []any) (*Table, []error) {
+	routeEntries := w.routeShards.sync(configMaps, func(obj any) map[string][]byte {
+		data := obj.(*corev1.ConfigMap).Data
+		out := make(map[string][]byte, len(data))
+		for k, v := range data {
+			out[k] = []byte(v)
+		}
+		return out
+	}, decodeRoute)
+	keyEntries := w.keyShards.sync(secrets, func(obj any) map[string][]byte { return obj.(*corev1.Secret).Data }, decodeKeysEntry)
+	return assemble(routeEntries, keyEntries)
+}
+
+// shardCache holds the decoded entries of each shard object of one kind, by
+// UID, as of the resourceVersion they were decoded at.
+type shardCache[T any] struct {
+	shards map[types.UID]*decodedShard[T]
+	// decodes counts the shards decoded, for tests.
+	decodes int
+}
+
+type decodedShard[T any] struct {
+	name, resourceVersion string
+	entries               map[string]T
+}
+
+// sync decodes the objects new or changed since the last call, forgets the
+// deleted ones, and returns every entry. An entry briefly in two shards
+// (while they are rewritten) resolves to the shard last by name, the same
+// way every time.
+func (c *shardCache[T]) sync(objects []any, data func(any) map[string][]byte, decode func(entry string, data []byte) T) map[string]T {
+	previous := c.shards
+	c.shards = make(map[types.UID]*decodedShard[T], len(objects))
+	total := 0
 	for _, obj := range objects {
-		out = append(out, obj.(metav1.Object))
+		meta := obj.(metav1.Object)
+		shard, ok := previous[meta.GetUID()]
+		if !ok || shard.resourceVersion != meta.GetResourceVersion() {
+			shard = &decodedShard[T]{name: meta.GetName(), resourceVersion: meta.GetResourceVersion(), entries: map[string]T{}}
+			for entry, value := range data(obj) {
+				shard.entries[entry] = decode(entry, value)
+			}
+			c.decodes++
+		}
+		c.shards[meta.GetUID()] = shard
+		total += len(shard.entries)
 	}
-	slices.SortFunc(out, func(a, b metav1.Object) int { return cmp.Compare(a.GetName(), b.GetName()) })
-	return out
+	shards := slices.SortedFunc(maps.Values(c.shards), func(a, b *decodedShard[T]) int { return cmp.Compare(a.name, b.name) })
+	entries := make(map[string]T, total)
+	for _, shard := range shards {
+		maps.Copy(entries, shard.entries)
+	}
+	return entries
 }
