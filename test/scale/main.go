@@ -246,7 +246,11 @@ func waitAllReady(ctx context.Context, c client.Reader, want int, timeout time.D
 	for {
 		ready, err := countReady(ctx, c)
 		if err != nil {
-			return time.Time{}, err
+			if ctx.Err() != nil {
+				return time.Time{}, err
+			}
+			// A loaded API server can drop a List: the next poll tries again.
+			fmt.Fprintf(os.Stderr, "scale: counting Ready endpoints: %v\n", err)
 		}
 		now := time.Now()
 		if ready >= want {
@@ -265,21 +269,27 @@ func waitAllReady(ctx context.Context, c client.Reader, want int, timeout time.D
 	}
 }
 
+// countReady lists the endpoints in pages, so that no single response of a
+// loaded API server runs into its request timeout, and counts the Ready ones.
 func countReady(ctx context.Context, c client.Reader) (int, error) {
-	var endpoints hookrelayv1alpha1.WebhookEndpointList
-	if err := c.List(ctx, &endpoints); err != nil {
-		return 0, err
-	}
 	ready := 0
-	for _, endpoint := range endpoints.Items {
-		for _, condition := range endpoint.Status.Conditions {
-			if condition.Type == hookrelayv1alpha1.ConditionReady && condition.Status == metav1.ConditionTrue &&
-				condition.ObservedGeneration == endpoint.Generation {
-				ready++
+	for next := ""; ; {
+		var endpoints hookrelayv1alpha1.WebhookEndpointList
+		if err := c.List(ctx, &endpoints, client.Limit(1000), client.Continue(next)); err != nil {
+			return 0, err
+		}
+		for _, endpoint := range endpoints.Items {
+			for _, condition := range endpoint.Status.Conditions {
+				if condition.Type == hookrelayv1alpha1.ConditionReady && condition.Status == metav1.ConditionTrue &&
+					condition.ObservedGeneration == endpoint.Generation {
+					ready++
+				}
 			}
 		}
+		if next = endpoints.Continue; next == "" {
+			return ready, nil
+		}
 	}
-	return ready, nil
 }
 
 // freeAddress returns a loopback address with a port free at the time of the call.

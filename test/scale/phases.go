@@ -154,8 +154,12 @@ func caughtUpAfterStart(ctx context.Context, c client.Reader, manager *managerPr
 		return "routes not compiled yet", nil
 	}
 	ready, err := countReady(ctx, c)
-	if err != nil || ready >= endpoints {
-		return "", err
+	if err != nil {
+		// A dropped List is tried again; it is what is pending meanwhile.
+		return fmt.Sprintf("counting Ready endpoints: %v", err), ctx.Err()
+	}
+	if ready >= endpoints {
+		return "", nil
 	}
 	return fmt.Sprintf("%d of %d endpoints Ready", ready, endpoints), nil
 }
