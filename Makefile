@@ -147,6 +147,11 @@ undeploy: ## Remove Hookrelay from the cluster in $$KUBECONFIG.
 bench: build controlplane $(if $(filter postgres,$(STORE)),postgres) ## Measure delivery throughput and latency against a bare relay (prints figures); STORE=postgres adds PostgreSQL.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./test/bench --dispatcher=$(LOCALBIN)/dispatcher $(if $(STORE),--store=$(STORE)) $(BENCH_FLAGS)
 
+# SCALE_FLAGS=--endpoints=1000 makes a quick run; the default is the issue's 10,000.
+.PHONY: scale
+scale: build controlplane ## Measure the control plane at size: 10,000 endpoints and subscriptions created at once (time to Ready, bytes written to the shards, RSS, apply→live, restart); prints figures.
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./test/scale --manager=$(LOCALBIN)/manager --dispatcher=$(LOCALBIN)/dispatcher $(SCALE_FLAGS)
+
 ##@ Images
 
 PLATFORMS ?= linux/amd64 linux/arm64

@@ -91,6 +91,10 @@ func asTerminal(err error) *terminalError {
 	return terminal
 }
 
+// publishingGrace is how long a new endpoint may wait for its route to be
+// published before its status says Publishing.
+const publishingGrace = 5 * time.Second
+
 // secretRecheckInterval is how often an endpoint whose Secret is missing or
 // unlabelled is looked at again.
 const secretRecheckInterval = 30 * time.Second
@@ -151,6 +155,12 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	case r.publication.isPublished(req.NamespacedName, publishedRoute{generation: generation, keysVersion: routes.KeysVersion(keys)}):
 		ready = r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished,
 			"route and signing keys are published to the dispatcher", generation)
+	case meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil &&
+		newerThan(endpoint.CreationTimestamp.Time, r.Clock.Now(), publishingGrace):
+		// A new endpoint is most often published within moments, and
+		// the publication wakes this controller to write Ready: one status
+		// write, not two. Publishing is said only if it takes longer.
+		return ctrl.Result{RequeueAfter: publishingGrace - r.Clock.Since(endpoint.CreationTimestamp.Time)}, nil
 	default:
 		// Not fully handled until the route is out: keep the previous
 		// observedGeneration, so readers know the new spec is not live yet.
@@ -174,6 +184,13 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		requeueAfter = secretRecheckInterval
 	}
 	return ctrl.Result{RequeueAfter: requeueAfter}, nil
+}
+
+// newerThan says whether created is less than age before now. A clock
+// behind created (another clock, or a fake one) makes nothing newer.
+func newerThan(created, now time.Time, age time.Duration) bool {
+	elapsed := now.Sub(created)
+	return elapsed >= 0 && elapsed < age
 }
 
 // checkEndpointSpec finds what admission cannot check in a spec.
@@ -211,13 +228,19 @@ func (r *EndpointReconciler) ensureSecret(ctx context.Context, endpoint *hookrel
 		return secret, 0, nil
 	}
 
-	secret, err := r.generatedSecret(ctx, endpoint.Namespace, name)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return nil, 0, err
-	}
+	secret := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: endpoint.Namespace, Name: name}, secret)
 	if apierrors.IsNotFound(err) {
+		// Most often a new endpoint: create first, and read the API server
+		// only when a Secret exists that the cache does not hold.
 		secret, err = r.generateSecret(ctx, endpoint, name)
-		return secret, 0, err
+		if !apierrors.IsAlreadyExists(err) {
+			return secret, 0, err
+		}
+		secret, err = r.uncachedSecret(ctx, endpoint.Namespace, name)
+	}
+	if err != nil {
+		return nil, 0, err
 	}
 	if ownedByEarlierEndpoint(secret, endpoint) {
 		// An endpoint of the same name was deleted and its Secret not yet
@@ -245,18 +268,17 @@ func (r *EndpointReconciler) secrets() secretGetter {
 	return secretGetter{cached: r.Client, live: r.APIReader}
 }
 
-// generatedSecret reads the Secret of a generated name. One generated before
-// the cache was restricted to labelled Secrets is not in the cache: it is
-// read from the API server and, if an endpoint controls it, labelled, so that
-// the cache holds it from then on.
-func (r *EndpointReconciler) generatedSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
-	secret := &corev1.Secret{}
-	key := types.NamespacedName{Namespace: namespace, Name: name}
-	err := r.Get(ctx, key, secret)
-	if !apierrors.IsNotFound(err) || r.APIReader == nil {
-		return secret, err
+// uncachedSecret reads a Secret of a generated name that exists but is not
+// in the cache: the cache has not seen it yet, or it was generated before
+// the cache was restricted to labelled Secrets. It is read from the API
+// server and, if an endpoint controls it and it lacks the label, labelled,
+// so that the cache holds it from then on.
+func (r *EndpointReconciler) uncachedSecret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	if r.APIReader == nil {
+		return nil, fmt.Errorf("the Secret %s/%s exists but is not in the cache yet", namespace, name)
 	}
-	if err := r.APIReader.Get(ctx, key, secret); err != nil {
+	secret := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err != nil {
 		return nil, err
 	}
 	if owner := metav1.GetControllerOf(secret); owner == nil || owner.Kind != kindWebhookEndpoint || secret.Labels[hookrelayv1alpha1.LabelEndpointSecret] == "true" {

@@ -276,3 +276,24 @@ func TestOverBudgetTransform(t *testing.T) {
 	g.Expect(condition.Message).To(HavePrefix("spec.payload.transform: estimated cost "))
 	g.Expect(condition.Message).To(ContainSubstring("exceeds the budget of 10000000 CEL cost units"))
 }
+
+// TestNewerThan: a new endpoint waits for its publication before it is
+// said to be Publishing only while the controller's clock agrees that it
+// is new; a clock behind its creation (a fake one) never makes it wait.
+func TestNewerThan(t *testing.T) {
+	created := time.Date(2026, 1, 2, 15, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		now  time.Time
+		want bool
+	}{
+		{created, true},
+		{created.Add(publishingGrace - time.Millisecond), true},
+		{created.Add(publishingGrace), false},
+		{created.Add(-time.Second), false},
+		{created.Add(time.Hour), false},
+	} {
+		if got := newerThan(created, tc.now, publishingGrace); got != tc.want {
+			t.Errorf("created %s, now %s: %v, want %v", created, tc.now, got, tc.want)
+		}
+	}
+}

@@ -45,9 +45,12 @@ type Options struct {
 // hookrelay.dev/endpoint-secret=true (generated signing Secrets and the
 // bring-your-own ones users opted in). Other Secrets in the cluster are never
 // held in memory; the keys shards have their own cache (see Setup), so that
-// no endpoint can read them through the manager's client.
+// no endpoint can read them through the manager's client. No cached object
+// keeps its managedFields, which no controller reads: with every endpoint
+// and subscription's status applied, they would be a good part of the
+// manager's memory.
 func CacheOptions(namespace string) cache.Options {
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
 		&corev1.ConfigMap{}: {
 			Namespaces: map[string]cache.Config{namespace: {}},
 			Label:      labels.SelectorFromSet(labels.Set{routes.LabelRoutes: "true"}),
@@ -64,6 +67,7 @@ func newKeysCache(mgr ctrl.Manager, namespace string) (cache.Cache, error) {
 	return cache.New(mgr.GetConfig(), cache.Options{
 		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(), HTTPClient: mgr.GetHTTPClient(),
 		DefaultNamespaces: map[string]cache.Config{namespace: {}},
+		DefaultTransform:  cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{routes.LabelKeys: "true"})},
 		},

@@ -55,6 +55,13 @@ func (r *SubscriptionReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	}
 	endpointExists := err == nil && endpoint.DeletionTimestamp.IsZero()
 
+	if !endpointExists && meta.FindStatusCondition(subscription.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil &&
+		newerThan(subscription.CreationTimestamp.Time, r.status.clock.Now(), publishingGrace) {
+		// Applied with its endpoint, it most often comes a moment before
+		// it: the endpoint's creation wakes this controller, and one status
+		// write (Ready) does instead of two and a Warning.
+		return ctrl.Result{RequeueAfter: publishingGrace - r.status.clock.Now().Sub(subscription.CreationTimestamp.Time)}, nil
+	}
 	var ready *metav1ac.ConditionApplyConfiguration
 	if trouble := asTerminal(checkSubscription(&subscription, endpointExists)); trouble != nil {
 		ready = r.status.readyCondition(subscription.Status.Conditions, metav1.ConditionFalse, trouble.reason, trouble.message, subscription.Generation)

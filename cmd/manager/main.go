@@ -36,6 +36,8 @@ func run() error {
 	opts := controllers.Options{}
 	var metricsAddr, probeAddr string
 	var leaderElect bool
+	var pprofAddr string
+	var clientLimits limits
 	var webhookAddr, webhookCertDir, webhookSecret, webhookService, webhookURL string
 	flag.StringVar(&opts.Namespace, "routes-namespace", envOr("POD_NAMESPACE", "hookrelay-system"),
 		"Namespace of the dispatcher configuration (routes ConfigMaps, keys Secrets); defaults to $POD_NAMESPACE.")
@@ -57,6 +59,8 @@ func run() error {
 		"Service in the operator namespace through which the API server calls the webhook (names in the certificate).")
 	flag.StringVar(&webhookURL, "webhook-url", "",
 		"Base URL (https://HOST:PORT) at which the API server calls the webhook, instead of the Service: for a manager running outside the cluster, as `make dev` runs it.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of the pprof profiles (/debug/pprof/); empty turns them off.")
+	clientLimits.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -109,7 +113,7 @@ func run() error {
 		}
 		webhookOptions.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = provisioner.GetCertificate }}
 	}
-	mgr, err := ctrl.NewManager(config, ctrl.Options{
+	options := ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(opts.Namespace),
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
@@ -119,7 +123,12 @@ func run() error {
 		LeaderElectionID:              "hookrelay-manager.hookrelay.dev",
 		LeaderElectionNamespace:       opts.Namespace,
 		LeaderElectionReleaseOnCancel: true,
-	})
+		PprofBindAddress:              pprofAddr,
+	}
+	if err := clientLimits.apply(&options); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(config, options)
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}

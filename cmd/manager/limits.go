@@ -1,0 +1,34 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+)
+
+// defaultConcurrentReconciles lets the endpoint and subscription controllers
+// overlap their round trips to the API server. The routes compiler has a
+// single request, which never runs twice at once. (The API client is not
+// rate-limited: controller-runtime leaves that to the API server's priority
+// and fairness.)
+const defaultConcurrentReconciles = 8
+
+// limits are how many objects each controller reconciles at once.
+type limits struct {
+	concurrentReconciles int
+}
+
+func (l *limits) bind(flags *flag.FlagSet) {
+	flags.IntVar(&l.concurrentReconciles, "max-concurrent-reconciles", defaultConcurrentReconciles,
+		"Objects each controller reconciles at once.")
+}
+
+// apply sets the limits on the manager's options.
+func (l *limits) apply(options *ctrl.Options) error {
+	if l.concurrentReconciles < 1 {
+		return fmt.Errorf("--max-concurrent-reconciles=%d: must be at least 1", l.concurrentReconciles)
+	}
+	options.Controller.MaxConcurrentReconciles = l.concurrentReconciles
+	return nil
+}
