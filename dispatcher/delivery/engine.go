@@ -280,8 +280,7 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	partitions := make([]int, 0, len(endpointIDs))
 	for _, id := range endpointIDs {
 		wanted[id] = true
-		namespace, name, _ := cutID(id)
-		partitions = append(partitions, store.Partition(namespace, name))
+		partitions = append(partitions, partitionOf(id))
 	}
 	active, err := e.Store.Active(ctx, partitions)
 	if err != nil {

@@ -146,8 +146,7 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 		in[partition] = true
 	}
 	e.health.load(func(id string) bool {
-		namespace, name, _ := cutID(id)
-		return in[store.Partition(namespace, name)]
+		return in[partitionOf(id)]
 	}, healths)
 	e.ledger.setOwned(partitions, true)
 	e.countOwned()
@@ -241,8 +240,7 @@ func (e *Engine) giveUp(partitions []int) []*queue {
 	e.mu.Lock()
 	var stopped []*queue
 	for id, q := range e.queues {
-		namespace, name, _ := cutID(id)
-		if in[store.Partition(namespace, name)] {
+		if in[partitionOf(id)] {
 			stopped = append(stopped, q)
 			delete(e.queues, id)
 		}
@@ -329,5 +327,9 @@ func (e *Engine) countOwned() {
 	}
 }
 
-// cutID splits "<namespace>/<name>".
-func cutID(id string) (namespace, name string, ok bool) { return strings.Cut(id, "/") }
+// partitionOf is the partition of the endpoint "<namespace>/<name>"
+// (routes.ID).
+func partitionOf(id string) int {
+	namespace, name, _ := strings.Cut(id, "/")
+	return store.Partition(namespace, name)
+}

@@ -224,6 +224,17 @@ func put(bucket *bolt.Bucket, key []byte, value any) error {
 	return bucket.Put(key, data)
 }
 
+// get decodes the value that put stored under key; found is false when
+// there is none.
+func get[T any](bucket *bolt.Bucket, key []byte) (value T, found bool, err error) {
+	data := bucket.Get(key)
+	if data == nil {
+		return value, false, nil
+	}
+	err = json.Unmarshal(data, &value)
+	return value, err == nil, err
+}
+
 // appendDecoded decodes a value that put stored and appends it to list.
 func appendDecoded[T any](list *[]T, data []byte) error {
 	var value T
@@ -248,12 +259,8 @@ func eachWithPrefix(bucket *bolt.Bucket, prefix []byte, fn func(rest, value []by
 
 // disabledIn reports whether an endpoint's stored health says disabled.
 func disabledIn(tx *bolt.Tx, endpoint string) (bool, error) {
-	data := tx.Bucket(bucketHealth).Get([]byte(endpoint))
-	if data == nil {
-		return false, nil
-	}
-	var health Health
-	if err := json.Unmarshal(data, &health); err != nil {
+	health, _, err := get[Health](tx.Bucket(bucketHealth), []byte(endpoint))
+	if err != nil {
 		return false, fmt.Errorf("health of %s: %w", endpoint, err)
 	}
 	return health.Disabled, nil
@@ -335,15 +342,12 @@ func putDelivery(tx *bolt.Tx, delivery Delivery) error {
 
 // storedDelivery reads a delivery in a transaction; found is false when it
 // is not stored.
-func storedDelivery(tx *bolt.Tx, id string) (delivery Delivery, found bool, err error) {
-	data := tx.Bucket(bucketDeliveries).Get([]byte(id))
-	if data == nil {
-		return Delivery{}, false, nil
-	}
-	if err := json.Unmarshal(data, &delivery); err != nil {
+func storedDelivery(tx *bolt.Tx, id string) (Delivery, bool, error) {
+	delivery, found, err := get[Delivery](tx.Bucket(bucketDeliveries), []byte(id))
+	if err != nil {
 		return Delivery{}, false, fmt.Errorf("delivery %s: %w", id, err)
 	}
-	return delivery, true, nil
+	return delivery, found, nil
 }
 
 // RecordAttempts implements Store.
@@ -514,11 +518,12 @@ func (b *Bolt) DeliveriesOf(_ context.Context, namespace, eventID string) ([]Del
 func (b *Bolt) Delivery(_ context.Context, id string) (Delivery, error) {
 	var delivery Delivery
 	err := b.view(func(tx *bolt.Tx) error {
-		data := tx.Bucket(bucketDeliveries).Get([]byte(id))
-		if data == nil {
-			return ErrNotFound
+		var found bool
+		var err error
+		if delivery, found, err = get[Delivery](tx.Bucket(bucketDeliveries), []byte(id)); err == nil && !found {
+			err = ErrNotFound
 		}
-		return json.Unmarshal(data, &delivery)
+		return err
 	})
 	if err != nil {
 		return Delivery{}, fmt.Errorf("store: delivery %s: %w", id, err)
