@@ -61,7 +61,7 @@ verify: manifests generate vet layout ## Fail if generated files, go.mod, format
 	@echo "verify: generated files and formatting are up to date"
 
 # The project's declared top-level folders; a Go package anywhere else fails `make layout`.
-TOP_LEVEL_DIRS := api controllers config dispatcher hack cmd internal test
+TOP_LEVEL_DIRS := api controllers config dispatcher hack cmd internal pkg test
 
 .PHONY: layout
 layout: ## Fail if a Go package lives outside the declared top-level folders.

@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/hookrelay/hookrelay/dispatcher/ingest"
+	"github.com/hookrelay/hookrelay/pkg/dispatcherapi"
 )
 
 // options are the flags every command shares.
@@ -114,7 +114,7 @@ type forwardToken struct{ next http.RoundTripper }
 func (f forwardToken) RoundTrip(r *http.Request) (*http.Response, error) {
 	if authorization := r.Header.Get("Authorization"); authorization != "" {
 		r = r.Clone(r.Context())
-		r.Header.Set(ingest.TokenHeader, authorization)
+		r.Header.Set(dispatcherapi.TokenHeader, authorization)
 	}
 	return f.next.RoundTrip(r)
 }
@@ -142,7 +142,7 @@ func (a *api) call(method, path string, body []byte, contentType string, out any
 		return err
 	}
 	if response.StatusCode >= 300 {
-		var problem ingest.Error
+		var problem dispatcherapi.Error
 		if json.Unmarshal(data, &problem) == nil && problem.Error != "" {
 			return fmt.Errorf("%s (HTTP %d)", problem.Error, response.StatusCode)
 		}

@@ -16,8 +16,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/dispatcher/ingest"
-	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/pkg/dispatcherapi"
 )
 
 func sendCommand(o *options) *cobra.Command {
@@ -41,7 +40,7 @@ func sendCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var answer ingest.Response
+			var answer dispatcherapi.PublishResponse
 			if err := a.call("POST", "/v1/namespaces/"+namespace+"/events", body, "application/json", &answer); err != nil {
 				return err
 			}
@@ -85,7 +84,7 @@ func deliveriesCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var page ingest.DeliveryPage
+			var page dispatcherapi.DeliveryPage
 			path := "/v1/namespaces/" + namespace + "/endpoints/" + url.PathEscape(args[0]) + "/deliveries?" + query.Encode()
 			if err := a.call("GET", path, nil, "", &page); err != nil {
 				return err
@@ -121,7 +120,7 @@ func attemptsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var log ingest.EventLog
+			var log dispatcherapi.EventLog
 			if err := a.call("GET", "/v1/namespaces/"+namespace+"/events/"+url.PathEscape(args[0]), nil, "", &log); err != nil {
 				return err
 			}
@@ -156,7 +155,7 @@ func retryCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var d store.Delivery
+			var d dispatcherapi.Delivery
 			if err := a.call("POST", "/v1/namespaces/"+namespace+"/deliveries/"+url.PathEscape(args[0])+"/retry", nil, "", &d); err != nil {
 				return err
 			}
@@ -182,7 +181,7 @@ func replayCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var result ingest.ReplayResult
+			var result dispatcherapi.ReplayResult
 			path := "/v1/namespaces/" + namespace + "/endpoints/" + url.PathEscape(args[0]) + "/replay?since=" + url.QueryEscape(t.Format(time.RFC3339))
 			if err := a.call("POST", path, nil, "", &result); err != nil {
 				return err

@@ -18,16 +18,14 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/hookrelay/hookrelay/pkg/dispatcherapi"
 )
 
 // APIGroup is the group of the resources that RBAC grants on the API:
 // events (create: publish) and deliveries (get, list: read the log; update:
 // retry and replay).
 const APIGroup = "hookrelay.dev"
-
-// TokenHeader carries the bearer token when a request comes through the API
-// server's service proxy, which keeps the Authorization header for itself.
-const TokenHeader = "X-Hookrelay-Authorization"
 
 // Bounds of the answers KubeAuth remembers. Refused tokens have a cache of
 // their own, so that a flood of bogus tokens never evicts a valid one.
@@ -179,7 +177,7 @@ func (a *KubeAuth) failed(address string) {
 }
 
 func bearerToken(r *http.Request) string {
-	for _, header := range []string{TokenHeader, "Authorization"} {
+	for _, header := range []string{dispatcherapi.TokenHeader, "Authorization"} {
 		if token, ok := strings.CutPrefix(r.Header.Get(header), "Bearer "); ok && strings.TrimSpace(token) != "" {
 			return strings.TrimSpace(token)
 		}

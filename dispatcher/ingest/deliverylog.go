@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,32 +9,8 @@ import (
 
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/pkg/dispatcherapi"
 )
-
-// EventLog is an event with its deliveries and their attempts.
-type EventLog struct {
-	Event      store.Event     `json:"event"`
-	Data       json.RawMessage `json:"data"`
-	Deliveries []DeliveryLog   `json:"deliveries"`
-}
-
-// DeliveryLog is a delivery with its attempts.
-type DeliveryLog struct {
-	store.Delivery
-	Attempts []store.Attempt `json:"attempts"`
-}
-
-// DeliveryPage is one page of an endpoint's deliveries, newest first.
-type DeliveryPage struct {
-	Deliveries []store.Delivery `json:"deliveries"`
-	// Continue, when set, fetches the next page (?continue=).
-	Continue string `json:"continue,omitempty"`
-}
-
-// ReplayResult says how many deliveries a replay queued.
-type ReplayResult struct {
-	Replayed int `json:"replayed"`
-}
 
 // maxPage bounds a page of deliveries.
 const maxPage = 500
@@ -53,14 +28,14 @@ func (h *Handler) event(w http.ResponseWriter, r *http.Request) {
 		h.storeError(w, err, "")
 		return
 	}
-	out := EventLog{Event: event, Data: event.Data, Deliveries: make([]DeliveryLog, 0, len(deliveries))}
+	out := dispatcherapi.EventLog{Event: event, Data: event.Data, Deliveries: make([]dispatcherapi.DeliveryLog, 0, len(deliveries))}
 	for _, d := range deliveries {
 		attempts, err := h.Store.Attempts(r.Context(), d.ID)
 		if err != nil {
 			h.storeError(w, err, "")
 			return
 		}
-		out.Deliveries = append(out.Deliveries, DeliveryLog{Delivery: d, Attempts: attempts})
+		out.Deliveries = append(out.Deliveries, dispatcherapi.DeliveryLog{Delivery: d, Attempts: attempts})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -99,7 +74,7 @@ func (h *Handler) endpointDeliveries(w http.ResponseWriter, r *http.Request) {
 	if page == nil {
 		page = []store.Delivery{}
 	}
-	writeJSON(w, http.StatusOK, DeliveryPage{Deliveries: page, Continue: next})
+	writeJSON(w, http.StatusOK, dispatcherapi.DeliveryPage{Deliveries: page, Continue: next})
 }
 
 // retry answers POST .../deliveries/{id}/retry: one more attempt, now.
@@ -133,7 +108,7 @@ func (h *Handler) replay(w http.ResponseWriter, r *http.Request) {
 		h.storeError(w, err, fmt.Sprintf("no WebhookEndpoint %q in namespace %q is published", endpoint, namespace))
 		return
 	}
-	writeJSON(w, http.StatusAccepted, ReplayResult{Replayed: replayed})
+	writeJSON(w, http.StatusAccepted, dispatcherapi.ReplayResult{Replayed: replayed})
 }
 
 func queryTime(r *http.Request, name string) (time.Time, error) {

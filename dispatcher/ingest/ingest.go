@@ -22,6 +22,7 @@ import (
 
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/pkg/dispatcherapi"
 )
 
 // DefaultMaxBody is the default cap on a request body.
@@ -110,29 +111,6 @@ func (h *Handler) authorized(verb, resource string, next http.HandlerFunc) http.
 	}
 }
 
-// request is the JSON body of a publish.
-type request struct {
-	ID   string          `json:"id"`
-	Type string          `json:"type"`
-	Data json.RawMessage `json:"data"`
-	// CreatedAt is when the producer says the event happened (RFC 3339);
-	// the accept time when empty.
-	CreatedAt string `json:"created_at"`
-	Sandbox   bool   `json:"sandbox"`
-}
-
-// Response is the answer to a publish.
-type Response struct {
-	ID         string `json:"id"`
-	Deliveries int    `json:"deliveries"`
-	Duplicate  bool   `json:"duplicate,omitempty"`
-}
-
-// Error is the body of every 4xx and 5xx answer.
-type Error struct {
-	Error string `json:"error"`
-}
-
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	namespace := r.PathValue("namespace")
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBody))
@@ -165,7 +143,7 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) decode(body []byte) (delivery.Incoming, error) {
 	decoder := json.NewDecoder(bytes.NewReader(body))
 	decoder.DisallowUnknownFields()
-	var req request
+	var req dispatcherapi.PublishRequest
 	if err := decoder.Decode(&req); err != nil {
 		return delivery.Incoming{}, fmt.Errorf("body is not a valid event: %v", err)
 	}
@@ -238,7 +216,7 @@ func (h *Handler) accept(ctx context.Context, w http.ResponseWriter, namespace s
 	if accepted.Duplicate {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, Response{ID: accepted.Event.ID, Deliveries: accepted.Event.Deliveries, Duplicate: accepted.Duplicate})
+	writeJSON(w, status, dispatcherapi.PublishResponse{ID: accepted.Event.ID, Deliveries: accepted.Event.Deliveries, Duplicate: accepted.Duplicate})
 }
 
 func (h *Handler) now() time.Time {
@@ -262,5 +240,5 @@ func writeJSON(w http.ResponseWriter, status int, value any) {
 }
 
 func writeError(w http.ResponseWriter, status int, message string) {
-	writeJSON(w, status, Error{Error: message})
+	writeJSON(w, status, dispatcherapi.Error{Error: message})
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/pkg/dispatcherapi"
 )
 
 // recordingPublisher keeps what reaches the engine.
@@ -136,7 +137,7 @@ func TestPublishDecodesAndRefuses(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", response.Code, tc.status, response.Body)
 			}
 			if tc.message != "" {
-				var answer Error
+				var answer dispatcherapi.Error
 				if err := json.Unmarshal(response.Body.Bytes(), &answer); err != nil || !strings.Contains(answer.Error, tc.message) {
 					t.Fatalf("answer %s, want an error containing %q", response.Body, tc.message)
 				}
@@ -199,16 +200,16 @@ func TestPublishKeepsEveryEvent(t *testing.T) {
 		}
 		return response.Code
 	}
-	publish := func(request *http.Request, wantStatus int, want Response) {
+	publish := func(request *http.Request, wantStatus int, want dispatcherapi.PublishResponse) {
 		t.Helper()
-		var got Response
+		var got dispatcherapi.PublishResponse
 		if status := call(request, &got); status != wantStatus || got != want {
 			t.Fatalf("publish answered %d %+v, want %d %+v", status, got, wantStatus, want)
 		}
 	}
 	logged := func(id string, want store.Event) {
 		t.Helper()
-		var got EventLog
+		var got dispatcherapi.EventLog
 		if status := call(httptest.NewRequest(http.MethodGet, "/v1/namespaces/setting-up/events/"+id, nil), &got); status != http.StatusOK {
 			t.Fatalf("GET event %s answered %d", id, status)
 		}
@@ -237,13 +238,13 @@ func TestPublishKeepsEveryEvent(t *testing.T) {
 	}
 	created := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
 
-	publish(jsonEvent(`{"id":"evt_early","type":"user.created","created_at":"2026-11-25T09:00:00Z"}`), http.StatusAccepted, Response{ID: "evt_early"})
+	publish(jsonEvent(`{"id":"evt_early","type":"user.created","created_at":"2026-11-25T09:00:00Z"}`), http.StatusAccepted, dispatcherapi.PublishResponse{ID: "evt_early"})
 	logged("evt_early", store.Event{ID: "evt_early", Type: "user.created", CreatedAt: created})
-	publish(jsonEvent(`{"id":"evt_early","type":"user.created"}`), http.StatusOK, Response{ID: "evt_early", Duplicate: true})
+	publish(jsonEvent(`{"id":"evt_early","type":"user.created"}`), http.StatusOK, dispatcherapi.PublishResponse{ID: "evt_early", Duplicate: true})
 
-	publish(cloudEvent("/shop-eu", "order-1"), http.StatusAccepted, Response{ID: "ce_" + sourceHash("/shop-eu") + "_order-1"})
-	publish(cloudEvent("/shop-us", "order-1"), http.StatusAccepted, Response{ID: "ce_" + sourceHash("/shop-us") + "_order-1"})
-	publish(cloudEvent("/shop-eu", "order-1"), http.StatusOK, Response{ID: "ce_" + sourceHash("/shop-eu") + "_order-1", Duplicate: true})
+	publish(cloudEvent("/shop-eu", "order-1"), http.StatusAccepted, dispatcherapi.PublishResponse{ID: "ce_" + sourceHash("/shop-eu") + "_order-1"})
+	publish(cloudEvent("/shop-us", "order-1"), http.StatusAccepted, dispatcherapi.PublishResponse{ID: "ce_" + sourceHash("/shop-us") + "_order-1"})
+	publish(cloudEvent("/shop-eu", "order-1"), http.StatusOK, dispatcherapi.PublishResponse{ID: "ce_" + sourceHash("/shop-eu") + "_order-1", Duplicate: true})
 	for _, source := range []string{"/shop-eu", "/shop-us"} {
 		id := "ce_" + sourceHash(source) + "_order-1"
 		logged(id, store.Event{ID: id, Type: "order.paid", CreatedAt: created})

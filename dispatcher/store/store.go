@@ -5,9 +5,10 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/hookrelay/hookrelay/pkg/dispatcherapi"
 )
 
 // ErrNotFound is returned for an event or delivery that is not stored.
@@ -25,66 +26,26 @@ type DeliveryChange struct {
 	To       Delivery
 }
 
-// State of a delivery.
-type State string
-
-const (
-	// Pending deliveries wait for their next attempt.
-	Pending State = "pending"
-	// Held deliveries wait for their endpoint to be re-enabled or unpaused.
-	Held State = "held"
-	// Succeeded deliveries got a success status.
-	Succeeded State = "succeeded"
-	// Failed deliveries used all their attempts.
-	Failed State = "failed"
+// The records the store keeps are the HTTP API's types: one definition,
+// in pkg/dispatcherapi, which the delivery log answers with as stored.
+type (
+	// State of a delivery.
+	State = dispatcherapi.State
+	// Event is an accepted event; Data is stored beside the record.
+	Event = dispatcherapi.Event
+	// Delivery is one event on its way to one endpoint.
+	Delivery = dispatcherapi.Delivery
+	// Attempt is one HTTP request of a delivery and what came of it.
+	Attempt = dispatcherapi.Attempt
 )
 
-// Event is an accepted event.
-type Event struct {
-	Namespace string    `json:"namespace"`
-	ID        string    `json:"id"`
-	Type      string    `json:"type"`
-	CreatedAt time.Time `json:"created_at"`
-	// Data is the producer's JSON, stored as is beside the record.
-	Data    json.RawMessage `json:"-"`
-	Sandbox bool            `json:"sandbox,omitempty"`
-	// AcceptedAt starts the dedupe window.
-	AcceptedAt time.Time `json:"accepted_at"`
-	// Deliveries is how many deliveries the event fanned out to.
-	Deliveries int `json:"deliveries"`
-}
-
-// Delivery is one event on its way to one endpoint.
-type Delivery struct {
-	// ID sorts in the order deliveries were accepted.
-	ID        string `json:"id"`
-	Namespace string `json:"namespace"`
-	EventID   string `json:"event_id"`
-	// Endpoint is the WebhookEndpoint's name, in Namespace.
-	Endpoint      string    `json:"endpoint"`
-	State         State     `json:"state"`
-	Attempts      int       `json:"attempts"`
-	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
-	// Interrupted counts the times the dispatcher process died while an
-	// attempt of this delivery was in flight; at the dispatcher's
-	// --poison-after the delivery is failed as Poisoned.
-	Interrupted int `json:"interrupted,omitempty"`
-}
-
-// Attempt is one HTTP request of a delivery and what came of it.
-type Attempt struct {
-	DeliveryID string    `json:"delivery_id"`
-	Number     int       `json:"number"`
-	StartedAt  time.Time `json:"started_at"`
-	// DurationMS is how long the attempt took, in milliseconds.
-	DurationMS float64 `json:"duration_ms"`
-	StatusCode int     `json:"status_code,omitempty"`
-	Error      string  `json:"error,omitempty"`
-	// Response is the first KiB of the response body.
-	Response string `json:"response,omitempty"`
-}
+// The states of a delivery.
+const (
+	Pending   = dispatcherapi.Pending
+	Held      = dispatcherapi.Held
+	Succeeded = dispatcherapi.Succeeded
+	Failed    = dispatcherapi.Failed
+)
 
 // Health is an endpoint's delivery record, which drives auto-disable.
 type Health struct {

@@ -15,9 +15,9 @@ import (
 	"k8s.io/utils/ptr"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
-	"github.com/hookrelay/hookrelay/dispatcher/ingest"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/pgtest"
+	"github.com/hookrelay/hookrelay/pkg/dispatcherapi"
 )
 
 // orderCreated is the event the replica tests publish.
@@ -101,14 +101,14 @@ func TestReplicasDisableAfterThresholdAcrossReplicas(t *testing.T) {
 
 // deliveriesIn lists an endpoint's deliveries in a state from a replica's
 // delivery log.
-func deliveriesIn(g Gomega, r *replica, namespace, endpoint string, state store.State) []store.Delivery {
+func deliveriesIn(g Gomega, r *replica, namespace, endpoint string, state store.State) []dispatcherapi.Delivery {
 	d := r.dispatcher()
 	g.Expect(d).NotTo(BeNil(), r.name+" is down")
 	response, err := replicaClient.Get(fmt.Sprintf("%s/v1/namespaces/%s/endpoints/%s/deliveries?state=%s&limit=500", d.URL, namespace, endpoint, state))
 	g.Expect(err).NotTo(HaveOccurred())
 	defer response.Body.Close()
 	g.Expect(response.StatusCode).To(Equal(http.StatusOK))
-	var page ingest.DeliveryPage
+	var page dispatcherapi.DeliveryPage
 	g.Expect(json.NewDecoder(response.Body).Decode(&page)).To(Succeed())
 	return page.Deliveries
 }
