@@ -1,53 +1,134 @@
 // Package client is a Go client of the Hookrelay dispatcher's HTTP API:
-// publish events, read the delivery log, retry and replay deliveries.
+// publish events (JSON or CloudEvents), read the delivery log, retry and
+// replay deliveries.
+//
+// A Client is safe for concurrent use. It verifies TLS certificates (add a
+// private CA with WithCAFile), bounds each request (WithTimeout), retries
+// answers 429 and 503 with backoff that honours Retry-After (WithMaxTries),
+// and, with WithTokenFile, follows a projected ServiceAccount token as the
+// kubelet rotates it.
 package client
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	cloudevent "github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/hookrelay/hookrelay/pkg/dispatcherapi"
 )
 
+// Defaults of the options.
+const (
+	// DefaultTimeout bounds one HTTP request, its answer's body included.
+	DefaultTimeout = 30 * time.Second
+	// DefaultMaxTries is how many times a request answered 429 or 503 is
+	// sent in all.
+	DefaultMaxTries = 4
+)
+
+// Backoff between tries when the answer has no Retry-After: doubling from
+// firstBackoff up to maxBackoff, plus up to half of that again at random so
+// that producers refused together do not come back together.
+const (
+	firstBackoff = 250 * time.Millisecond
+	maxBackoff   = 8 * time.Second
+)
+
+// maxAnswer bounds the answer body read into memory; the largest answer,
+// an event log, holds at most a few MiB.
+const maxAnswer = 32 << 20
+
 // Client talks to one dispatcher (or to its Service through the API
 // server's proxy, given an HTTP client that authenticates there).
 type Client struct {
-	base  string
-	http  *http.Client
-	token func() (string, error)
+	base string
+	http *http.Client
+	// token gives the bearer token; reread asks for a fresh read of a
+	// token file, after a 401.
+	token    func(reread bool) (string, error)
+	timeout  time.Duration
+	maxTries int
+	caFile   string
+	// sleep waits d or until ctx ends; tests replace it.
+	sleep func(ctx context.Context, d time.Duration) error
+	// err is the first option's error, returned by New.
+	err error
 }
 
 // Option configures a Client.
 type Option func(*Client)
 
-// WithHTTPClient sends requests with h instead of a default client.
+// WithHTTPClient sends requests with h instead of a default client, such as
+// one from a rest.Config that reaches the dispatcher through the API
+// server's proxy. WithTimeout still bounds each request.
 func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
 
 // WithToken sends a fixed bearer token.
 func WithToken(token string) Option {
-	return func(c *Client) { c.token = func() (string, error) { return token, nil } }
+	return func(c *Client) { c.token = func(bool) (string, error) { return token, nil } }
 }
 
 // WithTokenFile sends the bearer token read from path, such as a projected
-// ServiceAccount token.
+// ServiceAccount token. The file is read again when it changes (the kubelet
+// rotates a projected token by swapping a symbolic link, which a stat of the
+// path sees) and once after an answer 401, so a rotated token is picked up
+// without reading the file for every request.
 func WithTokenFile(path string) Option {
 	return func(c *Client) {
-		c.token = func() (string, error) {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				return "", fmt.Errorf("reading the token file: %w", err)
-			}
-			return strings.TrimSpace(string(data)), nil
+		file := &tokenFile{path: path}
+		c.token = file.get
+	}
+}
+
+// WithTimeout bounds each HTTP request, its answer's body included
+// (DefaultTimeout when not given); 0 leaves only the context's deadline.
+// Waiting between retries is bounded by the context alone.
+func WithTimeout(d time.Duration) Option {
+	return func(c *Client) {
+		if d < 0 {
+			c.fail(fmt.Errorf("timeout %s is negative", d))
 		}
+		c.timeout = d
+	}
+}
+
+// WithMaxTries sets how many times in all a request answered 429 (too many
+// requests) or 503 (not ready, or the store out of reach) is sent, at least
+// 1 (no retries); DefaultMaxTries when not given. Such an answer means the
+// dispatcher did not act on the request, so sending it again is safe.
+func WithMaxTries(n int) Option {
+	return func(c *Client) {
+		if n < 1 {
+			c.fail(fmt.Errorf("max tries %d is less than 1", n))
+		}
+		c.maxTries = n
+	}
+}
+
+// WithCAFile trusts the certificate authorities in the PEM bundle at path,
+// beside the system's, for a dispatcher served with --tls-cert-file by a
+// private CA. Not with WithHTTPClient, whose transport has its own TLS
+// configuration.
+func WithCAFile(path string) Option { return func(c *Client) { c.caFile = path } }
+
+func (c *Client) fail(err error) {
+	if c.err == nil {
+		c.err = err
 	}
 }
 
@@ -58,17 +139,87 @@ func New(baseURL string, options ...Option) (*Client, error) {
 	if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
 		return nil, fmt.Errorf("dispatcher URL %q is not an http:// or https:// URL", baseURL)
 	}
-	c := &Client{base: strings.TrimSuffix(baseURL, "/"), http: http.DefaultClient}
+	c := &Client{base: strings.TrimSuffix(baseURL, "/"), timeout: DefaultTimeout, maxTries: DefaultMaxTries, sleep: sleep}
 	for _, option := range options {
 		option(c)
 	}
+	if c.err != nil {
+		return nil, c.err
+	}
+	switch {
+	case c.caFile != "" && c.http != nil:
+		return nil, fmt.Errorf("WithCAFile and WithHTTPClient are both given: set the CA in the HTTP client's transport instead")
+	case c.caFile != "":
+		if c.http, err = httpClientTrusting(c.caFile); err != nil {
+			return nil, err
+		}
+	case c.http == nil:
+		c.http = http.DefaultClient
+	}
 	return c, nil
+}
+
+// httpClientTrusting is the default transport trusting the system's CAs and
+// those in the PEM bundle at caFile.
+func httpClientTrusting(caFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the CA file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: transport}, nil
+}
+
+// tokenFile caches a token file's content until a stat of the path says it
+// changed.
+type tokenFile struct {
+	path  string
+	mu    sync.Mutex
+	info  os.FileInfo
+	token string
+}
+
+func (f *tokenFile) get(reread bool) (string, error) {
+	// Stat follows the symbolic links, so a swapped ..data link shows as
+	// another file.
+	info, err := os.Stat(f.path)
+	if err != nil {
+		return "", fmt.Errorf("reading the token file: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !reread && f.info != nil && os.SameFile(info, f.info) && info.ModTime().Equal(f.info.ModTime()) && info.Size() == f.info.Size() {
+		return f.token, nil
+	}
+	data, err := os.ReadFile(f.path)
+	if err != nil {
+		return "", fmt.Errorf("reading the token file: %w", err)
+	}
+	token := strings.TrimSpace(string(data))
+	if token == "" {
+		return "", fmt.Errorf("token file %s is empty", f.path)
+	}
+	// Should the file change between the stat and the read, the next stat
+	// differs from info and reads it again.
+	f.info, f.token = info, token
+	return token, nil
 }
 
 // APIError is an answer other than 2xx, with the dispatcher's message.
 type APIError struct {
 	StatusCode int
 	Message    string
+	// RetryAfter is the wait the dispatcher asked for with a 429 or 503,
+	// zero when it did not.
+	RetryAfter time.Duration
 }
 
 func (e *APIError) Error() string {
@@ -81,21 +232,47 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound
 }
 
-// Publish publishes a JSON event in namespace.
+// Publish publishes a JSON event in namespace. Give the event an ID to make
+// publishing it again (after a timeout, say) harmless: the dispatcher
+// delivers an id once within its dedupe window and answers Duplicate.
 func (c *Client) Publish(ctx context.Context, namespace string, event dispatcherapi.PublishRequest) (dispatcherapi.PublishResponse, error) {
 	body, err := json.Marshal(event)
 	if err != nil {
 		return dispatcherapi.PublishResponse{}, err
 	}
 	var answer dispatcherapi.PublishResponse
-	err = c.do(ctx, http.MethodPost, "/v1/namespaces/"+url.PathEscape(namespace)+"/events", body, "application/json", &answer)
+	err = c.do(ctx, http.MethodPost, eventsPath(namespace), body, "application/json", &answer)
 	return answer, err
+}
+
+// PublishCloudEvent publishes a CloudEvent, made with the CloudEvents Go
+// SDK, in namespace. It is sent in structured mode (one
+// application/cloudevents+json body): the SDK's own encoding carries every
+// attribute and extension as it is, the same bytes are sent again on a
+// retry, and no header of a proxy on the way can drop an attribute. Its
+// data must be JSON; its source and id make the dispatcher's event id, so
+// publishing it again is harmless.
+func (c *Client) PublishCloudEvent(ctx context.Context, namespace string, event cloudevent.Event) (dispatcherapi.PublishResponse, error) {
+	if err := event.Validate(); err != nil {
+		return dispatcherapi.PublishResponse{}, fmt.Errorf("CloudEvent is invalid: %w", err)
+	}
+	body, err := json.Marshal(event)
+	if err != nil {
+		return dispatcherapi.PublishResponse{}, fmt.Errorf("encoding the CloudEvent: %w", err)
+	}
+	var answer dispatcherapi.PublishResponse
+	err = c.do(ctx, http.MethodPost, eventsPath(namespace), body, "application/cloudevents+json", &answer)
+	return answer, err
+}
+
+func eventsPath(namespace string) string {
+	return "/v1/namespaces/" + url.PathEscape(namespace) + "/events"
 }
 
 // Event reads an event with its deliveries and their attempts.
 func (c *Client) Event(ctx context.Context, namespace, id string) (dispatcherapi.EventLog, error) {
 	var log dispatcherapi.EventLog
-	err := c.do(ctx, http.MethodGet, "/v1/namespaces/"+url.PathEscape(namespace)+"/events/"+url.PathEscape(id), nil, "", &log)
+	err := c.do(ctx, http.MethodGet, eventsPath(namespace)+"/"+url.PathEscape(id), nil, "", &log)
 	return log, err
 }
 
@@ -156,8 +333,69 @@ func (c *Client) Replay(ctx context.Context, namespace, endpoint string, since t
 }
 
 // do sends a request and decodes a 2xx answer into out; any other answer
-// is an *APIError with the dispatcher's message.
+// is an *APIError with the dispatcher's message. A 429 or 503 is sent
+// again, up to maxTries in all; a 401 once more with the token file read
+// again, when that gives another token.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, contentType string, out any) error {
+	reread := false
+	for try := 1; ; try++ {
+		token, err := c.bearer()
+		if err != nil {
+			return err
+		}
+		err = c.send(ctx, method, path, body, contentType, token, out)
+		var apiErr *APIError
+		if !errors.As(err, &apiErr) {
+			return err
+		}
+		switch apiErr.StatusCode {
+		case http.StatusUnauthorized:
+			if reread || c.token == nil {
+				return err
+			}
+			// The token may have been rotated since the file was last
+			// read: read it again, and try once more if it changed.
+			fresh, readErr := c.token(true)
+			if readErr != nil {
+				return errors.Join(err, readErr)
+			}
+			if fresh == token {
+				return err
+			}
+			reread = true
+			try--
+		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+			if try >= c.maxTries {
+				return err
+			}
+			wait := apiErr.RetryAfter
+			if wait <= 0 {
+				wait = backoff(try)
+			}
+			if sleepErr := c.sleep(ctx, wait); sleepErr != nil {
+				return fmt.Errorf("%w; stopped waiting to try again: %w", err, sleepErr)
+			}
+		default:
+			return err
+		}
+	}
+}
+
+// bearer is the token to send, empty for none.
+func (c *Client) bearer() (string, error) {
+	if c.token == nil {
+		return "", nil
+	}
+	return c.token(false)
+}
+
+// send makes one HTTP request, bounded by the client's timeout.
+func (c *Client) send(ctx context.Context, method, path string, body []byte, contentType, token string, out any) error {
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
 	request, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -165,11 +403,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 	if contentType != "" {
 		request.Header.Set("Content-Type", contentType)
 	}
-	if c.token != nil {
-		token, err := c.token()
-		if err != nil {
-			return err
-		}
+	if token != "" {
 		request.Header.Set("Authorization", "Bearer "+token)
 	}
 	response, err := c.http.Do(request)
@@ -177,16 +411,19 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 		return fmt.Errorf("reaching the dispatcher: %w", err)
 	}
 	defer response.Body.Close()
-	data, err := io.ReadAll(response.Body)
+	data, err := io.ReadAll(io.LimitReader(response.Body, maxAnswer))
 	if err != nil {
 		return fmt.Errorf("reading the dispatcher's answer: %w", err)
 	}
 	if response.StatusCode >= 300 {
+		apiErr := &APIError{StatusCode: response.StatusCode, RetryAfter: retryAfter(response.Header.Get("Retry-After"), time.Now())}
 		var problem dispatcherapi.Error
 		if json.Unmarshal(data, &problem) == nil && problem.Error != "" {
-			return &APIError{StatusCode: response.StatusCode, Message: problem.Error}
+			apiErr.Message = problem.Error
+		} else {
+			apiErr.Message = "the dispatcher answered: " + strings.TrimSpace(string(data))
 		}
-		return &APIError{StatusCode: response.StatusCode, Message: "the dispatcher answered: " + strings.TrimSpace(string(data))}
+		return apiErr
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -194,4 +431,39 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, conte
 		}
 	}
 	return nil
+}
+
+// retryAfter reads a Retry-After header, seconds or an HTTP date; zero when
+// absent or unreadable.
+func retryAfter(value string, now time.Time) time.Duration {
+	if value == "" {
+		return 0
+	}
+	if seconds, err := strconv.Atoi(value); err == nil {
+		return max(time.Duration(seconds)*time.Second, 0)
+	}
+	if at, err := http.ParseTime(value); err == nil {
+		return max(at.Sub(now), 0)
+	}
+	return 0
+}
+
+// backoff is the wait before try+1 when the dispatcher named none.
+func backoff(try int) time.Duration {
+	wait := maxBackoff
+	if try < 6 {
+		wait = min(firstBackoff<<(try-1), maxBackoff)
+	}
+	return wait + rand.N(wait/2)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
 }
