@@ -77,7 +77,7 @@ func main() {
 	var opts options
 	flag.StringVar(&opts.namespace, "namespace", envOr("POD_NAMESPACE", "hookrelay-system"),
 		"Namespace of the routes ConfigMaps and keys Secrets the controllers publish; defaults to $POD_NAMESPACE.")
-	flag.StringVar(&opts.listen, "listen-address", ":8080", "Address of the ingest API, /healthz, /readyz and /metrics.")
+	flag.StringVar(&opts.listen, "listen-address", ":8080", "Address of the ingest API, /healthz, /readyz, /openapi.json and /metrics.")
 	flag.StringVar(&opts.listenFile, "listen-address-file", "",
 		"Write the bound address of --listen-address (host:port) to this file once listening: with port 0, tells a test or `make dev` the port chosen.")
 	flag.StringVar(&opts.dataDir, "data-dir", "/var/lib/hookrelay",
@@ -236,14 +236,6 @@ func run(ctx context.Context, opts options) error {
 	}
 	go warnEvery(ctx, log, time.Minute, warnings)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := readiness(); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
 	listener, err := net.Listen("tcp", opts.listen)
 	if err != nil {
 		return err

@@ -61,13 +61,54 @@ type Handler struct {
 	Ready func() error
 }
 
-// Register adds the ingest routes to mux.
+// route is one operation the API serves: the document served at
+// /openapi.json lists exactly these (a test checks it).
+type route struct {
+	// pattern is the method and path, as http.ServeMux reads them.
+	pattern string
+	handler http.HandlerFunc
+}
+
+// routes are the API's operations, the probes and the API's document.
+func (h *Handler) routes() []route {
+	return []route{
+		{"POST /v1/namespaces/{namespace}/events", h.authorized("create", "events", h.whenReady(h.publish))},
+		{"GET /v1/namespaces/{namespace}/events/{id}", h.authorized("get", "deliveries", h.event)},
+		{"GET /v1/namespaces/{namespace}/endpoints/{endpoint}/deliveries", h.authorized("list", "deliveries", h.endpointDeliveries)},
+		{"POST /v1/namespaces/{namespace}/deliveries/{id}/retry", h.authorized("update", "deliveries", h.whenReady(h.retry))},
+		{"POST /v1/namespaces/{namespace}/endpoints/{endpoint}/replay", h.authorized("update", "deliveries", h.whenReady(h.replay))},
+		{"GET /healthz", healthz},
+		{"GET /readyz", h.readyz},
+		{"GET /openapi.json", serveOpenAPI},
+	}
+}
+
+// Register adds the API's routes, /healthz, /readyz and /openapi.json to mux.
 func (h *Handler) Register(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/namespaces/{namespace}/events", h.authorized("create", "events", h.whenReady(h.publish)))
-	mux.HandleFunc("GET /v1/namespaces/{namespace}/events/{id}", h.authorized("get", "deliveries", h.event))
-	mux.HandleFunc("GET /v1/namespaces/{namespace}/endpoints/{endpoint}/deliveries", h.authorized("list", "deliveries", h.endpointDeliveries))
-	mux.HandleFunc("POST /v1/namespaces/{namespace}/deliveries/{id}/retry", h.authorized("update", "deliveries", h.whenReady(h.retry)))
-	mux.HandleFunc("POST /v1/namespaces/{namespace}/endpoints/{endpoint}/replay", h.authorized("update", "deliveries", h.whenReady(h.replay)))
+	for _, r := range h.routes() {
+		mux.HandleFunc(r.pattern, r.handler)
+	}
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }
+
+// readyz answers 200 while Ready says nothing, else 503 with why.
+func (h *Handler) readyz(w http.ResponseWriter, _ *http.Request) {
+	if h.Ready != nil {
+		if err := h.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// openAPIDocument is served as it is: read once, never written.
+var openAPIDocument = dispatcherapi.OpenAPI()
+
+func serveOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(openAPIDocument)
 }
 
 // whenReady answers 503 with Retry-After while Ready says why.

@@ -32,9 +32,10 @@ const (
 type PublishRequest struct {
 	// ID is the event's id; the dispatcher generates one when empty. An id
 	// already accepted within the dedupe window is not delivered again.
-	ID   string          `json:"id"`
-	Type string          `json:"type"`
-	Data json.RawMessage `json:"data"`
+	ID   string `json:"id,omitempty"`
+	Type string `json:"type"`
+	// Data is the event's JSON payload; {} when empty.
+	Data json.RawMessage `json:"data,omitempty"`
 	// CreatedAt is when the producer says the event happened (RFC 3339);
 	// the accept time when empty.
 	CreatedAt string `json:"created_at,omitempty"`
