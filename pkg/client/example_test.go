@@ -108,3 +108,41 @@ func ExampleAPIError() {
 	// Output:
 	// the token was refused (HTTP 401)
 }
+
+// List an endpoint's failed deliveries, page by page.
+func ExampleClient_Deliveries() {
+	dispatcher := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println(r.URL.Path, r.URL.RawQuery)
+		page := `{"deliveries":[{"id":"dlv_2","event_id":"inv-1002","endpoint":"ledger","state":"failed","attempts":5}],"continue":"dlv_2"}`
+		if r.URL.Query().Get("continue") != "" {
+			page = `{"deliveries":[{"id":"dlv_1","event_id":"inv-1001","endpoint":"ledger","state":"failed","attempts":5}]}`
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, page)
+	}))
+	defer dispatcher.Close()
+	c, err := client.New(dispatcher.URL, client.WithToken("secret"))
+	if err != nil {
+		panic(err)
+	}
+
+	query := client.DeliveryQuery{State: dispatcherapi.Failed, Limit: 1}
+	for {
+		page, err := c.Deliveries(context.Background(), "billing", "ledger", query)
+		if err != nil {
+			panic(err)
+		}
+		for _, d := range page.Deliveries {
+			fmt.Printf("%s: event %s, %s after %d attempts\n", d.ID, d.EventID, d.State, d.Attempts)
+		}
+		if page.Continue == "" {
+			break
+		}
+		query.Continue = page.Continue
+	}
+	// Output:
+	// /v1/namespaces/billing/endpoints/ledger/deliveries limit=1&state=failed
+	// dlv_2: event inv-1002, failed after 5 attempts
+	// /v1/namespaces/billing/endpoints/ledger/deliveries continue=dlv_2&limit=1&state=failed
+	// dlv_1: event inv-1001, failed after 5 attempts
+}
