@@ -133,7 +133,8 @@ func (c *Client) fail(err error) {
 }
 
 // New returns a client of the dispatcher at baseURL, such as
-// https://hookrelay-dispatcher.hookrelay-system.svc:8443.
+// http://hookrelay-dispatcher.hookrelay-system.svc from a Pod (https:// when
+// the dispatcher serves TLS).
 func New(baseURL string, options ...Option) (*Client, error) {
 	parsed, err := url.Parse(baseURL)
 	if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
