@@ -22,7 +22,7 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
-	server := "--server=" + d.URL
+	server := "--dispatcher-url=" + d.URL
 	shortRetries := func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
 		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 50 * time.Millisecond}, {Duration: 50 * time.Millisecond}}}
 	}
