@@ -105,9 +105,12 @@ func deliveryTable(page dispatcherapi.DeliveryPage, now time.Time) *metav1.Table
 		{Name: "Next Attempt", Type: "string", Priority: 1}, {Name: "Interrupted", Type: "integer", Priority: 1},
 	}}
 	for _, d := range page.Deliveries {
+		next := "-"
+		if d.State == dispatcherapi.Pending {
+			next = until(d.NextAttemptAt, now)
+		}
 		table.Rows = append(table.Rows, metav1.TableRow{Cells: []any{
-			d.ID, d.EventID, string(d.State), d.Attempts, ago(d.CreatedAt, now), ago(d.UpdatedAt, now),
-			until(d.NextAttemptAt, now), d.Interrupted,
+			d.ID, d.EventID, string(d.State), d.Attempts, ago(d.CreatedAt, now), ago(d.UpdatedAt, now), next, d.Interrupted,
 		}})
 	}
 	return table
