@@ -131,7 +131,7 @@ func attemptsCommand(o *options) *cobra.Command {
 			if err != nil {
 				return s.explain(err)
 			}
-			if format := out.flags.OutputFormat; format != nil && *format != "" && *format != "wide" {
+			if format := out.flags.OutputFormat; format != nil && *format != "" && *format != wide {
 				object, err := record(kindEventLog, s.namespace, log.Event.ID, log)
 				if err != nil {
 					return err

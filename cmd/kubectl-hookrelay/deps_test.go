@@ -14,7 +14,7 @@ func TestPluginLinksNoDispatcher(t *testing.T) {
 		t.Fatalf("go list -deps: %v\n%s", err, out)
 	}
 	forbidden := []string{"go.etcd.io/bbolt", "github.com/google/cel-go", "github.com/hookrelay/hookrelay/dispatcher/"}
-	for _, dependency := range strings.Fields(string(out)) {
+	for dependency := range strings.FieldsSeq(string(out)) {
 		for _, prefix := range forbidden {
 			if strings.HasPrefix(dependency, prefix) {
 				t.Errorf("kubectl-hookrelay links %s", dependency)

@@ -31,6 +31,17 @@ func newRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "kubectl-hookrelay",
 		Short: "Publish test events and read, retry and replay Hookrelay deliveries",
+		Long: `Publish test events and read, retry and replay Hookrelay deliveries.
+
+It takes kubectl's flags and prints errors as kubectl does. In a cluster it
+reaches the dispatcher through the API server's service proxy with your own
+credentials: the ClusterRoles hookrelay-viewer (reads) and hookrelay-operator
+(retry, replay) grant services/proxy on the hookrelay-dispatcher Service, so
+bind them in hookrelay-system as well as in your namespace. --dispatcher-url
+reaches a dispatcher directly, as under make dev.
+
+Each request gives up after --request-timeout; when that is 0 (kubectl's
+default: no timeout), after ` + defaultRequestTimeout.String() + `.`,
 		// Help and usage say "kubectl hookrelay", as the user types it.
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl hookrelay"},
 		SilenceUsage:  true,
@@ -50,8 +61,7 @@ func newRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 // kubectlError is the API server's error itself when err wraps one, so that
 // CheckErr prints it as kubectl does ("Error from server (NotFound): ...").
 func kubectlError(err error) error {
-	var status *apierrors.StatusError
-	if errors.As(err, &status) {
+	if status, ok := errors.AsType[*apierrors.StatusError](err); ok {
 		return status
 	}
 	return err

@@ -206,11 +206,11 @@ func (o *options) endpoints(namespace string) (dynamic.ResourceInterface, error)
 	if err != nil {
 		return nil, err
 	}
-	client, err := dynamic.NewForConfig(config)
+	dynamicClient, err := dynamic.NewForConfig(config)
 	if err != nil {
 		return nil, err
 	}
-	return client.Resource(hookrelayv1alpha1.GroupVersion.WithResource("webhookendpoints")).Namespace(namespace), nil
+	return dynamicClient.Resource(hookrelayv1alpha1.GroupVersion.WithResource("webhookendpoints")).Namespace(namespace), nil
 }
 
 // endpoint reads a WebhookEndpoint from the API server, so that an unknown

@@ -26,6 +26,15 @@ const (
 	kindEventLog = "EventLog"
 )
 
+// wide is -o wide: the table with its priority-1 columns.
+const wide = "wide"
+
+// Column types of a metav1.Table.
+const (
+	columnString  = "string"
+	columnInteger = "integer"
+)
+
 // output prints with kubectl's printers: -o json|yaml|name|jsonpath|...
 // through PrintFlags, the default table and -o wide through the table
 // printer.
@@ -40,7 +49,7 @@ func newOutput() *output {
 // bind adds -o, which also takes "wide".
 func (o *output) bind(cmd *cobra.Command) {
 	o.flags.AddFlags(cmd)
-	formats := append([]string{"wide"}, o.flags.AllowedFormats()...)
+	formats := append([]string{wide}, o.flags.AllowedFormats()...)
 	cmd.Flags().Lookup("output").Usage = "Output format. One of: (" + strings.Join(formats, ", ") + ")."
 }
 
@@ -51,8 +60,8 @@ func (o *output) print(w io.Writer, list runtime.Object, table func() *metav1.Ta
 	if o.flags.OutputFormat != nil {
 		format = *o.flags.OutputFormat
 	}
-	if format == "" || format == "wide" {
-		return printers.NewTablePrinter(printers.PrintOptions{Wide: format == "wide"}).PrintObj(table(), w)
+	if format == "" || format == wide {
+		return printers.NewTablePrinter(printers.PrintOptions{Wide: format == wide}).PrintObj(table(), w)
 	}
 	printer, err := o.flags.ToPrinter()
 	if err != nil {
@@ -100,9 +109,9 @@ func deliveryList(namespace string, page dispatcherapi.DeliveryPage) (*unstructu
 // wide-only columns have priority 1.
 func deliveryTable(page dispatcherapi.DeliveryPage, now time.Time) *metav1.Table {
 	table := &metav1.Table{ColumnDefinitions: []metav1.TableColumnDefinition{
-		{Name: "Delivery", Type: "string"}, {Name: "Event", Type: "string"}, {Name: "State", Type: "string"},
-		{Name: "Attempts", Type: "integer"}, {Name: "Created", Type: "string"}, {Name: "Updated", Type: "string"},
-		{Name: "Next Attempt", Type: "string", Priority: 1}, {Name: "Interrupted", Type: "integer", Priority: 1},
+		{Name: "Delivery", Type: columnString}, {Name: "Event", Type: columnString}, {Name: "State", Type: columnString},
+		{Name: "Attempts", Type: columnInteger}, {Name: "Created", Type: columnString}, {Name: "Updated", Type: columnString},
+		{Name: "Next Attempt", Type: columnString, Priority: 1}, {Name: "Interrupted", Type: columnInteger, Priority: 1},
 	}}
 	for _, d := range page.Deliveries {
 		next := "-"

@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/hookrelay/hookrelay/internal/testenv"
@@ -101,7 +100,10 @@ func TestPluginThroughTheServiceProxy(t *testing.T) {
 		g.Expect(list.Items[0].EventID).To(Equal("evt_through_proxy"))
 		g.Expect(list.Items[0].State).To(Equal("succeeded"))
 	}).WithTimeout(10 * time.Second).Should(Succeed())
-	out, err := kubectlHookrelay(t, append(deliveries, "--context", "viewer", "-o", "name")...)
+	out, err := kubectlHookrelay(t, append(deliveries, "--context", "viewer", "-o", "yaml")...)
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	t.Logf("kubectl hookrelay deliveries palm -o yaml:\n%s", out)
+	out, err = kubectlHookrelay(t, append(deliveries, "--context", "viewer", "-o", "name")...)
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(MatchRegexp(`^delivery\.hookrelay\.dev/dlv_\w+\n$`))
 	out, err = kubectlHookrelay(t, append(deliveries, "--context", "viewer", "-o", "wide")...)
@@ -169,7 +171,7 @@ func serveDispatcherService(t *testing.T, d *dispatcher) {
 	account := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "hookrelay-dispatcher", Namespace: routesNamespace}}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "hookrelay-dispatcher-0", Namespace: routesNamespace, Labels: labels},
-		Spec: corev1.PodSpec{ServiceAccountName: account.Name, AutomountServiceAccountToken: ptr.To(false),
+		Spec: corev1.PodSpec{ServiceAccountName: account.Name, AutomountServiceAccountToken: new(false),
 			Containers: []corev1.Container{{Name: "dispatcher", Image: "hookrelay"}}},
 	}
 	service := &corev1.Service{
@@ -180,9 +182,9 @@ func serveDispatcherService(t *testing.T, d *dispatcher) {
 		ObjectMeta: metav1.ObjectMeta{Name: "hookrelay-dispatcher-e2e", Namespace: routesNamespace,
 			Labels: map[string]string{discoveryv1.LabelServiceName: service.Name}},
 		AddressType: discoveryv1.AddressTypeIPv4,
-		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{dispatcherPodIP}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{dispatcherPodIP}, Conditions: discoveryv1.EndpointConditions{Ready: new(true)},
 			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: routesNamespace, Name: pod.Name}}},
-		Ports: []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080)}},
+		Ports: []discoveryv1.EndpointPort{{Name: new("http"), Port: new(int32(8080))}},
 	}
 	g.Expect(env.Client.Create(ctx, account)).To(Succeed())
 	g.Expect(env.Client.Create(ctx, pod)).To(Succeed())
@@ -193,7 +195,7 @@ func serveDispatcherService(t *testing.T, d *dispatcher) {
 	t.Cleanup(func() {
 		for _, err := range []error{
 			env.Client.Delete(ctx, slice), env.Client.Delete(ctx, service),
-			env.Client.Delete(ctx, pod, &client.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}), env.Client.Delete(ctx, account),
+			env.Client.Delete(ctx, pod, &client.DeleteOptions{GracePeriodSeconds: new(int64(0))}), env.Client.Delete(ctx, account),
 		} {
 			if err != nil {
 				t.Errorf("removing the dispatcher Service: %v", err)
