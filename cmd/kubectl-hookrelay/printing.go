@@ -94,7 +94,9 @@ func deliveryList(namespace string, page dispatcherapi.DeliveryPage) (*unstructu
 	list := &unstructured.UnstructuredList{Object: map[string]any{}}
 	list.SetAPIVersion("v1")
 	list.SetKind("List")
-	list.SetContinue(page.Continue)
+	if page.Continue != "" {
+		list.SetContinue(page.Continue)
+	}
 	for _, d := range page.Deliveries {
 		item, err := record(kindDelivery, namespace, d.ID, d)
 		if err != nil {
