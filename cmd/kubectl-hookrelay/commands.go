@@ -3,25 +3,27 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net/url"
-	"os"
+	"net/http"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
+	"github.com/hookrelay/hookrelay/pkg/client"
 	"github.com/hookrelay/hookrelay/pkg/dispatcherapi"
 )
 
 func sendCommand(o *options) *cobra.Command {
-	var eventType, data, id string
-	var sandbox bool
+	var event dispatcherapi.PublishRequest
+	var data string
 	cmd := &cobra.Command{
 		Use:   "send --type TYPE [--data JSON]",
 		Short: "Publish a test event, like a producer would",
@@ -32,30 +34,29 @@ func sendCommand(o *options) *cobra.Command {
 			if !json.Valid([]byte(data)) {
 				return fmt.Errorf("--data %q is not valid JSON", data)
 			}
-			body, err := json.Marshal(map[string]any{"id": id, "type": eventType, "data": json.RawMessage(data), "sandbox": sandbox})
+			event.Data = json.RawMessage(data)
+			s, err := o.connect()
 			if err != nil {
 				return err
 			}
-			namespace, a, err := o.connect()
+			ctx, cancel := s.context()
+			defer cancel()
+			answer, err := s.client.Publish(ctx, s.namespace, event)
 			if err != nil {
-				return err
-			}
-			var answer dispatcherapi.PublishResponse
-			if err := a.call("POST", "/v1/namespaces/"+namespace+"/events", body, "application/json", &answer); err != nil {
-				return err
+				return s.explain(err)
 			}
 			if answer.Duplicate {
-				fmt.Printf("event %s was already accepted: %d deliveries, not sent again\n", answer.ID, answer.Deliveries)
+				fmt.Fprintf(o.Out, "event %s was already accepted: %d deliveries, not sent again\n", answer.ID, answer.Deliveries)
 				return nil
 			}
-			fmt.Printf("event %s accepted: %d deliveries\n", answer.ID, answer.Deliveries)
+			fmt.Fprintf(o.Out, "event %s accepted: %d deliveries\n", answer.ID, answer.Deliveries)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&eventType, "type", "", "Event type, such as user.created (required).")
+	cmd.Flags().StringVar(&event.Type, "type", "", "Event type, such as user.created (required).")
 	cmd.Flags().StringVar(&data, "data", "{}", "Event data, a JSON value.")
-	cmd.Flags().StringVar(&id, "id", "", "Event id; generated when empty. The same id is delivered once.")
-	cmd.Flags().BoolVar(&sandbox, "sandbox", false, "Publish a sandbox event (delivered to sandbox endpoints only).")
+	cmd.Flags().StringVar(&event.ID, "id", "", "Event id; generated when empty. The same id is delivered once.")
+	cmd.Flags().BoolVar(&event.Sandbox, "sandbox", false, "Publish a sandbox event (delivered to sandbox endpoints only).")
 	_ = cmd.MarkFlagRequired("type")
 	return cmd
 }
@@ -63,42 +64,44 @@ func sendCommand(o *options) *cobra.Command {
 func deliveriesCommand(o *options) *cobra.Command {
 	var state, since string
 	var limit int
+	out := newOutput()
 	cmd := &cobra.Command{
-		Use:     "deliveries ENDPOINT",
-		Short:   "List an endpoint's recent deliveries, newest first",
-		Example: "  kubectl hookrelay deliveries palm --state failed --since 24h",
-		Args:    cobra.ExactArgs(1),
+		Use:   "deliveries ENDPOINT",
+		Short: "List an endpoint's recent deliveries, newest first",
+		Example: `  kubectl hookrelay deliveries palm --state failed --since 24h
+  kubectl hookrelay deliveries palm -o json | jq -r '.items[] | select(.state == "failed") | .event_id'`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			query := url.Values{"limit": {fmt.Sprint(limit)}}
-			if state != "" {
-				query.Set("state", state)
-			}
+			query := client.DeliveryQuery{State: dispatcherapi.State(state), Limit: limit}
 			if since != "" {
 				t, err := parseSince(since)
 				if err != nil {
 					return err
 				}
-				query.Set("since", t.Format(time.RFC3339))
+				query.Since = t
 			}
-			namespace, a, err := o.connect()
+			s, err := o.connect()
 			if err != nil {
 				return err
 			}
-			var page dispatcherapi.DeliveryPage
-			path := "/v1/namespaces/" + namespace + "/endpoints/" + url.PathEscape(args[0]) + "/deliveries?" + query.Encode()
-			if err := a.call("GET", path, nil, "", &page); err != nil {
+			ctx, cancel := s.context()
+			defer cancel()
+			if _, err := o.endpoint(ctx, s.namespace, args[0]); err != nil {
 				return err
 			}
-			table := tabwriter.NewWriter(os.Stdout, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(table, "DELIVERY\tEVENT\tSTATE\tATTEMPTS\tCREATED\tUPDATED")
-			for _, d := range page.Deliveries {
-				fmt.Fprintf(table, "%s\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.EventID, d.State, d.Attempts, age(d.CreatedAt), age(d.UpdatedAt))
+			page, err := s.client.Deliveries(ctx, s.namespace, args[0], query)
+			if err != nil {
+				return s.explain(err)
 			}
-			if err := table.Flush(); err != nil {
+			list, err := deliveryList(s.namespace, page)
+			if err != nil {
+				return err
+			}
+			if err := out.print(o.Out, list, func() *metav1.Table { return deliveryTable(page, time.Now()) }); err != nil {
 				return err
 			}
 			if page.Continue != "" {
-				fmt.Printf("(more: the list is cut at --limit=%d)\n", limit)
+				fmt.Fprintf(o.ErrOut, "(more: the list is cut at --limit=%d)\n", limit)
 			}
 			return nil
 		},
@@ -106,44 +109,65 @@ func deliveriesCommand(o *options) *cobra.Command {
 	cmd.Flags().StringVar(&state, "state", "", "Only deliveries in this state: pending, held, succeeded, failed.")
 	cmd.Flags().StringVar(&since, "since", "", "Only deliveries created since: an RFC 3339 time or a duration ago, such as 2h.")
 	cmd.Flags().IntVar(&limit, "limit", 50, "Most deliveries to list.")
+	out.bind(cmd)
 	return cmd
 }
 
 func attemptsCommand(o *options) *cobra.Command {
-	return &cobra.Command{
+	out := newOutput()
+	cmd := &cobra.Command{
 		Use:     "attempts EVENT_ID",
 		Short:   "Show every delivery of an event and each attempt's status, duration and error",
-		Example: "  kubectl hookrelay attempts evt_1704538200000_f6g7h8i9j0k1",
+		Example: "  kubectl hookrelay attempts evt_1704538200000_f6g7h8i9j0k1\n  kubectl hookrelay attempts evt_1704538200000_f6g7h8i9j0k1 -o yaml",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			namespace, a, err := o.connect()
+			s, err := o.connect()
 			if err != nil {
 				return err
 			}
-			var log dispatcherapi.EventLog
-			if err := a.call("GET", "/v1/namespaces/"+namespace+"/events/"+url.PathEscape(args[0]), nil, "", &log); err != nil {
-				return err
+			ctx, cancel := s.context()
+			defer cancel()
+			log, err := s.client.Event(ctx, s.namespace, args[0])
+			if err != nil {
+				return s.explain(err)
 			}
-			fmt.Printf("event %s (%s), %d deliveries\n\n", log.Event.ID, log.Event.Type, len(log.Deliveries))
-			table := tabwriter.NewWriter(os.Stdout, 0, 4, 3, ' ', 0)
-			fmt.Fprintln(table, "ENDPOINT\tDELIVERY\tSTATE\tATTEMPT\tSTARTED\tSTATUS\tDURATION\tERROR\tRESPONSE")
-			for _, d := range log.Deliveries {
-				if len(d.Attempts) == 0 {
-					fmt.Fprintf(table, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\n", d.Endpoint, d.ID, d.State)
+			if format := out.flags.OutputFormat; format != nil && *format != "" && *format != wide {
+				object, err := record(kindEventLog, s.namespace, log.Event.ID, log)
+				if err != nil {
+					return err
 				}
-				for _, attempt := range d.Attempts {
-					status := "-"
-					if attempt.StatusCode != 0 {
-						status = fmt.Sprint(attempt.StatusCode)
-					}
-					fmt.Fprintf(table, "%s\t%s\t%s\t%d\t%s\t%s\t%.1fms\t%s\t%s\n", d.Endpoint, d.ID, d.State, attempt.Number,
-						attempt.StartedAt.Local().Format("15:04:05"), status, attempt.DurationMS, orDash(attempt.Error), orDash(shorten(attempt.Response, 40)))
-				}
+				return out.print(o.Out, &object, nil)
 			}
-			return table.Flush()
+			return printAttempts(o, log)
 		},
 	}
+	out.bind(cmd)
+	return cmd
 }
+
+func printAttempts(o *options, log dispatcherapi.EventLog) error {
+	fmt.Fprintf(o.Out, "event %s (%s), %d deliveries\n\n", log.Event.ID, log.Event.Type, len(log.Deliveries))
+	table := tabwriter.NewWriter(o.Out, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(table, "ENDPOINT\tDELIVERY\tSTATE\tATTEMPT\tSTARTED\tSTATUS\tDURATION\tERROR\tRESPONSE")
+	for _, d := range log.Deliveries {
+		if len(d.Attempts) == 0 {
+			fmt.Fprintf(table, "%s\t%s\t%s\t-\t-\t-\t-\t-\t-\n", d.Endpoint, d.ID, d.State)
+		}
+		for _, attempt := range d.Attempts {
+			status := "-"
+			if attempt.StatusCode != 0 {
+				status = fmt.Sprint(attempt.StatusCode)
+			}
+			fmt.Fprintf(table, "%s\t%s\t%s\t%d\t%s\t%s\t%.1fms\t%s\t%s\n", d.Endpoint, d.ID, d.State, attempt.Number,
+				attempt.StartedAt.Local().Format("15:04:05"), status, attempt.DurationMS, orDash(attempt.Error), orDash(shorten(attempt.Response, 40)))
+		}
+	}
+	return table.Flush()
+}
+
+// heldDelivery finds the endpoint in the dispatcher's answer to a retry of
+// a held delivery (delivery.ErrNotRetriable's message).
+var heldDelivery = regexp.MustCompile(`is held until endpoint (\S+) is`)
 
 func retryCommand(o *options) *cobra.Command {
 	return &cobra.Command{
@@ -151,18 +175,49 @@ func retryCommand(o *options) *cobra.Command {
 		Short: "Make one more attempt of a finished delivery, now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			namespace, a, err := o.connect()
+			s, err := o.connect()
 			if err != nil {
 				return err
 			}
-			var d dispatcherapi.Delivery
-			if err := a.call("POST", "/v1/namespaces/"+namespace+"/deliveries/"+url.PathEscape(args[0])+"/retry", nil, "", &d); err != nil {
-				return err
+			ctx, cancel := s.context()
+			defer cancel()
+			d, err := s.client.Retry(ctx, s.namespace, args[0])
+			var apiErr *client.APIError
+			if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusConflict {
+				if match := heldDelivery.FindStringSubmatch(apiErr.Message); match != nil {
+					return o.held(ctx, s.namespace, args[0], match[1])
+				}
 			}
-			fmt.Printf("delivery %s of event %s to %s is queued for another attempt\n", d.ID, d.EventID, d.Endpoint)
+			if err != nil {
+				return s.explain(err)
+			}
+			fmt.Fprintf(o.Out, "delivery %s of event %s to %s is queued for another attempt\n", d.ID, d.EventID, d.Endpoint)
 			return nil
 		},
 	}
+}
+
+// held says that a delivery is held and why: its endpoint is paused or
+// auto-disabled.
+func (o *options) held(ctx context.Context, namespace, delivery, endpointName string) error {
+	held := fmt.Sprintf("delivery %s is held, not retried", delivery)
+	endpoint, err := o.endpoint(ctx, namespace, endpointName)
+	if err != nil {
+		return fmt.Errorf("%s: endpoint %s is paused or disabled (reading it: %w)", held, endpointName, err)
+	}
+	if paused, _, _ := unstructured.NestedBool(endpoint.Object, "spec", "paused"); paused {
+		return fmt.Errorf("%s: webhookendpoint %s is paused (spec.paused); its held deliveries go out, oldest first, once it is unpaused", held, endpointName)
+	}
+	reason := "auto-disabled"
+	conditions, _, _ := unstructured.NestedSlice(endpoint.Object, "status", "conditions")
+	for _, c := range conditions {
+		condition, _ := c.(map[string]any)
+		if condition["type"] == hookrelayv1alpha1.ConditionDisabled && condition["status"] == string(metav1.ConditionTrue) {
+			reason = fmt.Sprintf("disabled (%v: %v)", condition["reason"], condition["message"])
+		}
+	}
+	return fmt.Errorf("%s: webhookendpoint %s is %s; `kubectl hookrelay reenable %s` sends its held deliveries, oldest first",
+		held, endpointName, reason, endpointName)
 }
 
 func replayCommand(o *options) *cobra.Command {
@@ -177,16 +232,20 @@ func replayCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			namespace, a, err := o.connect()
+			s, err := o.connect()
 			if err != nil {
 				return err
 			}
-			var result dispatcherapi.ReplayResult
-			path := "/v1/namespaces/" + namespace + "/endpoints/" + url.PathEscape(args[0]) + "/replay?since=" + url.QueryEscape(t.Format(time.RFC3339))
-			if err := a.call("POST", path, nil, "", &result); err != nil {
+			ctx, cancel := s.context()
+			defer cancel()
+			if _, err := o.endpoint(ctx, s.namespace, args[0]); err != nil {
 				return err
 			}
-			fmt.Printf("replaying %d failed deliveries to %s created since %s\n", result.Replayed, args[0], t.Format(time.RFC3339))
+			result, err := s.client.Replay(ctx, s.namespace, args[0], t)
+			if err != nil {
+				return s.explain(err)
+			}
+			fmt.Fprintf(o.Out, "replaying %d failed deliveries to %s created since %s\n", result.Replayed, args[0], t.Format(time.RFC3339))
 			return nil
 		},
 	}
@@ -212,15 +271,11 @@ func annotateCommand(o *options, use, short, annotation, done string) *cobra.Com
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			namespace, err := o.ns()
+			namespace, err := o.namespace()
 			if err != nil {
 				return err
 			}
-			config, err := o.restConfig()
-			if err != nil {
-				return err
-			}
-			client, err := dynamic.NewForConfig(config)
+			endpoints, err := o.endpoints(namespace)
 			if err != nil {
 				return err
 			}
@@ -229,11 +284,16 @@ func annotateCommand(o *options, use, short, annotation, done string) *cobra.Com
 			if err != nil {
 				return err
 			}
-			endpoints := client.Resource(hookrelayv1alpha1.GroupVersion.WithResource("webhookendpoints"))
-			if _, err := endpoints.Namespace(namespace).Patch(context.Background(), args[0], types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
-				return fmt.Errorf("annotating webhookendpoint %s/%s: %w", namespace, args[0], err)
+			timeout, err := o.requestTimeout()
+			if err != nil {
+				return err
 			}
-			fmt.Printf("webhookendpoint %s/%s: %s (%s=%s)\n", namespace, args[0], done, annotation, now)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			if _, err := endpoints.Patch(ctx, args[0], types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Out, "webhookendpoint.hookrelay.dev/%s %s (%s=%s)\n", args[0], done, annotation, now)
 			return nil
 		},
 	}
@@ -248,13 +308,6 @@ func parseSince(value string) (time.Time, error) {
 		return time.Now().Add(-d).UTC().Truncate(time.Second), nil
 	}
 	return time.Time{}, fmt.Errorf("--since %q is neither an RFC 3339 time such as 2026-11-25T10:00:00Z nor a duration such as 6h", value)
-}
-
-func age(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return time.Since(t).Round(time.Second).String() + " ago"
 }
 
 func orDash(s string) string {

@@ -192,7 +192,7 @@ Read its delivery log (use the id the answer gave):
 
 Or with the kubectl plugin (built into bin/):
 
-  export PATH=%[7]s:$PATH HOOKRELAY_SERVER=http://%[4]s
+  export PATH=%[7]s:$PATH HOOKRELAY_DISPATCHER_URL=http://%[4]s
   kubectl hookrelay send --type user.created --data '{"user_id":"usr_123"}'
   kubectl hookrelay deliveries palm
   kubectl hookrelay attempts EVENT_ID

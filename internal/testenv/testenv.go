@@ -64,10 +64,22 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
+// Options change the control plane Start starts.
+type Options struct {
+	// APIServerFlags are set on kube-apiserver, such as
+	// "egress-selector-config-file".
+	APIServerFlags map[string]string
+}
+
 // Start starts kube-apiserver and etcd from $KUBEBUILDER_ASSETS with the
 // CRDs from config/crd/bases and the admission webhook of
 // config/webhook, served in this process. Call Stop when done.
 func Start() (*Env, error) {
+	return StartWith(Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(options Options) (*Env, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		return nil, fmt.Errorf("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, `make test-e2e` or `make test-dev`, which build the control plane into bin/controlplane")
 	}
@@ -96,6 +108,9 @@ func Start() (*Env, error) {
 			ValidatingWebhooks: webhooks,
 			LocalServingHost:   "127.0.0.1", LocalServingPort: webhookListener.Addr().(*net.TCPAddr).Port,
 		},
+	}
+	for flag, value := range options.APIServerFlags {
+		environment.ControlPlane.GetAPIServer().Configure().Set(flag, value)
 	}
 	config, err := environment.Start()
 	if err != nil {

@@ -33,6 +33,9 @@ var (
 	// dispatcherBinary is built once, with the race detector, beside
 	// kubectl-hookrelay.
 	dispatcherBinary string
+	// egress carries the API server's service proxy to dispatchers on
+	// 127.0.0.1.
+	egress *egressProxy
 )
 
 func TestMain(m *testing.M) {
@@ -64,7 +67,12 @@ func run(m *testing.M) int {
 	// kubectl finds the plugin on PATH.
 	os.Setenv("PATH", buildDir+string(os.PathListSeparator)+os.Getenv("PATH"))
 
-	if env, err = testenv.Start(); err != nil {
+	if egress, err = startEgressProxy(buildDir); err != nil {
+		fmt.Fprintln(os.Stderr, "starting the egress proxy:", err)
+		return 1
+	}
+	defer egress.close()
+	if env, err = testenv.StartWith(testenv.Options{APIServerFlags: map[string]string{"egress-selector-config-file": egress.ConfigFile}}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

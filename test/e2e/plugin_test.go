@@ -17,12 +17,13 @@ import (
 
 // TestPluginAttemptsAndReplay: `kubectl hookrelay attempts` shows each
 // attempt of a delivery that failed twice and then succeeded; `kubectl
-// hookrelay replay --since` delivers failed deliveries again.
+// hookrelay replay --since` delivers failed deliveries again; `retry` of a
+// held delivery says why it is held.
 func TestPluginAttemptsAndReplay(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
-	server := "--server=" + d.URL
+	server := "--dispatcher-url=" + d.URL
 	shortRetries := func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
 		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 50 * time.Millisecond}, {Duration: 50 * time.Millisecond}}}
 	}
@@ -83,6 +84,21 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	g.Expect(out).To(HavePrefix("replaying 2 failed deliveries to dead"))
 	g.Eventually(back.eventIDs).WithTimeout(10 * time.Second).Should(Equal([]string{"evt_refund_0", "evt_refund_1"}))
 
+	// A retry of a held delivery says it is held, and why.
+	endpoint(t, namespace, "paused", flaky.URL, []string{"invoice.*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) { spec.Paused = true })
+	g.Eventually(func() (string, error) {
+		return kubectlHookrelay(t, "send", "-n", namespace, server, "--type", "invoice.paid", "--id", "evt_paused")
+	}).WithTimeout(10 * time.Second).Should(Equal("event evt_paused accepted: 1 deliveries\n"))
+	var held string
+	g.Eventually(func() (string, error) {
+		held, err = kubectlHookrelay(t, "deliveries", "paused", "-n", namespace, server, "--state", "held", "-o", "jsonpath={.items[*].metadata.name}")
+		return held, err
+	}).WithTimeout(10 * time.Second).Should(MatchRegexp(`^dlv_\w+$`))
+	out, err = kubectlHookrelay(t, "retry", held, "-n", namespace, server)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(out).To(Equal("error: delivery " + held + " is held, not retried: webhookendpoint paused is paused (spec.paused); " +
+		"its held deliveries go out, oldest first, once it is unpaused\n"))
+
 	// Errors say what is wrong.
 	out, err = kubectlHookrelay(t, "replay", "dead", "-n", namespace, server, "--since", "yesterday")
 	g.Expect(err).To(HaveOccurred())
@@ -90,4 +106,7 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	out, err = kubectlHookrelay(t, "attempts", "evt_nope", "-n", namespace, server)
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(out).To(ContainSubstring(`no event "evt_nope" in namespace`))
+	out, err = kubectlHookrelay(t, "deliveries", "nope", "-n", namespace, server)
+	g.Expect(err).To(HaveOccurred())
+	g.Expect(out).To(Equal(`Error from server (NotFound): webhookendpoints.hookrelay.dev "nope" not found` + "\n"))
 }
