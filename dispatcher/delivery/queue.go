@@ -11,6 +11,9 @@ import (
 type task struct {
 	delivery store.Delivery
 	event    *store.Event
+	// envelope is the event's default body when already built, shared by
+	// the tasks of its deliveries and read only; nil builds it.
+	envelope []byte
 }
 
 // queue is one endpoint's line of ready deliveries. Workers start on demand,
