@@ -3,6 +3,8 @@ package signing
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"hash"
 	"net/http"
@@ -45,6 +47,12 @@ type keyedMAC struct {
 	states sync.Pool
 }
 
+// macState is a pooled HMAC state with the buffer it hashes from.
+type macState struct {
+	mac    hash.Hash
+	buffer []byte
+}
+
 // macOf is the keyed MAC of a secret in a family.
 func macOf(f family, secret string) (*keyedMAC, error) {
 	id := macKey{family: f, secret: secret}
@@ -59,28 +67,30 @@ func macOf(f family, secret string) (*keyedMAC, error) {
 		}
 		key = decoded
 	}
-	mac := &keyedMAC{states: sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}}
+	mac := &keyedMAC{states: sync.Pool{New: func() any { return &macState{mac: hmac.New(sha256.New, key)} }}}
 	cache.Add(id, mac)
 	return mac, nil
 }
 
-// sum appends to dst the HMAC of "<id>.<timestamp>.<body>", or of
-// "<timestamp>.<body>" when id is empty.
-func (m *keyedMAC) sum(dst []byte, id string, timestamp, body []byte) []byte {
-	state := m.states.Get().(hash.Hash)
+// appendSum appends to dst the HMAC of "<id>.<timestamp>.<body>", or of
+// "<timestamp>.<body>" when id is empty, in hex for the Prefixed family and
+// in base64 for Standard Webhooks.
+func (m *keyedMAC) appendSum(dst []byte, f family, id string, timestamp, body []byte) []byte {
+	state := m.states.Get().(*macState)
 	defer m.states.Put(state)
-	state.Reset()
-	// Scratch space for the part before the body, on the stack for the
-	// event ids ingest admits (at most 255 bytes).
-	var scratch [300]byte
-	head := scratch[:0]
+	state.mac.Reset()
+	head := state.buffer[:0]
 	if id != "" {
 		head = append(append(head, id...), '.')
 	}
 	head = append(append(head, timestamp...), '.')
-	state.Write(head)
-	state.Write(body)
-	return state.Sum(dst)
+	state.mac.Write(head)
+	state.mac.Write(body)
+	state.buffer = state.mac.Sum(head[:0])
+	if f == standardFamily {
+		return base64.StdEncoding.AppendEncode(dst, state.buffer)
+	}
+	return hex.AppendEncode(dst, state.buffer)
 }
 
 // headerNames are the Prefixed family's header names for one prefix, in

@@ -6,8 +6,6 @@ package signing
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -103,9 +101,7 @@ func (s Signer) Sign(h http.Header, d Delivery, secrets []string, scheme Scheme)
 			if err != nil {
 				return err
 			}
-			b = append(b, ",v1="...)
-			var sum [sha256.Size]byte
-			b = hex.AppendEncode(b, mac.sum(sum[:0], "", t, d.Body))
+			b = mac.appendSum(append(b, ",v1="...), prefixedFamily, "", t, d.Body)
 		}
 		*buffer = b
 		names := prefixedNames(prefix)
@@ -123,9 +119,7 @@ func (s Signer) Sign(h http.Header, d Delivery, secrets []string, scheme Scheme)
 			if i > 0 {
 				b = append(b, ' ')
 			}
-			b = append(b, "v1,"...)
-			var sum [sha256.Size]byte
-			b = base64.StdEncoding.AppendEncode(b, mac.sum(sum[:0], d.EventID, t, d.Body))
+			b = mac.appendSum(append(b, "v1,"...), standardFamily, d.EventID, t, d.Body)
 		}
 		*buffer = b
 		// Set's canonical forms of webhook-id, webhook-timestamp and
