@@ -170,7 +170,7 @@ type group struct {
 // counts once (JSON encoding inside the store counts as JSON, an
 // allocation inside signing as GC/alloc).
 var groups = []group{
-	{"GC/alloc", []string{"runtime.mallocgc", "runtime.gc", "runtime.bgsweep", "runtime.bgscavenge", "runtime.markroot", "runtime.scanobject",
+	{allocGroup, []string{"runtime.mallocgc", "runtime.gc", "runtime.bgsweep", "runtime.bgscavenge", "runtime.markroot", "runtime.scanobject",
 		"runtime.newobject", "runtime.makeslice", "runtime.growslice", "runtime.makemap"}},
 	{"JSON", []string{"encoding/json."}},
 	{"signing", []string{"github.com/hookrelay/hookrelay/dispatcher/signing.", "crypto/hmac."}},
@@ -181,6 +181,10 @@ var groups = []group{
 		"net/http.(*response)", "net/http.serverHandler", "net/http.(*ServeMux)"}},
 	{"engine", []string{"github.com/hookrelay/hookrelay/dispatcher/delivery.", "github.com/hookrelay/hookrelay/internal/routes."}},
 }
+
+// allocGroup is the runtime's allocation and garbage collection, left out
+// of allocation profiles (where every sample is an allocation).
+const allocGroup = "GC/alloc"
 
 // otherGroup takes the samples no group names: the scheduler, the
 // network poller, timers.
@@ -195,7 +199,7 @@ func groupOf(s *profile.Sample, withAlloc bool) string {
 				continue
 			}
 			for _, g := range groups {
-				if !withAlloc && g.name == "GC/alloc" {
+				if !withAlloc && g.name == allocGroup {
 					continue
 				}
 				for _, prefix := range g.prefixes {
@@ -256,13 +260,13 @@ func breakDown(p *profile.Profile, typ string, withAlloc bool) breakdown {
 
 // groupOrder is the order groups are printed in: the store first, then
 // the request's way through the dispatcher.
-var groupOrder = []string{"store", "HTTP in", "engine", "HTTP out/attempt", "signing", "JSON", "GC/alloc", otherGroup}
+var groupOrder = []string{"store", "HTTP in", "engine", "HTTP out/attempt", "signing", "JSON", allocGroup, otherGroup}
 
 // groupLine is "store 33.1%, HTTP in 20.2%, …", in the groups' order.
 func (b breakdown) groupLine(withAlloc bool) string {
 	var parts []string
 	for _, name := range groupOrder {
-		if !withAlloc && name == "GC/alloc" {
+		if !withAlloc && name == allocGroup {
 			continue
 		}
 		parts = append(parts, fmt.Sprintf("%s %.1f%%", name, b.percent(b.byGroup[name])))
