@@ -111,3 +111,24 @@ func TestReadSnippet(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkAttempt is one signed attempt to a loopback receiver, as the
+// engine makes it: body, signature, request, response.
+func BenchmarkAttempt(b *testing.B) {
+	server := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer server.Close()
+	attempter := &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Bench"}}
+	endpoint := attemptRoute("ns/bench", server.URL, 4)
+	event := &store.Event{ID: "evt_bench_000001", Type: "bench.one", CreatedAt: time.Unix(1_764_064_800, 0),
+		Data: []byte(`{"n":1,"user_id":"d1c9b98b-3190-479e-99db-04060ff3997f"}`)}
+	b.ReportAllocs()
+	for b.Loop() {
+		body, err := Body(endpoint, event)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if out := attempter.do(context.Background(), endpoint, event, body, time.Unix(1_764_064_800, 0)); out.err != nil {
+			b.Fatal(out.err)
+		}
+	}
+}
