@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
@@ -27,10 +28,14 @@ const UserAgent = "Hookrelay/0.1 (+https://hookrelay.dev)"
 type Attempter struct {
 	Client *http.Client
 	Signer signing.Signer
+
+	pools connectionPools
 }
 
 // NewHTTPClient is the delivery client: it never follows redirects (the
 // receiver's answer is the answer) and keeps connections to each endpoint.
+// The Attempter gives each endpoint a clone of its transport, whose idle
+// pool is sized to the endpoint's maxInFlight (connectionPools).
 func NewHTTPClient(transport *http.Transport) *http.Client {
 	if transport == nil {
 		transport = http.DefaultTransport.(*http.Transport).Clone()
@@ -42,6 +47,75 @@ func NewHTTPClient(transport *http.Transport) *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
+	}
+}
+
+// connectionPools gives each endpoint its own keep-alive pool, holding as
+// many idle connections as the endpoint has attempts in flight at most:
+// each attempt finds a connection to reuse, and endpoints sharing a host
+// neither share nor evict each other's connections. The number of
+// connections per endpoint needs no cap of the transport's
+// (MaxConnsPerHost stays 0): its queue starts at most maxInFlight attempts.
+type connectionPools struct {
+	mu         sync.RWMutex
+	byEndpoint map[string]*endpointPool
+}
+
+// endpointPool is one endpoint's client, for as long as its maxInFlight
+// stays the same.
+type endpointPool struct {
+	maxInFlight int
+	transport   *http.Transport
+	client      *http.Client
+}
+
+// clientFor is the client of an endpoint's attempts: the Attempter's
+// Client with the endpoint's own pool, or the Client itself when its
+// transport is not an *http.Transport.
+func (a *Attempter) clientFor(endpoint *routes.Route) *http.Client {
+	base, ok := a.Client.Transport.(*http.Transport)
+	if !ok {
+		return a.Client
+	}
+	maxInFlight := max(int(endpoint.MaxInFlight), 1)
+	a.pools.mu.RLock()
+	pool := a.pools.byEndpoint[endpoint.ID]
+	a.pools.mu.RUnlock()
+	if pool != nil && pool.maxInFlight == maxInFlight {
+		return pool.client
+	}
+	a.pools.mu.Lock()
+	defer a.pools.mu.Unlock()
+	if pool = a.pools.byEndpoint[endpoint.ID]; pool != nil && pool.maxInFlight == maxInFlight {
+		return pool.client
+	}
+	if pool != nil {
+		// Connections in use now go idle in the old pool and close after
+		// its IdleConnTimeout.
+		pool.transport.CloseIdleConnections()
+	}
+	transport := base.Clone()
+	transport.MaxIdleConnsPerHost, transport.MaxIdleConns = maxInFlight, maxInFlight
+	client := *a.Client
+	client.Transport = transport
+	pool = &endpointPool{maxInFlight: maxInFlight, transport: transport, client: &client}
+	if a.pools.byEndpoint == nil {
+		a.pools.byEndpoint = map[string]*endpointPool{}
+	}
+	a.pools.byEndpoint[endpoint.ID] = pool
+	return pool.client
+}
+
+// forget closes the idle connections of the endpoints that are not routed
+// any more, and drops their pools.
+func (a *Attempter) forget(routed func(id string) bool) {
+	a.pools.mu.Lock()
+	defer a.pools.mu.Unlock()
+	for id, pool := range a.pools.byEndpoint {
+		if !routed(id) {
+			pool.transport.CloseIdleConnections()
+			delete(a.pools.byEndpoint, id)
+		}
 	}
 }
 
@@ -72,28 +146,34 @@ func (a *Attempter) post(ctx context.Context, endpoint *routes.Route, event *sto
 	if err != nil {
 		return result{err: fmt.Errorf("building the request: %w", redact.Error(err))}
 	}
+	// Sized for every header the attempt sends, so that the map never grows.
+	header := make(http.Header, len(endpoint.Headers)+len(endpoint.SecretHeaders)+signatureHeaders+2)
 	for name, value := range endpoint.Headers {
-		request.Header.Set(name, value)
+		header.Set(name, value)
 	}
 	for name, value := range endpoint.SecretHeaders {
-		request.Header.Set(name, value)
+		header.Set(name, value)
 	}
-	request.Header.Set("Content-Type", "application/json")
-	request.Header.Set("User-Agent", UserAgent)
+	// What Set would store, with one backing array for both values.
+	fixed := []string{"application/json", UserAgent}
+	header["Content-Type"], header["User-Agent"] = fixed[0:1:1], fixed[1:2:2]
+	request.Header = header
 	err = a.Signer.Sign(request.Header, signing.Delivery{
 		EventID: event.ID, EventType: event.Type, EndpointID: endpoint.ID, Timestamp: now.Unix(), Body: body,
 	}, endpoint.Secrets(now), endpoint.SignatureScheme())
 	if err != nil {
 		return result{err: err}
 	}
-	response, err := a.Client.Do(request)
+	response, err := a.clientFor(endpoint).Do(request)
 	if err != nil {
 		// The error quotes the URL, and is stored, logged and shown in status.
 		return result{err: redact.Error(err)}
 	}
 	defer response.Body.Close()
-	snippet, err := io.ReadAll(io.LimitReader(response.Body, responseSnippet))
-	out := result{status: response.StatusCode, retryAfter: response.Header.Get("Retry-After"), response: string(snippet)}
+	snippet := snippets.Get().(*[responseSnippet]byte)
+	defer snippets.Put(snippet)
+	n, err := readSnippet(response.Body, snippet[:])
+	out := result{status: response.StatusCode, retryAfter: response.Header.Get("Retry-After"), response: string(snippet[:n])}
 	if err != nil && !endpoint.Succeeded(response.StatusCode) {
 		out.err = fmt.Errorf("reading the response: %w", err)
 	}
@@ -101,6 +181,30 @@ func (a *Attempter) post(ctx context.Context, endpoint *routes.Route, event *sto
 	_, _ = io.CopyN(io.Discard, response.Body, 64<<10)
 	return out
 }
+
+// readSnippet reads into snippet until it is full or the body ends, as
+// io.ReadAll of an io.LimitReader would: the end of the body is no error,
+// a truncated body (io.ErrUnexpectedEOF) is.
+func readSnippet(body io.Reader, snippet []byte) (int, error) {
+	n := 0
+	for n < len(snippet) {
+		read, err := body.Read(snippet[n:])
+		n += read
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// signatureHeaders is the most headers signing sets: three of each family.
+const signatureHeaders = 6
+
+// snippets are the buffers response snippets are read into.
+var snippets = sync.Pool{New: func() any { return new([responseSnippet]byte) }}
 
 // Body builds a delivery's body: the event envelope, or the endpoint's
 // transform of it.

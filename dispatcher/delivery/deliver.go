@@ -109,7 +109,11 @@ func (e *Engine) attempt(t task) *task {
 	}
 	now := e.Clock.Now()
 	var out result
-	if body, err := Body(endpoint, event); err != nil {
+	body, err := t.envelope, error(nil)
+	if body == nil || endpoint.Transform != nil {
+		body, err = Body(endpoint, event)
+	}
+	if err != nil {
 		out = result{err: err}
 	} else {
 		out = e.Attempt.do(ctx, endpoint, event, body, now)
@@ -169,7 +173,7 @@ func (e *Engine) attempt(t task) *task {
 		e.Log.Info("delivery failed", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID,
 			"attempts", delivery.Attempts, "error", record.Error, "status", record.StatusCode)
 	case store.Pending:
-		next = &task{delivery: delivery, event: event}
+		next = &task{delivery: delivery, event: event, envelope: t.envelope}
 	}
 	if health != nil {
 		e.Status.HealthChanged(endpoint, *health, change)

@@ -142,14 +142,14 @@ type Incoming struct {
 // deliveries: its id dedupes and the delivery log shows it.
 func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (store.Accepted, error) {
 	table := e.table.Load()
-	var envelope map[string]any
+	var eventMap map[string]any
 	matched := table.Match(namespace, in.Type, in.Sandbox, func() map[string]any {
-		if envelope == nil {
+		if eventMap == nil {
 			// Data is valid JSON (ingest checked it); a filter on an event
 			// that cannot be read does not match.
-			envelope, _ = EventMap(in.ID, in.Type, in.CreatedAt, in.Data, in.Sandbox)
+			eventMap, _ = EventMap(in.ID, in.Type, in.CreatedAt, in.Data, in.Sandbox)
 		}
-		return envelope
+		return eventMap
 	})
 	targets := make([]store.Target, len(matched))
 	for i, endpoint := range matched {
@@ -167,6 +167,8 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 	}
 	e.Metrics.Events.WithLabelValues("accepted").Inc()
 	var theirs []store.Delivery
+	// The default body, built once for all the event's deliveries.
+	var body []byte
 	for _, delivery := range accepted.Deliveries {
 		if delivery.State == store.Held {
 			e.Metrics.Held.Inc()
@@ -175,7 +177,10 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 			continue
 		}
 		if e.ledger.track(delivery) {
-			e.enqueue(task{delivery: delivery, event: &accepted.Event})
+			if body == nil {
+				body = envelope(&accepted.Event)
+			}
+			e.enqueue(task{delivery: delivery, event: &accepted.Event, envelope: body})
 		} else {
 			theirs = append(theirs, delivery)
 		}
@@ -209,6 +214,9 @@ func (e *Engine) deliverable(endpoint *routes.Route) bool {
 // deliverable.
 func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 	previous := e.table.Swap(table)
+	if e.Attempt != nil {
+		e.Attempt.forget(func(id string) bool { return table.Endpoint(id) != nil })
+	}
 	var release []string
 	for _, endpoint := range table.Endpoints() {
 		if !e.ledger.owns(endpoint.Namespace, endpoint.Name) {

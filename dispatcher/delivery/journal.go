@@ -116,8 +116,10 @@ func (j *Journal) Done(deliveryID string) {
 }
 
 func (j *Journal) append(deliveryID string, attempt int) error {
-	line := deliveryID + " " + strconv.Itoa(attempt) + "\n"
-	n, err := j.file.Write([]byte(line))
+	// Built on the stack for the usual id lengths.
+	var buffer [128]byte
+	line := strconv.AppendInt(append(append(buffer[:0], deliveryID...), ' '), int64(attempt), 10)
+	n, err := j.file.Write(append(line, '\n'))
 	j.size += int64(n)
 	if err != nil {
 		return fmt.Errorf("writing the in-flight journal: %w", err)

@@ -37,9 +37,7 @@ func (q *queue) setStrict(strict bool) []task {
 	switch {
 	case strict && !q.strict:
 		q.strict = true
-		ready := q.ready
-		q.ready = nil
-		for _, t := range ready {
+		for _, t := range q.ready.drain() {
 			q.insertInLine(t)
 		}
 		q.startLineWorker()

@@ -11,6 +11,9 @@ import (
 type task struct {
 	delivery store.Delivery
 	event    *store.Event
+	// envelope is the event's default body when already built, shared by
+	// the tasks of its deliveries and read only; nil builds it.
+	envelope []byte
 }
 
 // queue is one endpoint's line of ready deliveries. Workers start on demand,
@@ -21,7 +24,7 @@ type queue struct {
 	id     string
 
 	mu          sync.Mutex
-	ready       []task
+	ready       fifo
 	workers     int
 	maxInFlight int
 	// pacer holds attempts back after a 429 and to the rate limit.
@@ -62,7 +65,7 @@ func (q *queue) push(t task) {
 		q.pushInLine(t)
 		return
 	}
-	q.ready = append(q.ready, t)
+	q.ready.push(t)
 	q.engine.Metrics.QueueDepth.Inc()
 	if q.workers < q.maxInFlight {
 		q.workers++
@@ -85,14 +88,12 @@ func (q *queue) spawn(work func()) {
 func (q *queue) work() {
 	for {
 		q.mu.Lock()
-		if len(q.ready) == 0 || q.stopped {
+		if q.ready.len() == 0 || q.stopped {
 			q.workers--
 			q.mu.Unlock()
 			return
 		}
-		t := q.ready[0]
-		q.ready[0] = task{}
-		q.ready = q.ready[1:]
+		t := q.ready.pop()
 		q.mu.Unlock()
 		q.engine.Metrics.QueueDepth.Dec()
 		if !q.admit() {
@@ -127,6 +128,51 @@ func (q *queue) stop() {
 		close(q.stopping)
 	}
 	q.stopped = true
-	q.engine.Metrics.QueueDepth.Sub(float64(len(q.ready) + len(q.line)))
-	q.ready, q.line = nil, nil
+	q.engine.Metrics.QueueDepth.Sub(float64(q.ready.len() + len(q.line)))
+	q.ready, q.line = fifo{}, nil
+}
+
+// fifo is a first-in, first-out line of tasks that reuses its array, so
+// that a busy queue does not allocate for every few tasks: it starts over
+// at the front once empty, and moves its tasks to the front rather than
+// growing while at least half of the array is free.
+type fifo struct {
+	tasks []task
+	head  int
+}
+
+// keptCapacity is the largest array an empty fifo keeps, so that a burst
+// does not pin its memory.
+const keptCapacity = 1024
+
+func (f *fifo) len() int { return len(f.tasks) - f.head }
+
+func (f *fifo) push(t task) {
+	if len(f.tasks) == cap(f.tasks) && f.head >= len(f.tasks)/2 && f.head > 0 {
+		n := copy(f.tasks, f.tasks[f.head:])
+		clear(f.tasks[n:])
+		f.tasks, f.head = f.tasks[:n], 0
+	}
+	f.tasks = append(f.tasks, t)
+}
+
+// pop takes the first task; the fifo must not be empty.
+func (f *fifo) pop() task {
+	t := f.tasks[f.head]
+	f.tasks[f.head] = task{} // lets go of its event
+	f.head++
+	if f.head == len(f.tasks) {
+		f.tasks, f.head = f.tasks[:0], 0
+		if cap(f.tasks) > keptCapacity {
+			f.tasks = nil
+		}
+	}
+	return t
+}
+
+// drain empties the fifo and returns its tasks in order.
+func (f *fifo) drain() []task {
+	tasks := f.tasks[f.head:]
+	*f = fifo{}
+	return tasks
 }

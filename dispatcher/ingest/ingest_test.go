@@ -314,3 +314,31 @@ func TestUnstoredEventAsksForARetry(t *testing.T) {
 			response.Code, response.Header().Get("Retry-After"), response.Body)
 	}
 }
+
+// TestPublishAnswerMatchesJSON: the publish answer written without
+// reflection is byte for byte what writeJSON encodes, and ids it cannot
+// write plainly go through writeJSON.
+func TestPublishAnswerMatchesJSON(t *testing.T) {
+	for _, test := range []struct {
+		id         string
+		deliveries int
+		duplicate  bool
+	}{
+		{"evt_1", 0, false},
+		{"evt_1764064800000_a1b2c3d4e5f6", 4, false},
+		{"order:42.created-v2", 1, true},
+		{`quo"te<&>\`, 2, false},
+		{"ünï\x01", 3, true},
+	} {
+		recorder := httptest.NewRecorder()
+		writeJSON(recorder, http.StatusAccepted, dispatcherapi.PublishResponse{ID: test.id, Deliveries: test.deliveries, Duplicate: test.duplicate})
+		want := recorder.Body.String()
+		if plainJSONString(test.id) {
+			if got := string(appendResponse(nil, test.id, test.deliveries, test.duplicate)); got != want {
+				t.Errorf("appendResponse(%q) = %q, writeJSON wrote %q", test.id, got, want)
+			}
+		} else if strings.Contains(want, `"id":"`+test.id+`"`) {
+			t.Errorf("plainJSONString(%q) is false, yet writeJSON wrote it as is: %q", test.id, want)
+		}
+	}
+}

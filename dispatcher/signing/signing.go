@@ -6,12 +6,11 @@ package signing
 import (
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/hookrelay/hookrelay/internal/whsec"
 )
@@ -72,11 +71,22 @@ func CheckPrefix(prefix string, bothSchemes bool) error {
 
 // Sign sets the signature headers of scheme on h, one signature per secret
 // (several during a rotation grace period). Secrets are whole whsec_ strings.
+// It reuses each key's HMAC state and builds each header value in a pooled
+// buffer, so a delivery costs one allocation per header value.
 func (s Signer) Sign(h http.Header, d Delivery, secrets []string, scheme Scheme) error {
 	if !scheme.Prefixed && !scheme.StandardWebhooks {
 		return fmt.Errorf("signing: no signature scheme selected")
 	}
-	t := strconv.FormatInt(d.Timestamp, 10)
+	buffer := buffers.Get().(*[]byte)
+	defer buffers.Put(buffer)
+	var timestamp [20]byte
+	t := strconv.AppendInt(timestamp[:0], d.Timestamp, 10)
+	// The values share one backing array: one allocation instead of six.
+	values := make([]string, 0, 6)
+	set := func(name, value string) {
+		values = append(values, value)
+		h[name] = values[len(values)-1 : len(values) : len(values)]
+	}
 	if scheme.Prefixed {
 		prefix := scheme.Prefix
 		if prefix == "" {
@@ -85,30 +95,44 @@ func (s Signer) Sign(h http.Header, d Delivery, secrets []string, scheme Scheme)
 		if err := CheckPrefix(prefix, scheme.StandardWebhooks); err != nil {
 			return fmt.Errorf("signing: %w", err)
 		}
-		prefixed := make([]string, 0, len(secrets)+1)
-		prefixed = append(prefixed, "t="+t)
+		b := append(append((*buffer)[:0], "t="...), t...)
 		for _, secret := range secrets {
-			prefixed = append(prefixed, "v1="+hex.EncodeToString(PrefixedSignature(secret, t, d.Body)))
-		}
-		h.Set(prefix+"-Signature", strings.Join(prefixed, ","))
-		h.Set(prefix+"-Webhook-Id", d.EndpointID)
-		h.Set(prefix+"-Event-Type", d.EventType)
-	}
-	if scheme.StandardWebhooks {
-		standard := make([]string, 0, len(secrets))
-		for _, secret := range secrets {
-			signature, err := StandardSignature(secret, d.EventID, t, d.Body)
+			mac, err := macOf(prefixedFamily, secret)
 			if err != nil {
 				return err
 			}
-			standard = append(standard, "v1,"+base64.StdEncoding.EncodeToString(signature))
+			b = mac.appendSum(append(b, ",v1="...), prefixedFamily, "", t, d.Body)
 		}
-		h.Set("webhook-id", d.EventID)
-		h.Set("webhook-timestamp", t)
-		h.Set("webhook-signature", strings.Join(standard, " "))
+		*buffer = b
+		names := prefixedNames(prefix)
+		set(names.signature, string(b))
+		set(names.webhookID, d.EndpointID)
+		set(names.eventType, d.EventType)
+	}
+	if scheme.StandardWebhooks {
+		b := (*buffer)[:0]
+		for i, secret := range secrets {
+			mac, err := macOf(standardFamily, secret)
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				b = append(b, ' ')
+			}
+			b = mac.appendSum(append(b, "v1,"...), standardFamily, d.EventID, t, d.Body)
+		}
+		*buffer = b
+		// Set's canonical forms of webhook-id, webhook-timestamp and
+		// webhook-signature, without canonicalizing them each time.
+		set("Webhook-Id", d.EventID)
+		set("Webhook-Timestamp", string(t))
+		set("Webhook-Signature", string(b))
 	}
 	return nil
 }
+
+// buffers hold header values while they are built.
+var buffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // PrefixedSignature is HMAC-SHA256 of "<t>.<body>" keyed by the whole secret
 // string, as Palm documents.

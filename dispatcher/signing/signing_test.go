@@ -5,8 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,5 +115,61 @@ func TestSignSchemes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSignReusesStatesSafely: signatures made with the reused HMAC states,
+// one after another and at once from many goroutines, are those of a fresh
+// HMAC for each.
+func TestSignReusesStatesSafely(t *testing.T) {
+	secrets := []string{newSecret, oldSecret}
+	var wg sync.WaitGroup
+	for worker := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				d := Delivery{EventID: fmt.Sprintf("evt_%d_%d", worker, i), EventType: "user.created", EndpointID: "ns/e",
+					Timestamp: 1_764_064_800 + int64(i), Body: fmt.Appendf(nil, `{"n":%d}`, i)}
+				h := http.Header{}
+				if err := (Signer{Prefix: "Palm"}).Sign(h, d, secrets, BothSchemes); err != nil {
+					t.Error(err)
+					return
+				}
+				timestamp := strconv.FormatInt(d.Timestamp, 10)
+				prefixed, standard := "t="+timestamp, ""
+				for j, secret := range secrets {
+					prefixed += ",v1=" + hex.EncodeToString(PrefixedSignature(secret, timestamp, d.Body))
+					signature, err := StandardSignature(secret, d.EventID, timestamp, d.Body)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if j > 0 {
+						standard += " "
+					}
+					standard += "v1," + base64.StdEncoding.EncodeToString(signature)
+				}
+				if got := h.Get("Palm-Signature"); got != prefixed {
+					t.Errorf("Palm-Signature = %q, want %q", got, prefixed)
+				}
+				if got := h.Get("webhook-signature"); got != standard {
+					t.Errorf("webhook-signature = %q, want %q", got, standard)
+				}
+				if h.Get("webhook-timestamp") != timestamp || h.Get("webhook-id") != d.EventID {
+					t.Errorf("headers = %v", h)
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func BenchmarkSign(b *testing.B) {
+	d := Delivery{EventID: "evt_1", EventType: "user.created", EndpointID: "ns/e", Timestamp: 1_764_064_800,
+		Body: []byte(`{"id":"evt_1","object":"event","type":"user.created","created_at":"2025-01-06T10:30:00Z","data":{}}`)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := (Signer{Prefix: "Hookrelay"}).Sign(make(http.Header, 8), d, []string{newSecret}, BothSchemes); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

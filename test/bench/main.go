@@ -1,12 +1,14 @@
 // Command bench measures the dispatcher end to end for `make bench`: events
 // published to a running dispatcher (real store, fsync on) and delivered to
-// loopback receivers, with fan-out 1 and 4, next to a bare two-hop relay (a
+// loopback receivers, with fan-out 1 and 4 as fast as they are accepted and
+// with fan-out 1 paced at a fixed rate, next to a bare two-hop relay (a
 // plain Go server that forwards each POST to the receivers, with no store)
 // measured in the same run. With --store=postgres, dispatchers on a
 // PostgreSQL cluster of the bench's own (fsync and synchronous_commit on, as
 // bbolt syncs) run beside them: one replica on a database, and three
-// replicas on another, published to round-robin. It prints figures; it
-// asserts nothing.
+// replicas on another, published to round-robin. With --profile, it takes
+// CPU and allocation profiles of the dispatchers during each of their runs
+// and says where the time went. It prints figures; it asserts nothing.
 package main
 
 import (
@@ -17,13 +19,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,20 +51,40 @@ const (
 )
 
 func main() {
-	events := flag.Int("events", 5000, "Events to publish in each run.")
-	concurrency := flag.Int("concurrency", 32, "Concurrent publishers.")
-	dispatcherBinary := flag.String("dispatcher", "bin/dispatcher", "The dispatcher binary.")
+	var cfg config
+	flag.IntVar(&cfg.events, "events", 5000, "Events to publish in each unpaced run.")
+	flag.IntVar(&cfg.concurrency, "concurrency", 32, "Concurrent publishers.")
+	flag.IntVar(&cfg.pacedRate, "paced-rate", 1000, "Events a second of the paced run (fan-out 1).")
+	flag.IntVar(&cfg.pacedEvents, "paced-events", 5000, "Events to publish in the paced run.")
+	flag.StringVar(&cfg.dispatcherBinary, "dispatcher", "bin/dispatcher", "The dispatcher binary.")
 	store := flag.String("store", "bolt", "bolt measures the dispatcher on bbolt; postgres measures it on PostgreSQL as well, in the same run.")
+	flag.BoolVar(&cfg.profile, "profile", false, "Take CPU and allocation profiles of the dispatcher during each of its runs, and say where the time goes.")
+	flag.StringVar(&cfg.profileDir, "profile-dir", "", "Folder for the profiles (--profile); a new one under the temporary folder when empty.")
 	flag.Parse()
 	logf.SetLogger(logr.Discard())
 	if *store != "bolt" && *store != "postgres" {
 		fmt.Fprintf(os.Stderr, "bench: --store=%s: want bolt or postgres\n", *store)
 		os.Exit(2)
 	}
-	if err := run(*events, *concurrency, *dispatcherBinary, *store == "postgres"); err != nil {
+	cfg.withPostgres = *store == "postgres"
+	if cfg.events < 100 || cfg.pacedEvents < 100 || cfg.concurrency < 1 || cfg.pacedRate < 1 {
+		fmt.Fprintln(os.Stderr, "bench: --events and --paced-events must be at least 100, --concurrency and --paced-rate at least 1")
+		os.Exit(2)
+	}
+	if err := run(cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// config is what the flags ask for.
+type config struct {
+	events, concurrency    int
+	pacedRate, pacedEvents int
+	dispatcherBinary       string
+	withPostgres           bool
+	profile                bool
+	profileDir             string
 }
 
 // receivers are loopback HTTP servers that note when each event first
@@ -116,38 +142,62 @@ type result struct {
 	deliveriesPerSec   float64
 	p50, p99           time.Duration
 	events, deliveries int
+	elapsed            time.Duration
 }
 
-// measure publishes events to urls (a dispatcher's replicas, round-robin,
-// or the relay), fanOut deliveries each, and waits for all deliveries to
-// arrive.
-func measure(name string, urls []string, eventType string, events, fanOut, concurrency int, r *receivers) (result, error) {
-	r.reset(events * fanOut)
-	sent := make([]time.Time, events)
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
+// load is what one run publishes: events of eventType, each fanning out to
+// fanOut deliveries, by concurrency publishers; with a rate, paced at that
+// many events a second, else as fast as they are accepted.
+type load struct {
+	eventType   string
+	events      int
+	fanOut      int
+	concurrency int
+	rate        int
+}
+
+// progressEvery is how often a run says on stderr how far it got.
+const progressEvery = 2 * time.Second
+
+// measure publishes the load to urls (a dispatcher's replicas, round-robin,
+// or the relay) and waits for all deliveries to arrive. Latency is from
+// sending an event to its first delivery's arrival.
+func measure(name string, urls []string, l load, r *receivers) (result, error) {
+	r.reset(l.events * l.fanOut)
+	sent := make([]time.Time, l.events)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: l.concurrency}}
+	var published atomic.Int64
+	stopProgress := progress(name, l, &published, r)
+	defer stopProgress()
 	started := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range l.events {
+			if l.rate > 0 {
+				// Due times from the start, so a late send does not delay the rest.
+				time.Sleep(time.Until(started.Add(time.Duration(i) * time.Second / time.Duration(l.rate))))
+			}
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	var wg sync.WaitGroup
-	errs := make(chan error, concurrency)
-	for worker := range concurrency {
+	errs := make(chan error, l.concurrency)
+	for range l.concurrency {
 		wg.Go(func() {
-			for i := worker; i < events; i += concurrency {
-				id := fmt.Sprintf("evt_%s_%06d", name, i)
-				body := fmt.Sprintf(`{"id":%q,"type":%q,"data":{"n":%d,"user_id":"d1c9b98b-3190-479e-99db-04060ff3997f"}}`, id, eventType, i)
-				request, _ := http.NewRequest(http.MethodPost, urls[i%len(urls)], bytes.NewBufferString(body))
-				request.Header.Set("Content-Type", "application/json")
-				request.Header.Set("X-Event-Id", id)
-				sent[i] = time.Now()
-				response, err := client.Do(request)
-				if err != nil {
+			for i := range next {
+				if err := publish(client, name, urls[i%len(urls)], l.eventType, i, &sent[i]); err != nil {
 					errs <- err
+					cancel()
 					return
 				}
-				_, _ = io.Copy(io.Discard, response.Body)
-				response.Body.Close()
-				if response.StatusCode >= 300 {
-					errs <- fmt.Errorf("%s: publish answered %d", name, response.StatusCode)
-					return
-				}
+				published.Add(1)
 			}
 		})
 	}
@@ -164,17 +214,65 @@ func measure(name string, urls []string, eventType string, events, fanOut, concu
 	elapsed := time.Since(started)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	latencies := make([]time.Duration, 0, events)
-	for i := range events {
-		latencies = append(latencies, r.first[fmt.Sprintf("evt_%s_%06d", name, i)].Sub(sent[i]))
+	latencies := make([]time.Duration, 0, l.events)
+	for i := range l.events {
+		latencies = append(latencies, r.first[eventID(name, i)].Sub(sent[i]))
 	}
 	slices.Sort(latencies)
 	return result{
-		name: name, events: events, deliveries: events * fanOut,
-		eventsPerSecond:  float64(events) / elapsed.Seconds(),
-		deliveriesPerSec: float64(events*fanOut) / elapsed.Seconds(),
+		name: name, events: l.events, deliveries: l.events * l.fanOut, elapsed: elapsed,
+		eventsPerSecond:  float64(l.events) / elapsed.Seconds(),
+		deliveriesPerSec: float64(l.events*l.fanOut) / elapsed.Seconds(),
 		p50:              latencies[len(latencies)/2], p99: latencies[len(latencies)*99/100],
 	}, nil
+}
+
+func eventID(run string, i int) string { return fmt.Sprintf("evt_%s_%06d", run, i) }
+
+// publish posts event i of a run and notes when it was sent.
+func publish(client *http.Client, run, url, eventType string, i int, sent *time.Time) error {
+	id := eventID(run, i)
+	body := fmt.Sprintf(`{"id":%q,"type":%q,"data":{"n":%d,"user_id":"d1c9b98b-3190-479e-99db-04060ff3997f"}}`, id, eventType, i)
+	request, err := http.NewRequest(http.MethodPost, url, bytes.NewBufferString(body))
+	if err != nil {
+		return err
+	}
+	request.Header.Set("Content-Type", "application/json")
+	request.Header.Set("X-Event-Id", id)
+	*sent = time.Now()
+	response, err := client.Do(request)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, response.Body)
+	response.Body.Close()
+	if response.StatusCode >= 300 {
+		return fmt.Errorf("%s: publish answered %d", run, response.StatusCode)
+	}
+	return nil
+}
+
+// progress says on stderr, every progressEvery until stopped, how many
+// events of a run are published and how many deliveries arrived.
+func progress(name string, l load, published *atomic.Int64, r *receivers) (stop func()) {
+	done := make(chan struct{})
+	ticker := time.NewTicker(progressEvery)
+	go func() {
+		defer ticker.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ticker.C:
+				r.mu.Lock()
+				delivered := r.count
+				r.mu.Unlock()
+				fmt.Fprintf(os.Stderr, "bench: %s: %d/%d events published, %d/%d deliveries arrived\n",
+					name, published.Load(), l.events, delivered, l.events*l.fanOut)
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // relay is the baseline: accept the POST, forward it to each receiver, answer.
@@ -203,7 +301,7 @@ func relay(targets []string, fanOut int) *httptest.Server {
 	}))
 }
 
-func run(events, concurrency int, dispatcherBinary string, withPostgres bool) error {
+func run(cfg config) error {
 	env, err := testenv.Start()
 	if err != nil {
 		return err
@@ -256,16 +354,16 @@ func run(events, concurrency int, dispatcherBinary string, withPostgres bool) er
 		return err
 	}
 	defer os.RemoveAll(dataDir)
-	profiling := &profilingAddresses{next: 6060}
-	bolt, err := startDispatcher(dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, "bolt"), profiling.take(), r)
+	fmt.Fprintln(os.Stderr, "bench: starting the dispatcher")
+	bolt, err := startDispatcher(cfg.dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, "bolt"), r)
 	if err != nil {
 		return err
 	}
 	defer bolt.stop()
-	dispatchers := []dispatcher{{name: "hookrelay", publishURLs: []string{bolt.publishURL}}}
+	dispatchers := []dispatcher{{name: "hookrelay", publishURLs: []string{bolt.publishURL}, profiling: []string{bolt.profilingAddress}}}
 	stores := "store " + filepath.Join(dataDir, "bolt", "hookrelay.db") + " (fsync on)"
-	nameWidth := 22
-	if withPostgres {
+	nameWidth := len("hookrelay-paced-") + len(strconv.Itoa(cfg.pacedRate)) + 1
+	if cfg.withPostgres {
 		cluster, err := pgcluster.Start(pgcluster.Options{Durable: true})
 		if err != nil {
 			return fmt.Errorf("starting PostgreSQL: %w", err)
@@ -277,65 +375,130 @@ func run(events, concurrency int, dispatcherBinary string, withPostgres bool) er
 		}()
 		for _, replicas := range postgresReplicas {
 			name := fmt.Sprintf("hookrelay-postgres-%d", replicas)
-			urls, stop, err := startPostgresReplicas(dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, name), cluster, replicas, profiling, r)
+			d, stop, err := startPostgresReplicas(cfg.dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, name), cluster, replicas, r)
 			if err != nil {
 				return err
 			}
 			defer stop()
-			dispatchers = append(dispatchers, dispatcher{name: name, publishURLs: urls})
+			d.name = name
+			dispatchers = append(dispatchers, d)
 		}
 		stores += fmt.Sprintf(" and PostgreSQL in %s, a database for each replica count (fsync on, synchronous_commit on)", cluster.Dir())
-		nameWidth = len("hookrelay-postgres-3-fanout-1") + 1
+		nameWidth = max(nameWidth, len("hookrelay-postgres-3-paced-")+len(strconv.Itoa(cfg.pacedRate))+1)
+	}
+	var profiles *profiler
+	if cfg.profile {
+		if profiles, err = newProfiler(cfg.profileDir); err != nil {
+			return err
+		}
 	}
 
 	targets := make([]string, len(r.servers))
 	for i, s := range r.servers {
 		targets[i] = s.URL
 	}
-	fmt.Printf("hookrelay bench: %d events per run, %d concurrent publishers, %s\n\n", events, concurrency, stores)
+	fmt.Printf("hookrelay bench: %d events per run, %d concurrent publishers; paced: %d events at %d/s; %s\n\n",
+		cfg.events, cfg.concurrency, cfg.pacedEvents, cfg.pacedRate, stores)
 	fmt.Printf("%-*s %12s %14s %12s %12s\n", nameWidth, "run", "events/s", "deliveries/s", "p50", "p99")
-	// rows[fanOut] holds the relay's result, then each dispatcher's.
-	rows := map[int][]result{}
-	fanOuts := []int{1, 4}
-	for _, fanOut := range fanOuts {
-		eventType := map[int]string{1: "bench.one", 4: "bench.four"}[fanOut]
-		baseline := relay(targets, fanOut)
+	b := &bench{r: r, profiles: profiles, nameWidth: nameWidth}
+	// rows[kind] holds the relay's result, then each dispatcher's.
+	rows := map[string][]result{}
+	kinds := []struct {
+		kind string
+		load load
+	}{
+		{"fanout-1", load{eventType: "bench.one", events: cfg.events, fanOut: 1, concurrency: cfg.concurrency}},
+		{"fanout-4", load{eventType: "bench.four", events: cfg.events, fanOut: 4, concurrency: cfg.concurrency}},
+		{fmt.Sprintf("paced-%d", cfg.pacedRate), load{eventType: "bench.one", events: cfg.pacedEvents, fanOut: 1, concurrency: cfg.concurrency, rate: cfg.pacedRate}},
+	}
+	for _, k := range kinds {
+		baseline := relay(targets, k.load.fanOut)
 		measured := append([]dispatcher{{name: "relay", publishURLs: []string{baseline.URL}}}, dispatchers...)
-		// Warm all up, then measure each.
-		for _, d := range measured {
-			if _, err := measure(fmt.Sprintf("warm-%s-%d", d.name, fanOut), d.publishURLs, eventType, 200, fanOut, concurrency, r); err != nil {
-				baseline.Close()
-				return err
-			}
-		}
-		for _, d := range measured {
-			res, err := measure(fmt.Sprintf("%s-fanout-%d", d.name, fanOut), d.publishURLs, eventType, events, fanOut, concurrency, r)
-			if err != nil {
-				baseline.Close()
-				return err
-			}
-			fmt.Printf("%-*s %12.0f %14.0f %12s %12s\n", nameWidth, res.name, res.eventsPerSecond, res.deliveriesPerSec,
-				res.p50.Round(10*time.Microsecond), res.p99.Round(10*time.Microsecond))
-			rows[fanOut] = append(rows[fanOut], res)
-		}
+		results, err := b.runAll(measured, k.kind, k.load)
 		baseline.Close()
+		if err != nil {
+			return err
+		}
+		rows[k.kind] = results
 	}
 	fmt.Println()
-	for _, fanOut := range fanOuts {
-		relayResult, boltResult := rows[fanOut][0], rows[fanOut][1]
-		fmt.Printf("%s: %.0f%% of the relay's delivered events/s\n", boltResult.name, 100*boltResult.eventsPerSecond/relayResult.eventsPerSecond)
-		for _, res := range rows[fanOut][2:] {
-			fmt.Printf("%s: %.0f%% of bbolt's delivered events/s\n", res.name, 100*res.eventsPerSecond/boltResult.eventsPerSecond)
-		}
+	for i, d := range dispatchers {
+		fmt.Printf("%s / relay, fan-out 1 events/s:     %.2f (goal ≥ 0.60)\n", d.name,
+			rows["fanout-1"][i+1].eventsPerSecond/rows["fanout-1"][0].eventsPerSecond)
+		fmt.Printf("%s / relay, fan-out 4 deliveries/s: %.2f (goal ≥ 0.60)\n", d.name,
+			rows["fanout-4"][i+1].deliveriesPerSec/rows["fanout-4"][0].deliveriesPerSec)
+		fmt.Printf("%s paced at %d events/s: p99 publish→first attempt %s (goal ≤ 10ms)\n", d.name, cfg.pacedRate,
+			rows[kinds[2].kind][i+1].p99.Round(10*time.Microsecond))
+	}
+	if profiles != nil {
+		fmt.Printf("\nwhere the dispatcher's time goes (profiles in %s; read one with go tool pprof -http=: %s %s):\n",
+			profiles.dir, cfg.dispatcherBinary, filepath.Join(profiles.dir, "hookrelay-fanout-1.cpu.pb.gz"))
+		fmt.Print(b.summaries.String())
 	}
 	return nil
 }
 
+// bench runs the loads and collects the profiles' summaries.
+type bench struct {
+	r         *receivers
+	profiles  *profiler
+	nameWidth int
+	summaries strings.Builder
+}
+
+// runAll warms each of measured up, then measures each, and prints its row.
+func (b *bench) runAll(measured []dispatcher, kind string, l load) ([]result, error) {
+	warm := l
+	warm.events, warm.rate = 200, 0
+	for _, d := range measured {
+		fmt.Fprintf(os.Stderr, "bench: warming up %s-%s\n", d.name, kind)
+		if _, err := measure(fmt.Sprintf("warm-%s-%s", d.name, kind), d.publishURLs, warm, b.r); err != nil {
+			return nil, err
+		}
+	}
+	var results []result
+	for _, d := range measured {
+		name := d.name + "-" + kind
+		fmt.Fprintf(os.Stderr, "bench: measuring %s\n", name)
+		res, err := b.measure(name, d, l)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Printf("%-*s %12.0f %14.0f %12s %12s\n", b.nameWidth, res.name, res.eventsPerSecond, res.deliveriesPerSec,
+			res.p50.Round(10*time.Microsecond), res.p99.Round(10*time.Microsecond))
+		results = append(results, res)
+	}
+	return results, nil
+}
+
+// measure runs one load on d, under profiling when asked for and d has a
+// profiling listener.
+func (b *bench) measure(name string, d dispatcher, l load) (result, error) {
+	if b.profiles == nil || len(d.profiling) == 0 {
+		return measure(name, d.publishURLs, l, b.r)
+	}
+	capture, err := b.profiles.start(d.profiling)
+	if err != nil {
+		return result{}, fmt.Errorf("profiling %s: %w", name, err)
+	}
+	res, err := measure(name, d.publishURLs, l, b.r)
+	cpu, allocs, profileErr := capture.finish(name)
+	if err != nil {
+		return result{}, err
+	}
+	if profileErr != nil {
+		return result{}, fmt.Errorf("profiling %s: %w", name, profileErr)
+	}
+	printProfiles(&b.summaries, name, res.events, res.elapsed, cpu, allocs)
+	return res, nil
+}
+
 // dispatcher is what the bench measures, under a name: the publish URLs of
-// its replicas (or the relay's).
+// its replicas (or the relay's), and their pprof listeners.
 type dispatcher struct {
 	name        string
 	publishURLs []string
+	profiling   []string
 }
 
 // postgresReplicas are the replica counts measured on PostgreSQL.
@@ -343,15 +506,20 @@ var postgresReplicas = []int{1, 3}
 
 // dispatcherProcess is a running dispatcher binary.
 type dispatcherProcess struct {
-	publishURL string
-	stop       func()
+	publishURL       string
+	profilingAddress string
+	stop             func()
 }
 
 // startDispatcher runs the dispatcher binary with its state in dir (created
-// here), its pprof listener on profilingAddress, and storeArgs, and waits
-// until it routes the bench's events.
-func startDispatcher(binary, kubeconfig, dir, profilingAddress string, r *receivers, storeArgs ...string) (*dispatcherProcess, error) {
+// here), its pprof listener on a free loopback port, and storeArgs, and
+// waits until it routes the bench's events.
+func startDispatcher(binary, kubeconfig, dir string, r *receivers, storeArgs ...string) (*dispatcherProcess, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	profilingAddress, err := freeLoopbackAddress()
+	if err != nil {
 		return nil, err
 	}
 	// The dispatcher binds a free port itself and names it in addressFile.
@@ -384,22 +552,25 @@ func startDispatcher(binary, kubeconfig, dir, profilingAddress string, r *receiv
 		stop()
 		return nil, err
 	}
-	return &dispatcherProcess{publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", stop: stop}, nil
+	return &dispatcherProcess{publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", profilingAddress: profilingAddress, stop: stop}, nil
 }
 
-// profilingAddresses hands each dispatcher its own pprof port.
-type profilingAddresses struct{ next int }
-
-func (p *profilingAddresses) take() string {
-	p.next++
-	return fmt.Sprintf("127.0.0.1:%d", p.next-1)
+// freeLoopbackAddress is a loopback port free now, for a pprof listener:
+// the dispatcher does not say which port 0 picked for it, and fixed ports
+// would collide with other benches on the machine.
+func freeLoopbackAddress() (string, error) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	address := listener.Addr().String()
+	return address, listener.Close()
 }
 
 // startPostgresReplicas starts replicas dispatchers on a new database of
-// cluster, each with its own folder under dir, and returns their publish
-// URLs.
-func startPostgresReplicas(binary, kubeconfig, dir string, cluster *pgcluster.Cluster, replicas int, profiling *profilingAddresses,
-	r *receivers) (urls []string, stop func(), err error) {
+// cluster, each with its own folder under dir, and returns them as one
+// dispatcher (to be named by the caller).
+func startPostgresReplicas(binary, kubeconfig, dir string, cluster *pgcluster.Cluster, replicas int, r *receivers) (d dispatcher, stop func(), err error) {
 	var stops []func()
 	stop = func() {
 		for _, s := range stops {
@@ -418,19 +589,20 @@ func startPostgresReplicas(binary, kubeconfig, dir string, cluster *pgcluster.Cl
 		if err != nil {
 			break
 		}
-		var d *dispatcherProcess
-		d, err = startDispatcher(binary, kubeconfig, filepath.Join(dir, fmt.Sprintf("replica-%d", replica+1)), profiling.take(), r,
+		var process *dispatcherProcess
+		process, err = startDispatcher(binary, kubeconfig, filepath.Join(dir, fmt.Sprintf("replica-%d", replica+1)), r,
 			"--store=postgres", "--postgres-dsn-file="+dsnFile)
 		if err == nil {
-			urls = append(urls, d.publishURL)
-			stops = append(stops, d.stop)
+			d.publishURLs = append(d.publishURLs, process.publishURL)
+			d.profiling = append(d.profiling, process.profilingAddress)
+			stops = append(stops, process.stop)
 		}
 	}
 	if err != nil {
 		stop()
-		return nil, nil, err
+		return dispatcher{}, nil, err
 	}
-	return urls, stop, nil
+	return d, stop, nil
 }
 
 // waitRouted waits until the dispatcher fans a probe out to all four
