@@ -43,11 +43,9 @@ func (w statusWriter) readyCondition(existing []metav1.Condition, status metav1.
 // reason is a stalling one, Stalled=True with the same reason and message.
 // The controller owns Stalled: leaving it out of a later apply removes it.
 func (w statusWriter) troubleConditions(existing []metav1.Condition, trouble *terminalError, generation int64) []*metav1ac.ConditionApplyConfiguration {
-	conditions := []*metav1ac.ConditionApplyConfiguration{
-		w.readyCondition(existing, metav1.ConditionFalse, trouble.reason, trouble.message, generation),
-	}
+	ready := w.readyCondition(existing, metav1.ConditionFalse, trouble.reason, trouble.message, generation)
 	if !stalls(trouble.reason) {
-		return conditions
+		return []*metav1ac.ConditionApplyConfiguration{ready}
 	}
 	stalled := statusapply.SetConditions(existing, w.clock.Now(), metav1.Condition{
 		Type:               hookrelayv1alpha1.ConditionStalled,
@@ -56,7 +54,7 @@ func (w statusWriter) troubleConditions(existing []metav1.Condition, trouble *te
 		Message:            trouble.message,
 		ObservedGeneration: generation,
 	})
-	return append(conditions, statusapply.Conditions(stalled...)...)
+	return append([]*metav1ac.ConditionApplyConfiguration{ready}, statusapply.Conditions(stalled...)...)
 }
 
 // stalls says whether a Ready=False reason is a terminal spec error: one
