@@ -165,7 +165,8 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 			hookrelayv1alpha1.ReasonAutoDisabled, disabled.Message, generation))
 	case published && endpoint.Spec.Paused:
 		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPaused,
-			"route and signing keys are published; paused (spec.paused): matching events are held until spec.paused is false", generation))
+			fmt.Sprintf("route and signing keys are published; paused (spec.paused): matching events are held until spec.paused is false; "+
+				"list them with `kubectl hookrelay deliveries %s --state held`", endpoint.Name), generation))
 	case published:
 		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished,
 			"route and signing keys are published to the dispatcher", generation))
