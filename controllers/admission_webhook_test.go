@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 )
 
 // bombTransform is under 5,000 characters, yet each replace with an empty
@@ -21,8 +23,8 @@ func bombTransform() string {
 }
 
 // TestAdmissionWebhookRefusesCEL: kubectl apply of a transform or filter that
-// celenv refuses fails with a message naming the field; valid ones are
-// accepted.
+// celenv refuses, or of an action annotation that is not a time, fails with
+// a message naming the field; valid ones are accepted.
 func TestAdmissionWebhookRefusesCEL(t *testing.T) {
 	namespace := env.Namespace(t)
 	endpoint := func(name, transform string) string {
@@ -30,6 +32,9 @@ func TestAdmissionWebhookRefusesCEL(t *testing.T) {
 	}
 	subscription := func(name, filter string) string {
 		return fmt.Sprintf("apiVersion: hookrelay.dev/v1alpha1\nkind: WebhookSubscription\nmetadata:\n  name: %s\n  namespace: %s\nspec:\n  endpointRef: {name: palm}\n  eventTypes: [\"login.*\"]\n  filter: %q\n", name, namespace, filter)
+	}
+	annotated := func(name, annotation, value string) string {
+		return fmt.Sprintf("apiVersion: hookrelay.dev/v1alpha1\nkind: WebhookEndpoint\nmetadata:\n  name: %s\n  namespace: %s\n  annotations:\n    %s: %q\nspec:\n  url: https://receiver.example/hook\n", name, namespace, annotation, value)
 	}
 	apply := func(t *testing.T, manifest string, args ...string) (string, string, error) {
 		t.Helper()
@@ -47,6 +52,10 @@ func TestAdmissionWebhookRefusesCEL(t *testing.T) {
 			`spec.payload.transform: Invalid value: ERROR: <input>:1:`},
 		{"transform that is not an object", endpoint("not-an-object", `event.type + "!"`),
 			`spec.payload.transform: Invalid value: expression gives string, want map or list`},
+		{"rotate-secret that is not a time", annotated("rotate-now", hookrelayv1alpha1.AnnotationRotateSecret, "now"),
+			`metadata.annotations[hookrelay.dev/rotate-secret]: Invalid value: "now": must be an RFC 3339 time such as 2026-01-02T15:04:05Z`},
+		{"reenable-requested-at that is not a time", annotated("reenable-please", hookrelayv1alpha1.AnnotationReenableRequestedAt, "please"),
+			`metadata.annotations[hookrelay.dev/reenable-requested-at]: Invalid value: "please": must be an RFC 3339 time`},
 		{"filter that does not compile", subscription("syntax", `event.data.platform ==`),
 			`spec.filter: Invalid value: ERROR: <input>:1:`},
 		{"filter that is not a bool", subscription("not-a-bool", `1 + 1`),
@@ -67,6 +76,7 @@ func TestAdmissionWebhookRefusesCEL(t *testing.T) {
 	t.Run("valid ones are accepted", func(t *testing.T) {
 		for _, manifest := range []string{
 			endpoint("palm", `{"data": event.data, "webhook_url": endpoint.url}`),
+			annotated("rotate-at-a-time", hookrelayv1alpha1.AnnotationRotateSecret, "2026-01-02T15:04:05Z"),
 			subscription("uber-logins", `event.data.platform == "uber"`),
 		} {
 			stdout, stderr, err := apply(t, manifest)

@@ -80,6 +80,8 @@ type terminalError struct {
 	// recheck: the problem is a Secret the cache cannot show (missing, or
 	// not labelled), so no watch event announces its fix: look again later.
 	recheck bool
+	// unknown: not an error yet, only not known to work (Ready=Unknown).
+	unknown bool
 }
 
 func (e *terminalError) Error() string { return e.message }
@@ -144,17 +146,30 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	}
 
 	generation := endpoint.Generation
-	var ready *metav1ac.ConditionApplyConfiguration
+	var conditions []*metav1ac.ConditionApplyConfiguration
+	published := trouble == nil && r.publication.isPublished(req.NamespacedName,
+		publishedRoute{generation: generation, keysVersion: routes.KeysVersion(keys)})
+	disabled := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionDisabled)
 	switch {
 	case trouble != nil:
-		ready = r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionFalse, trouble.reason, trouble.message, generation)
+		conditions = r.status.troubleConditions(endpoint.Status.Conditions, trouble, generation)
 		if previous := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady); previous == nil ||
 			previous.Reason != trouble.reason || previous.Message != trouble.message {
 			r.reporter.warning(ctx, &endpoint, trouble.reason, "Validate", "%s", trouble.message)
 		}
-	case r.publication.isPublished(req.NamespacedName, publishedRoute{generation: generation, keysVersion: routes.KeysVersion(keys)}):
-		ready = r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished,
-			"route and signing keys are published to the dispatcher", generation)
+	case published && disabled != nil && disabled.Status == metav1.ConditionTrue:
+		// The dispatcher owns Disabled; Ready says it too, so that health
+		// checks that read only Ready (kstatus, Argo CD) see a disabled
+		// endpoint as not working.
+		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionFalse,
+			hookrelayv1alpha1.ReasonAutoDisabled, disabled.Message, generation))
+	case published && endpoint.Spec.Paused:
+		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPaused,
+			fmt.Sprintf("route and signing keys are published; paused (spec.paused): matching events are held until spec.paused is false; "+
+				"list them with `kubectl hookrelay deliveries %s --state held`", endpoint.Name), generation))
+	case published:
+		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished,
+			"route and signing keys are published to the dispatcher", generation))
 	case meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil &&
 		newerThan(endpoint.CreationTimestamp.Time, r.Clock.Now(), publishingGrace):
 		// A new endpoint is most often published within moments, and
@@ -165,16 +180,23 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		// Not fully handled until the route is out: keep the previous
 		// observedGeneration, so readers know the new spec is not live yet.
 		generation = endpoint.Status.ObservedGeneration
-		ready = r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionUnknown, hookrelayv1alpha1.ReasonPublishing,
-			"waiting for the route to be published to the dispatcher", generation)
+		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionUnknown, hookrelayv1alpha1.ReasonPublishing,
+			"waiting for the route to be published to the dispatcher", generation))
 	}
 
-	status := hookrelayv1alpha1ac.WebhookEndpointStatus().WithConditions(ready)
+	status := hookrelayv1alpha1ac.WebhookEndpointStatus().WithConditions(conditions...)
 	if generation != 0 {
 		status.WithObservedGeneration(generation)
 	}
 	if secret != nil {
 		status.WithSecretName(secret.Name)
+	}
+	// Every apply carries both: a field this owner leaves out is removed.
+	if rotated := lastRotation(&endpoint, secret); rotated != "" {
+		status.WithLastRotateSecret(rotated)
+	}
+	if reenable := r.reenableRequest(ctx, &endpoint); reenable != "" {
+		status.WithLastReenableRequestedAt(reenable)
 	}
 	if err := r.status.Apply(ctx, endpoint.UID, &endpoint,
 		hookrelayv1alpha1ac.WebhookEndpoint(endpoint.Name, endpoint.Namespace).WithStatus(status)); err != nil {
@@ -184,6 +206,42 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		requeueAfter = secretRecheckInterval
 	}
 	return ctrl.Result{RequeueAfter: requeueAfter}, nil
+}
+
+// reenableRequest is the re-enable request to pass on to the dispatcher
+// (through status.lastReenableRequestedAt, which the routes compiler
+// publishes): the annotation when it holds a later time than the one passed
+// on before, that one otherwise.
+func (r *EndpointReconciler) reenableRequest(ctx context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint) string {
+	last := endpoint.Status.LastReenableRequestedAt
+	value := endpoint.Annotations[hookrelayv1alpha1.AnnotationReenableRequestedAt]
+	if value == "" || value == last {
+		return last
+	}
+	_, later, err := hookrelayv1alpha1.ActionRequested(hookrelayv1alpha1.AnnotationReenableRequestedAt, value, last)
+	if err != nil {
+		r.reporter.warning(ctx, endpoint, hookrelayv1alpha1.ReasonReenableInvalid, "Reenable", "%v; the endpoint was not re-enabled", err)
+		return last
+	}
+	if !later {
+		return last
+	}
+	return value
+}
+
+// lastRotation is the rotate-secret value the generated Secret was last
+// rotated for (or created under): the Secret records it, in the same write
+// as the key, and the status shows it.
+func lastRotation(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Secret) string {
+	if endpoint.Spec.SecretRef != nil || secret == nil {
+		return ""
+	}
+	rotatedFor := secret.Annotations[annotationRotatedFor]
+	// A Secret created under a value that is not a time has no rotation to show.
+	if _, err := time.Parse(time.RFC3339, rotatedFor); err != nil {
+		return ""
+	}
+	return rotatedFor
 }
 
 // newerThan says whether created is less than age before now. A clock
@@ -334,8 +392,9 @@ func (r *EndpointReconciler) generateSecret(ctx context.Context, endpoint *hookr
 	return secret, nil
 }
 
-// rotate makes a new current key once per value of the rotate-secret
-// annotation; the old key becomes the previous one for the grace period.
+// rotate makes a new current key when the rotate-secret annotation holds a
+// later time than the one the Secret was last rotated for; the old key
+// becomes the previous one for the grace period.
 // Update carries the cached resourceVersion, so a stale cache cannot rotate
 // twice: the second Update conflicts.
 func (r *EndpointReconciler) rotate(ctx context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Secret) error {
@@ -343,10 +402,14 @@ func (r *EndpointReconciler) rotate(ctx context.Context, endpoint *hookrelayv1al
 	if requested == "" || requested == secret.Annotations[annotationRotatedFor] {
 		return nil
 	}
-	if _, err := time.Parse(time.RFC3339, requested); err != nil {
-		r.reporter.warning(ctx, endpoint, hookrelayv1alpha1.ReasonRotationInvalid, "Rotate",
-			"annotation %s=%q is not an RFC 3339 time such as 2026-01-02T15:04:05Z; the key was not rotated",
-			hookrelayv1alpha1.AnnotationRotateSecret, requested)
+	_, later, err := hookrelayv1alpha1.ActionRequested(hookrelayv1alpha1.AnnotationRotateSecret, requested, secret.Annotations[annotationRotatedFor])
+	if err != nil {
+		r.reporter.warning(ctx, endpoint, hookrelayv1alpha1.ReasonRotationInvalid, "Rotate", "%v; the key was not rotated", err)
+		return nil
+	}
+	if !later {
+		// An older time, such as Git's value applied again after a
+		// rotation from the command line: already done.
 		return nil
 	}
 	value, err := whsec.New()
@@ -398,9 +461,11 @@ func (r *EndpointReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("webhookendpoint").
-		// Spec changes and annotations (rotation); not status writes.
+		// Spec changes, annotations (rotation, re-enable) and the
+		// dispatcher's Disabled condition; not other status writes.
 		For(&hookrelayv1alpha1.WebhookEndpoint{}, builder.WithPredicates(
-			predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}), r.status.forgetDeleted())).
+			predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
+				conditionChanged(hookrelayv1alpha1.ConditionDisabled)), r.status.forgetDeleted())).
 		Owns(&corev1.Secret{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.endpointsUsingSecret)).
 		WatchesRawSource(source.Channel(r.publication.changes, &handler.TypedEnqueueRequestForObject[*hookrelayv1alpha1.WebhookEndpoint]{})).

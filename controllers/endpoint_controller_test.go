@@ -105,6 +105,19 @@ func TestRotationKeepsPreviousKeyForTheGracePeriod(t *testing.T) {
 	annotate(t, endpoint, "test.hookrelay.dev/poke", "3")
 	g.Consistently(func(g Gomega) string { return string(signingSecret(g, endpoint).Data[SecretKey]) }).
 		WithTimeout(time.Second).Should(Equal(rotated))
+
+	// Nor does an older time (Git's value applied again after a rotation
+	// from the command line); the status shows the time acted on.
+	annotate(t, endpoint, hookrelayv1alpha1.AnnotationRotateSecret, "2026-11-24T10:00:00Z")
+	g.Consistently(func(g Gomega) string { return string(signingSecret(g, endpoint).Data[SecretKey]) }).
+		WithTimeout(time.Second).Should(Equal(rotated))
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(endpoint), endpoint)).To(Succeed())
+	g.Expect(endpoint.Status.LastRotateSecret).To(Equal("2026-11-25T10:00:00Z"))
+
+	// A later time rotates again.
+	annotate(t, endpoint, hookrelayv1alpha1.AnnotationRotateSecret, "2026-11-26T10:00:00Z")
+	g.Eventually(func(g Gomega) string { return string(signingSecret(g, endpoint).Data[SecretKey]) }).
+		WithTimeout(20 * time.Second).ShouldNot(Equal(rotated))
 }
 
 func TestBringYourOwnSecret(t *testing.T) {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -248,7 +249,7 @@ func compileRoute(endpoint *hookrelayv1alpha1.WebhookEndpoint, keys []routes.Key
 		IgnoreRetryAfter:   !spec.EffectiveHonorRetryAfter(),
 		MaxInFlight:        spec.EffectiveMaxInFlight(),
 		Headers:            literalHeaders(spec.Headers),
-		ReenableToken:      endpoint.Annotations[hookrelayv1alpha1.AnnotationReenableRequestedAt],
+		ReenableToken:      endpoint.Status.LastReenableRequestedAt,
 		KeysVersion:        routes.KeysVersion(keys),
 	}
 	if spec.EffectiveOrdering() == hookrelayv1alpha1.OrderingStrict {
@@ -385,7 +386,13 @@ func (r *RoutesReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	compile := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: "routes"}}}
 	})
-	specOrAnnotations := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))
+	// The re-enable request reaches the route through the status, once the
+	// endpoint controller accepted it as later than the previous one.
+	specOrAnnotations := builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
+		predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectOld.(*hookrelayv1alpha1.WebhookEndpoint).Status.LastReenableRequestedAt !=
+				e.ObjectNew.(*hookrelayv1alpha1.WebhookEndpoint).Status.LastReenableRequestedAt
+		}}))
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("routes").
 		// Not on status writes: the dispatcher writes endpoint status often.

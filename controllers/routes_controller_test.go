@@ -55,9 +55,15 @@ func TestRoutesFollowEndpointsAndSubscriptions(t *testing.T) {
 	}).WithTimeout(20 * time.Second).Should(Succeed())
 
 	// Update: the subscription's event types.
-	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(subscription), subscription)).To(Succeed())
-	subscription.Spec.EventTypes = []string{"login.success", "login.error"}
-	g.Expect(env.Client.Update(ctx, subscription)).To(Succeed())
+	// Retried on a conflict: the controller writes the status meanwhile
+	// (Ready once the endpoint is).
+	g.Eventually(func() error {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(subscription), subscription); err != nil {
+			return err
+		}
+		subscription.Spec.EventTypes = []string{"login.success", "login.error"}
+		return env.Client.Update(ctx, subscription)
+	}).WithTimeout(10 * time.Second).Should(Succeed())
 	g.Eventually(func(g Gomega) []string {
 		r := route(g)
 		g.Expect(r.Subscriptions).To(HaveLen(1))
@@ -74,7 +80,19 @@ func TestRoutesFollowEndpointsAndSubscriptions(t *testing.T) {
 		g.Expect(r.Paused).To(BeTrue())
 		g.Expect(r.ReenableToken).To(Equal("2026-11-25T10:00:00Z"))
 	}).WithTimeout(20 * time.Second).Should(Succeed())
+	eventuallyReady(t, endpoint, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPaused)
+
+	// An older re-enable time (Git's, applied again) is not passed on: once
+	// a later spec is published, the token is still the later time.
+	annotate(t, endpoint, hookrelayv1alpha1.AnnotationReenableRequestedAt, "2026-11-24T10:00:00Z")
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(endpoint), endpoint)).To(Succeed())
+	endpoint.Spec.Paused = false
+	g.Expect(env.Client.Update(ctx, endpoint)).To(Succeed())
+	g.Eventually(func(g Gomega) bool { return route(g).Paused }).WithTimeout(20 * time.Second).Should(BeFalse())
+	g.Expect(route(g).ReenableToken).To(Equal("2026-11-25T10:00:00Z"))
 	eventuallyReady(t, endpoint, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(endpoint), endpoint)).To(Succeed())
+	g.Expect(endpoint.Status.LastReenableRequestedAt).To(Equal("2026-11-25T10:00:00Z"))
 
 	// Delete the subscription, then the endpoint.
 	g.Expect(env.Client.Delete(ctx, subscription)).To(Succeed())

@@ -1,9 +1,11 @@
 package controllers
 
 import (
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
@@ -35,6 +37,66 @@ func (w statusWriter) readyCondition(existing []metav1.Condition, status metav1.
 		ObservedGeneration: generation,
 	})
 	return statusapply.Conditions(ready...)[0]
+}
+
+// troubleConditions builds Ready=False for a terminalError and, when its
+// reason is a stalling one, Stalled=True with the same reason and message.
+// The controller owns Stalled: leaving it out of a later apply removes it.
+func (w statusWriter) troubleConditions(existing []metav1.Condition, trouble *terminalError, generation int64) []*metav1ac.ConditionApplyConfiguration {
+	ready := w.readyCondition(existing, metav1.ConditionFalse, trouble.reason, trouble.message, generation)
+	if !stalls(trouble.reason) {
+		return []*metav1ac.ConditionApplyConfiguration{ready}
+	}
+	stalled := statusapply.SetConditions(existing, w.clock.Now(), metav1.Condition{
+		Type:               hookrelayv1alpha1.ConditionStalled,
+		Status:             metav1.ConditionTrue,
+		Reason:             trouble.reason,
+		Message:            trouble.message,
+		ObservedGeneration: generation,
+	})
+	return append([]*metav1ac.ConditionApplyConfiguration{ready}, statusapply.Conditions(stalled...)...)
+}
+
+// stalls says whether a Ready=False reason is a terminal spec error: one
+// that no retry fixes, only a change to the spec or to a Secret it names.
+// kstatus reads Stalled=True as Failed. A missing endpoint is not one: a
+// subscription applied before its endpoint waits for it.
+func stalls(reason string) bool {
+	switch reason {
+	case hookrelayv1alpha1.ReasonInsecureURL, hookrelayv1alpha1.ReasonTransformInvalid, hookrelayv1alpha1.ReasonFilterInvalid,
+		hookrelayv1alpha1.ReasonSecretInvalid, hookrelayv1alpha1.ReasonRouteTooLarge:
+		return true
+	}
+	return false
+}
+
+// conditionChanged is a predicate that lets through updates that change the
+// status, reason or message of a condition of the given type, as well as
+// creations and deletions: the conditions another writer owns (the
+// dispatcher's Disabled, an endpoint's Ready for its subscriptions) that
+// this controller derives from.
+func conditionChanged(conditionType string) predicate.Funcs {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return !sameCondition(conditionsOf(e.ObjectOld), conditionsOf(e.ObjectNew), conditionType)
+	}}
+}
+
+func conditionsOf(obj client.Object) []metav1.Condition {
+	switch o := obj.(type) {
+	case *hookrelayv1alpha1.WebhookEndpoint:
+		return o.Status.Conditions
+	case *hookrelayv1alpha1.WebhookSubscription:
+		return o.Status.Conditions
+	}
+	return nil
+}
+
+func sameCondition(a, b []metav1.Condition, conditionType string) bool {
+	x, y := meta.FindStatusCondition(a, conditionType), meta.FindStatusCondition(b, conditionType)
+	if x == nil || y == nil {
+		return x == y
+	}
+	return x.Status == y.Status && x.Reason == y.Reason && x.Message == y.Message
 }
 
 // forgetDeleted is a predicate that drops what was remembered of an object

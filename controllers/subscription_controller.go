@@ -27,7 +27,7 @@ import (
 const endpointRefIndex = "spec.endpointRef.name"
 
 // SubscriptionReconciler reports whether a WebhookSubscription's endpoint
-// exists and its filter compiles.
+// exists and is Ready, and its filter compiles.
 type SubscriptionReconciler struct {
 	client.Client
 
@@ -55,26 +55,58 @@ func (r *SubscriptionReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	}
 	endpointExists := err == nil && endpoint.DeletionTimestamp.IsZero()
 
-	if !endpointExists && meta.FindStatusCondition(subscription.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil &&
+	trouble := asTerminal(checkSubscription(&subscription, endpointExists))
+	if trouble == nil {
+		trouble = endpointNotReady(&endpoint)
+	}
+	waiting := !endpointExists || (trouble != nil && trouble.unknown)
+	if waiting && meta.FindStatusCondition(subscription.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil &&
 		newerThan(subscription.CreationTimestamp.Time, r.status.clock.Now(), publishingGrace) {
 		// Applied with its endpoint, it most often comes a moment before
-		// it: the endpoint's creation wakes this controller, and one status
-		// write (Ready) does instead of two and a Warning.
+		// it, or before the endpoint is Ready: the endpoint's creation and
+		// its Ready wake this controller, and one status write (Ready)
+		// does instead of two and a Warning.
 		return ctrl.Result{RequeueAfter: publishingGrace - r.status.clock.Now().Sub(subscription.CreationTimestamp.Time)}, nil
 	}
-	var ready *metav1ac.ConditionApplyConfiguration
-	if trouble := asTerminal(checkSubscription(&subscription, endpointExists)); trouble != nil {
-		ready = r.status.readyCondition(subscription.Status.Conditions, metav1.ConditionFalse, trouble.reason, trouble.message, subscription.Generation)
+	var conditions []*metav1ac.ConditionApplyConfiguration
+	switch {
+	case trouble != nil && trouble.unknown:
+		conditions = append(conditions, r.status.readyCondition(subscription.Status.Conditions, metav1.ConditionUnknown,
+			trouble.reason, trouble.message, subscription.Generation))
+	case trouble != nil:
+		conditions = r.status.troubleConditions(subscription.Status.Conditions, trouble, subscription.Generation)
 		if previous := meta.FindStatusCondition(subscription.Status.Conditions, hookrelayv1alpha1.ConditionReady); previous == nil || previous.Message != trouble.message {
 			r.reporter.warning(ctx, &subscription, trouble.reason, "Validate", "%s", trouble.message)
 		}
-	} else {
-		ready = r.status.readyCondition(subscription.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonResolved,
-			fmt.Sprintf("delivering to endpoint %q", endpoint.Name), subscription.Generation)
+	default:
+		conditions = append(conditions, r.status.readyCondition(subscription.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonResolved,
+			fmt.Sprintf("delivering to endpoint %q", endpoint.Name), subscription.Generation))
 	}
 	return ctrl.Result{}, r.status.Apply(ctx, subscription.UID, &subscription,
 		hookrelayv1alpha1ac.WebhookSubscription(subscription.Name, subscription.Namespace).WithStatus(
-			hookrelayv1alpha1ac.WebhookSubscriptionStatus().WithConditions(ready).WithObservedGeneration(subscription.Generation)))
+			hookrelayv1alpha1ac.WebhookSubscriptionStatus().WithConditions(conditions...).WithObservedGeneration(subscription.Generation)))
+}
+
+// endpointNotReady says why a subscription whose endpoint exists cannot
+// deliver yet: the endpoint's Ready is False (a terminalError) or not known
+// yet (one marked unknown); nil when it is True. A subscription is only as
+// healthy as its endpoint, so that a health check of the subscription alone
+// (kstatus, Argo CD) does not call it healthy while nothing is delivered.
+func endpointNotReady(endpoint *hookrelayv1alpha1.WebhookEndpoint) *terminalError {
+	ready := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady)
+	switch {
+	case ready == nil:
+		return &terminalError{reason: hookrelayv1alpha1.ReasonEndpointNotReady, unknown: true,
+			message: fmt.Sprintf("endpoint %q has no Ready condition yet", endpoint.Name)}
+	case ready.Status == metav1.ConditionTrue:
+		return nil
+	case ready.Status == metav1.ConditionFalse:
+		return &terminalError{reason: hookrelayv1alpha1.ReasonEndpointNotReady,
+			message: fmt.Sprintf("endpoint %q is not Ready (%s): %s", endpoint.Name, ready.Reason, ready.Message)}
+	default:
+		return &terminalError{reason: hookrelayv1alpha1.ReasonEndpointNotReady, unknown: true,
+			message: fmt.Sprintf("endpoint %q is not Ready yet (%s): %s", endpoint.Name, ready.Reason, ready.Message)}
+	}
 }
 
 // checkSubscription finds what admission cannot check in a subscription, as
@@ -105,12 +137,13 @@ func (r *SubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("webhooksubscription").
 		For(&hookrelayv1alpha1.WebhookSubscription{}, builder.WithPredicates(predicate.GenerationChangedPredicate{}, r.status.forgetDeleted())).
 		Watches(&hookrelayv1alpha1.WebhookEndpoint{}, handler.EnqueueRequestsFromMapFunc(r.subscriptionsOfEndpoint),
-			builder.WithPredicates(predicate.Funcs{
-				// Only an endpoint's appearance or removal changes a subscription.
+			builder.WithPredicates(predicate.Or[client.Object](predicate.Funcs{
+				// An endpoint's appearance, removal or Ready condition
+				// changes a subscription.
 				UpdateFunc: func(e event.UpdateEvent) bool {
 					return e.ObjectOld.GetDeletionTimestamp().IsZero() != e.ObjectNew.GetDeletionTimestamp().IsZero()
 				},
-			})).
+			}, conditionChanged(hookrelayv1alpha1.ConditionReady)))).
 		Complete(r)
 }
 

@@ -1,5 +1,10 @@
 package v1alpha1
 
+import (
+	"fmt"
+	"time"
+)
+
 // Condition types. Ready is owned by the controller (field owner
 // hookrelay-controller); Disabled and Delivering by the dispatcher (field
 // owner hookrelay-dispatcher). Both write with Server-Side Apply, so neither
@@ -17,6 +22,13 @@ const (
 	// ConditionDelivering is True while the endpoint's most recent deliveries
 	// succeed. Set by the dispatcher.
 	ConditionDelivering = "Delivering"
+
+	// ConditionStalled is True, with the reason of Ready=False, when the spec
+	// (or a Secret it names) is invalid in a way retrying cannot fix; it is
+	// removed once the spec is fixed. kstatus (Flux, `kubectl wait`) reads it
+	// as Failed, so a rollout fails at once instead of waiting out its
+	// timeout. Set by the controller.
+	ConditionStalled = "Stalled"
 )
 
 // Reasons: of the conditions above, of Kubernetes Events and of delivery
@@ -26,12 +38,18 @@ const (
 // generate), so write them for the user, in Markdown.
 
 // Reasons of an endpoint's Ready condition. Those of False are also the
-// reasons of a Warning event on the endpoint when the condition changes.
+// reasons of a Warning event on the endpoint when the condition changes;
+// all of them but AutoDisabled also set Stalled=True with the same reason.
 const (
 	// ReasonPublished (Ready=True on an endpoint): the route and signing keys
 	// are live in the dispatcher configuration.
 	// Do: nothing.
 	ReasonPublished = "Published"
+
+	// ReasonPaused (Ready=True on an endpoint): the route is published and
+	// `spec.paused` is true: matching events are held, not delivered.
+	// Do: set `spec.paused` to false to send the held deliveries.
+	ReasonPaused = "Paused"
 
 	// ReasonPublishing (Ready=Unknown on an endpoint): the endpoint is valid
 	// and its route is being written to the dispatcher configuration.
@@ -76,7 +94,7 @@ const (
 // reasons of a Warning event on the subscription when the condition changes.
 const (
 	// ReasonResolved (Ready=True on a subscription): its endpoint exists and
-	// its filter compiles.
+	// is Ready, and its filter compiles.
 	// Do: nothing.
 	ReasonResolved = "Resolved"
 
@@ -87,6 +105,13 @@ const (
 	// subscription turns Ready when the endpoint appears.
 	ReasonEndpointNotFound = "EndpointNotFound"
 
+	// ReasonEndpointNotReady (Ready=False or Unknown on a subscription;
+	// Warning event when False): its endpoint exists but is not Ready; the
+	// message has the endpoint's reason and message.
+	// Do: fix the endpoint (`kubectl describe whep NAME`); the subscription
+	// turns Ready with it.
+	ReasonEndpointNotReady = "EndpointNotReady"
+
 	// ReasonFilterInvalid (Ready=False on a subscription; Warning event):
 	// `spec.filter` does not compile to a boolean CEL expression over event,
 	// or its estimated cost is over the budget.
@@ -96,23 +121,26 @@ const (
 )
 
 // Reasons of an endpoint's Disabled condition, set by the dispatcher, and of
-// the events it records when the condition changes.
+// the events it records when the condition changes. AutoDisabled is also
+// the reason of the endpoint's Ready=False while it is disabled (set by the
+// controller from the Disabled condition).
 const (
 	// ReasonEnabled (Disabled=False): the endpoint receives deliveries.
 	// Do: nothing.
 	ReasonEnabled = "Enabled"
 
-	// ReasonAutoDisabled (Disabled=True; Warning event): the endpoint failed
-	// `spec.autoDisable.afterConsecutiveFailures` deliveries in a row, or
-	// answered `410 Gone` with `spec.autoDisable.onGone` true; new events
-	// are held.
+	// ReasonAutoDisabled (Disabled=True and Ready=False; Warning event): the
+	// endpoint failed `spec.autoDisable.afterConsecutiveFailures` deliveries
+	// in a row, or answered `410 Gone` with `spec.autoDisable.onGone` true;
+	// new events are held.
 	// Do: fix the receiver, then set the annotation
-	// `hookrelay.dev/reenable-requested-at` to a new value.
+	// `hookrelay.dev/reenable-requested-at` to the time now
+	// (`kubectl hookrelay reenable NAME`).
 	ReasonAutoDisabled = "AutoDisabled"
 
 	// ReasonReenabled (Disabled=False; Normal event): the
-	// `hookrelay.dev/reenable-requested-at` annotation changed; held
-	// deliveries are released oldest first.
+	// `hookrelay.dev/reenable-requested-at` annotation took a time later
+	// than the one last acted on; held deliveries are released oldest first.
 	// Do: nothing.
 	ReasonReenabled = "Reenabled"
 )
@@ -144,7 +172,8 @@ const (
 	ReasonSecretGenerated = "SecretGenerated"
 
 	// ReasonSecretRotated (Normal event): the `hookrelay.dev/rotate-secret`
-	// annotation took a new value and the controller made a new signing key;
+	// annotation took a time later than the one last acted on
+	// (`status.lastRotateSecret`) and the controller made a new signing key;
 	// the previous key keeps signing for the rotation grace period.
 	// Do: give the new key to the receiver before the grace period ends.
 	ReasonSecretRotated = "SecretRotated"
@@ -158,6 +187,12 @@ const (
 	// annotation is not an RFC 3339 time; the key was not rotated.
 	// Do: set the annotation to a time such as `2026-01-02T15:04:05Z`.
 	ReasonRotationInvalid = "RotationInvalid"
+
+	// ReasonReenableInvalid (Warning event): the
+	// `hookrelay.dev/reenable-requested-at` annotation is not an RFC 3339
+	// time; the endpoint was not re-enabled.
+	// Do: set the annotation to a time such as `2026-01-02T15:04:05Z`.
+	ReasonReenableInvalid = "ReenableInvalid"
 
 	// ReasonRotationNotSupported (Warning event): the
 	// `hookrelay.dev/rotate-secret` annotation is set on an endpoint with
@@ -180,17 +215,39 @@ const (
 	ReasonPoisoned = "Poisoned"
 )
 
-// Annotations users set on a WebhookEndpoint.
+// Annotations users set on a WebhookEndpoint to request an action. Each
+// holds an RFC 3339 time and acts only when that time is later than the one
+// last acted on (recorded in the endpoint's status), so that a GitOps tool
+// re-applying an older or the same value from Git does nothing. Admission
+// refuses a value that is not an RFC 3339 time.
 const (
-	// AnnotationRotateSecret, set to an RFC 3339 time, makes the controller
-	// generate a new signing key once per distinct value. The previous key
-	// keeps signing for the rotation grace period.
+	// AnnotationRotateSecret makes the controller generate a new signing
+	// key; the previous key keeps signing for the rotation grace period.
+	// The time acted on is status.lastRotateSecret.
 	AnnotationRotateSecret = "hookrelay.dev/rotate-secret"
 
-	// AnnotationReenableRequestedAt, set to any new value (conventionally an
-	// RFC 3339 time), re-enables an auto-disabled endpoint.
+	// AnnotationReenableRequestedAt re-enables an auto-disabled endpoint and
+	// starts its failure count over. The time acted on is
+	// status.lastReenableRequestedAt.
 	AnnotationReenableRequestedAt = "hookrelay.dev/reenable-requested-at"
 )
+
+// ActionRequested reads an action annotation's value: its time, and
+// whether it asks for the action given the value last acted on (empty when
+// none). A value that is not an RFC 3339 time is an error naming the
+// annotation. A last value that is not a time (written before times were
+// required) is older than any time.
+func ActionRequested(annotation, value, last string) (time.Time, bool, error) {
+	requested, err := time.Parse(time.RFC3339, value)
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("annotation %s=%q is not an RFC 3339 time such as 2026-01-02T15:04:05Z", annotation, value)
+	}
+	previous, err := time.Parse(time.RFC3339, last)
+	if err != nil {
+		return requested, true, nil
+	}
+	return requested, requested.After(previous), nil
+}
 
 // LabelEndpointSecret, set to "true" on a Secret, lets WebhookEndpoints in
 // its namespace read it: as a bring-your-own signing secret

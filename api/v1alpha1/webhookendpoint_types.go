@@ -351,7 +351,8 @@ type PayloadSpec struct {
 // observedGeneration and secretName are written by the controller; the
 // delivery fields and the Disabled and Delivering conditions by the dispatcher.
 type WebhookEndpointStatus struct {
-	// conditions: Ready (controller), Disabled and Delivering (dispatcher).
+	// conditions: Ready and Stalled (controller), Disabled and Delivering
+	// (dispatcher).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -386,6 +387,21 @@ type WebhookEndpointStatus struct {
 	// disabledAt is when the dispatcher disabled the endpoint.
 	// +optional
 	DisabledAt *metav1.Time `json:"disabledAt,omitempty"`
+
+	// lastRotateSecret is the value of the hookrelay.dev/rotate-secret
+	// annotation (an RFC 3339 time) of the last rotation: only a later time
+	// rotates the key again. Written by the controller.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	LastRotateSecret string `json:"lastRotateSecret,omitempty"`
+
+	// lastReenableRequestedAt is the value of the
+	// hookrelay.dev/reenable-requested-at annotation (an RFC 3339 time) last
+	// passed on to the dispatcher: only a later time re-enables the endpoint
+	// again. Written by the controller.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	LastReenableRequestedAt string `json:"lastReenableRequestedAt,omitempty"`
 }
 
 // WebhookEndpoint is a receiver of webhooks: its URL, signing secret and
@@ -395,13 +411,14 @@ type WebhookEndpointStatus struct {
 // +kubebuilder:resource:shortName=whep,categories=hookrelay
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Disabled",type=string,JSONPath=`.status.conditions[?(@.type=="Disabled")].status`
 // +kubebuilder:printcolumn:name="Failures",type=integer,JSONPath=`.status.consecutiveFailures`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Sandbox",type=boolean,JSONPath=`.spec.sandbox`,priority=1
 // +kubebuilder:printcolumn:name="Paused",type=boolean,JSONPath=`.spec.paused`,priority=1
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 type WebhookEndpoint struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

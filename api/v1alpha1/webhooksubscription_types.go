@@ -42,7 +42,8 @@ type EndpointReference struct {
 
 // WebhookSubscriptionStatus is the observed state of a subscription.
 type WebhookSubscriptionStatus struct {
-	// conditions: Ready is True when the endpoint exists and the filter compiles.
+	// conditions: Ready is True when the endpoint exists and is Ready and the
+	// filter compiles; Stalled is True while the filter does not compile.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -61,9 +62,10 @@ type WebhookSubscriptionStatus struct {
 // +kubebuilder:resource:shortName=whsub,categories=hookrelay
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.spec.endpointRef.name`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Events",type=string,JSONPath=`.spec.eventTypes`,priority=1
-// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 type WebhookSubscription struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -231,9 +231,11 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 				return err
 			}
 		}
-		if previous.Endpoint(endpoint.ID) == nil {
-			// First sight: publish its Disabled and Delivering conditions,
-			// from the record as adopt and reenable left it.
+		if before := previous.Endpoint(endpoint.ID); before == nil || before.Generation != endpoint.Generation {
+			// First sight, or a new spec: publish its Disabled and
+			// Delivering conditions, from the record as adopt and reenable
+			// left it, so that their observedGeneration follows the spec
+			// without waiting for a delivery.
 			e.Status.HealthChanged(endpoint, e.health.snapshot(endpoint.ID), ChangeObserved)
 		}
 		if !wasDeliverable && e.deliverable(endpoint) {

@@ -2,7 +2,9 @@
 // the Disabled and Delivering conditions and the delivery counters — with
 // Server-Side Apply under its own field owner, so the controller's Ready
 // condition is never touched. Writes are coalesced to at most one per
-// endpoint per interval.
+// endpoint per interval. The engine reports each new spec generation of a
+// route too, so the conditions' observedGeneration follows the spec without
+// waiting for a delivery.
 package status
 
 import (
@@ -51,6 +53,10 @@ type Reporter struct {
 	// their lastTransitionTime: a new endpoint of the same name has no
 	// status yet.
 	applied map[string][]metav1.Condition
+	// generations holds, by endpoint UID, the highest spec generation
+	// reported: a delivery that began under an older route can finish after
+	// a newer one was observed, and observedGeneration must not go back.
+	generations map[string]int64
 }
 
 // report is the latest health of an endpoint, waiting to be written; the
@@ -144,10 +150,15 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 		r.applied = map[string][]metav1.Condition{}
 	}
 	previous := r.applied[rep.endpoint.UID]
+	if r.generations == nil {
+		r.generations = map[string]int64{}
+	}
+	generation := max(rep.endpoint.Generation, r.generations[rep.endpoint.UID])
+	r.generations[rep.endpoint.UID] = generation
 	r.mu.Unlock()
 
 	disabled := metav1.Condition{Type: hookrelayv1alpha1.ConditionDisabled, Status: metav1.ConditionFalse, Reason: hookrelayv1alpha1.ReasonEnabled,
-		Message: "the endpoint receives deliveries", ObservedGeneration: rep.endpoint.Generation}
+		Message: "the endpoint receives deliveries", ObservedGeneration: generation}
 	switch {
 	case health.Disabled:
 		disabled.Status, disabled.Reason, disabled.Message = metav1.ConditionTrue, hookrelayv1alpha1.ReasonAutoDisabled, disabledMessage(health)
@@ -156,7 +167,7 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 		disabled.Message = "re-enabled by annotation " + hookrelayv1alpha1.AnnotationReenableRequestedAt + "=" + health.ReenableToken
 	}
 	delivering := metav1.Condition{Type: hookrelayv1alpha1.ConditionDelivering, Status: metav1.ConditionUnknown, Reason: hookrelayv1alpha1.ReasonNoDeliveries,
-		Message: "no delivery has finished yet", ObservedGeneration: rep.endpoint.Generation}
+		Message: "no delivery has finished yet", ObservedGeneration: generation}
 	switch {
 	case health.ConsecutiveFailures > 0:
 		delivering.Status, delivering.Reason = metav1.ConditionFalse, hookrelayv1alpha1.ReasonFailing

@@ -72,8 +72,9 @@ type Endpoint struct {
 	// Signing is spec.signing; nil (routes written before it existed) signs
 	// with both schemes and the dispatcher's prefix.
 	Signing *Signing `json:"signing,omitempty"`
-	// ReenableToken is the hookrelay.dev/reenable-requested-at annotation; a
-	// new value re-enables an auto-disabled endpoint.
+	// ReenableToken is the endpoint's status.lastReenableRequestedAt: the
+	// latest hookrelay.dev/reenable-requested-at time the controller
+	// accepted. A new value re-enables an auto-disabled endpoint.
 	ReenableToken string `json:"reenableToken,omitempty"`
 	// KeysVersion fingerprints the active keys published for this endpoint.
 	KeysVersion string `json:"keysVersion"`

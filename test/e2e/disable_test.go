@@ -45,10 +45,13 @@ func TestAutoDisableAndReenable(t *testing.T) {
 	g.Expect(env.Client.Get(t.Context(), clientKey(ep), ep)).To(Succeed())
 	g.Expect(ep.Status.ConsecutiveFailures).To(Equal(int32(10)))
 	g.Expect(ep.Status.DisabledAt).NotTo(BeNil())
-	stdout, _, err := env.Kubectl(context.Background(), "", "get", "whep", "flaky", "-n", namespace)
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(strings.Fields(strings.Split(stdout, "\n")[1])[2:5]).To(Equal([]string{"True", "True", "10"}), "READY DISABLED FAILURES")
-	stdout, _, err = env.Kubectl(context.Background(), "", "get", "events", "-n", namespace, "--field-selector", "reason=AutoDisabled")
+	// Ready follows Disabled, a moment later: the controller derives it.
+	g.Eventually(func(g Gomega) []string {
+		stdout, stderr, err := env.Kubectl(context.Background(), "", "get", "whep", "flaky", "-n", namespace)
+		g.Expect(err).NotTo(HaveOccurred(), stderr)
+		return strings.Fields(strings.Split(stdout, "\n")[1])[2:6]
+	}).WithTimeout(10*time.Second).Should(Equal([]string{"False", "AutoDisabled", "True", "10"}), "READY REASON DISABLED FAILURES")
+	stdout, _, err := env.Kubectl(context.Background(), "", "get", "events", "-n", namespace, "--field-selector", "reason=AutoDisabled")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(stdout).To(ContainSubstring("disabled after 10 consecutive failed deliveries"))
 

@@ -265,6 +265,12 @@ var schemaYAML = typed.YAMLObject(`types:
     - name: lastFailureTime
       type:
         namedType: io.k8s.apimachinery.pkg.apis.meta.v1.Time
+    - name: lastReenableRequestedAt
+      type:
+        scalar: string
+    - name: lastRotateSecret
+      type:
+        scalar: string
     - name: lastSuccessTime
       type:
         namedType: io.k8s.apimachinery.pkg.apis.meta.v1.Time

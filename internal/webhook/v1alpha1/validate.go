@@ -111,24 +111,50 @@ func WaitForAdmission(ctx context.Context, c client.Client, timeout time.Duratio
 // +kubebuilder:webhook:path=/validate-hookrelay-dev-v1alpha1-webhookendpoint,mutating=false,failurePolicy=fail,sideEffects=None,groups=hookrelay.dev,resources=webhookendpoints,verbs=create;update,versions=v1alpha1,name=webhookendpoints.hookrelay.dev,admissionReviewVersions=v1,serviceName=hookrelay-webhook,serviceNamespace=hookrelay-system,timeoutSeconds=10
 
 // EndpointValidator refuses WebhookEndpoints whose payload transform celenv
-// refuses.
+// refuses, or whose action annotations (rotate-secret,
+// reenable-requested-at) are not RFC 3339 times.
 type EndpointValidator struct{}
 
 var _ admission.Validator[*hookrelayv1alpha1.WebhookEndpoint] = EndpointValidator{}
 
-// ValidateCreate checks the transform.
+// actionAnnotations are the annotations that request an action and hold a time.
+var actionAnnotations = []string{hookrelayv1alpha1.AnnotationRotateSecret, hookrelayv1alpha1.AnnotationReenableRequestedAt}
+
+// ValidateCreate checks the transform and the action annotations.
 func (EndpointValidator) ValidateCreate(_ context.Context, endpoint *hookrelayv1alpha1.WebhookEndpoint) (admission.Warnings, error) {
-	return nil, invalid("WebhookEndpoint", endpoint.Name, ValidateTransform(transformOf(endpoint)))
+	return nil, invalid("WebhookEndpoint", endpoint.Name,
+		append(ValidateActionAnnotations(nil, endpoint.Annotations), ValidateTransform(transformOf(endpoint)))...)
 }
 
-// ValidateUpdate checks the transform only when it changed: an object stored
-// before a check existed (or before the budget shrank) can still get its
-// annotations, labels and finalizers changed, and be deleted.
+// ValidateUpdate checks the transform and each action annotation only when
+// it changed: an object stored before a check existed (or before the budget
+// shrank) can still get its other annotations, labels and finalizers
+// changed, and be deleted.
 func (EndpointValidator) ValidateUpdate(_ context.Context, old, endpoint *hookrelayv1alpha1.WebhookEndpoint) (admission.Warnings, error) {
-	if transformOf(old) == transformOf(endpoint) {
-		return nil, nil
+	errs := ValidateActionAnnotations(old.Annotations, endpoint.Annotations)
+	if transformOf(old) != transformOf(endpoint) {
+		errs = append(errs, ValidateTransform(transformOf(endpoint)))
 	}
-	return nil, invalid("WebhookEndpoint", endpoint.Name, ValidateTransform(transformOf(endpoint)))
+	return nil, invalid("WebhookEndpoint", endpoint.Name, errs...)
+}
+
+// ValidateActionAnnotations reports each action annotation that is set,
+// differs from its value in old, and is not an RFC 3339 time. The
+// controllers act only on times, and only on one later than the last acted
+// on; anything else would be ignored in silence.
+func ValidateActionAnnotations(old, annotations map[string]string) []*field.Error {
+	var errs []*field.Error
+	for _, annotation := range actionAnnotations {
+		value, ok := annotations[annotation]
+		if !ok || value == old[annotation] {
+			continue
+		}
+		if _, _, err := hookrelayv1alpha1.ActionRequested(annotation, value, ""); err != nil {
+			errs = append(errs, field.Invalid(field.NewPath("metadata", "annotations").Key(annotation), value,
+				"must be an RFC 3339 time such as 2026-01-02T15:04:05Z (kubectl hookrelay sets the time now); the action runs only for a time later than the last one acted on"))
+		}
+	}
+	return errs
 }
 
 // ValidateDelete allows every deletion.
@@ -169,11 +195,17 @@ func (SubscriptionValidator) ValidateDelete(context.Context, *hookrelayv1alpha1.
 	return nil, nil
 }
 
-// invalid wraps a field error in the API server's Invalid status, which
-// kubectl prints as `<field>: Invalid value: <detail>`.
-func invalid(kind, name string, err *field.Error) error {
-	if err == nil {
+// invalid wraps field errors (nil ones are skipped) in the API server's
+// Invalid status, which kubectl prints as `<field>: Invalid value: <detail>`.
+func invalid(kind, name string, errs ...*field.Error) error {
+	var list field.ErrorList
+	for _, err := range errs {
+		if err != nil {
+			list = append(list, err)
+		}
+	}
+	if len(list) == 0 {
 		return nil
 	}
-	return errors.NewInvalid(hookrelayv1alpha1.GroupVersion.WithKind(kind).GroupKind(), name, field.ErrorList{err})
+	return errors.NewInvalid(hookrelayv1alpha1.GroupVersion.WithKind(kind).GroupKind(), name, list)
 }

@@ -30,7 +30,8 @@ import (
 // observedGeneration and secretName are written by the controller; the
 // delivery fields and the Disabled and Delivering conditions by the dispatcher.
 type WebhookEndpointStatusApplyConfiguration struct {
-	// conditions: Ready (controller), Disabled and Delivering (dispatcher).
+	// conditions: Ready and Stalled (controller), Disabled and Delivering
+	// (dispatcher).
 	Conditions []v1.ConditionApplyConfiguration `json:"conditions,omitempty"`
 	// observedGeneration is the spec generation the controller last handled
 	// completely.
@@ -48,6 +49,15 @@ type WebhookEndpointStatusApplyConfiguration struct {
 	LastFailureReason *string `json:"lastFailureReason,omitempty"`
 	// disabledAt is when the dispatcher disabled the endpoint.
 	DisabledAt *metav1.Time `json:"disabledAt,omitempty"`
+	// lastRotateSecret is the value of the hookrelay.dev/rotate-secret
+	// annotation (an RFC 3339 time) of the last rotation: only a later time
+	// rotates the key again. Written by the controller.
+	LastRotateSecret *string `json:"lastRotateSecret,omitempty"`
+	// lastReenableRequestedAt is the value of the
+	// hookrelay.dev/reenable-requested-at annotation (an RFC 3339 time) last
+	// passed on to the dispatcher: only a later time re-enables the endpoint
+	// again. Written by the controller.
+	LastReenableRequestedAt *string `json:"lastReenableRequestedAt,omitempty"`
 }
 
 // WebhookEndpointStatusApplyConfiguration constructs a declarative configuration of the WebhookEndpointStatus type for use with
@@ -122,5 +132,21 @@ func (b *WebhookEndpointStatusApplyConfiguration) WithLastFailureReason(value st
 // If called multiple times, the DisabledAt field is set to the value of the last call.
 func (b *WebhookEndpointStatusApplyConfiguration) WithDisabledAt(value metav1.Time) *WebhookEndpointStatusApplyConfiguration {
 	b.DisabledAt = &value
+	return b
+}
+
+// WithLastRotateSecret sets the LastRotateSecret field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the LastRotateSecret field is set to the value of the last call.
+func (b *WebhookEndpointStatusApplyConfiguration) WithLastRotateSecret(value string) *WebhookEndpointStatusApplyConfiguration {
+	b.LastRotateSecret = &value
+	return b
+}
+
+// WithLastReenableRequestedAt sets the LastReenableRequestedAt field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the LastReenableRequestedAt field is set to the value of the last call.
+func (b *WebhookEndpointStatusApplyConfiguration) WithLastReenableRequestedAt(value string) *WebhookEndpointStatusApplyConfiguration {
+	b.LastReenableRequestedAt = &value
 	return b
 }

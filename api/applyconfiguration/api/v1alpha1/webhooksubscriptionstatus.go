@@ -27,7 +27,8 @@ import (
 //
 // WebhookSubscriptionStatus is the observed state of a subscription.
 type WebhookSubscriptionStatusApplyConfiguration struct {
-	// conditions: Ready is True when the endpoint exists and the filter compiles.
+	// conditions: Ready is True when the endpoint exists and is Ready and the
+	// filter compiles; Stalled is True while the filter does not compile.
 	Conditions []v1.ConditionApplyConfiguration `json:"conditions,omitempty"`
 	// observedGeneration is the spec generation the controller last handled
 	// completely.
