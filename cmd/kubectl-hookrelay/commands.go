@@ -279,7 +279,9 @@ func annotateCommand(o *options, use, short, annotation, done string) *cobra.Com
 			if err != nil {
 				return err
 			}
-			now := time.Now().UTC().Format(time.RFC3339)
+			// To the nanosecond: an action acts only on a time later than the last
+			// one acted on, so two requests in one second both act.
+			now := time.Now().UTC().Format(time.RFC3339Nano)
 			patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{annotation: now}}})
 			if err != nil {
 				return err
