@@ -48,14 +48,20 @@ func main() {
 	events := flag.Int("events", 5000, "Events to publish in each run.")
 	concurrency := flag.Int("concurrency", 32, "Concurrent publishers.")
 	dispatcherBinary := flag.String("dispatcher", "bin/dispatcher", "The dispatcher binary.")
-	store := flag.String("store", "bolt", "bolt measures the dispatcher on bbolt; postgres measures it on PostgreSQL as well, in the same run.")
+	store := flag.String("store", "pebble", "pebble or bolt measures the dispatcher on that embedded store; postgres measures it on PostgreSQL as well "+
+		"(beside pebble), in the same run.")
 	flag.Parse()
 	logf.SetLogger(logr.Discard())
-	if *store != "bolt" && *store != "postgres" {
-		fmt.Fprintf(os.Stderr, "bench: --store=%s: want bolt or postgres\n", *store)
+	embedded := *store
+	switch *store {
+	case "pebble", "bolt":
+	case "postgres":
+		embedded = "pebble"
+	default:
+		fmt.Fprintf(os.Stderr, "bench: --store=%s: want pebble, bolt or postgres\n", *store)
 		os.Exit(2)
 	}
-	if err := run(*events, *concurrency, *dispatcherBinary, *store == "postgres"); err != nil {
+	if err := run(*events, *concurrency, *dispatcherBinary, embedded, *store == "postgres"); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -203,7 +209,7 @@ func relay(targets []string, fanOut int) *httptest.Server {
 	}))
 }
 
-func run(events, concurrency int, dispatcherBinary string, withPostgres bool) error {
+func run(events, concurrency int, dispatcherBinary, embedded string, withPostgres bool) error {
 	env, err := testenv.Start()
 	if err != nil {
 		return err
@@ -257,13 +263,13 @@ func run(events, concurrency int, dispatcherBinary string, withPostgres bool) er
 	}
 	defer os.RemoveAll(dataDir)
 	profiling := &profilingAddresses{next: 6060}
-	bolt, err := startDispatcher(dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, "bolt"), profiling.take(), r)
+	local, err := startDispatcher(dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, embedded), profiling.take(), r, "--store="+embedded)
 	if err != nil {
 		return err
 	}
-	defer bolt.stop()
-	dispatchers := []dispatcher{{name: "hookrelay", publishURLs: []string{bolt.publishURL}}}
-	stores := "store " + filepath.Join(dataDir, "bolt", "hookrelay.db") + " (fsync on)"
+	defer local.stop()
+	dispatchers := []dispatcher{{name: "hookrelay", publishURLs: []string{local.publishURL}}}
+	stores := embedded + " store in " + filepath.Join(dataDir, embedded) + " (fsync on)"
 	nameWidth := 22
 	if withPostgres {
 		cluster, err := pgcluster.Start(pgcluster.Options{Durable: true})
@@ -325,7 +331,7 @@ func run(events, concurrency int, dispatcherBinary string, withPostgres bool) er
 		relayResult, boltResult := rows[fanOut][0], rows[fanOut][1]
 		fmt.Printf("%s: %.0f%% of the relay's delivered events/s\n", boltResult.name, 100*boltResult.eventsPerSecond/relayResult.eventsPerSecond)
 		for _, res := range rows[fanOut][2:] {
-			fmt.Printf("%s: %.0f%% of bbolt's delivered events/s\n", res.name, 100*res.eventsPerSecond/boltResult.eventsPerSecond)
+			fmt.Printf("%s: %.0f%% of the embedded store's delivered events/s\n", res.name, 100*res.eventsPerSecond/boltResult.eventsPerSecond)
 		}
 	}
 	return nil
