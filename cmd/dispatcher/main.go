@@ -152,7 +152,7 @@ func run(ctx context.Context, opts options) error {
 	if err := os.MkdirAll(opts.dataDir, 0o700); err != nil {
 		return err
 	}
-	db, err := opts.openStore(ctx, os.Getenv)
+	db, err := opts.openStore(ctx, log, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -369,12 +369,21 @@ const (
 )
 
 // openStore opens the store --store names; getenv reads the environment.
-func (opts options) openStore(ctx context.Context, getenv func(string) string) (store.Store, error) {
+// The pebble store first takes in a bbolt file left by an earlier version.
+func (opts options) openStore(ctx context.Context, log logr.Logger, getenv func(string) string) (store.Store, error) {
 	switch opts.store {
 	case storePebble:
 		db, err := store.OpenPebble(filepath.Join(opts.dataDir, "pebble"))
 		if err != nil {
 			return nil, err // not a nil *Pebble in a non-nil Store
+		}
+		migrated, err := store.MigrateBolt(filepath.Join(opts.dataDir, "hookrelay.db"), db)
+		if err != nil {
+			return nil, errors.Join(err, db.Close())
+		}
+		if migrated != nil {
+			log.Info("copied the bbolt store into pebble", "from", migrated.From, "renamedTo", migrated.To, "events", migrated.Events,
+				"deliveries", migrated.Deliveries, "attempts", migrated.Attempts, "healths", migrated.Healths)
 		}
 		return db, nil
 	case storeBolt:
