@@ -16,7 +16,7 @@ import (
 // BoltMigration says what MigrateBolt copied.
 type BoltMigration struct {
 	// From is the bbolt file copied, To the name it was renamed to.
-	From, To                               string
+	From, To                              string
 	Events, Deliveries, Attempts, Healths int
 }
 

@@ -9,7 +9,7 @@ import (
 	"hash/maphash"
 	"os"
 	"slices"
-	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -238,9 +238,13 @@ func activeKey(d Delivery) []byte {
 	return append([]byte{prefixActive, byte(Partition(d.Namespace, d.Endpoint))}, d.ID...)
 }
 
-func endpointPrefix(namespace, endpoint string) []byte { return makeKey(prefixByEndpoint, namespace, endpoint, "") }
+func endpointPrefix(namespace, endpoint string) []byte {
+	return makeKey(prefixByEndpoint, namespace, endpoint, "")
+}
 
-func endpointIndexKey(d Delivery) []byte { return append(endpointPrefix(d.Namespace, d.Endpoint), d.ID...) }
+func endpointIndexKey(d Delivery) []byte {
+	return append(endpointPrefix(d.Namespace, d.Endpoint), d.ID...)
+}
 
 // sweepKey orders by time: Unix nanoseconds with the sign bit flipped sort
 // as unsigned big-endian bytes.
@@ -597,7 +601,7 @@ func (p *Pebble) Active(_ context.Context, partitions []int) ([]Delivery, error)
 	if err != nil {
 		return nil, fmt.Errorf("store: listing active deliveries: %w", err)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	slices.SortFunc(out, func(a, b Delivery) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
 
