@@ -142,9 +142,9 @@ deploy: ## Install Hookrelay on the cluster in $$KUBECONFIG (config/default).
 undeploy: ## Remove Hookrelay from the cluster in $$KUBECONFIG.
 	kubectl delete -k config/default --ignore-not-found
 
-# STORE=postgres measures the dispatcher on PostgreSQL too, beside bbolt.
+# STORE=bolt measures the dispatcher on bbolt instead of pebble; STORE=postgres measures it on PostgreSQL too, beside pebble.
 .PHONY: bench
-bench: build controlplane $(if $(filter postgres,$(STORE)),postgres) ## Measure delivery throughput and latency against a bare relay (prints figures); STORE=postgres adds PostgreSQL.
+bench: build controlplane $(if $(filter postgres,$(STORE)),postgres) ## Measure delivery throughput and latency against a bare relay (prints figures); STORE=bolt for bbolt, STORE=postgres adds PostgreSQL.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./test/bench --dispatcher=$(LOCALBIN)/dispatcher $(if $(STORE),--store=$(STORE)) $(BENCH_FLAGS)
 
 # SCALE_FLAGS=--endpoints=1000 makes a quick run; the default is the issue's 10,000.

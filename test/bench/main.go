@@ -4,7 +4,7 @@
 // plain Go server that forwards each POST to the receivers, with no store)
 // measured in the same run. With --store=postgres, dispatchers on a
 // PostgreSQL cluster of the bench's own (fsync and synchronous_commit on, as
-// bbolt syncs) run beside them: one replica on a database, and three
+// the embedded store syncs) run beside them: one replica on a database, and three
 // replicas on another, published to round-robin. It prints figures; it
 // asserts nothing.
 package main
