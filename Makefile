@@ -142,11 +142,13 @@ deploy: ## Install Hookrelay on the cluster in $$KUBECONFIG (config/default).
 undeploy: ## Remove Hookrelay from the cluster in $$KUBECONFIG.
 	kubectl delete -k config/default --ignore-not-found
 
-# STORE=postgres measures the dispatcher on PostgreSQL too, beside bbolt;
-# PROFILE=1 takes CPU and allocation profiles of the dispatcher during its
-# runs and prints where the time goes (the same as BENCH_FLAGS=--profile).
+# The bench measures the dispatcher on pebble and on bbolt, one dispatcher
+# each, in one run; STORE=pebble,bolt,postgres (a comma-separated list) picks
+# the stores, postgres adding one and three replicas on a PostgreSQL of its
+# own. PROFILE=1 takes CPU and allocation profiles of the dispatcher during
+# its runs and prints where the time goes (the same as BENCH_FLAGS=--profile).
 .PHONY: bench
-bench: build controlplane $(if $(filter postgres,$(STORE)),postgres) ## Measure delivery throughput and latency against a bare relay (prints figures); STORE=postgres adds PostgreSQL, PROFILE=1 profiles the dispatcher.
+bench: build controlplane $(if $(findstring postgres,$(STORE)),postgres) ## Measure delivery throughput and latency against a bare relay (prints figures): pebble and bbolt; STORE=pebble,bolt,postgres picks the stores, PROFILE=1 profiles the dispatcher.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./test/bench --dispatcher=$(LOCALBIN)/dispatcher $(if $(STORE),--store=$(STORE)) $(if $(PROFILE),--profile) $(BENCH_FLAGS)
 
 # SCALE_FLAGS=--endpoints=1000 makes a quick run; the default is the issue's 10,000.

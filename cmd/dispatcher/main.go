@@ -81,11 +81,11 @@ func main() {
 	flag.StringVar(&opts.listenFile, "listen-address-file", "",
 		"Write the bound address of --listen-address (host:port) to this file once listening: with port 0, tells a test or `make dev` the port chosen.")
 	flag.StringVar(&opts.dataDir, "data-dir", "/var/lib/hookrelay",
-		"Folder of the embedded store (hookrelay.db, with --store=bolt) and of the in-flight journal that --poison-after counts from "+
+		"Folder of the embedded store (pebble/ with --store=pebble, hookrelay.db with --store=bolt) and of the in-flight journal that --poison-after counts from "+
 			"(with --store=postgres, the journal is this pod's local state: a crash is counted only if the same pod restarts, for the partitions it takes first).")
-	flag.StringVar(&opts.store, "store", storeBolt,
-		"Where events and deliveries are kept: bolt (embedded, in --data-dir; one replica) or postgres (DSN from --postgres-dsn-file or $"+postgresDSNEnv+"; "+
-			"any number of replicas, which share the endpoints out between them).")
+	flag.StringVar(&opts.store, "store", storePebble,
+		"Where events and deliveries are kept: pebble (embedded, in --data-dir/pebble; one replica), bolt (the former embedded store, --data-dir/hookrelay.db) "+
+			"or postgres (DSN from --postgres-dsn-file or $"+postgresDSNEnv+"; any number of replicas, which share the endpoints out between them).")
 	flag.StringVar(&opts.replica, "replica-name", "",
 		"Name of this replica among those on one PostgreSQL database, unique among them (at most 50 bytes); defaults to $POD_NAME, else the host name and process id.")
 	flag.StringVar(&opts.postgresDSNFile, "postgres-dsn-file", "",
@@ -152,7 +152,7 @@ func run(ctx context.Context, opts options) error {
 	if err := os.MkdirAll(opts.dataDir, 0o700); err != nil {
 		return err
 	}
-	db, err := opts.openStore(ctx, os.Getenv)
+	db, err := opts.openStore(ctx, log, os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -327,13 +327,14 @@ func (opts options) check() error {
 		return fmt.Errorf("--tls-cert-file and --tls-key-file go together")
 	}
 	switch opts.store {
-	case storeBolt:
+	case storePebble, storeBolt:
 		if opts.postgresDSNFile != "" {
-			return fmt.Errorf("--postgres-dsn-file goes with --store=%s, not --store=%s", storePostgres, storeBolt)
+			return fmt.Errorf("--postgres-dsn-file goes with --store=%s, not --store=%s", storePostgres, opts.store)
 		}
 	case storePostgres:
 	default:
-		return fmt.Errorf("--store %q is not a store: choose %s (embedded, the default) or %s", opts.store, storeBolt, storePostgres)
+		return fmt.Errorf("--store %q is not a store: choose %s (embedded, the default), %s (the former embedded store) or %s",
+			opts.store, storePebble, storeBolt, storePostgres)
 	}
 	if opts.poisonAfter < 0 {
 		return fmt.Errorf("--poison-after %d must be 0 (never) or more", opts.poisonAfter)
@@ -353,17 +354,34 @@ func (opts options) check() error {
 // The stores --store chooses from, and where the PostgreSQL DSN is read
 // when no --postgres-dsn-file is given.
 const (
+	storePebble    = "pebble"
 	storeBolt      = "bolt"
 	storePostgres  = "postgres"
 	postgresDSNEnv = "HOOKRELAY_POSTGRES_DSN"
 )
 
 // openStore opens the store --store names; getenv reads the environment.
-func (opts options) openStore(ctx context.Context, getenv func(string) string) (store.Store, error) {
-	if opts.store != storePostgres {
+// The pebble store first takes in a bbolt file left by an earlier version.
+func (opts options) openStore(ctx context.Context, log logr.Logger, getenv func(string) string) (store.Store, error) {
+	switch opts.store {
+	case storePebble:
+		db, err := store.OpenPebble(filepath.Join(opts.dataDir, "pebble"))
+		if err != nil {
+			return nil, err // not a nil *Pebble in a non-nil Store
+		}
+		migrated, err := store.MigrateBolt(filepath.Join(opts.dataDir, "hookrelay.db"), db)
+		if err != nil {
+			return nil, errors.Join(err, db.Close())
+		}
+		if migrated != nil {
+			log.Info("copied the bbolt store into pebble", "from", migrated.From, "renamedTo", migrated.To, "events", migrated.Events,
+				"deliveries", migrated.Deliveries, "attempts", migrated.Attempts, "healths", migrated.Healths)
+		}
+		return db, nil
+	case storeBolt:
 		db, err := store.OpenBolt(filepath.Join(opts.dataDir, "hookrelay.db"))
 		if err != nil {
-			return nil, err // not a nil *Bolt in a non-nil Store
+			return nil, err
 		}
 		return db, nil
 	}

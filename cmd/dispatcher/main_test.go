@@ -73,7 +73,7 @@ func TestUnsafeSettingsWarnRepeatedly(t *testing.T) {
 	}
 }
 
-// TestStoreFlags: --store names one of the two stores, and postgres needs a
+// TestStoreFlags: --store names one of the three stores, and postgres needs a
 // DSN from --postgres-dsn-file or the environment; each refusal names the
 // flag to fix.
 func TestStoreFlags(t *testing.T) {
@@ -91,10 +91,12 @@ func TestStoreFlags(t *testing.T) {
 		name, store, dsnFile, env string
 		wantDSN, wantErr          string
 	}{
-		{name: "bolt by default", store: storeBolt},
-		{name: "unknown store", store: "sqlite", wantErr: `--store "sqlite" is not a store: choose bolt (embedded, the default) or postgres`},
+		{name: "pebble by default", store: storePebble},
+		{name: "bolt", store: storeBolt},
+		{name: "unknown store", store: "sqlite", wantErr: `--store "sqlite" is not a store: choose pebble (embedded, the default), bolt (the former embedded store) or postgres`},
 		{name: "empty store", store: "", wantErr: `--store "" is not a store`},
-		{name: "DSN file with bolt", store: storeBolt, dsnFile: dsnFile, wantErr: "--postgres-dsn-file goes with --store=postgres"},
+		{name: "DSN file with bolt", store: storeBolt, dsnFile: dsnFile, wantErr: "--postgres-dsn-file goes with --store=postgres, not --store=bolt"},
+		{name: "DSN file with pebble", store: storePebble, dsnFile: dsnFile, wantErr: "--postgres-dsn-file goes with --store=postgres, not --store=pebble"},
 		{name: "postgres without a DSN", store: storePostgres, wantErr: "--store=postgres needs a DSN: set --postgres-dsn-file (a mounted Secret's file) or $HOOKRELAY_POSTGRES_DSN"},
 		{name: "DSN file, newline trimmed", store: storePostgres, dsnFile: dsnFile, env: fromEnv, wantDSN: "host=/run/postgresql dbname=hookrelay"},
 		{name: "DSN from the environment", store: storePostgres, env: fromEnv, wantDSN: fromEnv},
@@ -131,7 +133,7 @@ func TestStoreFlags(t *testing.T) {
 // validOptions are the flags' defaults that check accepts.
 func validOptions() options {
 	return options{
-		store: storeBolt, headerPrefix: "Hookrelay", poisonAfter: 3,
+		store: storePebble, headerPrefix: "Hookrelay", poisonAfter: 3,
 		readHeaderTimeout: time.Second, readTimeout: time.Second, writeTimeout: time.Second, idleTimeout: time.Second, drainTimeout: time.Second,
 		authFailureRate: 1, authFailureBurst: 1,
 	}

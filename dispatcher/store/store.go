@@ -1,5 +1,6 @@
 // Package store keeps events, deliveries, attempts and endpoint health
-// durably. Bolt is the embedded implementation, one file for one replica;
+// durably. Pebble is the embedded implementation, one folder for one
+// replica (Bolt, the one before it, stays selectable and is migrated from);
 // Postgres is the shared one, one database for any number of replicas.
 package store
 
@@ -105,7 +106,9 @@ type Accepted struct {
 }
 
 // Store is the durable state of the dispatcher. Every write is on disk
-// (fsync) when it returns.
+// (fsync) when it returns, except that Pebble's RecordAttempts and Sweep do
+// not wait for their sync (see Pebble): a lost attempt record means an
+// attempt made again.
 type Store interface {
 	// Accept stores an event and one delivery per target in one transaction,
 	// unless an event with the same namespace and id was accepted since

@@ -5,7 +5,7 @@
 // plain Go server that forwards each POST to the receivers, with no store)
 // measured in the same run. With --store=postgres, dispatchers on a
 // PostgreSQL cluster of the bench's own (fsync and synchronous_commit on, as
-// bbolt syncs) run beside them: one replica on a database, and three
+// the embedded stores sync) run beside them: one replica on a database, and three
 // replicas on another, published to round-robin. With --profile, it takes
 // CPU and allocation profiles of the dispatchers during each of their runs
 // and says where the time went. It prints figures; it asserts nothing.
@@ -57,16 +57,23 @@ func main() {
 	flag.IntVar(&cfg.pacedRate, "paced-rate", 1000, "Events a second of the paced run (fan-out 1).")
 	flag.IntVar(&cfg.pacedEvents, "paced-events", 5000, "Events to publish in the paced run.")
 	flag.StringVar(&cfg.dispatcherBinary, "dispatcher", "bin/dispatcher", "The dispatcher binary.")
-	store := flag.String("store", "bolt", "bolt measures the dispatcher on bbolt; postgres measures it on PostgreSQL as well, in the same run.")
+	stores := flag.String("store", "pebble,bolt", "Stores to measure the dispatcher on, comma-separated: pebble and bolt (embedded, one dispatcher each), "+
+		"postgres (one and three replicas on a PostgreSQL cluster of the bench's own).")
 	flag.BoolVar(&cfg.profile, "profile", false, "Take CPU and allocation profiles of the dispatcher during each of its runs, and say where the time goes.")
 	flag.StringVar(&cfg.profileDir, "profile-dir", "", "Folder for the profiles (--profile); a new one under the temporary folder when empty.")
 	flag.Parse()
 	logf.SetLogger(logr.Discard())
-	if *store != "bolt" && *store != "postgres" {
-		fmt.Fprintf(os.Stderr, "bench: --store=%s: want bolt or postgres\n", *store)
-		os.Exit(2)
+	for name := range strings.SplitSeq(*stores, ",") {
+		switch name {
+		case "pebble", "bolt":
+			cfg.embedded = append(cfg.embedded, name)
+		case "postgres":
+			cfg.withPostgres = true
+		default:
+			fmt.Fprintf(os.Stderr, "bench: --store=%s: %q is not pebble, bolt or postgres\n", *stores, name)
+			os.Exit(2)
+		}
 	}
-	cfg.withPostgres = *store == "postgres"
 	if cfg.events < 100 || cfg.pacedEvents < 100 || cfg.concurrency < 1 || cfg.pacedRate < 1 {
 		fmt.Fprintln(os.Stderr, "bench: --events and --paced-events must be at least 100, --concurrency and --paced-rate at least 1")
 		os.Exit(2)
@@ -82,7 +89,9 @@ type config struct {
 	events, concurrency    int
 	pacedRate, pacedEvents int
 	dispatcherBinary       string
-	withPostgres           bool
+	// embedded are the embedded stores measured, one dispatcher each.
+	embedded     []string
+	withPostgres bool
 	profile                bool
 	profileDir             string
 }
@@ -354,15 +363,19 @@ func run(cfg config) error {
 		return err
 	}
 	defer os.RemoveAll(dataDir)
-	fmt.Fprintln(os.Stderr, "bench: starting the dispatcher")
-	bolt, err := startDispatcher(cfg.dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, "bolt"), r)
-	if err != nil {
-		return err
+	var dispatchers []dispatcher
+	var stores []string
+	nameWidth := len("hookrelay-pebble-paced-") + len(strconv.Itoa(cfg.pacedRate)) + 1
+	for _, embedded := range cfg.embedded {
+		fmt.Fprintf(os.Stderr, "bench: starting the dispatcher on %s\n", embedded)
+		d, err := startDispatcher(cfg.dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, embedded), r, "--store="+embedded)
+		if err != nil {
+			return err
+		}
+		defer d.stop()
+		dispatchers = append(dispatchers, dispatcher{name: "hookrelay-" + embedded, publishURLs: []string{d.publishURL}, profiling: []string{d.profilingAddress}})
+		stores = append(stores, fmt.Sprintf("%s in %s (fsync on)", embedded, filepath.Join(dataDir, embedded)))
 	}
-	defer bolt.stop()
-	dispatchers := []dispatcher{{name: "hookrelay", publishURLs: []string{bolt.publishURL}, profiling: []string{bolt.profilingAddress}}}
-	stores := "store " + filepath.Join(dataDir, "bolt", "hookrelay.db") + " (fsync on)"
-	nameWidth := len("hookrelay-paced-") + len(strconv.Itoa(cfg.pacedRate)) + 1
 	if cfg.withPostgres {
 		cluster, err := pgcluster.Start(pgcluster.Options{Durable: true})
 		if err != nil {
@@ -383,7 +396,7 @@ func run(cfg config) error {
 			d.name = name
 			dispatchers = append(dispatchers, d)
 		}
-		stores += fmt.Sprintf(" and PostgreSQL in %s, a database for each replica count (fsync on, synchronous_commit on)", cluster.Dir())
+		stores = append(stores, fmt.Sprintf("PostgreSQL in %s, a database for each replica count (fsync on, synchronous_commit on)", cluster.Dir()))
 		nameWidth = max(nameWidth, len("hookrelay-postgres-3-paced-")+len(strconv.Itoa(cfg.pacedRate))+1)
 	}
 	var profiles *profiler
@@ -398,7 +411,7 @@ func run(cfg config) error {
 		targets[i] = s.URL
 	}
 	fmt.Printf("hookrelay bench: %d events per run, %d concurrent publishers; paced: %d events at %d/s; %s\n\n",
-		cfg.events, cfg.concurrency, cfg.pacedEvents, cfg.pacedRate, stores)
+		cfg.events, cfg.concurrency, cfg.pacedEvents, cfg.pacedRate, strings.Join(stores, "; "))
 	fmt.Printf("%-*s %12s %14s %12s %12s\n", nameWidth, "run", "events/s", "deliveries/s", "p50", "p99")
 	b := &bench{r: r, profiles: profiles, nameWidth: nameWidth}
 	// rows[kind] holds the relay's result, then each dispatcher's.
