@@ -96,6 +96,9 @@ type Engine struct {
 	writtenMu sync.Mutex
 	written   *sync.Cond
 	unwritten [store.Partitions]int
+	// releaseChunk is the most deliveries requeue moves in one store write
+	// (the constant; tests make it smaller).
+	releaseChunk int
 }
 
 // New returns an engine with the stored health loaded. Call SetTable, then
@@ -106,7 +109,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock), ledger: newLedger(opts.Waker != nil),
-		records: make([]chan store.AttemptRecord, max(opts.RecordWriters, 1)),
+		records: make([]chan store.AttemptRecord, max(opts.RecordWriters, 1)), releaseChunk: releaseChunk,
 	}
 	e.written = sync.NewCond(&e.writtenMu)
 	e.attempts, e.cancelAttempts = context.WithCancel(context.Background())
@@ -293,6 +296,7 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 		}
 	}
 	released, err := e.requeue(ctx, held)
+	e.Metrics.Held.Sub(float64(released))
 	if err != nil {
 		return err
 	}
@@ -301,9 +305,8 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	for _, id := range endpointIDs {
 		e.queueFor(id).unblock()
 	}
-	if len(released) > 0 {
-		e.Log.Info("released held deliveries", "count", len(released), "endpoints", endpointIDs)
-		e.Metrics.Held.Sub(float64(len(released)))
+	if released > 0 {
+		e.Log.Info("released held deliveries", "count", released, "endpoints", endpointIDs)
 	}
 	return nil
 }

@@ -175,7 +175,7 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 	e.Metrics.Held.Add(float64(held))
 	released, err := e.requeue(ctx, releasable)
 	if err != nil {
-		return pending + len(released), held, err
+		return pending + released, held, err
 	}
 	// A Strict line blocked by a delivery held before (a publish while the
 	// endpoint was paused or disabled) moves again now that the held ones
@@ -183,7 +183,7 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 	for _, delivery := range releasable {
 		e.queueFor(routes.ID(delivery.Namespace, delivery.Endpoint)).unblock()
 	}
-	return pending + len(released), held, nil
+	return pending + released, held, nil
 }
 
 // take makes an endpoint of a newly owned partition this engine's: its

@@ -1,0 +1,107 @@
+package delivery
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/hookrelay/hookrelay/dispatcher/signing"
+	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/testreceiver"
+)
+
+// changeRecorder notes the delivery ids of each ChangeDeliveries call.
+type changeRecorder struct {
+	store.Store
+	mu     sync.Mutex
+	writes [][]string
+}
+
+func (s *changeRecorder) ChangeDeliveries(ctx context.Context, changes []store.DeliveryChange) ([]bool, error) {
+	ids := make([]string, len(changes))
+	for i, change := range changes {
+		ids[i] = change.To.ID
+	}
+	s.mu.Lock()
+	s.writes = append(s.writes, ids)
+	s.mu.Unlock()
+	return s.Store.ChangeDeliveries(ctx, changes)
+}
+
+func (s *changeRecorder) recorded() [][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.writes)
+}
+
+// disabledEngine runs an engine on a new store in which the route's
+// endpoint is disabled, recovered, its store recording ChangeDeliveries.
+func disabledEngine(t *testing.T, route routes.Endpoint) (*Engine, *changeRecorder) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	id := routes.ID(route.Namespace, route.Name)
+	if err := db.PutHealth(ctx, store.Health{Endpoint: id, UID: route.UID, ConsecutiveFailures: 5, Disabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	recorder := &changeRecorder{Store: db}
+	engine, err := New(ctx, Options{
+		Store: recorder, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: &jumpingClock{},
+		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := engine.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := engine.SetTable(ctx, tableOf(t, route)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := engine.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return engine, recorder
+}
+
+// TestReleaseGoesInChunksOldestFirst: held deliveries are moved back in line
+// a chunk per store write, oldest first, and arrive in acceptance order at
+// an endpoint that takes one at a time.
+func TestReleaseGoesInChunksOldestFirst(t *testing.T) {
+	g := NewWithT(t)
+	receiver := testreceiver.NewOrdered(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	engine, recorder := disabledEngine(t, route)
+	engine.releaseChunk = 10
+
+	ids := publishEvents(t, engine, 0, 35)
+	g.Expect(testutil.ToFloat64(engine.Metrics.Held)).To(Equal(35.0))
+	route.ReenableToken = "1"
+	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
+
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
+	writes := recorder.recorded()
+	sizes := make([]int, len(writes))
+	for i, write := range writes {
+		sizes[i] = len(write)
+	}
+	g.Expect(sizes).To(Equal([]int{10, 10, 10, 5}))
+	released := slices.Concat(writes...)
+	g.Expect(slices.IsSorted(released)).To(BeTrue(), "released oldest first: %v", released)
+	g.Expect(testutil.ToFloat64(engine.Metrics.Held)).To(BeZero())
+}
