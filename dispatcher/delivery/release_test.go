@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -104,4 +105,32 @@ func TestReleaseGoesInChunksOldestFirst(t *testing.T) {
 	released := slices.Concat(writes...)
 	g.Expect(slices.IsSorted(released)).To(BeTrue(), "released oldest first: %v", released)
 	g.Expect(testutil.ToFloat64(engine.Metrics.Held)).To(BeZero())
+}
+
+// TestStartCopiesNoHeldDeliveries: reading what the store holds at start
+// does not copy its held deliveries (there may be a million of them): with
+// no attempt in flight at the last stop, the active list is passed on as
+// it is, and the held ones of a disabled endpoint are only counted.
+func TestStartCopiesNoHeldDeliveries(t *testing.T) {
+	route := strictRoute("http://127.0.0.1:1", func(route *routes.Endpoint) { route.Ordering = "" })
+	engine, _ := disabledEngine(t, route)
+	active := make([]store.Delivery, 10000)
+	for i := range active {
+		active[i] = store.Delivery{ID: fmt.Sprintf("dlv_%016x", i), Namespace: route.Namespace, Endpoint: route.Name, State: store.Held}
+	}
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	if allocs := testing.AllocsPerRun(10, func() {
+		if kept, _, _ := interruptions(active, map[string]int{}, 3, now); &kept[0] != &active[0] {
+			t.Fatal("interruptions copied the active deliveries")
+		}
+	}); allocs != 0 {
+		t.Errorf("interruptions with nothing in flight made %v allocations, want 0", allocs)
+	}
+	if allocs := testing.AllocsPerRun(10, func() {
+		if _, _, held, _ := engine.claim(active); held != len(active) {
+			t.Fatalf("claim counted %d held, want %d", held, len(active))
+		}
+	}); allocs > 2 {
+		t.Errorf("claim of %d held deliveries made %v allocations, want them counted, not copied", len(active), allocs)
+	}
 }
