@@ -151,7 +151,11 @@ func run(opts options) error {
 		return err
 	}
 	defer dispatcher.stop()
-	fmt.Printf("time to ready (process start → /readyz 200): %s\n", dispatcher.ready.Round(time.Millisecond))
+	startCPU, err := dispatcher.cpu()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("time to ready (process start → /readyz 200): %s, %s of CPU\n", dispatcher.ready.Round(time.Millisecond), startCPU)
 	fmt.Printf("memory after start: %s\n", dispatcher.memory())
 
 	probe := newProber(dispatcher.publishURL(f.probe().namespace), receiver, opts.probeRate)
@@ -161,6 +165,10 @@ func run(opts options) error {
 	}
 	fmt.Printf("probe before the release: %s\n", baseline)
 
+	cpuBefore, err := dispatcher.cpu()
+	if err != nil {
+		return err
+	}
 	released := time.Now()
 	var release releaseResult
 	during, err := probe.run(ctx, func(stop <-chan struct{}) {
@@ -179,6 +187,14 @@ func run(opts options) error {
 	fmt.Printf("release of %d held deliveries: all arrived %s after the re-enable token was written (%.0f deliveries/s); first after %s\n",
 		opts.Held, release.last.Sub(released).Round(time.Millisecond), float64(opts.Held)/release.last.Sub(released).Seconds(),
 		release.first.Sub(released).Round(time.Millisecond))
+	cpuAfter, err := dispatcher.cpu()
+	if err != nil {
+		return err
+	}
+	// The probe's events and the status writes are in it too: an upper bound.
+	perDelivery := (cpuAfter - cpuBefore) / time.Duration(opts.Held)
+	fmt.Printf("dispatcher CPU during the release: %s, %s per released delivery (%.0f deliveries/s per core if CPU-bound)\n",
+		cpuAfter-cpuBefore, perDelivery, float64(time.Second)/float64(perDelivery))
 	fmt.Printf("release order (unordered endpoint, maxInFlight %d: handed out oldest first, up to maxInFlight attempts at once): %s\n",
 		opts.heldMaxInFlight, release.order)
 	fmt.Printf("probe during the release (%s, another endpoint's new events, %d/s): %s\n", f.probe().id(), opts.probeRate, during)
