@@ -6,6 +6,7 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -277,7 +278,12 @@ func (e *Engine) reenable(ctx context.Context, endpoint *routes.Route) error {
 }
 
 // release turns the held deliveries of the given endpoints into pending
-// ones and queues them, oldest first.
+// ones and queues them, oldest first, releaseChunk per store write. Those
+// of Strict endpoints are back in line when it returns, so that their
+// lines move in order. Those of unordered endpoints, which may be a hundred
+// thousand behind one endpoint, go in the background (releaseInBackground):
+// a table swap, a partition's hand-over and other endpoints' deliveries do
+// not wait for them. Call with e.releasing held.
 func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	wanted := map[string]bool{}
 	partitions := make([]int, 0, len(endpointIDs))
@@ -289,13 +295,27 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	if err != nil {
 		return err
 	}
-	var held []store.Delivery
+	table := e.table.Load()
+	var strict, unordered []store.Delivery
 	for _, delivery := range active {
-		if delivery.State == store.Held && wanted[routes.ID(delivery.Namespace, delivery.Endpoint)] {
-			held = append(held, delivery)
+		id := routes.ID(delivery.Namespace, delivery.Endpoint)
+		switch {
+		case delivery.State != store.Held || !wanted[id]:
+		case table.Endpoint(id) != nil && table.Endpoint(id).Strict():
+			strict = append(strict, delivery)
+		default:
+			unordered = append(unordered, delivery)
 		}
 	}
-	released, err := e.requeue(ctx, held)
+	active = nil // the chunks below hold what is left of it
+	if len(unordered) > 0 && !e.isStopped() {
+		e.inFlight.Add(1) // Stop waits for the chunk being written
+		go func() {
+			defer e.inFlight.Done()
+			e.releaseInBackground(unordered)
+		}()
+	}
+	released, err := e.requeue(ctx, strict)
 	e.Metrics.Held.Sub(float64(released))
 	if err != nil {
 		return err
@@ -309,6 +329,49 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 		e.Log.Info("released held deliveries", "count", released, "endpoints", endpointIDs)
 	}
 	return nil
+}
+
+// releaseInBackground requeues held deliveries of unordered endpoints, a
+// chunk at a time, each chunk under e.releasing: a partition given up, an
+// endpoint no longer deliverable (disabled or paused again) or the engine
+// stopping ends its release, and what is left stays held in the store for
+// the next release.
+func (e *Engine) releaseInBackground(held []store.Delivery) {
+	released, stopped := 0, false
+	for chunk := range slices.Chunk(held, e.releaseChunk) {
+		moved, err := e.releaseChunkNow(chunk)
+		released += moved
+		if err != nil {
+			e.Log.Error(err, "releasing held deliveries; the rest stay held until the endpoint is next re-enabled or unpaused, or the dispatcher restarts")
+			break
+		}
+		if stopped = e.isStopped(); stopped {
+			break
+		}
+	}
+	if released > 0 {
+		e.Log.Info("released held deliveries", "count", released, "of", len(held), "stopping", stopped)
+	}
+}
+
+// releaseChunkNow requeues those of a chunk of held deliveries whose
+// endpoint is still owned and deliverable, and says how many moved.
+func (e *Engine) releaseChunkNow(chunk []store.Delivery) (int, error) {
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
+	if e.isStopped() {
+		return 0, nil
+	}
+	table := e.table.Load()
+	chunk = slices.DeleteFunc(chunk, func(delivery store.Delivery) bool {
+		return !e.ledger.owns(delivery.Namespace, delivery.Endpoint) || !e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint)))
+	})
+	if len(chunk) == 0 {
+		return 0, nil
+	}
+	requeued, err := e.requeueChunk(e.attempts, chunk)
+	e.Metrics.Held.Sub(float64(len(requeued)))
+	return len(requeued), err
 }
 
 // Recover takes every partition (an engine that is the only replica):

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,8 +46,9 @@ func (s *changeRecorder) recorded() [][]string {
 }
 
 // disabledEngine runs an engine on a new store in which the route's
-// endpoint is disabled, recovered, its store recording ChangeDeliveries.
-func disabledEngine(t *testing.T, route routes.Endpoint) (*Engine, *changeRecorder) {
+// endpoint is disabled, recovered, its store (wrapped by wrap, if not nil)
+// recording ChangeDeliveries.
+func disabledEngine(t *testing.T, route routes.Endpoint, wrap func(store.Store) store.Store) (*Engine, *changeRecorder) {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
@@ -59,6 +61,9 @@ func disabledEngine(t *testing.T, route routes.Endpoint) (*Engine, *changeRecord
 		t.Fatal(err)
 	}
 	recorder := &changeRecorder{Store: db}
+	if wrap != nil {
+		recorder.Store = wrap(db)
+	}
 	engine, err := New(ctx, Options{
 		Store: recorder, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: &jumpingClock{},
 		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
@@ -87,7 +92,7 @@ func TestReleaseGoesInChunksOldestFirst(t *testing.T) {
 	g := NewWithT(t)
 	receiver := testreceiver.NewOrdered(t, nil)
 	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
-	engine, recorder := disabledEngine(t, route)
+	engine, recorder := disabledEngine(t, route, nil)
 	engine.releaseChunk = 10
 
 	ids := publishEvents(t, engine, 0, 35)
@@ -113,7 +118,7 @@ func TestReleaseGoesInChunksOldestFirst(t *testing.T) {
 // it is, and the held ones of a disabled endpoint are only counted.
 func TestStartCopiesNoHeldDeliveries(t *testing.T) {
 	route := strictRoute("http://127.0.0.1:1", func(route *routes.Endpoint) { route.Ordering = "" })
-	engine, _ := disabledEngine(t, route)
+	engine, _ := disabledEngine(t, route, nil)
 	active := make([]store.Delivery, 10000)
 	for i := range active {
 		active[i] = store.Delivery{ID: fmt.Sprintf("dlv_%016x", i), Namespace: route.Namespace, Endpoint: route.Name, State: store.Held}
@@ -133,4 +138,51 @@ func TestStartCopiesNoHeldDeliveries(t *testing.T) {
 	}); allocs > 2 {
 		t.Errorf("claim of %d held deliveries made %v allocations, want them counted, not copied", len(active), allocs)
 	}
+}
+
+// gatedChanges lets the first ChangeDeliveries through and holds the
+// others until open is closed.
+type gatedChanges struct {
+	store.Store
+	calls atomic.Int32
+	open  chan struct{}
+}
+
+func (s *gatedChanges) ChangeDeliveries(ctx context.Context, changes []store.DeliveryChange) ([]bool, error) {
+	if s.calls.Add(1) > 1 {
+		<-s.open
+	}
+	return s.Store.ChangeDeliveries(ctx, changes)
+}
+
+// TestReleaseDoesNotHoldUpTheTable: the re-enable of an unordered endpoint
+// returns once its release has begun, while later chunks are still to be
+// written, so that a table swap (and the endpoints it adds or changes)
+// never waits for a large release; the release then completes, oldest
+// first.
+func TestReleaseDoesNotHoldUpTheTable(t *testing.T) {
+	g := NewWithT(t)
+	receiver := testreceiver.NewOrdered(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	gate := &gatedChanges{open: make(chan struct{})}
+	engine, _ := disabledEngine(t, route, func(db store.Store) store.Store {
+		gate.Store = db
+		return gate
+	})
+	engine.releaseChunk = 10
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(gate.open) }) }
+	t.Cleanup(open)
+
+	ids := publishEvents(t, engine, 0, 35)
+	route.ReenableToken = "1"
+	swapped := make(chan error, 1)
+	go func() { swapped <- engine.SetTable(context.Background(), tableOf(t, route)) }()
+	g.Eventually(swapped).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
+	g.Eventually(receiver.Delivered).WithTimeout(10 * time.Second).Should(Equal(ids[:10]))
+	g.Expect(gate.calls.Load()).To(BeNumerically("<=", 2), "the second chunk waits at the gate")
+
+	open()
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
+	g.Eventually(func() float64 { return testutil.ToFloat64(engine.Metrics.Held) }).Should(BeZero())
 }
