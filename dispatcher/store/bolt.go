@@ -612,11 +612,16 @@ func (b *Bolt) Sweep(ctx context.Context, before time.Time) (int, error) {
 		return (delivery.State == Succeeded || delivery.State == Failed) && delivery.UpdatedAt.Before(before)
 	}
 	swept, err := b.sweepBucket(ctx, bucketDeliveries, func(tx *bolt.Tx, _, value []byte) (bool, error) {
-		var delivery Delivery
+		// Only the two fields the cut needs: the walk decodes every
+		// delivery stored, and allocates none of the others.
+		var delivery struct {
+			State     State     `json:"state"`
+			UpdatedAt time.Time `json:"updated_at"`
+		}
 		if err := json.Unmarshal(value, &delivery); err != nil {
 			return false, err
 		}
-		return finished(delivery), nil
+		return finished(Delivery{State: delivery.State, UpdatedAt: delivery.UpdatedAt}), nil
 	}, func(tx *bolt.Tx, key []byte) (bool, error) {
 		// Read again in the write: a retry may have moved it meanwhile.
 		delivery, found, err := storedDelivery(tx, string(key))
