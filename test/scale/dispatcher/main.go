@@ -155,7 +155,12 @@ func run(opts options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("time to ready (process start → /readyz 200): %s, %s of CPU\n", dispatcher.ready.Round(time.Millisecond), startCPU)
+	listening, ready, err := dispatcher.startPhases()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("time to ready (process start → /readyz 200): %s, %s of CPU; store open and listening after %s, routes loaded and deliveries recovered %s later\n",
+		dispatcher.ready.Round(time.Millisecond), startCPU, listening.Round(time.Millisecond), (ready - listening).Round(time.Millisecond))
 	fmt.Printf("memory after start: %s\n", dispatcher.memory())
 
 	probe := newProber(dispatcher.publishURL(f.probe().namespace), receiver, opts.probeRate)

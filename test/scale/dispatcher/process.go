@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -23,8 +24,10 @@ type dispatcher struct {
 	exited  chan struct{}
 	address string
 	log     string
-	// ready is how long it took from the process start to /readyz 200.
-	ready time.Duration
+	// started is when the process started; ready is how long it took from
+	// then to /readyz 200.
+	started time.Time
+	ready   time.Duration
 }
 
 // startDispatcher runs the dispatcher on the store in dataDir, without
@@ -37,7 +40,8 @@ func startDispatcher(ctx context.Context, opts options, kubeconfig, dataDir stri
 		return nil, err
 	}
 	args := append([]string{"--store=" + opts.Store, "--data-dir=" + dataDir, "--namespace=" + routesNamespace,
-		"--listen-address=127.0.0.1:0", "--listen-address-file=" + addressFile, "--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth"},
+		"--listen-address=127.0.0.1:0", "--listen-address-file=" + addressFile, "--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth",
+		"--zap-time-encoding=rfc3339nano"},
 		strings.Fields(opts.dispatcherArgs)...)
 	d.cmd = exec.Command(opts.dispatcherBinary, args...)
 	d.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
@@ -60,7 +64,7 @@ func startDispatcher(ctx context.Context, opts options, kubeconfig, dataDir stri
 		d.stop()
 		return nil, fmt.Errorf("the dispatcher (log: %s): %w", d.log, err)
 	}
-	d.ready = time.Since(started)
+	d.started, d.ready = started, time.Since(started)
 	return d, nil
 }
 
@@ -178,4 +182,34 @@ func (d *dispatcher) cpu() (time.Duration, error) {
 		ticks += n
 	}
 	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// startPhases reads from the log when the dispatcher was listening (its
+// store open) and when it logged ready (routes loaded, stored deliveries
+// recovered), as offsets from the process start.
+func (d *dispatcher) startPhases() (listening, ready time.Duration, err error) {
+	data, err := os.ReadFile(d.log)
+	if err != nil {
+		return 0, 0, err
+	}
+	var line struct {
+		Logger string `json:"logger"`
+		Msg    string `json:"msg"`
+		TS     string `json:"ts"`
+	}
+	found := map[string]time.Duration{}
+	for raw := range strings.SplitSeq(string(data), "\n") {
+		if json.Unmarshal([]byte(raw), &line) != nil || line.Logger != "dispatcher" || (line.Msg != "listening" && line.Msg != "ready") {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, line.TS)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", d.log, err)
+		}
+		found[line.Msg] = at.Sub(d.started)
+	}
+	if len(found) != 2 {
+		return 0, 0, fmt.Errorf("%s: no listening and ready lines", d.log)
+	}
+	return found["listening"], found["ready"], nil
 }
