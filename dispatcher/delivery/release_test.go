@@ -186,3 +186,44 @@ func TestReleaseDoesNotHoldUpTheTable(t *testing.T) {
 	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
 	g.Eventually(func() float64 { return testutil.ToFloat64(engine.Metrics.Held) }).Should(BeZero())
 }
+
+// TestReleaseRequestsCoalesce: re-reads of the store that ask again for an
+// endpoint whose release is under way (Resync finds its held deliveries
+// every few seconds) add one more pass, not another release of the same
+// deliveries.
+func TestReleaseRequestsCoalesce(t *testing.T) {
+	g := NewWithT(t)
+	receiver := testreceiver.NewOrdered(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	gate := &gatedChanges{open: make(chan struct{})}
+	engine, recorder := disabledEngine(t, route, func(db store.Store) store.Store {
+		gate.Store = db
+		return gate
+	})
+	engine.releaseChunk = 10
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(gate.open) }) }
+	t.Cleanup(open)
+
+	ids := publishEvents(t, engine, 0, 35)
+	route.ReenableToken = "1"
+	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
+	g.Eventually(receiver.Delivered).WithTimeout(10 * time.Second).Should(Equal(ids[:10]))
+	// Each reads the held ones left, then waits for the chunk being
+	// written (behind the gate) before it asks for their release.
+	resyncs := make(chan error, 3)
+	for range 3 {
+		go func() { resyncs <- engine.Resync(context.Background()) }()
+	}
+	open()
+	for range 3 {
+		g.Eventually(resyncs).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
+	}
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
+	g.Eventually(func() bool {
+		engine.mu.Lock()
+		defer engine.mu.Unlock()
+		return engine.releaser
+	}).Should(BeFalse())
+	g.Expect(recorder.recorded()).To(HaveLen(4), "35 held deliveries, 10 to a chunk, each written once")
+}
