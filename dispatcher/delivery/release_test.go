@@ -14,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
@@ -47,8 +48,9 @@ func (s *changeRecorder) recorded() [][]string {
 
 // disabledEngine runs an engine on a new store in which the route's
 // endpoint is disabled, recovered, its store (wrapped by wrap, if not nil)
-// recording ChangeDeliveries.
-func disabledEngine(t *testing.T, route routes.Endpoint, wrap func(store.Store) store.Store) (*Engine, *changeRecorder) {
+// recording ChangeDeliveries. With a waker, it runs as a replica on a
+// shared store does (which alone re-reads the store with Resync).
+func disabledEngine(t *testing.T, route routes.Endpoint, wrap func(store.Store) store.Store, waker Waker) (*Engine, *changeRecorder) {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
@@ -65,8 +67,11 @@ func disabledEngine(t *testing.T, route routes.Endpoint, wrap func(store.Store) 
 		recorder.Store = wrap(db)
 	}
 	engine, err := New(ctx, Options{
-		Store: recorder, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: &jumpingClock{},
-		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
+		Store: recorder, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(),
+		// Standing still: every release is due at once, and a shared store's
+		// finished ids are remembered for the whole test.
+		Clock:   clocktesting.NewFakeClock(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)),
+		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute, Waker: waker,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +97,7 @@ func TestReleaseGoesInChunksOldestFirst(t *testing.T) {
 	g := NewWithT(t)
 	receiver := testreceiver.NewOrdered(t, nil)
 	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
-	engine, recorder := disabledEngine(t, route, nil)
+	engine, recorder := disabledEngine(t, route, nil, nil)
 	engine.releaseChunk = 10
 
 	ids := publishEvents(t, engine, 0, 35)
@@ -118,7 +123,7 @@ func TestReleaseGoesInChunksOldestFirst(t *testing.T) {
 // it is, and the held ones of a disabled endpoint are only counted.
 func TestStartCopiesNoHeldDeliveries(t *testing.T) {
 	route := strictRoute("http://127.0.0.1:1", func(route *routes.Endpoint) { route.Ordering = "" })
-	engine, _ := disabledEngine(t, route, nil)
+	engine, _ := disabledEngine(t, route, nil, nil)
 	active := make([]store.Delivery, 10000)
 	for i := range active {
 		active[i] = store.Delivery{ID: fmt.Sprintf("dlv_%016x", i), Namespace: route.Namespace, Endpoint: route.Name, State: store.Held}
@@ -168,7 +173,7 @@ func TestReleaseDoesNotHoldUpTheTable(t *testing.T) {
 	engine, _ := disabledEngine(t, route, func(db store.Store) store.Store {
 		gate.Store = db
 		return gate
-	})
+	}, nil)
 	engine.releaseChunk = 10
 	var opened sync.Once
 	open := func() { opened.Do(func() { close(gate.open) }) }
@@ -199,7 +204,7 @@ func TestReleaseRequestsCoalesce(t *testing.T) {
 	engine, recorder := disabledEngine(t, route, func(db store.Store) store.Store {
 		gate.Store = db
 		return gate
-	})
+	}, lostWake{})
 	engine.releaseChunk = 10
 	var opened sync.Once
 	open := func() { opened.Do(func() { close(gate.open) }) }
