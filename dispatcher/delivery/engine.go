@@ -361,11 +361,7 @@ func (e *Engine) releaseLater(endpointIDs []string) {
 		return
 	}
 	e.releaser = true
-	e.inFlight.Add(1) // Stop waits for the chunk being written
-	go func() {
-		defer e.inFlight.Done()
-		e.releaseInBackground()
-	}()
+	e.inFlight.Go(e.releaseInBackground) // Stop waits for the chunk being written
 }
 
 // releaseInBackground releases the held deliveries of the endpoints asked

@@ -665,15 +665,15 @@ func (b *Bolt) Sweep(ctx context.Context, before time.Time) (int, error) {
 func (b *Bolt) sweepBucket(ctx context.Context, bucket []byte, match func(tx *bolt.Tx, key, value []byte) (bool, error),
 	remove func(tx *bolt.Tx, key []byte) (bool, error)) (int, error) {
 	removed := 0
-	var batch [][]byte
+	var keys [][]byte
 	flush := func() error {
-		if len(batch) == 0 {
+		if len(keys) == 0 {
 			return nil
 		}
 		n := 0
 		err := b.update(func(tx *bolt.Tx) error {
 			n = 0 // a group commit may run apply twice (alone after a failed group)
-			for _, key := range batch {
+			for _, key := range keys {
 				gone, err := remove(tx, key)
 				if err != nil {
 					return err
@@ -688,7 +688,7 @@ func (b *Bolt) sweepBucket(ctx context.Context, bucket []byte, match func(tx *bo
 			return err
 		}
 		removed += n
-		batch = batch[:0]
+		keys = keys[:0]
 		if b.sweepBatchDone != nil {
 			b.sweepBatchDone(n)
 		}
@@ -705,14 +705,14 @@ func (b *Bolt) sweepBucket(ctx context.Context, bucket []byte, match func(tx *bo
 			if from != nil {
 				key, value = cursor.Seek(from)
 			}
-			for visited := 0; key != nil && visited < b.sweepScan && len(batch) < b.sweepBatch; key, value = cursor.Next() {
+			for visited := 0; key != nil && visited < b.sweepScan && len(keys) < b.sweepBatch; key, value = cursor.Next() {
 				visited++
 				matched, err := match(tx, key, value)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", bucket, key, err)
 				}
 				if matched {
-					batch = append(batch, bytes.Clone(key))
+					keys = append(keys, bytes.Clone(key))
 				}
 			}
 			from, done = bytes.Clone(key), key == nil
@@ -721,7 +721,7 @@ func (b *Bolt) sweepBucket(ctx context.Context, bucket []byte, match func(tx *bo
 		if err != nil {
 			return removed, err
 		}
-		if len(batch) >= b.sweepBatch || done {
+		if len(keys) >= b.sweepBatch || done {
 			if err := flush(); err != nil {
 				return removed, err
 			}

@@ -124,7 +124,7 @@ func (d *dispatcher) memory() string {
 			fields[name] = strings.TrimSpace(value)
 		}
 	}
-	heap := "unknown"
+	var heap string
 	if inUse, err := d.metric("go_memstats_heap_inuse_bytes"); err != nil {
 		heap = fmt.Sprintf("unknown (%v)", err)
 	} else {
