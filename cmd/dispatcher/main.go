@@ -282,7 +282,7 @@ func run(ctx context.Context, opts options) error {
 	defer stopReporter()
 	reporterDone := make(chan struct{})
 	go func() { reporter.Run(reporterCtx); close(reporterDone) }()
-	go sweep(ctx, db, opts.retention, log)
+	go sweep(ctx, db, opts.retention, clock.RealClock{}, log)
 
 	select {
 	case err := <-serveErr:
@@ -438,12 +438,26 @@ func kubeClients() (*runtime.Scheme, client.Client, *kubernetes.Clientset, error
 	return scheme, kube, clientset, nil
 }
 
-// sweep deletes finished deliveries older than the retention, hourly.
-func sweep(ctx context.Context, db store.Store, retention time.Duration, log logr.Logger) {
-	ticker := time.NewTicker(time.Hour)
+// firstSweepAfter is how long after the start the first sweep runs: a
+// sweep walks every stored delivery (seconds of CPU for a million), which a
+// start, busy recovering and releasing held deliveries, should not pay for
+// too, and which a restart loop would otherwise repeat each time.
+const firstSweepAfter = 10 * time.Minute
+
+// sweep deletes finished deliveries older than the retention,
+// firstSweepAfter after the start and hourly after that, on clk.
+func sweep(ctx context.Context, db store.Store, retention time.Duration, clk clock.WithTicker, log logr.Logger) {
+	first := clk.NewTimer(firstSweepAfter)
+	defer first.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-first.C():
+	}
+	ticker := clk.NewTicker(time.Hour)
 	defer ticker.Stop()
 	for {
-		swept, err := db.Sweep(ctx, time.Now().Add(-retention))
+		swept, err := db.Sweep(ctx, clk.Now().Add(-retention))
 		if err != nil {
 			log.Error(err, "sweeping finished deliveries")
 		} else if swept > 0 {
@@ -452,7 +466,7 @@ func sweep(ctx context.Context, db store.Store, retention time.Duration, log log
 		select {
 		case <-ctx.Done():
 			return
-		case <-ticker.C:
+		case <-ticker.C():
 		}
 	}
 }

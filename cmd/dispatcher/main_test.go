@@ -4,12 +4,18 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	. "github.com/onsi/gomega"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/hookrelay/hookrelay/dispatcher/store"
 )
 
 func TestProfilingListensOnLoopbackOnly(t *testing.T) {
@@ -137,4 +143,47 @@ func validOptions() options {
 		readHeaderTimeout: time.Second, readTimeout: time.Second, writeTimeout: time.Second, idleTimeout: time.Second, drainTimeout: time.Second,
 		authFailureRate: 1, authFailureBurst: 1,
 	}
+}
+
+// sweeps counts Sweep calls and their cut-offs.
+type sweeps struct {
+	store.Store
+	mu   sync.Mutex
+	cuts []time.Time
+}
+
+func (s *sweeps) Sweep(_ context.Context, before time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cuts = append(s.cuts, before)
+	return 0, nil
+}
+
+func (s *sweeps) made() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.cuts)
+}
+
+// TestFirstSweepWaits: the start does not walk the store; the first sweep
+// runs firstSweepAfter later, and hourly after that.
+func TestFirstSweepWaits(t *testing.T) {
+	g := NewWithT(t)
+	start := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	fake := clocktesting.NewFakeClock(start)
+	db := &sweeps{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sweep(ctx, db, 24*time.Hour, fake, logr.Discard()); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	g.Eventually(fake.HasWaiters).Should(BeTrue())
+	fake.Step(firstSweepAfter - time.Second)
+	// Absence: a sweep started by that step would run within microseconds.
+	g.Consistently(db.made).WithTimeout(200 * time.Millisecond).Should(BeEmpty())
+	fake.Step(time.Second)
+	g.Eventually(db.made).Should(Equal([]time.Time{start.Add(firstSweepAfter - 24*time.Hour)}))
+	g.Eventually(fake.HasWaiters).Should(BeTrue())
+	fake.Step(time.Hour)
+	g.Eventually(db.made).Should(HaveLen(2))
 }

@@ -6,6 +6,8 @@ package delivery
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +98,14 @@ type Engine struct {
 	writtenMu sync.Mutex
 	written   *sync.Cond
 	unwritten [store.Partitions]int
+	// releaseChunk is the most deliveries requeue moves in one store write
+	// (the constant; tests make it smaller).
+	releaseChunk int
+	// toRelease are the unordered endpoints whose held deliveries the
+	// background releaser is to release next, and releaser says it runs;
+	// both under mu.
+	toRelease map[string]bool
+	releaser  bool
 }
 
 // New returns an engine with the stored health loaded. Call SetTable, then
@@ -106,7 +116,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock), ledger: newLedger(opts.Waker != nil),
-		records: make([]chan store.AttemptRecord, max(opts.RecordWriters, 1)),
+		records: make([]chan store.AttemptRecord, max(opts.RecordWriters, 1)), releaseChunk: releaseChunk, toRelease: map[string]bool{},
 	}
 	e.written = sync.NewCond(&e.writtenMu)
 	e.attempts, e.cancelAttempts = context.WithCancel(context.Background())
@@ -284,8 +294,48 @@ func (e *Engine) reenable(ctx context.Context, endpoint *routes.Route) error {
 }
 
 // release turns the held deliveries of the given endpoints into pending
-// ones and queues them, oldest first.
+// ones and queues them, oldest first, releaseChunk per store write. Those
+// of Strict endpoints are back in line when it returns, so that their
+// lines move in order. Those of unordered endpoints, which may be a hundred
+// thousand behind one endpoint, go in the background (releaseLater): a
+// table swap, a partition's hand-over and other endpoints' deliveries do
+// not wait for them. Call with e.releasing held.
 func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
+	table := e.table.Load()
+	var strict, unordered []string
+	for _, id := range endpointIDs {
+		if endpoint := table.Endpoint(id); endpoint != nil && endpoint.Strict() {
+			strict = append(strict, id)
+		} else {
+			unordered = append(unordered, id)
+		}
+	}
+	e.releaseLater(unordered)
+	if len(strict) == 0 {
+		return nil
+	}
+	held, err := e.heldOf(ctx, strict)
+	if err != nil {
+		return err
+	}
+	released, err := e.requeue(ctx, held)
+	e.Metrics.Held.Sub(float64(released))
+	if err != nil {
+		return err
+	}
+	// The held deliveries are in line again, ahead of any that arrived
+	// since: Strict lines may move.
+	for _, id := range strict {
+		e.queueFor(id).unblock()
+	}
+	if released > 0 {
+		e.Log.Info("released held deliveries", "count", released, "endpoints", strict)
+	}
+	return nil
+}
+
+// heldOf reads the held deliveries of the endpoints, oldest first.
+func (e *Engine) heldOf(ctx context.Context, endpointIDs []string) ([]store.Delivery, error) {
 	wanted := map[string]bool{}
 	partitions := make([]int, 0, len(endpointIDs))
 	for _, id := range endpointIDs {
@@ -294,28 +344,92 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	}
 	active, err := e.Store.Active(ctx, partitions)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var held []store.Delivery
-	for _, delivery := range active {
-		if delivery.State == store.Held && wanted[routes.ID(delivery.Namespace, delivery.Endpoint)] {
-			held = append(held, delivery)
+	return slices.DeleteFunc(active, func(delivery store.Delivery) bool {
+		return delivery.State != store.Held || !wanted[routes.ID(delivery.Namespace, delivery.Endpoint)]
+	}), nil
+}
+
+// releaseLater has the background releaser release the endpoints' held
+// deliveries, starting it unless it runs. Requests for an endpoint whose
+// release is under way (a re-read of the store every few seconds asks
+// again) are coalesced into one more pass.
+func (e *Engine) releaseLater(endpointIDs []string) {
+	if len(endpointIDs) == 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.stopped {
+		return // held in the store; the next start releases them
+	}
+	for _, id := range endpointIDs {
+		e.toRelease[id] = true
+	}
+	if e.releaser {
+		return
+	}
+	e.releaser = true
+	e.inFlight.Go(e.releaseInBackground) // Stop waits for the chunk being written
+}
+
+// releaseInBackground releases the held deliveries of the endpoints asked
+// for, a pass at a time, until none is asked for or the engine stops.
+func (e *Engine) releaseInBackground() {
+	for {
+		e.mu.Lock()
+		endpointIDs := slices.Sorted(maps.Keys(e.toRelease))
+		clear(e.toRelease)
+		if len(endpointIDs) == 0 || e.stopped {
+			e.releaser = false
+			e.mu.Unlock()
+			return
+		}
+		e.mu.Unlock()
+		held, err := e.heldOf(e.attempts, endpointIDs)
+		if err != nil {
+			e.Log.Error(err, "reading held deliveries to release; they stay held until the endpoint is next re-enabled or unpaused, or the dispatcher restarts",
+				"endpoints", endpointIDs)
+			continue
+		}
+		released := 0
+		for chunk := range slices.Chunk(held, e.releaseChunk) {
+			moved, err := e.releaseChunkNow(chunk)
+			released += moved
+			if err != nil {
+				e.Log.Error(err, "releasing held deliveries; the rest stay held until the endpoint is next re-enabled or unpaused, or the dispatcher restarts",
+					"endpoints", endpointIDs)
+				break
+			}
+		}
+		if released > 0 {
+			e.Log.Info("released held deliveries", "count", released, "endpoints", endpointIDs)
 		}
 	}
-	released, err := e.requeue(ctx, held)
-	if err != nil {
-		return err
+}
+
+// releaseChunkNow requeues those of a chunk of held deliveries whose
+// endpoint is still owned and deliverable, and says how many moved. It
+// holds e.releasing for one store write: a partition given up, or an
+// endpoint disabled or paused again, ends the release of what is left, which
+// stays held in the store.
+func (e *Engine) releaseChunkNow(chunk []store.Delivery) (int, error) {
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
+	if e.isStopped() {
+		return 0, nil
 	}
-	// The held deliveries are in line again, ahead of any that arrived
-	// since: Strict lines may move.
-	for _, id := range endpointIDs {
-		e.queueFor(id).unblock()
+	table := e.table.Load()
+	chunk = slices.DeleteFunc(chunk, func(delivery store.Delivery) bool {
+		return !e.ledger.owns(delivery.Namespace, delivery.Endpoint) || !e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint)))
+	})
+	if len(chunk) == 0 {
+		return 0, nil
 	}
-	if len(released) > 0 {
-		e.Log.Info("released held deliveries", "count", len(released), "endpoints", endpointIDs)
-		e.Metrics.Held.Sub(float64(len(released)))
-	}
-	return nil
+	requeued, err := e.requeueChunk(e.attempts, chunk)
+	e.Metrics.Held.Sub(float64(len(requeued)))
+	return len(requeued), err
 }
 
 // Recover takes every partition (an engine that is the only replica):

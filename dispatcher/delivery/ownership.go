@@ -164,18 +164,14 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 	if active, err = e.countInterruptions(ctx, active); err != nil {
 		return 0, 0, err
 	}
-	pending, releasable, stillHeld := e.claim(active)
-	held = len(stillHeld)
-	table := e.table.Load()
-	for _, delivery := range stillHeld {
-		if endpoint := table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint)); endpoint != nil && endpoint.Strict() {
-			e.queueFor(endpoint.ID).block()
-		}
+	pending, releasable, held, strictHeld := e.claim(active)
+	for _, id := range strictHeld {
+		e.queueFor(id).block()
 	}
 	e.Metrics.Held.Add(float64(held))
 	released, err := e.requeue(ctx, releasable)
 	if err != nil {
-		return pending + len(released), held, err
+		return pending + released, held, err
 	}
 	// A Strict line blocked by a delivery held before (a publish while the
 	// endpoint was paused or disabled) moves again now that the held ones
@@ -183,7 +179,7 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 	for _, delivery := range releasable {
 		e.queueFor(routes.ID(delivery.Namespace, delivery.Endpoint)).unblock()
 	}
-	return pending + len(released), held, nil
+	return pending + released, held, nil
 }
 
 // take makes an endpoint of a newly owned partition this engine's: its
@@ -275,7 +271,7 @@ func (e *Engine) Resync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	found, releasable, _ := e.claim(active)
+	found, releasable, _, _ := e.claim(active)
 	if found > 0 {
 		e.Log.Info("found pending deliveries no replica had queued; queued them", "count", found)
 	}
@@ -295,23 +291,30 @@ func (e *Engine) Resync(ctx context.Context) error {
 
 // claim schedules the stored pending deliveries the engine does not hold
 // yet and says how many; of the held ones, it returns those whose endpoint
-// is deliverable now apart from the others.
-func (e *Engine) claim(active []store.Delivery) (queued int, releasable, held []store.Delivery) {
+// is deliverable now, and counts the others, naming the Strict endpoints
+// among theirs. The held ones are not copied: they may be many.
+func (e *Engine) claim(active []store.Delivery) (queued int, releasable []store.Delivery, held int, strictHeld []string) {
 	table := e.table.Load()
+	seen := map[string]bool{}
 	for _, delivery := range active {
+		endpoint := table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint))
 		switch {
 		case delivery.State == store.Pending:
 			if e.ledger.track(delivery) {
 				queued++
 				e.schedule(task{delivery: delivery})
 			}
-		case e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint))):
+		case e.deliverable(endpoint):
 			releasable = append(releasable, delivery)
 		default:
-			held = append(held, delivery)
+			held++
+			if endpoint != nil && endpoint.Strict() && !seen[endpoint.ID] {
+				seen[endpoint.ID] = true
+				strictHeld = append(strictHeld, endpoint.ID)
+			}
 		}
 	}
-	return queued, releasable, held
+	return queued, releasable, held, strictHeld
 }
 
 // countOwned publishes which partitions the engine owns.

@@ -16,6 +16,9 @@ import (
 // interrupted poisonAfter times (0: never) are failed instead, with an
 // attempt record that says why; the rest are returned in order.
 func interruptions(active []store.Delivery, started map[string]int, poisonAfter int, now time.Time) (kept, interrupted []store.Delivery, poisoned []store.AttemptRecord) {
+	if len(started) == 0 {
+		return active, nil, nil // no copy of what may be a million deliveries
+	}
 	for _, delivery := range active {
 		attempt, ok := started[delivery.ID]
 		if !ok || delivery.State != store.Pending || attempt <= delivery.Attempts {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hookrelay/hookrelay/dispatcher/store"
@@ -28,14 +29,14 @@ func (e *Engine) Retry(ctx context.Context, namespace, id string) (store.Deliver
 	case store.Held:
 		return store.Delivery{}, fmt.Errorf("%w: %s is held until endpoint %s is re-enabled or unpaused", ErrNotRetriable, id, delivery.Endpoint)
 	}
-	released, err := e.requeue(ctx, []store.Delivery{delivery})
+	requeued, err := e.requeueChunk(ctx, []store.Delivery{delivery})
 	if err != nil {
 		return store.Delivery{}, err
 	}
-	if len(released) == 0 {
+	if len(requeued) == 0 {
 		return store.Delivery{}, fmt.Errorf("%w: %s was retried or attempted by another request meanwhile", ErrNotRetriable, id)
 	}
-	return released[0], nil
+	return requeued[0], nil
 }
 
 // Replay makes one more attempt, now, of every failed delivery to an
@@ -61,22 +62,37 @@ func (e *Engine) Replay(ctx context.Context, namespace, endpoint string, since t
 	for i, j := 0, len(failed)-1; i < j; i, j = i+1, j-1 {
 		failed[i], failed[j] = failed[j], failed[i]
 	}
-	replayed, err := e.requeue(ctx, failed)
-	if err != nil {
-		return 0, err
-	}
-	return len(replayed), nil
+	return e.requeue(ctx, failed)
 }
 
-// requeue stores deliveries as pending, due now, and queues them in order.
-// Each moves only if the store still holds it as it was read: of two
-// requests acting on the same reading, one wins, so a delivery is never
-// queued twice and its attempt numbers never collide. It returns those
-// that moved.
-func (e *Engine) requeue(ctx context.Context, deliveries []store.Delivery) ([]store.Delivery, error) {
-	if len(deliveries) == 0 {
-		return nil, nil
+// releaseChunk is the most deliveries requeue moves in one store write. A
+// release of many held deliveries goes chunk by chunk, oldest first: the
+// first chunk's attempts start while the next is written, and other
+// endpoints' events and attempts are stored between two chunks rather than
+// after one long transaction.
+const releaseChunk = 1000
+
+// requeue stores deliveries as pending, due now, and queues them in order,
+// releaseChunk at a time. Each moves only if the store still holds it as it
+// was read: of two requests acting on the same reading, one wins, so a
+// delivery is never queued twice and its attempt numbers never collide. It
+// returns how many moved; on an error, those of the chunks written before
+// stay queued.
+func (e *Engine) requeue(ctx context.Context, deliveries []store.Delivery) (int, error) {
+	moved := 0
+	for chunk := range slices.Chunk(deliveries, e.releaseChunk) {
+		requeued, err := e.requeueChunk(ctx, chunk)
+		moved += len(requeued)
+		if err != nil {
+			return moved, err
+		}
 	}
+	return moved, nil
+}
+
+// requeueChunk moves deliveries back in line in one store write and returns
+// those that moved, as stored.
+func (e *Engine) requeueChunk(ctx context.Context, deliveries []store.Delivery) ([]store.Delivery, error) {
 	now := e.Clock.Now().UTC()
 	changes := make([]store.DeliveryChange, len(deliveries))
 	for i, delivery := range deliveries {

@@ -46,6 +46,12 @@ type Bolt struct {
 	// attempts that record their results after the store was closed.
 	closing sync.RWMutex
 	closed  bool
+
+	// sweepScan and sweepBatch are the defaults (smaller in tests);
+	// sweepBatchDone, when set (by tests), hears of each batch a sweep
+	// deleted, once it is committed.
+	sweepScan, sweepBatch int
+	sweepBatchDone        func(deleted int)
 }
 
 // write is one caller's part of a group commit.
@@ -84,7 +90,7 @@ func OpenBolt(path string) (*Bolt, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: creating buckets in %s: %w", path, err)
 	}
-	b := &Bolt{db: db, writes: make(chan *write, maxGroup), done: make(chan struct{})}
+	b := &Bolt{db: db, writes: make(chan *write, maxGroup), done: make(chan struct{}), sweepScan: defaultSweepScan, sweepBatch: defaultSweepBatch}
 	go b.writer()
 	return b, nil
 }
@@ -589,77 +595,164 @@ func (b *Bolt) Attempts(_ context.Context, deliveryID string) ([]Attempt, error)
 	return out, nil
 }
 
+// defaultSweepScan bounds the keys one read transaction of a sweep visits,
+// and defaultSweepBatch what one of its write transactions deletes. The sweep reads
+// in read-only transactions, which writes do not wait for (a long one would
+// hold up only a commit that grows the file), and deletes a batch at a time
+// through the group commit: accepting and recording go on while it walks a
+// million finished deliveries.
+const (
+	defaultSweepScan  = 10000
+	defaultSweepBatch = 1000
+)
+
 // Sweep implements Store.
-func (b *Bolt) Sweep(_ context.Context, before time.Time) (int, error) {
-	swept := 0
-	err := b.update(func(tx *bolt.Tx) error {
-		deliveries, attempts, byEvent, events := tx.Bucket(bucketDeliveries), tx.Bucket(bucketAttempts), tx.Bucket(bucketByEvent), tx.Bucket(bucketEvents)
-		var finished []Delivery
-		err := deliveries.ForEach(func(_, value []byte) error {
-			var delivery Delivery
-			if err := json.Unmarshal(value, &delivery); err != nil {
-				return err
-			}
-			if (delivery.State == Succeeded || delivery.State == Failed) && delivery.UpdatedAt.Before(before) {
-				finished = append(finished, delivery)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
+func (b *Bolt) Sweep(ctx context.Context, before time.Time) (int, error) {
+	finished := func(delivery Delivery) bool {
+		return (delivery.State == Succeeded || delivery.State == Failed) && delivery.UpdatedAt.Before(before)
+	}
+	swept, err := b.sweepBucket(ctx, bucketDeliveries, func(tx *bolt.Tx, _, value []byte) (bool, error) {
+		// Only the two fields the cut needs: the walk decodes every
+		// delivery stored, and allocates none of the others.
+		var delivery struct {
+			State     State     `json:"state"`
+			UpdatedAt time.Time `json:"updated_at"`
 		}
-		for _, delivery := range finished {
-			if err := deliveries.Delete([]byte(delivery.ID)); err != nil {
-				return err
-			}
-			if err := byEvent.Delete([]byte(delivery.Namespace + "\x00" + delivery.EventID + "\x00" + delivery.ID)); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketByEndpoint).Delete(byEndpointKey(delivery)); err != nil {
-				return err
-			}
-			prefix := []byte(delivery.ID + "/")
-			cursor := attempts.Cursor()
-			for key, _ := cursor.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, _ = cursor.Seek(prefix) {
-				if err := attempts.Delete(key); err != nil {
-					return err
-				}
-			}
-			swept++
+		if err := json.Unmarshal(value, &delivery); err != nil {
+			return false, err
 		}
+		return finished(Delivery{State: delivery.State, UpdatedAt: delivery.UpdatedAt}), nil
+	}, func(tx *bolt.Tx, key []byte) (bool, error) {
+		// Read again in the write: a retry may have moved it meanwhile.
+		delivery, found, err := storedDelivery(tx, string(key))
+		if err != nil || !found || !finished(delivery) {
+			return false, err
+		}
+		return true, deleteDelivery(tx, delivery)
+	})
+	if err == nil {
 		// Events with no delivery left, accepted before the cut-off.
-		var stale [][]byte
-		err = events.ForEach(func(key, value []byte) error {
+		stale := func(tx *bolt.Tx, key, value []byte) (bool, error) {
 			var event Event
 			if err := json.Unmarshal(value, &event); err != nil {
-				return err
-			}
-			if !event.AcceptedAt.Before(before) {
-				return nil
+				return false, err
 			}
 			prefix := append(append([]byte{}, key...), 0)
-			if k, _ := byEvent.Cursor().Seek(prefix); k == nil || !bytes.HasPrefix(k, prefix) {
-				stale = append(stale, append([]byte{}, key...))
+			k, _ := tx.Bucket(bucketByEvent).Cursor().Seek(prefix)
+			return event.AcceptedAt.Before(before) && (k == nil || !bytes.HasPrefix(k, prefix)), nil
+		}
+		_, err = b.sweepBucket(ctx, bucketEvents, stale, func(tx *bolt.Tx, key []byte) (bool, error) {
+			value := tx.Bucket(bucketEvents).Get(key)
+			if value == nil {
+				return false, nil
+			}
+			if gone, err := stale(tx, key, value); err != nil || !gone {
+				return false, err
+			}
+			return true, errors.Join(tx.Bucket(bucketEvents).Delete(key), tx.Bucket(bucketEventData).Delete(key))
+		})
+	}
+	if err != nil {
+		return swept, fmt.Errorf("store: sweeping before %s: %w", before.Format(time.RFC3339), err)
+	}
+	return swept, nil
+}
+
+// sweepBucket walks a bucket in read transactions of sweepScan keys, and
+// deletes the keys that match, sweepBatch at a time, each batch in a write
+// transaction that checks them again (remove says whether it deleted one).
+// It returns how many went.
+func (b *Bolt) sweepBucket(ctx context.Context, bucket []byte, match func(tx *bolt.Tx, key, value []byte) (bool, error),
+	remove func(tx *bolt.Tx, key []byte) (bool, error)) (int, error) {
+	removed := 0
+	var keys [][]byte
+	flush := func() error {
+		if len(keys) == 0 {
+			return nil
+		}
+		n := 0
+		err := b.update(func(tx *bolt.Tx) error {
+			n = 0 // a group commit may run apply twice (alone after a failed group)
+			for _, key := range keys {
+				gone, err := remove(tx, key)
+				if err != nil {
+					return err
+				}
+				if gone {
+					n++
+				}
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		for _, key := range stale {
-			if err := events.Delete(key); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketEventData).Delete(key); err != nil {
-				return err
-			}
+		removed += n
+		keys = keys[:0]
+		if b.sweepBatchDone != nil {
+			b.sweepBatchDone(n)
 		}
 		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("store: sweeping before %s: %w", before.Format(time.RFC3339), err)
 	}
-	return swept, nil
+	var from []byte // the next key to visit; nil at the start
+	for done := false; !done; {
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
+		err := b.view(func(tx *bolt.Tx) error {
+			cursor := tx.Bucket(bucket).Cursor()
+			key, value := cursor.First()
+			if from != nil {
+				key, value = cursor.Seek(from)
+			}
+			for visited := 0; key != nil && visited < b.sweepScan && len(keys) < b.sweepBatch; key, value = cursor.Next() {
+				visited++
+				matched, err := match(tx, key, value)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", bucket, key, err)
+				}
+				if matched {
+					keys = append(keys, bytes.Clone(key))
+				}
+			}
+			from, done = bytes.Clone(key), key == nil
+			return nil
+		})
+		if err != nil {
+			return removed, err
+		}
+		if len(keys) >= b.sweepBatch || done {
+			if err := flush(); err != nil {
+				return removed, err
+			}
+		}
+	}
+	return removed, nil
+}
+
+// deleteDelivery deletes a delivery, its index entries and its attempts.
+func deleteDelivery(tx *bolt.Tx, delivery Delivery) error {
+	if err := tx.Bucket(bucketDeliveries).Delete([]byte(delivery.ID)); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketActive).Delete([]byte(delivery.ID)); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketByEvent).Delete([]byte(delivery.Namespace + "\x00" + delivery.EventID + "\x00" + delivery.ID)); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketByEndpoint).Delete(byEndpointKey(delivery)); err != nil {
+		return err
+	}
+	attempts := tx.Bucket(bucketAttempts)
+	prefix := []byte(delivery.ID + "/")
+	cursor := attempts.Cursor()
+	for key, _ := cursor.Seek(prefix); key != nil && bytes.HasPrefix(key, prefix); key, _ = cursor.Seek(prefix) {
+		if err := attempts.Delete(key); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var _ Store = (*Bolt)(nil)

@@ -71,3 +71,51 @@ func TestCorruptFileIsAnError(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepDeletesInBatches: a sweep deletes a batch per write transaction
+// and the store takes other writes between two batches, so that a sweep of
+// many finished deliveries does not hold up accepting events.
+func TestSweepDeletesInBatches(t *testing.T) {
+	ctx := t.Context()
+	db := openTestStore(t, filepath.Join(t.TempDir(), "hookrelay.db"))
+	defer db.Close()
+	base := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	var records []store.AttemptRecord
+	for i := range 7 {
+		accepted, err := db.Accept(ctx, store.Event{Namespace: "shop", ID: fmt.Sprintf("evt_%d", i), Type: "order.created", Data: []byte(`{}`),
+			AcceptedAt: base}, []store.Target{{Endpoint: "a"}}, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		delivery := accepted.Deliveries[0]
+		delivery.State, delivery.Attempts, delivery.UpdatedAt = store.Succeeded, 1, base.Add(time.Minute)
+		records = append(records, store.AttemptRecord{Delivery: delivery, Attempt: store.Attempt{DeliveryID: delivery.ID, Number: 1, StartedAt: base, StatusCode: 200}})
+	}
+	if _, err := db.RecordAttempts(ctx, records); err != nil {
+		t.Fatal(err)
+	}
+	var batches []int
+	store.SetSweepSizes(db, 2, 3, func(deleted int) {
+		batches = append(batches, deleted)
+		// The next batch is not deleted yet, and a write goes through.
+		if err := db.PutHealth(ctx, store.Health{Endpoint: fmt.Sprintf("shop/between-%d", len(batches))}); err != nil {
+			t.Error(err)
+		}
+	})
+	swept, err := db.Sweep(ctx, base.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The deliveries, then their events.
+	if swept != 7 || fmt.Sprint(batches) != "[3 3 1 3 3 1]" {
+		t.Errorf("Sweep = %d in batches %v, want 7 in batches [3 3 1], then their 7 events in [3 3 1]", swept, batches)
+	}
+	for _, record := range records {
+		if _, err := db.Delivery(ctx, record.Delivery.ID); !store.IsNotFound(err) {
+			t.Errorf("swept delivery %s: %v, want ErrNotFound", record.Delivery.ID, err)
+		}
+		if _, err := db.Event(ctx, "shop", record.Delivery.EventID); !store.IsNotFound(err) {
+			t.Errorf("event %s of a swept delivery: %v, want ErrNotFound", record.Delivery.EventID, err)
+		}
+	}
+}

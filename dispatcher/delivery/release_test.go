@@ -1,0 +1,234 @@
+package delivery
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	clocktesting "k8s.io/utils/clock/testing"
+
+	"github.com/hookrelay/hookrelay/dispatcher/signing"
+	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
+	"github.com/hookrelay/hookrelay/internal/testreceiver"
+)
+
+// changeRecorder notes the delivery ids of each ChangeDeliveries call.
+type changeRecorder struct {
+	store.Store
+	mu     sync.Mutex
+	writes [][]string
+}
+
+func (s *changeRecorder) ChangeDeliveries(ctx context.Context, changes []store.DeliveryChange) ([]bool, error) {
+	ids := make([]string, len(changes))
+	for i, change := range changes {
+		ids[i] = change.To.ID
+	}
+	s.mu.Lock()
+	s.writes = append(s.writes, ids)
+	s.mu.Unlock()
+	return s.Store.ChangeDeliveries(ctx, changes)
+}
+
+func (s *changeRecorder) recorded() [][]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.writes)
+}
+
+// disabledEngine runs an engine on a new store in which the route's
+// endpoint is disabled, recovered, its store (wrapped by wrap, if not nil)
+// recording ChangeDeliveries. With a waker, it runs as a replica on a
+// shared store does (which alone re-reads the store with Resync).
+func disabledEngine(t *testing.T, route routes.Endpoint, wrap func(store.Store) store.Store, waker Waker) (*Engine, *changeRecorder) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	id := routes.ID(route.Namespace, route.Name)
+	if err := db.PutHealth(ctx, store.Health{Endpoint: id, UID: route.UID, ConsecutiveFailures: 5, Disabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	recorder := &changeRecorder{Store: db}
+	if wrap != nil {
+		recorder.Store = wrap(db)
+	}
+	engine, err := New(ctx, Options{
+		Store: recorder, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(),
+		// Standing still: every release is due at once, and a shared store's
+		// finished ids are remembered for the whole test.
+		Clock:   clocktesting.NewFakeClock(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)),
+		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute, Waker: waker,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := engine.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := engine.SetTable(ctx, tableOf(t, route)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := engine.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return engine, recorder
+}
+
+// TestReleaseGoesInChunksOldestFirst: held deliveries are moved back in line
+// a chunk per store write, oldest first, and arrive in acceptance order at
+// an endpoint that takes one at a time.
+func TestReleaseGoesInChunksOldestFirst(t *testing.T) {
+	g := NewWithT(t)
+	receiver := testreceiver.NewOrdered(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	engine, recorder := disabledEngine(t, route, nil, nil)
+	engine.releaseChunk = 10
+
+	ids := publishEvents(t, engine, 0, 35)
+	g.Expect(testutil.ToFloat64(engine.Metrics.Held)).To(Equal(35.0))
+	route.ReenableToken = "1"
+	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
+
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
+	writes := recorder.recorded()
+	sizes := make([]int, len(writes))
+	for i, write := range writes {
+		sizes[i] = len(write)
+	}
+	g.Expect(sizes).To(Equal([]int{10, 10, 10, 5}))
+	released := slices.Concat(writes...)
+	g.Expect(slices.IsSorted(released)).To(BeTrue(), "released oldest first: %v", released)
+	g.Expect(testutil.ToFloat64(engine.Metrics.Held)).To(BeZero())
+}
+
+// TestStartCopiesNoHeldDeliveries: reading what the store holds at start
+// does not copy its held deliveries (there may be a million of them): with
+// no attempt in flight at the last stop, the active list is passed on as
+// it is, and the held ones of a disabled endpoint are only counted.
+func TestStartCopiesNoHeldDeliveries(t *testing.T) {
+	route := strictRoute("http://127.0.0.1:1", func(route *routes.Endpoint) { route.Ordering = "" })
+	engine, _ := disabledEngine(t, route, nil, nil)
+	active := make([]store.Delivery, 10000)
+	for i := range active {
+		active[i] = store.Delivery{ID: fmt.Sprintf("dlv_%016x", i), Namespace: route.Namespace, Endpoint: route.Name, State: store.Held}
+	}
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	if allocs := testing.AllocsPerRun(10, func() {
+		if kept, _, _ := interruptions(active, map[string]int{}, 3, now); &kept[0] != &active[0] {
+			t.Fatal("interruptions copied the active deliveries")
+		}
+	}); allocs != 0 {
+		t.Errorf("interruptions with nothing in flight made %v allocations, want 0", allocs)
+	}
+	if allocs := testing.AllocsPerRun(10, func() {
+		if _, _, held, _ := engine.claim(active); held != len(active) {
+			t.Fatalf("claim counted %d held, want %d", held, len(active))
+		}
+	}); allocs > 2 {
+		t.Errorf("claim of %d held deliveries made %v allocations, want them counted, not copied", len(active), allocs)
+	}
+}
+
+// gatedChanges lets the first ChangeDeliveries through and holds the
+// others until open is closed.
+type gatedChanges struct {
+	store.Store
+	calls atomic.Int32
+	open  chan struct{}
+}
+
+func (s *gatedChanges) ChangeDeliveries(ctx context.Context, changes []store.DeliveryChange) ([]bool, error) {
+	if s.calls.Add(1) > 1 {
+		<-s.open
+	}
+	return s.Store.ChangeDeliveries(ctx, changes)
+}
+
+// TestReleaseDoesNotHoldUpTheTable: the re-enable of an unordered endpoint
+// returns once its release has begun, while later chunks are still to be
+// written, so that a table swap (and the endpoints it adds or changes)
+// never waits for a large release; the release then completes, oldest
+// first.
+func TestReleaseDoesNotHoldUpTheTable(t *testing.T) {
+	g := NewWithT(t)
+	receiver := testreceiver.NewOrdered(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	gate := &gatedChanges{open: make(chan struct{})}
+	engine, _ := disabledEngine(t, route, func(db store.Store) store.Store {
+		gate.Store = db
+		return gate
+	}, nil)
+	engine.releaseChunk = 10
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(gate.open) }) }
+	t.Cleanup(open)
+
+	ids := publishEvents(t, engine, 0, 35)
+	route.ReenableToken = "1"
+	swapped := make(chan error, 1)
+	go func() { swapped <- engine.SetTable(context.Background(), tableOf(t, route)) }()
+	g.Eventually(swapped).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
+	g.Eventually(receiver.Delivered).WithTimeout(10 * time.Second).Should(Equal(ids[:10]))
+	g.Expect(gate.calls.Load()).To(BeNumerically("<=", 2), "the second chunk waits at the gate")
+
+	open()
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
+	g.Eventually(func() float64 { return testutil.ToFloat64(engine.Metrics.Held) }).Should(BeZero())
+}
+
+// TestReleaseRequestsCoalesce: re-reads of the store that ask again for an
+// endpoint whose release is under way (Resync finds its held deliveries
+// every few seconds) add one more pass, not another release of the same
+// deliveries.
+func TestReleaseRequestsCoalesce(t *testing.T) {
+	g := NewWithT(t)
+	receiver := testreceiver.NewOrdered(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	gate := &gatedChanges{open: make(chan struct{})}
+	engine, recorder := disabledEngine(t, route, func(db store.Store) store.Store {
+		gate.Store = db
+		return gate
+	}, lostWake{})
+	engine.releaseChunk = 10
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(gate.open) }) }
+	t.Cleanup(open)
+
+	ids := publishEvents(t, engine, 0, 35)
+	route.ReenableToken = "1"
+	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
+	g.Eventually(receiver.Delivered).WithTimeout(10 * time.Second).Should(Equal(ids[:10]))
+	// Each reads the held ones left, then waits for the chunk being
+	// written (behind the gate) before it asks for their release.
+	resyncs := make(chan error, 3)
+	for range 3 {
+		go func() { resyncs <- engine.Resync(context.Background()) }()
+	}
+	open()
+	for range 3 {
+		g.Eventually(resyncs).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
+	}
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
+	g.Eventually(func() bool {
+		engine.mu.Lock()
+		defer engine.mu.Unlock()
+		return engine.releaser
+	}).Should(BeFalse())
+	g.Expect(recorder.recorded()).To(HaveLen(4), "35 held deliveries, 10 to a chunk, each written once")
+}
