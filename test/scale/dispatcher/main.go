@@ -54,7 +54,7 @@ func main() {
 	flag.IntVar(&opts.Deliveries, "deliveries", 1000000, "Deliveries stored before the dispatcher starts, --held of them held and the rest finished.")
 	flag.IntVar(&opts.Held, "held", 100000, "Held deliveries of the one disabled endpoint, released when it is re-enabled.")
 	flag.IntVar(&opts.FanOut, "fan-out", 10, "Finished deliveries per stored event.")
-	flag.StringVar(&opts.Store, "store", "bolt", "The dispatcher's --store: the embedded engine filled and measured.")
+	flag.StringVar(&opts.Store, "store", "pebble", "The dispatcher's --store: the embedded engine filled and measured.")
 	flag.StringVar(&opts.dispatcherBinary, "dispatcher", "bin/dispatcher", "The dispatcher binary.")
 	flag.StringVar(&opts.dispatcherArgs, "dispatcher-args", "",
 		"Extra dispatcher flags, space-separated (e.g. --enable-profiling --profiling-address=127.0.0.1:6070 to profile the release).")

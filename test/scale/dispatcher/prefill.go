@@ -37,6 +37,12 @@ type shape struct {
 // case here; the prefill itself uses only the store.Store interface.
 func openStore(kind, dir string) (store.Store, error) {
 	switch kind {
+	case "pebble":
+		db, err := store.OpenPebble(filepath.Join(dir, "pebble"))
+		if err != nil {
+			return nil, err
+		}
+		return db, nil
 	case "bolt":
 		db, err := store.OpenBolt(filepath.Join(dir, "hookrelay.db"))
 		if err != nil {
@@ -44,7 +50,7 @@ func openStore(kind, dir string) (store.Store, error) {
 		}
 		return db, nil
 	default:
-		return nil, fmt.Errorf("--store=%s: this test fills only embedded stores it knows (bolt); add the engine to openStore", kind)
+		return nil, fmt.Errorf("--store=%s: this test fills only the embedded stores (pebble, bolt)", kind)
 	}
 }
 
