@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -102,7 +103,10 @@ func main() {
 		"Comma-separated CIDRs that deliveries may reach although they are loopback, private, link-local or cloud-metadata addresses (127.0.0.0/8 for local development).")
 	flag.BoolVar(&opts.insecureNoAuth, "insecure-no-auth", false,
 		"Accept requests without a token or RBAC check. For local development only: anyone who reaches the dispatcher can publish and read.")
-	flag.StringVar(&opts.tokenAudience, "token-audience", "", "Audience that bearer tokens must be issued for; empty accepts the API server's audiences.")
+	flag.StringVar(&opts.tokenAudience, "token-audience", "",
+		"Audiences that bearer tokens may be issued for, comma-separated: a token for any one of them is accepted; empty accepts the API server's audiences. "+
+			"Producers' projected tokens for a dedicated audience and the kubectl plugin through the API server's proxy together need both, "+
+			"such as hookrelay,https://kubernetes.default.svc.cluster.local.")
 	flag.DurationVar(&opts.authCacheTTL, "auth-cache-ttl", 30*time.Second, "How long a TokenReview or SubjectAccessReview answer is reused.")
 	flag.StringVar(&opts.tlsCertFile, "tls-cert-file", "", "Serve the API over TLS with this certificate (PEM); with --tls-key-file.")
 	flag.StringVar(&opts.tlsKeyFile, "tls-key-file", "", "Private key (PEM) of --tls-cert-file.")
@@ -218,9 +222,7 @@ func run(ctx context.Context, opts options) error {
 		warnings = append(warnings, warning{"--insecure-no-auth", "anyone who reaches the dispatcher can publish events and read the delivery log; use it for local development only"})
 	} else {
 		api.Auth = &ingest.KubeAuth{Client: clientset, TTL: opts.authCacheTTL, FailureRate: rate.Limit(opts.authFailureRate), FailureBurst: opts.authFailureBurst}
-		if opts.tokenAudience != "" {
-			api.Auth.Audiences = []string{opts.tokenAudience}
-		}
+		api.Auth.Audiences = opts.audiences()
 	}
 	api.Register(mux)
 	if opts.profiling {
@@ -345,10 +347,21 @@ func (opts options) check() error {
 			return fmt.Errorf("%s %s must be positive: without it a slow client holds its connection for ever", name, value)
 		}
 	}
+	if slices.Contains(opts.audiences(), "") {
+		return fmt.Errorf("--token-audience %q has an empty audience: list audiences separated by single commas", opts.tokenAudience)
+	}
 	if opts.authFailureRate <= 0 || opts.authFailureBurst < 1 {
 		return fmt.Errorf("--auth-failure-rate %g and --auth-failure-burst %d must be positive", opts.authFailureRate, opts.authFailureBurst)
 	}
 	return nil
+}
+
+// audiences are --token-audience's, nil when it is empty.
+func (opts options) audiences() []string {
+	if opts.tokenAudience == "" {
+		return nil
+	}
+	return strings.Split(opts.tokenAudience, ",")
 }
 
 // The stores --store chooses from, and where the PostgreSQL DSN is read

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -187,4 +188,55 @@ func publishOne(ctx context.Context, producer *client.Client, namespace string, 
 		return dispatcherapi.PublishResponse{}, err
 	}
 	return producer.PublishCloudEvent(ctx, namespace, event)
+}
+
+// TestTokensForEitherAudience: a dispatcher with two audiences in
+// --token-audience accepts a producer's token for its own audience and a
+// user's token for the API server's (what the kubectl plugin forwards
+// through the API server's proxy), and refuses one for neither.
+func TestTokensForEitherAudience(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	namespace := env.Namespace(t)
+	_, stderr, err := env.Kubectl(ctx, "", "apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "rbac", "api_roles.yaml"))
+	g.Expect(err).NotTo(HaveOccurred(), stderr)
+	clientset, err := kubernetes.NewForConfig(env.Config)
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = clientset.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "billing"}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = clientset.RbacV1().RoleBindings(namespace).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "billing-publishes"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "hookrelay-publisher"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "billing", Namespace: namespace}},
+	}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	tokenFor := func(audiences ...string) string {
+		request, err := clientset.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, "billing",
+			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences}}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		return request.Status.Token
+	}
+	// A token requested without audiences is for the API server's; a review
+	// without audiences says which those are.
+	apiServerToken := tokenFor()
+	review, err := clientset.AuthenticationV1().TokenReviews().Create(ctx,
+		&authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: apiServerToken}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(review.Status.Audiences).NotTo(BeEmpty())
+
+	d := startDispatcher(t, t.TempDir(), "--insecure-no-auth=false", "--token-audience="+tokenAudience+","+review.Status.Audiences[0])
+	r := newReceiver(t, answerWith(http.StatusOK))
+	endpoint(t, namespace, "ledger", r.URL, []string{"invoice.*"}, nil)
+	for i, token := range []string{tokenFor(tokenAudience), apiServerToken} {
+		producer, err := client.New(d.URL, client.WithToken(token))
+		g.Expect(err).NotTo(HaveOccurred())
+		_, err = producer.Publish(ctx, namespace, dispatcherapi.PublishRequest{ID: fmt.Sprintf("evt_audience_%d", i), Type: "invoice.paid", Data: json.RawMessage(`{}`)})
+		g.Expect(err).NotTo(HaveOccurred(), "token %d", i)
+	}
+	producer, err := client.New(d.URL, client.WithToken(tokenFor("elsewhere")))
+	g.Expect(err).NotTo(HaveOccurred())
+	_, err = producer.Publish(ctx, namespace, dispatcherapi.PublishRequest{ID: "evt_audience_other", Type: "invoice.paid", Data: json.RawMessage(`{}`)})
+	var refused *client.APIError
+	g.Expect(errors.As(err, &refused)).To(BeTrue(), "%v", err)
+	g.Expect(refused.StatusCode).To(Equal(http.StatusUnauthorized))
 }
