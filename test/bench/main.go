@@ -92,8 +92,8 @@ type config struct {
 	// embedded are the embedded stores measured, one dispatcher each.
 	embedded     []string
 	withPostgres bool
-	profile                bool
-	profileDir             string
+	profile      bool
+	profileDir   string
 }
 
 // receivers are loopback HTTP servers that note when each event first
