@@ -165,8 +165,8 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 			hookrelayv1alpha1.ReasonAutoDisabled, disabled.Message, generation))
 	case published && endpoint.Spec.Paused:
 		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPaused,
-			fmt.Sprintf("route and signing keys are published; paused (spec.paused): matching events are held until spec.paused is false; "+
-				"list them with `kubectl hookrelay deliveries %s --state held`", endpoint.Name), generation))
+			fmt.Sprintf("route and signing keys are published; paused (spec.paused): %d matching events are held until spec.paused is false; "+
+				"list them with `kubectl hookrelay deliveries %s --state held`", endpoint.Status.HeldDeliveries, endpoint.Name), generation))
 	case published:
 		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished,
 			"route and signing keys are published to the dispatcher", generation))
@@ -465,7 +465,7 @@ func (r *EndpointReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// dispatcher's Disabled condition; not other status writes.
 		For(&hookrelayv1alpha1.WebhookEndpoint{}, builder.WithPredicates(
 			predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
-				conditionChanged(hookrelayv1alpha1.ConditionDisabled)), r.status.forgetDeleted())).
+				conditionChanged(hookrelayv1alpha1.ConditionDisabled), pausedHeldChanged()), r.status.forgetDeleted())).
 		Owns(&corev1.Secret{}).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.endpointsUsingSecret)).
 		WatchesRawSource(source.Channel(r.publication.changes, &handler.TypedEnqueueRequestForObject[*hookrelayv1alpha1.WebhookEndpoint]{})).

@@ -146,12 +146,12 @@ spec: {url: "https://second.example.com/hooks"}
 	stdout, stderr, err = env.Kubectl(ctx, "", "get", "whep", "-n", namespace)
 	g.Expect(err).NotTo(HaveOccurred(), stderr)
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
-	g.Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "URL", "READY", "REASON", "DISABLED", "FAILURES", "AGE"}))
+	g.Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "URL", "READY", "REASON", "DISABLED", "FAILURES", "HELD", "AGE"}))
 	g.Expect(strings.Fields(lines[1])[:3]).To(Equal([]string{"first", "https://first.example.com/hooks", "True"}))
 
 	stdout, stderr, err = env.Kubectl(ctx, "", "get", "whep", "-n", namespace, "-o", "wide")
 	g.Expect(err).NotTo(HaveOccurred(), stderr)
-	g.Expect(strings.Fields(strings.Split(stdout, "\n")[0])).To(Equal([]string{"NAME", "URL", "READY", "REASON", "DISABLED", "FAILURES", "AGE", "SANDBOX", "PAUSED", "SECRET", "MESSAGE"}))
+	g.Expect(strings.Fields(strings.Split(stdout, "\n")[0])).To(Equal([]string{"NAME", "URL", "READY", "REASON", "DISABLED", "FAILURES", "HELD", "AGE", "SANDBOX", "PAUSED", "SECRET", "MESSAGE"}))
 	g.Expect(stdout).To(ContainSubstring(whsec.GeneratedSecretName("first")))
 }
 

@@ -81,6 +81,17 @@ func conditionChanged(conditionType string) predicate.Funcs {
 	}}
 }
 
+// pausedHeldChanged is a predicate that lets through updates of a paused
+// endpoint's held count, which the dispatcher writes and its Ready message
+// says.
+func pausedHeldChanged() predicate.Funcs {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		previous, okOld := e.ObjectOld.(*hookrelayv1alpha1.WebhookEndpoint)
+		endpoint, okNew := e.ObjectNew.(*hookrelayv1alpha1.WebhookEndpoint)
+		return okOld && okNew && endpoint.Spec.Paused && previous.Status.HeldDeliveries != endpoint.Status.HeldDeliveries
+	}}
+}
+
 func conditionsOf(obj client.Object) []metav1.Condition {
 	switch o := obj.(type) {
 	case *hookrelayv1alpha1.WebhookEndpoint:

@@ -371,6 +371,12 @@ type WebhookEndpointStatus struct {
 	// +optional
 	ConsecutiveFailures int32 `json:"consecutiveFailures,omitempty"`
 
+	// heldDeliveries counts the deliveries stored for this endpoint that wait,
+	// held, for it to be unpaused or re-enabled. The dispatcher replica that
+	// delivers the endpoint writes it, at most once per status interval.
+	// +optional
+	HeldDeliveries int64 `json:"heldDeliveries,omitempty"`
+
 	// lastSuccessTime is when a delivery last succeeded.
 	// +optional
 	LastSuccessTime *metav1.Time `json:"lastSuccessTime,omitempty"`
@@ -414,6 +420,7 @@ type WebhookEndpointStatus struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Disabled",type=string,JSONPath=`.status.conditions[?(@.type=="Disabled")].status`
 // +kubebuilder:printcolumn:name="Failures",type=integer,JSONPath=`.status.consecutiveFailures`
+// +kubebuilder:printcolumn:name="Held",type=integer,JSONPath=`.status.heldDeliveries`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Sandbox",type=boolean,JSONPath=`.spec.sandbox`,priority=1
 // +kubebuilder:printcolumn:name="Paused",type=boolean,JSONPath=`.spec.paused`,priority=1

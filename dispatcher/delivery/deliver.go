@@ -202,5 +202,6 @@ func (e *Engine) hold(ctx context.Context, delivery store.Delivery) {
 	}
 	e.Metrics.Held.Inc()
 	e.Metrics.Deliveries.WithLabelValues("held").Inc()
+	e.countHeld(heldChanges([]store.Delivery{delivery}, 1))
 	e.heldBehind(ctx, routes.ID(delivery.Namespace, delivery.Endpoint))
 }

@@ -26,6 +26,9 @@ const DedupeWindow = 24 * time.Hour
 // StatusSink hears about endpoint health changes (the status reporter).
 type StatusSink interface {
 	HealthChanged(endpoint *routes.Route, health store.Health, change Change)
+	// HeldChanged hears the count of an owned endpoint's held deliveries,
+	// in order; a count reported again unchanged is possible.
+	HeldChanged(endpoint *routes.Route, held int64)
 }
 
 // Change says what happened to an endpoint's health.
@@ -106,6 +109,8 @@ type Engine struct {
 	// both under mu.
 	toRelease map[string]bool
 	releaser  bool
+	// held counts the owned endpoints' held deliveries (held.go).
+	held heldCounts
 }
 
 // New returns an engine with the stored health loaded. Call SetTable, then
@@ -117,6 +122,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	e := &Engine{
 		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock), ledger: newLedger(opts.Waker != nil),
 		records: make([]chan store.AttemptRecord, max(opts.RecordWriters, 1)), releaseChunk: releaseChunk, toRelease: map[string]bool{},
+		held: heldCounts{counts: map[string]int64{}},
 	}
 	e.written = sync.NewCond(&e.writtenMu)
 	e.attempts, e.cancelAttempts = context.WithCancel(context.Background())
@@ -179,8 +185,11 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 	var theirs []store.Delivery
 	// The default body, built once for all the event's deliveries.
 	var body []byte
+	held := map[string]int64{}
+	defer e.countHeld(held)
 	for _, delivery := range accepted.Deliveries {
 		if delivery.State == store.Held {
+			held[routes.ID(namespace, delivery.Endpoint)]++
 			e.Metrics.Held.Inc()
 			e.Metrics.Deliveries.WithLabelValues("held").Inc()
 			e.heldBehind(ctx, routes.ID(namespace, delivery.Endpoint))

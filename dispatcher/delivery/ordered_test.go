@@ -30,6 +30,7 @@ import (
 type noStatus struct{}
 
 func (noStatus) HealthChanged(*routes.Route, store.Health, Change) {}
+func (noStatus) HeldChanged(*routes.Route, int64)                  {}
 
 // jumpingClock moves an hour on every reading, so that every retry is due
 // the next time it is looked at: the order then comes from the queue alone,

@@ -165,6 +165,8 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 		return 0, 0, err
 	}
 	pending, releasable, held, strictHeld := e.claim(active)
+	// Counted before the releasable ones are released, which uncounts them.
+	e.recountHeld(partitions, active)
 	for _, id := range strictHeld {
 		e.queueFor(id).block()
 	}
@@ -232,6 +234,7 @@ func (e *Engine) giveUp(partitions []int) []*queue {
 	}
 	dropped := e.ledger.setOwned(partitions, false)
 	e.countOwned()
+	e.forgetHeld(partitions)
 	e.scheduler.cancel(dropped...)
 	e.mu.Lock()
 	var stopped []*queue
@@ -272,6 +275,9 @@ func (e *Engine) Resync(ctx context.Context) error {
 		return err
 	}
 	found, releasable, _, _ := e.claim(active)
+	// Held ones stored by other replicas are counted here; released ones
+	// are uncounted as they are released.
+	e.recountHeld(owned, active)
 	if found > 0 {
 		e.Log.Info("found pending deliveries no replica had queued; queued them", "count", found)
 	}

@@ -22,11 +22,32 @@ import (
 	"github.com/hookrelay/hookrelay/internal/testreceiver"
 )
 
-// changeRecorder notes the delivery ids of each ChangeDeliveries call.
+// changeRecorder notes the delivery ids of each ChangeDeliveries call and,
+// as the engine's status sink, the held counts reported.
 type changeRecorder struct {
 	store.Store
+	noStatus
 	mu     sync.Mutex
 	writes [][]string
+	held   map[string]int64
+}
+
+func (s *changeRecorder) HeldChanged(endpoint *routes.Route, held int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held == nil {
+		s.held = map[string]int64{}
+	}
+	s.held[endpoint.ID] = held
+}
+
+// heldReported is the held count last reported of the endpoint, and
+// whether one was.
+func (s *changeRecorder) heldReported(id string) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held, ok := s.held[id]
+	return held, ok
 }
 
 func (s *changeRecorder) ChangeDeliveries(ctx context.Context, changes []store.DeliveryChange) ([]bool, error) {
@@ -67,7 +88,7 @@ func disabledEngine(t *testing.T, route routes.Endpoint, wrap func(store.Store) 
 		recorder.Store = wrap(db)
 	}
 	engine, err := New(ctx, Options{
-		Store: recorder, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(),
+		Store: recorder, Status: recorder, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(),
 		// Standing still: every release is due at once, and a shared store's
 		// finished ids are remembered for the whole test.
 		Clock:   clocktesting.NewFakeClock(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)),
@@ -231,4 +252,46 @@ func TestReleaseRequestsCoalesce(t *testing.T) {
 		return engine.releaser
 	}).Should(BeFalse())
 	g.Expect(recorder.recorded()).To(HaveLen(4), "35 held deliveries, 10 to a chunk, each written once")
+}
+
+// TestHeldCountsFollowTheStore: an endpoint's held count, which its status
+// shows, goes up with each delivery stored held, is counted again from the
+// store when its partition is taken (deliveries held while another replica
+// owned it included), and goes back to zero as the held ones are released.
+func TestHeldCountsFollowTheStore(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	receiver := testreceiver.NewOrdered(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering = "" })
+	id := routes.ID(route.Namespace, route.Name)
+	engine, recorder := disabledEngine(t, route, nil, nil)
+	engine.releaseChunk = 3
+	reported := func() int64 {
+		held, ok := recorder.heldReported(id)
+		g.Expect(ok).To(BeTrue(), "a held count was reported")
+		return held
+	}
+	g.Expect(reported()).To(BeZero(), "counted when the partition was taken")
+
+	ids := publishEvents(t, engine, 0, 7)
+	g.Expect(engine.Held(id)).To(Equal(int64(7)))
+	g.Expect(reported()).To(Equal(int64(7)))
+
+	// Given up, the count is the next owner's; deliveries stored held
+	// meanwhile are counted when the partition is taken again.
+	engine.Release(store.AllPartitions())
+	g.Expect(engine.Held(id)).To(BeZero())
+	ids = append(ids, publishEvents(t, engine, 7, 10)...)
+	g.Expect(reported()).To(Equal(int64(7)), "not the owner: reports nothing")
+	_, held, err := engine.Acquire(ctx, store.AllPartitions())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(held).To(Equal(10))
+	g.Expect(engine.Held(id)).To(Equal(int64(10)))
+	g.Expect(reported()).To(Equal(int64(10)))
+
+	route.ReenableToken = "1"
+	g.Expect(engine.SetTable(ctx, tableOf(t, route))).To(Succeed())
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(ConsistOf(ids))
+	g.Expect(engine.Held(id)).To(BeZero())
+	g.Expect(reported()).To(BeZero())
 }

@@ -106,18 +106,22 @@ func (e *Engine) requeueChunk(ctx context.Context, deliveries []store.Delivery) 
 	if err != nil {
 		return nil, err
 	}
-	var requeued, theirs []store.Delivery
+	var requeued, theirs, released []store.Delivery
 	for i, change := range changes {
 		if !applied[i] {
 			continue
 		}
 		requeued = append(requeued, change.To)
+		if change.State == store.Held {
+			released = append(released, change.To)
+		}
 		if e.ledger.track(change.To) {
 			e.enqueue(task{delivery: change.To})
 		} else {
 			theirs = append(theirs, change.To)
 		}
 	}
+	e.countHeld(heldChanges(released, -1))
 	e.wake(ctx, theirs)
 	return requeued, nil
 }

@@ -57,6 +57,10 @@ type Reporter struct {
 	// reported: a delivery that began under an older route can finish after
 	// a newer one was observed, and observedGeneration must not go back.
 	generations map[string]int64
+	// latest is the last health reported of each endpoint, by id, to write
+	// again with a new held count; held is that count.
+	latest map[string]report
+	held   map[string]int64
 }
 
 // report is the latest health of an endpoint, waiting to be written; the
@@ -72,7 +76,11 @@ func (r *Reporter) HealthChanged(endpoint *routes.Route, health store.Health, ch
 	if r.dirty == nil {
 		r.dirty = map[string]report{}
 	}
+	if r.latest == nil {
+		r.latest = map[string]report{}
+	}
 	r.dirty[endpoint.ID] = report{endpoint: endpoint, health: health}
+	r.latest[endpoint.ID] = r.dirty[endpoint.ID]
 	r.mu.Unlock()
 
 	switch change {
@@ -81,6 +89,30 @@ func (r *Reporter) HealthChanged(endpoint *routes.Route, health store.Health, ch
 	case delivery.ChangeReenabled:
 		r.event(endpoint, corev1.EventTypeNormal, hookrelayv1alpha1.ReasonReenabled, "Reenable",
 			"re-enabled by annotation "+hookrelayv1alpha1.AnnotationReenableRequestedAt+"; releasing held deliveries oldest first")
+	}
+}
+
+// HeldChanged implements delivery.StatusSink. The engine reports an
+// endpoint's health before its held count, so the count is written with
+// the latest health; one that has none yet is written with the first.
+func (r *Reporter) HeldChanged(endpoint *routes.Route, held int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.held == nil {
+		r.held = map[string]int64{}
+	}
+	if previous, known := r.held[endpoint.ID]; known && previous == held {
+		return
+	}
+	r.held[endpoint.ID] = held
+	if _, queued := r.dirty[endpoint.ID]; queued {
+		return
+	}
+	if latest, ok := r.latest[endpoint.ID]; ok {
+		if r.dirty == nil {
+			r.dirty = map[string]report{}
+		}
+		r.dirty[endpoint.ID] = latest
 	}
 }
 
@@ -155,6 +187,7 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 	}
 	generation := max(rep.endpoint.Generation, r.generations[rep.endpoint.UID])
 	r.generations[rep.endpoint.UID] = generation
+	held := r.held[rep.endpoint.ID]
 	r.mu.Unlock()
 
 	disabled := metav1.Condition{Type: hookrelayv1alpha1.ConditionDisabled, Status: metav1.ConditionFalse, Reason: hookrelayv1alpha1.ReasonEnabled,
@@ -179,7 +212,8 @@ func (r *Reporter) apply(ctx context.Context, rep report) error {
 
 	status := hookrelayv1alpha1ac.WebhookEndpointStatus().
 		WithConditions(statusapply.Conditions(conditions...)...).
-		WithConsecutiveFailures(int32(health.ConsecutiveFailures))
+		WithConsecutiveFailures(int32(health.ConsecutiveFailures)).
+		WithHeldDeliveries(held)
 	if health.LastSuccess != nil {
 		status.WithLastSuccessTime(metav1.NewTime(*health.LastSuccess))
 	}

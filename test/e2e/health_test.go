@@ -145,18 +145,32 @@ func TestHealthAsGitOpsToolsSeeIt(t *testing.T) {
 	expectHealth(t, subscriptionKind, namespace, "gone", subscriptionHealthy)
 
 	// Paused: Ready=True with reason Paused, Current for kstatus (the spec
-	// is live: pausing is what it asks for), Suspended for Argo CD.
-	endpoint(t, namespace, "paused", newReceiver(t, answerWith(http.StatusOK)).URL, []string{"paused.*"},
+	// is live: pausing is what it asks for), Suspended for Argo CD; the
+	// message and the Held column count what waits.
+	paused := endpoint(t, namespace, "paused", newReceiver(t, answerWith(http.StatusOK)).URL, []string{"paused.*"},
 		func(spec *hookrelayv1alpha1.WebhookEndpointSpec) { spec.Paused = true })
-	code, _ = d.publish(t, namespace, `{"id":"evt_paused","type":"paused.held","data":{}}`)
-	g.Expect(code).To(Equal(http.StatusAccepted))
+	for i := range 3 {
+		code, _ = d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_paused_%d","type":"paused.held","data":{}}`, i))
+		g.Expect(code).To(Equal(http.StatusAccepted))
+	}
+	g.Eventually(func(g Gomega) {
+		g.Expect(env.Client.Get(t.Context(), clientKey(paused), paused)).To(Succeed())
+		g.Expect(paused.Status.HeldDeliveries).To(Equal(int64(3)))
+		g.Expect(meta.FindStatusCondition(paused.Status.Conditions, hookrelayv1alpha1.ConditionReady).Message).
+			To(ContainSubstring("paused (spec.paused): 3 matching events are held until spec.paused is false"))
+	}).WithTimeout(30 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 	expectHealth(t, endpointKind, namespace, "paused",
 		healthOf{KStatus: status.CurrentStatus, Argo: "Suspended", Ready: "True/" + hookrelayv1alpha1.ReasonPaused})
 	expectHealth(t, subscriptionKind, namespace, "paused", subscriptionHealthy)
 	stdout, stderr, err = env.Kubectl(t.Context(), "", "get", "whep", "paused", "-n", namespace, "-o", "wide")
 	g.Expect(err).NotTo(HaveOccurred(), stderr)
 	g.Expect(strings.Fields(strings.Split(stdout, "\n")[1])[2:4]).To(Equal([]string{"True", "Paused"}), "READY REASON")
-	g.Expect(stdout).To(ContainSubstring("matching events are held until spec.paused is false"))
+	g.Expect(stdout).To(ContainSubstring("3 matching events are held until spec.paused is false"))
+	stdout, stderr, err = env.Kubectl(t.Context(), "", "get", "whep", "paused", "-n", namespace)
+	g.Expect(err).NotTo(HaveOccurred(), stderr)
+	lines := strings.Split(stdout, "\n")
+	g.Expect(strings.Fields(lines[0])[5:7]).To(Equal([]string{"FAILURES", "HELD"}))
+	g.Expect(strings.Fields(lines[1])[5:7]).To(Equal([]string{"0", "3"}), "FAILURES HELD")
 }
 
 // TestStalledOnInvalidSpecs: an endpoint with a transform that does not

@@ -259,6 +259,9 @@ var schemaYAML = typed.YAMLObject(`types:
     - name: disabledAt
       type:
         namedType: io.k8s.apimachinery.pkg.apis.meta.v1.Time
+    - name: heldDeliveries
+      type:
+        scalar: numeric
     - name: lastFailureReason
       type:
         scalar: string

@@ -40,6 +40,10 @@ type WebhookEndpointStatusApplyConfiguration struct {
 	SecretName *string `json:"secretName,omitempty"`
 	// consecutiveFailures counts failed deliveries since the last success.
 	ConsecutiveFailures *int32 `json:"consecutiveFailures,omitempty"`
+	// heldDeliveries counts the deliveries stored for this endpoint that wait,
+	// held, for it to be unpaused or re-enabled. The dispatcher replica that
+	// delivers the endpoint writes it, at most once per status interval.
+	HeldDeliveries *int64 `json:"heldDeliveries,omitempty"`
 	// lastSuccessTime is when a delivery last succeeded.
 	LastSuccessTime *metav1.Time `json:"lastSuccessTime,omitempty"`
 	// lastFailureTime is when a delivery last failed.
@@ -100,6 +104,14 @@ func (b *WebhookEndpointStatusApplyConfiguration) WithSecretName(value string) *
 // If called multiple times, the ConsecutiveFailures field is set to the value of the last call.
 func (b *WebhookEndpointStatusApplyConfiguration) WithConsecutiveFailures(value int32) *WebhookEndpointStatusApplyConfiguration {
 	b.ConsecutiveFailures = &value
+	return b
+}
+
+// WithHeldDeliveries sets the HeldDeliveries field in the declarative configuration to the given value
+// and returns the receiver, so that objects can be built by chaining "With" function invocations.
+// If called multiple times, the HeldDeliveries field is set to the value of the last call.
+func (b *WebhookEndpointStatusApplyConfiguration) WithHeldDeliveries(value int64) *WebhookEndpointStatusApplyConfiguration {
+	b.HeldDeliveries = &value
 	return b
 }
 
