@@ -561,17 +561,10 @@ func (b *Bolt) EndpointDeliveries(_ context.Context, namespace, endpoint string,
 			if err := json.Unmarshal(deliveries.Get(key[len(prefix):]), &delivery); err != nil {
 				return err
 			}
-			if !query.Since.IsZero() && delivery.CreatedAt.Before(query.Since) {
-				break // older ones only from here on
-			}
-			if (query.State != "" && delivery.State != query.State) || (!query.Until.IsZero() && !delivery.CreatedAt.Before(query.Until)) {
-				continue
-			}
-			if query.Limit > 0 && len(page) == query.Limit {
-				next = page[len(page)-1].ID
+			var stop bool
+			if page, next, stop = query.step(page, delivery); stop {
 				break
 			}
-			page = append(page, delivery)
 		}
 		return nil
 	})

@@ -728,17 +728,10 @@ func (p *Pebble) EndpointDeliveries(_ context.Context, namespace, endpoint strin
 			if delivery, err = p.indexed(iter.Key()[len(prefix):]); err != nil {
 				break
 			}
-			if !query.Since.IsZero() && delivery.CreatedAt.Before(query.Since) {
-				break // older ones only from here on
-			}
-			if (query.State != "" && delivery.State != query.State) || (!query.Until.IsZero() && !delivery.CreatedAt.Before(query.Until)) {
-				continue
-			}
-			if query.Limit > 0 && len(page) == query.Limit {
-				next = page[len(page)-1].ID
+			var stop bool
+			if page, next, stop = query.step(page, delivery); stop {
 				break
 			}
-			page = append(page, delivery)
 		}
 		return errors.Join(err, iter.Error(), iter.Close())
 	})

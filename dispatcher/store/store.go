@@ -89,6 +89,22 @@ type DeliveryQuery struct {
 	Limit int
 }
 
+// step is what a listing of an endpoint's deliveries, newest first, does
+// with the next one: adds it to the page, skips it, or stops, at the first
+// delivery older than Since (older ones only from there on) or when the page
+// is full, next then being where the following page starts.
+func (q DeliveryQuery) step(page []Delivery, d Delivery) (_ []Delivery, next string, stop bool) {
+	switch {
+	case !q.Since.IsZero() && d.CreatedAt.Before(q.Since):
+		return page, "", true
+	case (q.State != "" && d.State != q.State) || (!q.Until.IsZero() && !d.CreatedAt.Before(q.Until)):
+		return page, "", false
+	case q.Limit > 0 && len(page) == q.Limit:
+		return page, page[len(page)-1].ID, true
+	}
+	return append(page, d), "", false
+}
+
 // Target is one endpoint an event fans out to.
 type Target struct {
 	Endpoint string

@@ -78,16 +78,7 @@ func TestProducerClientFollowsTokenRotation(t *testing.T) {
 	g.Expect(response.StatusCode).To(Equal(http.StatusOK))
 	g.Expect(document).To(Equal(dispatcherapi.OpenAPI()))
 
-	clientset, err := kubernetes.NewForConfig(env.Config)
-	g.Expect(err).NotTo(HaveOccurred())
-	_, err = clientset.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "billing"}}, metav1.CreateOptions{})
-	g.Expect(err).NotTo(HaveOccurred())
-	_, err = clientset.RbacV1().RoleBindings(namespace).Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "billing-publishes"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "hookrelay-publisher"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "billing", Namespace: namespace}},
-	}, metav1.CreateOptions{})
-	g.Expect(err).NotTo(HaveOccurred())
+	clientset := billingPublisher(ctx, g, namespace)
 
 	// Each token is bound to a Secret of its own, as a kubelet's is to its
 	// Pod: deleting the Secret revokes the token.
@@ -190,16 +181,9 @@ func publishOne(ctx context.Context, producer *client.Client, namespace string, 
 	return producer.PublishCloudEvent(ctx, namespace, event)
 }
 
-// TestTokensForEitherAudience: a dispatcher with two audiences in
-// --token-audience accepts a producer's token for its own audience and a
-// user's token for the API server's (what the kubectl plugin forwards
-// through the API server's proxy), and refuses one for neither.
-func TestTokensForEitherAudience(t *testing.T) {
-	g := NewWithT(t)
-	ctx := context.Background()
-	namespace := env.Namespace(t)
-	_, stderr, err := env.Kubectl(ctx, "", "apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "rbac", "api_roles.yaml"))
-	g.Expect(err).NotTo(HaveOccurred(), stderr)
+// billingPublisher creates the ServiceAccount billing in namespace, bound to
+// hookrelay-publisher there, as a producer's Pod would run as.
+func billingPublisher(ctx context.Context, g Gomega, namespace string) *kubernetes.Clientset {
 	clientset, err := kubernetes.NewForConfig(env.Config)
 	g.Expect(err).NotTo(HaveOccurred())
 	_, err = clientset.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "billing"}}, metav1.CreateOptions{})
@@ -210,6 +194,20 @@ func TestTokensForEitherAudience(t *testing.T) {
 		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "billing", Namespace: namespace}},
 	}, metav1.CreateOptions{})
 	g.Expect(err).NotTo(HaveOccurred())
+	return clientset
+}
+
+// TestTokensForEitherAudience: a dispatcher with two audiences in
+// --token-audience accepts a producer's token for its own audience and a
+// user's token for the API server's (what the kubectl plugin forwards
+// through the API server's proxy), and refuses one for neither.
+func TestTokensForEitherAudience(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	namespace := env.Namespace(t)
+	_, stderr, err := env.Kubectl(ctx, "", "apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "rbac", "api_roles.yaml"))
+	g.Expect(err).NotTo(HaveOccurred(), stderr)
+	clientset := billingPublisher(ctx, g, namespace)
 	tokenFor := func(audiences ...string) string {
 		request, err := clientset.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, "billing",
 			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences}}, metav1.CreateOptions{})

@@ -9,7 +9,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -19,7 +18,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -37,6 +35,7 @@ import (
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/internal/testenv"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
+	"github.com/hookrelay/hookrelay/test/scale/proc"
 )
 
 const routesNamespace = "hookrelay-system"
@@ -341,23 +340,16 @@ func startProcess(name, binary, logFile string, env []string, args ...string) (*
 
 // stop sends SIGTERM and waits for the process to exit.
 func (p *process) stop() {
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := proc.Stop(p.cmd.Process, p.exited); err != nil {
 		fmt.Fprintf(os.Stderr, "scale: stopping the %s: %v\n", p.name, err)
 	}
-	<-p.exited
 }
 
 // memory reads the resident set size, now and at its peak, from /proc.
 func (p *process) memory() string {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	fields, err := proc.Status(p.cmd.Process.Pid)
 	if err != nil {
 		return fmt.Sprintf("unknown (%v)", err)
-	}
-	fields := map[string]string{}
-	for line := range strings.SplitSeq(string(status), "\n") {
-		if name, value, ok := strings.Cut(line, ":"); ok {
-			fields[name] = strings.TrimSpace(value)
-		}
 	}
 	return fmt.Sprintf("%s (peak %s)", fields["VmRSS"], fields["VmHWM"])
 }

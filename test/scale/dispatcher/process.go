@@ -12,10 +12,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hookrelay/hookrelay/internal/testenv"
+	"github.com/hookrelay/hookrelay/test/scale/proc"
 )
 
 // dispatcher is the running dispatcher binary.
@@ -103,10 +103,9 @@ func (d *dispatcher) publishURL(namespace string) string {
 
 // stop sends SIGTERM and waits for the process to exit.
 func (d *dispatcher) stop() {
-	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := proc.Stop(d.cmd.Process, d.exited); err != nil {
 		fmt.Fprintf(os.Stderr, "scale: stopping the dispatcher: %v\n", err)
 	}
-	<-d.exited
 }
 
 // memory reads the resident set from /proc, now and at its peak, split
@@ -114,15 +113,9 @@ func (d *dispatcher) stop() {
 // memory-mapped store file counts there), and the Go heap in use as the
 // dispatcher's /metrics reports it.
 func (d *dispatcher) memory() string {
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	fields, err := proc.Status(d.cmd.Process.Pid)
 	if err != nil {
 		return fmt.Sprintf("unknown (%v)", err)
-	}
-	fields := map[string]string{}
-	for line := range strings.SplitSeq(string(status), "\n") {
-		if name, value, ok := strings.Cut(line, ":"); ok {
-			fields[name] = strings.TrimSpace(value)
-		}
 	}
 	var heap string
 	if inUse, err := d.metric("go_memstats_heap_inuse_bytes"); err != nil {
