@@ -56,7 +56,7 @@ const (
 	// Do: wait a second; if it stays, read the manager log.
 	ReasonPublishing = "Publishing"
 
-	// ReasonSecretInvalid (Ready=False on an endpoint; Warning event): the
+	// ReasonSecretInvalid (Ready=False and Stalled=True on an endpoint; Warning event): the
 	// `spec.secretRef` Secret (or a `spec.headers[].valueFrom` Secret) is
 	// missing, lacks the label `hookrelay.dev/endpoint-secret: "true"`,
 	// belongs to another endpoint, lacks the key, or is not `whsec_` + base64
@@ -65,7 +65,7 @@ const (
 	// Do: create, label or fix the Secret named in the message.
 	ReasonSecretInvalid = "SecretInvalid"
 
-	// ReasonRouteTooLarge (Ready=False on an endpoint; Warning event): the
+	// ReasonRouteTooLarge (Ready=False and Stalled=True on an endpoint; Warning event): the
 	// endpoint's compiled route (with its subscriptions) or its keys entry
 	// (signing keys and header values from Secrets) is larger than one shard
 	// of the dispatcher configuration; the message has its size and the
@@ -75,13 +75,13 @@ const (
 	// the manager with a larger `--routes-shard-size`.
 	ReasonRouteTooLarge = "RouteTooLarge"
 
-	// ReasonInsecureURL (Ready=False on an endpoint; Warning event):
+	// ReasonInsecureURL (Ready=False and Stalled=True on an endpoint; Warning event):
 	// `spec.url` uses plain `http://` and the manager does not run with
 	// `--allow-insecure-endpoints`.
 	// Do: use an `https://` URL.
 	ReasonInsecureURL = "InsecureURL"
 
-	// ReasonTransformInvalid (Ready=False on an endpoint; Warning event):
+	// ReasonTransformInvalid (Ready=False and Stalled=True on an endpoint; Warning event):
 	// `spec.payload.transform` does not compile as a CEL expression over
 	// event and endpoint, or its estimated cost is over the budget (admission
 	// refuses both; this shows on objects stored before).
@@ -112,7 +112,7 @@ const (
 	// turns Ready with it.
 	ReasonEndpointNotReady = "EndpointNotReady"
 
-	// ReasonFilterInvalid (Ready=False on a subscription; Warning event):
+	// ReasonFilterInvalid (Ready=False and Stalled=True on a subscription; Warning event):
 	// `spec.filter` does not compile to a boolean CEL expression over event,
 	// or its estimated cost is over the budget.
 	// Do: fix the CEL expression; the message has the compiler's error or the

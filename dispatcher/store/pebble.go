@@ -50,8 +50,8 @@ const (
 	// pebbleCacheSize bounds the block cache, pebbleMemTableSize each of at
 	// most pebbleMemTables memtables: with the store's other memory they keep
 	// the dispatcher's RSS bounded whatever the number of stored deliveries.
-	pebbleCacheSize    = 32 << 20
-	pebbleMemTableSize = 16 << 20
+	pebbleCacheSize    = 16 << 20
+	pebbleMemTableSize = 8 << 20
 	pebbleMemTables    = 2
 	// sequenceBlock is how many delivery sequence numbers one synced write
 	// reserves, so that Accept does not write a shared counter each time.
