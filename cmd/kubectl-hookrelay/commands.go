@@ -97,6 +97,11 @@ func deliveriesCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// As kubectl get says it: no table of nothing, a line on stderr.
+			if format := out.flags.OutputFormat; len(page.Deliveries) == 0 && (format == nil || *format == "" || *format == wide) {
+				fmt.Fprintf(o.ErrOut, "No resources found in %s namespace.\n", s.namespace)
+				return nil
+			}
 			if err := out.print(o.Out, list, func() *metav1.Table { return deliveryTable(page, time.Now()) }); err != nil {
 				return err
 			}

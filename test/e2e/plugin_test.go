@@ -106,6 +106,13 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	out, err = kubectlHookrelay(t, "attempts", "evt_nope", "-n", namespace, server)
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(out).To(ContainSubstring(`no event "evt_nope" in namespace`))
+	// Nothing to list is said as kubectl get says it, and is not an error.
+	out, err = kubectlHookrelay(t, "deliveries", "paused", "-n", namespace, server, "--state", "failed")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(Equal("No resources found in " + namespace + " namespace.\n"))
+	out, err = kubectlHookrelay(t, "deliveries", "paused", "-n", namespace, server, "--state", "failed", "-o", "name")
+	g.Expect(err).NotTo(HaveOccurred(), out)
+	g.Expect(out).To(BeEmpty())
 	out, err = kubectlHookrelay(t, "deliveries", "nope", "-n", namespace, server)
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(out).To(Equal(`Error from server (NotFound): webhookendpoints.hookrelay.dev "nope" not found` + "\n"))
