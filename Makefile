@@ -33,8 +33,8 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and the webhook configuration from the markers in api/, controllers/ and internal/webhook/.
-	$(CONTROLLER_GEN) rbac:roleName=hookrelay-manager crd webhook paths="./api/..." paths="./controllers/..." paths="./internal/webhook/..." \
+manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and the webhook configuration from the markers in api/, controllers/, internal/webhook/ and internal/servingcert/.
+	$(CONTROLLER_GEN) rbac:roleName=hookrelay-manager crd webhook paths="./api/..." paths="./controllers/..." paths="./internal/webhook/..." paths="./internal/servingcert/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
 
 .PHONY: generate

@@ -21,7 +21,7 @@ import (
 
 	"github.com/hookrelay/hookrelay/controllers"
 	hookrelayscheme "github.com/hookrelay/hookrelay/internal/scheme"
-	"github.com/hookrelay/hookrelay/internal/webhook/servingcert"
+	"github.com/hookrelay/hookrelay/internal/servingcert"
 	webhookv1alpha1 "github.com/hookrelay/hookrelay/internal/webhook/v1alpha1"
 )
 
@@ -39,6 +39,7 @@ func run() error {
 	var pprofAddr string
 	var clientLimits limits
 	var webhookAddr, webhookCertDir, webhookSecret, webhookService, webhookURL string
+	var dispatcherCert dispatcherCertOptions
 	flag.StringVar(&opts.Namespace, "routes-namespace", envOr("POD_NAMESPACE", "hookrelay-system"),
 		"Namespace of the dispatcher configuration (routes ConfigMaps, keys Secrets); defaults to $POD_NAMESPACE.")
 	flag.IntVar(&opts.ShardSize, "routes-shard-size", controllers.DefaultShardSize,
@@ -59,6 +60,7 @@ func run() error {
 		"Service in the operator namespace through which the API server calls the webhook (names in the certificate).")
 	flag.StringVar(&webhookURL, "webhook-url", "",
 		"Base URL (https://HOST:PORT) at which the API server calls the webhook, instead of the Service: for a manager running outside the cluster, as `make dev` runs it.")
+	dispatcherCert.bind(flag.CommandLine)
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address of the pprof profiles (/debug/pprof/); empty turns them off.")
 	clientLimits.bind(flag.CommandLine)
 	zapOpts := zap.Options{}
@@ -96,12 +98,9 @@ func run() error {
 			return err
 		}
 		provisioner, err = servingcert.New(direct, servingcert.Options{
-			Namespace: opts.Namespace, SecretName: webhookSecret, ConfigurationName: webhookv1alpha1.ConfigurationName,
-			DNSNames: []string{
-				webhookService + "." + opts.Namespace + ".svc",
-				webhookService + "." + opts.Namespace + ".svc.cluster.local",
-			},
-			URL: webhookURL,
+			Namespace: opts.Namespace, SecretName: webhookSecret, Name: "hookrelay-webhook", ConfigurationName: webhookv1alpha1.ConfigurationName,
+			DNSNames: serviceNames(webhookService, opts.Namespace),
+			URL:      webhookURL,
 		})
 		if err != nil {
 			return err
@@ -141,6 +140,15 @@ func run() error {
 			return err
 		}
 	}
+	// Not before the start: a dispatcher Secret that cert-manager has not
+	// written yet must not keep the manager from starting.
+	dispatcherProvisioner, err := dispatcherCert.provisioner(config, scheme, opts.Namespace)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(dispatcherProvisioner); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
@@ -151,6 +159,12 @@ func run() error {
 	}
 	log.Info("starting the manager", "routesNamespace", opts.Namespace, "allowInsecureEndpoints", opts.AllowInsecure)
 	return mgr.Start(ctrl.SetupSignalHandler())
+}
+
+// serviceNames are the DNS names of a Service in a cluster, which its
+// serving certificate holds.
+func serviceNames(service, namespace string) []string {
+	return []string{service + "." + namespace + ".svc", service + "." + namespace + ".svc.cluster.local"}
 }
 
 func envOr(name, fallback string) string {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"os"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -66,7 +68,7 @@ func TestSelfMadeCertificateIsTrustedByTheAPIServer(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	clock := clocktesting.NewFakePassiveClock(time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC))
 	options := Options{
-		Namespace: operatorNamespace, SecretName: "hookrelay-webhook-cert", ConfigurationName: configuration.Name,
+		Namespace: operatorNamespace, SecretName: "hookrelay-webhook-cert", Name: "hookrelay-webhook", ConfigurationName: configuration.Name,
 		DNSNames: []string{"hookrelay-webhook." + operatorNamespace + ".svc"},
 		URL:      "https://" + listener.Addr().String(), Clock: clock,
 	}
@@ -137,4 +139,109 @@ func readSecret(g Gomega, options Options) *corev1.Secret {
 	secret := &corev1.Secret{}
 	g.Expect(env.Client.Get(context.Background(), types.NamespacedName{Namespace: options.Namespace, Name: options.SecretName}, secret)).To(Succeed())
 	return secret
+}
+
+// TestDispatcherCertificateAndCAConfigMap: for the dispatcher, the
+// provisioner keeps the Secret the dispatcher mounts and publishes its CA
+// in a ConfigMap; the certificate verifies against that ConfigMap for the
+// Service's names, renewal keeps the ConfigMap as it is, and a new CA is
+// published beside the old one.
+func TestDispatcherCertificateAndCAConfigMap(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	namespace := env.Namespace(t)
+	start := time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+	clock := clocktesting.NewFakePassiveClock(start)
+	serviceName := "hookrelay-dispatcher." + namespace + ".svc"
+	options := Options{
+		Namespace: namespace, SecretName: "hookrelay-dispatcher-tls", Name: "hookrelay-dispatcher", CAConfigMapName: "hookrelay-dispatcher-ca",
+		DNSNames: []string{serviceName, serviceName + ".cluster.local"}, Clock: clock,
+	}
+	provisioner, err := New(env.Client, options)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(provisioner.Ensure(ctx)).To(Succeed())
+	secret := readSecret(g, options)
+	g.Expect(secret.Type).To(Equal(corev1.SecretTypeTLS))
+	configMap := readConfigMap(g, options)
+	g.Expect(configMap.Data[CAKey]).To(Equal(string(secret.Data[keyCACert])))
+	first := verifiedLeaf(g, secret, configMap, serviceName+".cluster.local", clock.Now())
+
+	// Nothing due: nothing is written.
+	g.Expect(provisioner.Ensure(ctx)).To(Succeed())
+	g.Expect(readSecret(g, options).ResourceVersion).To(Equal(secret.ResourceVersion))
+	g.Expect(readConfigMap(g, options).ResourceVersion).To(Equal(configMap.ResourceVersion))
+
+	// Near its end, the certificate is renewed by the same CA: the
+	// ConfigMap, which producers may have copied, stays as it is.
+	clock.SetTime(start.Add(servingLifetime - renewBefore + time.Hour))
+	g.Expect(provisioner.Ensure(ctx)).To(Succeed())
+	renewed := readSecret(g, options)
+	g.Expect(readConfigMap(g, options).ResourceVersion).To(Equal(configMap.ResourceVersion))
+	second := verifiedLeaf(g, renewed, configMap, serviceName, clock.Now())
+	g.Expect(second.SerialNumber).NotTo(Equal(first.SerialNumber))
+	g.Expect(second.NotAfter).To(BeTemporally(">", clock.Now().Add(renewBefore)))
+
+	// Near the CA's end, a new CA, published beside the old one.
+	clock.SetTime(start.Add(caLifetime - renewBefore + time.Hour))
+	g.Expect(provisioner.Ensure(ctx)).To(Succeed())
+	rotated := readSecret(g, options)
+	published := readConfigMap(g, options)
+	g.Expect(strings.Count(published.Data[CAKey], "BEGIN CERTIFICATE")).To(Equal(2))
+	g.Expect(published.Data[CAKey]).To(HaveSuffix(configMap.Data[CAKey]))
+	verifiedLeaf(g, rotated, published, serviceName, clock.Now())
+}
+
+// TestPublishOnlyLeavesTheSecretAlone: with cert-manager (or a provided
+// Secret) the provisioner writes no Secret; it says which Secret it waits
+// for, then publishes its ca.crt and puts back an edited ConfigMap.
+func TestPublishOnlyLeavesTheSecretAlone(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	namespace := env.Namespace(t)
+	options := Options{
+		Namespace: namespace, SecretName: "hookrelay-dispatcher-tls", Name: "hookrelay-dispatcher", CAConfigMapName: "hookrelay-dispatcher-ca",
+		DNSNames: []string{"hookrelay-dispatcher." + namespace + ".svc"}, PublishOnly: true,
+	}
+	publisher, err := New(env.Client, options)
+	g.Expect(err).NotTo(HaveOccurred())
+	err = publisher.Ensure(ctx)
+	g.Expect(err).To(MatchError(ContainSubstring("reading Secret " + namespace + "/hookrelay-dispatcher-tls (written by cert-manager or by you")))
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue())
+
+	// The Secret as cert-manager writes it: tls.crt, tls.key, ca.crt.
+	issuer, err := New(env.Client, Options{Namespace: namespace, SecretName: "elsewhere", Name: "issuer", CAConfigMapName: "unused",
+		DNSNames: options.DNSNames})
+	g.Expect(err).NotTo(HaveOccurred())
+	issued, err := issuer.issue(nil)
+	g.Expect(err).NotTo(HaveOccurred())
+	delete(issued, keyCAKey)
+	g.Expect(env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: options.SecretName},
+		Type: corev1.SecretTypeTLS, Data: issued})).To(Succeed())
+	g.Expect(publisher.Ensure(ctx)).To(Succeed())
+	g.Expect(readSecret(g, options).Data).To(Equal(issued))
+	configMap := readConfigMap(g, options)
+	g.Expect(configMap.Data[CAKey]).To(Equal(string(issued[keyCACert])))
+
+	configMap.Data[CAKey] = "edited"
+	g.Expect(env.Client.Update(ctx, configMap)).To(Succeed())
+	g.Expect(publisher.Ensure(ctx)).To(Succeed())
+	g.Expect(readConfigMap(g, options).Data[CAKey]).To(Equal(string(issued[keyCACert])))
+}
+
+func readConfigMap(g Gomega, options Options) *corev1.ConfigMap {
+	configMap := &corev1.ConfigMap{}
+	g.Expect(env.Client.Get(context.Background(), types.NamespacedName{Namespace: options.Namespace, Name: options.CAConfigMapName}, configMap)).To(Succeed())
+	return configMap
+}
+
+// verifiedLeaf is the Secret's certificate, verified for name at now
+// against the CA bundle the ConfigMap publishes.
+func verifiedLeaf(g Gomega, secret *corev1.Secret, configMap *corev1.ConfigMap, name string, now time.Time) *x509.Certificate {
+	pair, err := tls.X509KeyPair(secret.Data[keyCert], secret.Data[keyKey])
+	g.Expect(err).NotTo(HaveOccurred())
+	roots := x509.NewCertPool()
+	g.Expect(roots.AppendCertsFromPEM([]byte(configMap.Data[CAKey]))).To(BeTrue())
+	_, err = pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name, CurrentTime: now})
+	g.Expect(err).NotTo(HaveOccurred())
+	return pair.Leaf
 }

@@ -1,10 +1,16 @@
-// Package servingcert gives the manager's admission webhook a serving
-// certificate without cert-manager: a CA and a serving certificate are kept
-// in one Secret in the operator namespace (so every replica serves the same
-// certificate), served from memory (nothing is written to the pod's disk),
-// and the CA is set as the caBundle of the ValidatingWebhookConfiguration.
+// Package servingcert gives the manager's admission webhook and the
+// dispatcher Service serving certificates without cert-manager: a CA and a
+// serving certificate are kept in one Secret in the operator namespace (so
+// every replica serves the same certificate), and the CA is published to
+// those who must trust it: as the caBundle of the
+// ValidatingWebhookConfiguration (the webhook, which serves from memory:
+// nothing is written to the pod's disk), or in a ConfigMap that producers
+// and the kubectl plugin read (the dispatcher, which mounts the Secret).
 // The serving certificate is renewed from the same CA well before it
-// expires, so the caBundle changes only when the CA itself is renewed.
+// expires, so the published CA changes only when the CA itself is renewed.
+//
+// With PublishOnly, the Secret is someone else's (cert-manager's, or one
+// the user provides): the Provisioner only publishes its ca.crt.
 package servingcert
 
 import (
@@ -37,18 +43,24 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
-// The manager reads and renews its one certificate Secret and sets the
-// caBundle of its one webhook configuration; it can touch no other of either.
+// The manager reads and renews its certificate Secrets (the webhook's and
+// the dispatcher's), publishes the dispatcher's CA in one ConfigMap and sets
+// the caBundle of its one webhook configuration; it can touch no other.
 // +kubebuilder:rbac:groups="",namespace=hookrelay-system,resources=secrets,verbs=create
-// +kubebuilder:rbac:groups="",namespace=hookrelay-system,resources=secrets,resourceNames=hookrelay-webhook-cert,verbs=get;update
+// +kubebuilder:rbac:groups="",namespace=hookrelay-system,resources=secrets,resourceNames=hookrelay-webhook-cert;hookrelay-dispatcher-tls,verbs=get;update
+// +kubebuilder:rbac:groups="",namespace=hookrelay-system,resources=configmaps,verbs=create
+// +kubebuilder:rbac:groups="",namespace=hookrelay-system,resources=configmaps,resourceNames=hookrelay-dispatcher-ca,verbs=get;update
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,resourceNames=hookrelay-validating-webhook,verbs=get;update
 
-// Keys of the certificate Secret (a kubernetes.io/tls Secret plus the CA).
+// Keys of the certificate Secret (a kubernetes.io/tls Secret plus the CA,
+// as cert-manager writes it) and of the CA ConfigMap.
 const (
 	keyCert   = corev1.TLSCertKey
 	keyKey    = corev1.TLSPrivateKeyKey
 	keyCACert = "ca.crt"
 	keyCAKey  = "ca.key"
+	// CAKey is the CA ConfigMap's key: the PEM bundle to trust.
+	CAKey = keyCACert
 )
 
 // Lifetimes: the CA lives long so the caBundle rarely changes; the serving
@@ -57,17 +69,31 @@ const (
 	caLifetime      = 10 * 365 * 24 * time.Hour
 	servingLifetime = 365 * 24 * time.Hour
 	renewBefore     = 90 * 24 * time.Hour
-	// checkEvery is how often a running manager looks again.
-	checkEvery = 12 * time.Hour
+	// DefaultCheckEvery is how often a running manager looks again.
+	DefaultCheckEvery = 12 * time.Hour
+	// retryAfterFailure is how soon a failed check is tried again: a
+	// Secret cert-manager has not written yet shows up within a minute.
+	retryAfterFailure = time.Minute
 )
 
 // Options say where the certificate is kept and who must trust it.
 type Options struct {
 	// Namespace and SecretName name the certificate Secret.
 	Namespace, SecretName string
-	// ConfigurationName is the ValidatingWebhookConfiguration whose
-	// webhooks get the CA as caBundle.
+	// Name is what the certificate serves, such as "hookrelay-webhook":
+	// the CA is named after it and the Secret labelled with it.
+	Name string
+	// ConfigurationName, when set, is the ValidatingWebhookConfiguration
+	// whose webhooks get the CA as caBundle.
 	ConfigurationName string
+	// CAConfigMapName, when set, is the ConfigMap in Namespace that gets
+	// the CA under CAKey.
+	CAConfigMapName string
+	// PublishOnly leaves the Secret to its owner (cert-manager, the user)
+	// and only publishes its ca.crt.
+	PublishOnly bool
+	// CheckEvery is how often Start looks again; DefaultCheckEvery if 0.
+	CheckEvery time.Duration
 	// DNSNames and IPs go into the serving certificate.
 	DNSNames []string
 	IPs      []net.IP
@@ -89,8 +115,14 @@ type Provisioner struct {
 // New returns a Provisioner that reads and writes through c, which must
 // not be a cached client (the manager does not cache this Secret).
 func New(c client.Client, options Options) (*Provisioner, error) {
-	if options.Namespace == "" || options.SecretName == "" || options.ConfigurationName == "" {
-		return nil, fmt.Errorf("servingcert: the Secret's namespace and name and the webhook configuration's name are required")
+	if options.Namespace == "" || options.SecretName == "" || options.Name == "" {
+		return nil, fmt.Errorf("servingcert: the Secret's namespace and name and the certificate's name are required")
+	}
+	if options.ConfigurationName == "" && options.CAConfigMapName == "" {
+		return nil, fmt.Errorf("servingcert: Secret %s/%s: a webhook configuration or a CA ConfigMap is required, or nobody trusts its CA", options.Namespace, options.SecretName)
+	}
+	if options.URL != "" && options.ConfigurationName == "" {
+		return nil, fmt.Errorf("servingcert: a URL %q goes with a webhook configuration", options.URL)
 	}
 	if options.URL != "" {
 		parsed, err := url.Parse(options.URL)
@@ -107,6 +139,9 @@ func New(c client.Client, options Options) (*Provisioner, error) {
 	if options.Clock == nil {
 		options.Clock = clock.RealClock{}
 	}
+	if options.CheckEvery <= 0 {
+		options.CheckEvery = DefaultCheckEvery
+	}
 	return &Provisioner{client: c, options: options}, nil
 }
 
@@ -114,41 +149,51 @@ func New(c client.Client, options Options) (*Provisioner, error) {
 func (p *Provisioner) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	certificate := p.current.Load()
 	if certificate == nil {
-		return nil, fmt.Errorf("the webhook serving certificate is not provisioned yet")
+		return nil, fmt.Errorf("the %s serving certificate is not provisioned yet", p.options.Name)
 	}
 	return certificate, nil
 }
 
-// NeedLeaderElection is false: every replica serves the webhook.
+// NeedLeaderElection is false: every replica serves the webhook, and
+// replicas race safely on the Secret and the ConfigMap.
 func (p *Provisioner) NeedLeaderElection() bool { return false }
 
-// Start renews the certificate while the manager runs. Call Ensure once
-// before, so that the webhook serves from its first request.
+// Start checks at once and then every CheckEvery while the manager runs,
+// renewing the certificate when due. For a webhook, call Ensure once before,
+// so that it serves from its first request.
 func (p *Provisioner) Start(ctx context.Context) error {
-	log := logf.FromContext(ctx).WithName("servingcert")
-	ticker := time.NewTicker(checkEvery)
-	defer ticker.Stop()
+	log := logf.FromContext(ctx).WithName("servingcert").WithValues("secret", p.options.SecretName)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-ticker.C:
-			// A failure is retried at the next tick; the certificate
-			// in use stays valid for renewBefore.
-			if err := p.Ensure(ctx); err != nil {
-				log.Error(err, "renewing the webhook serving certificate")
-			}
+		case <-timer.C:
 		}
+		next := p.options.CheckEvery
+		// A failure is retried soon; a certificate in use stays valid
+		// for renewBefore.
+		if err := p.Ensure(ctx); err != nil {
+			log.Error(err, "provisioning the serving certificate", "retryIn", retryAfterFailure.String())
+			next = retryAfterFailure
+		}
+		timer.Reset(next)
 	}
 }
 
-// Ensure creates or renews the certificate Secret as needed, serves its
-// certificate, and sets the caBundle (and URL) of the webhook configuration.
+// Ensure creates or renews the certificate Secret as needed (unless
+// PublishOnly), serves its certificate, and publishes its CA: the caBundle
+// (and URL) of the webhook configuration, the CA ConfigMap.
 func (p *Provisioner) Ensure(ctx context.Context) error {
 	var secret *corev1.Secret
 	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		var err error
-		secret, err = p.ensureSecret(ctx)
+		if p.options.PublishOnly {
+			secret, err = p.readSecret(ctx)
+		} else {
+			secret, err = p.ensureSecret(ctx)
+		}
 		return err
 	})
 	if err != nil {
@@ -159,9 +204,73 @@ func (p *Provisioner) Ensure(ctx context.Context) error {
 		return fmt.Errorf("Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
 	p.current.Store(&certificate)
-	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		return p.inject(ctx, secret.Data[keyCACert])
-	})
+	caBundle := secret.Data[keyCACert]
+	if len(caBundle) == 0 {
+		// A certificate of a public CA (a provided Secret): clients trust
+		// it through their system roots, there is nothing to publish.
+		return nil
+	}
+	if p.options.ConfigurationName != "" {
+		if err := retry.RetryOnConflict(retry.DefaultBackoff, func() error { return p.inject(ctx, caBundle) }); err != nil {
+			return err
+		}
+	}
+	if p.options.CAConfigMapName != "" {
+		return retry.RetryOnConflict(retry.DefaultBackoff, func() error { return p.publish(ctx, caBundle) })
+	}
+	return nil
+}
+
+// readSecret reads a Secret the Provisioner does not write.
+func (p *Provisioner) readSecret(ctx context.Context) (*corev1.Secret, error) {
+	key := types.NamespacedName{Namespace: p.options.Namespace, Name: p.options.SecretName}
+	secret := &corev1.Secret{}
+	if err := p.client.Get(ctx, key, secret); err != nil {
+		return nil, fmt.Errorf("reading Secret %s (written by cert-manager or by you, as the manager does not provision it): %w", key, err)
+	}
+	return secret, nil
+}
+
+// labels mark what the Provisioner creates.
+func (p *Provisioner) labels(suffix string) map[string]string {
+	return map[string]string{"app.kubernetes.io/name": "hookrelay", "app.kubernetes.io/component": p.options.Name + suffix}
+}
+
+// publish writes the CA bundle into the CA ConfigMap, only when it changes.
+func (p *Provisioner) publish(ctx context.Context, caBundle []byte) error {
+	key := types.NamespacedName{Namespace: p.options.Namespace, Name: p.options.CAConfigMapName}
+	configMap := &corev1.ConfigMap{}
+	err := p.client.Get(ctx, key, configMap)
+	if apierrors.IsNotFound(err) {
+		configMap = &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: p.labels("-ca")},
+			Data:       map[string]string{CAKey: string(caBundle)},
+		}
+		if err := p.client.Create(ctx, configMap); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return apierrors.NewConflict(corev1.Resource("configmaps"), key.Name, err)
+			}
+			return fmt.Errorf("creating ConfigMap %s: %w", key, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading ConfigMap %s: %w", key, err)
+	}
+	if configMap.Data[CAKey] == string(caBundle) {
+		return nil
+	}
+	if configMap.Data == nil {
+		configMap.Data = map[string]string{}
+	}
+	configMap.Data[CAKey] = string(caBundle)
+	if err := p.client.Update(ctx, configMap); err != nil {
+		if apierrors.IsConflict(err) {
+			return err
+		}
+		return fmt.Errorf("publishing the CA in ConfigMap %s: %w", key, err)
+	}
+	return nil
 }
 
 // ensureSecret returns a Secret whose certificates are current, creating
@@ -173,10 +282,8 @@ func (p *Provisioner) ensureSecret(ctx context.Context) (*corev1.Secret, error) 
 	err := p.client.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) {
 		secret = &corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{
-				"app.kubernetes.io/name": "hookrelay", "app.kubernetes.io/component": "webhook-cert",
-			}},
-			Type: corev1.SecretTypeTLS,
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: p.labels("-cert")},
+			Type:       corev1.SecretTypeTLS,
 		}
 		if secret.Data, err = p.issue(nil); err != nil {
 			return nil, err
@@ -271,7 +378,7 @@ func (p *Provisioner) issue(ca *authority) (map[string][]byte, error) {
 		}
 		template := &x509.Certificate{
 			SerialNumber:          serialNumber(),
-			Subject:               pkix.Name{CommonName: "hookrelay-webhook-ca"},
+			Subject:               pkix.Name{CommonName: p.options.Name + "-ca"},
 			NotBefore:             now.Add(-time.Hour), // tolerate clock skew
 			NotAfter:              now.Add(caLifetime),
 			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
@@ -280,7 +387,7 @@ func (p *Provisioner) issue(ca *authority) (map[string][]byte, error) {
 		}
 		der, err := x509.CreateCertificate(rand.Reader, template, template, key.Public(), key)
 		if err != nil {
-			return nil, fmt.Errorf("making the webhook CA: %w", err)
+			return nil, fmt.Errorf("making the %s CA: %w", p.options.Name, err)
 		}
 		cert, err := x509.ParseCertificate(der)
 		if err != nil {
@@ -296,7 +403,7 @@ func (p *Provisioner) issue(ca *authority) (map[string][]byte, error) {
 	if notAfter.After(ca.cert.NotAfter) {
 		notAfter = ca.cert.NotAfter
 	}
-	commonName := "hookrelay-webhook"
+	commonName := p.options.Name
 	if len(p.options.DNSNames) > 0 {
 		commonName = p.options.DNSNames[0]
 	}
@@ -312,7 +419,7 @@ func (p *Provisioner) issue(ca *authority) (map[string][]byte, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, template, ca.cert, key.Public(), ca.key)
 	if err != nil {
-		return nil, fmt.Errorf("making the webhook serving certificate: %w", err)
+		return nil, fmt.Errorf("making the %s serving certificate: %w", p.options.Name, err)
 	}
 	return map[string][]byte{
 		keyCert:   certificatePEM(der),
