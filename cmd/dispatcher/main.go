@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +32,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -108,7 +110,7 @@ func main() {
 			"Producers' projected tokens for a dedicated audience and the kubectl plugin through the API server's proxy together need both, "+
 			"such as hookrelay,https://kubernetes.default.svc.cluster.local.")
 	flag.DurationVar(&opts.authCacheTTL, "auth-cache-ttl", 30*time.Second, "How long a TokenReview or SubjectAccessReview answer is reused.")
-	flag.StringVar(&opts.tlsCertFile, "tls-cert-file", "", "Serve the API over TLS with this certificate (PEM); with --tls-key-file.")
+	flag.StringVar(&opts.tlsCertFile, "tls-cert-file", "", "Serve the API over TLS with this certificate (PEM, its chain after it); with --tls-key-file. Both files are read again when they change (a renewed Secret): no restart.")
 	flag.StringVar(&opts.tlsKeyFile, "tls-key-file", "", "Private key (PEM) of --tls-cert-file.")
 	flag.BoolVar(&opts.profiling, "enable-profiling", false, "Serve Go's pprof profiles under /debug/pprof/ on --profiling-address.")
 	flag.StringVar(&opts.profilingAddr, "profiling-address", "127.0.0.1:6060", "Loopback address of the pprof listener (--enable-profiling); other addresses are refused.")
@@ -246,10 +248,16 @@ func run(ctx context.Context, opts options) error {
 	// client (authenticated or not) cannot hold one open.
 	server := &http.Server{Handler: mux, ReadHeaderTimeout: opts.readHeaderTimeout, ReadTimeout: opts.readTimeout,
 		WriteTimeout: opts.writeTimeout, IdleTimeout: opts.idleTimeout}
+	if opts.tlsCertFile != "" {
+		if server.TLSConfig, err = watchCertificate(ctx, opts.tlsCertFile, opts.tlsKeyFile, log); err != nil {
+			return err
+		}
+	}
 	serveErr := make(chan error, 1)
 	go func() {
-		if opts.tlsCertFile != "" {
-			serveErr <- server.ServeTLS(listener, opts.tlsCertFile, opts.tlsKeyFile)
+		if server.TLSConfig != nil {
+			// The certificate comes from TLSConfig.GetCertificate.
+			serveErr <- server.ServeTLS(listener, "", "")
 			return
 		}
 		serveErr <- server.Serve(listener)
@@ -316,6 +324,28 @@ func run(ctx context.Context, opts options) error {
 	<-reporterDone
 	log.Info("stopped")
 	return nil
+}
+
+// watchCertificate serves the certificate in certFile and keyFile, read
+// again whenever either changes (a renewed Secret, whose mounted files the
+// kubelet swaps), so a renewal needs no restart. A pair that does not load
+// leaves the previous one in use, and is logged.
+func watchCertificate(ctx context.Context, certFile, keyFile string, log logr.Logger) (*tls.Config, error) {
+	watcher, err := certwatcher.New(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert-file %s, --tls-key-file %s: %w", certFile, keyFile, err)
+	}
+	watcher.RegisterCallback(func(certificate tls.Certificate) {
+		if leaf := certificate.Leaf; leaf != nil {
+			log.Info("serving a new TLS certificate", "serial", leaf.SerialNumber.Text(16), "notAfter", leaf.NotAfter, "issuer", leaf.Issuer.String())
+		}
+	})
+	go func() {
+		if err := watcher.Start(ctx); err != nil {
+			log.Error(err, "watching the TLS certificate files; the certificate in use is no longer reloaded", "certFile", certFile)
+		}
+	}()
+	return &tls.Config{GetCertificate: watcher.GetCertificate, MinVersion: tls.VersionTLS12}, nil
 }
 
 // check refuses flag values the dispatcher cannot run with.

@@ -32,8 +32,10 @@ var installedObjects = []string{
 	"deployment.apps/hookrelay-manager",
 	"namespace/hookrelay-system",
 	"role.rbac.authorization.k8s.io/hookrelay-dispatcher",
+	"role.rbac.authorization.k8s.io/hookrelay-dispatcher-ca-reader",
 	"role.rbac.authorization.k8s.io/hookrelay-manager",
 	"rolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher",
+	"rolebinding.rbac.authorization.k8s.io/hookrelay-dispatcher-ca-reader",
 	"rolebinding.rbac.authorization.k8s.io/hookrelay-manager",
 	"service/hookrelay-dispatcher",
 	"service/hookrelay-webhook",
@@ -55,7 +57,9 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 		// check looks further into the rendered manifests.
 		check func(g Gomega, rendered string)
 	}{
-		{dir: "default", dispatcher: []string{"statefulset.apps/hookrelay-dispatcher"}},
+		{dir: "default", dispatcher: []string{"statefulset.apps/hookrelay-dispatcher"}, check: func(g Gomega, rendered string) {
+			checkDispatcherTLS(g, rendered, renderedObject[appsv1.StatefulSet](g, rendered, "StatefulSet", "hookrelay-dispatcher").Spec.Template.Spec)
+		}},
 		{
 			dir:        "postgres",
 			dispatcher: []string{"deployment.apps/hookrelay-dispatcher", "poddisruptionbudget.policy/hookrelay-dispatcher"},
@@ -96,6 +100,7 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 // the replica's.
 func checkPostgresDispatcher(g Gomega, rendered string) {
 	dispatcher := renderedObject[appsv1.Deployment](g, rendered, "Deployment", "hookrelay-dispatcher")
+	checkDispatcherTLS(g, rendered, dispatcher.Spec.Template.Spec)
 	g.Expect(*dispatcher.Spec.Replicas).To(BeEquivalentTo(3))
 	pod := dispatcher.Spec.Template.Spec
 	g.Expect(pod.Containers).To(HaveLen(1))
@@ -108,11 +113,41 @@ func checkPostgresDispatcher(g Gomega, rendered string) {
 	for _, volume := range pod.Volumes {
 		g.Expect(volume.PersistentVolumeClaim).To(BeNil(), "no volume to re-attach when a node is lost")
 		if volume.Secret != nil {
-			g.Expect(volume.Secret.SecretName).To(Equal("hookrelay-postgres"))
+			g.Expect(volume.Secret.SecretName).To(BeElementOf("hookrelay-postgres", "hookrelay-dispatcher-tls"))
 		}
 	}
 	g.Expect(pod.TopologySpreadConstraints).To(HaveLen(1))
 	g.Expect(pod.TopologySpreadConstraints[0].TopologyKey).To(Equal(corev1.LabelHostname))
+}
+
+// checkDispatcherTLS: the dispatcher serves TLS on the Service's https port
+// from the Secret hookrelay-dispatcher-tls (without the CA's key), and its
+// probes speak HTTPS.
+func checkDispatcherTLS(g Gomega, rendered string, pod corev1.PodSpec) {
+	container := pod.Containers[0]
+	g.Expect(container.Args).To(ContainElements("--listen-address=:8443",
+		"--tls-cert-file=/etc/hookrelay/tls/tls.crt", "--tls-key-file=/etc/hookrelay/tls/tls.key"))
+	g.Expect(container.Ports).To(Equal([]corev1.ContainerPort{{Name: "https", ContainerPort: 8443}}))
+	g.Expect(container.VolumeMounts).To(ContainElement(corev1.VolumeMount{Name: "tls", MountPath: "/etc/hookrelay/tls", ReadOnly: true}))
+	for _, probe := range []*corev1.Probe{container.LivenessProbe, container.ReadinessProbe} {
+		g.Expect(probe.HTTPGet.Scheme).To(Equal(corev1.URISchemeHTTPS))
+		g.Expect(probe.HTTPGet.Port.String()).To(Equal("https"))
+	}
+	var tlsVolume *corev1.SecretVolumeSource
+	for _, volume := range pod.Volumes {
+		if volume.Name == "tls" {
+			tlsVolume = volume.Secret
+		}
+	}
+	g.Expect(tlsVolume).NotTo(BeNil())
+	g.Expect(tlsVolume.SecretName).To(Equal("hookrelay-dispatcher-tls"))
+	g.Expect(tlsVolume.Items).To(ConsistOf(corev1.KeyToPath{Key: "tls.crt", Path: "tls.crt"}, corev1.KeyToPath{Key: "tls.key", Path: "tls.key"}))
+
+	service := renderedObject[corev1.Service](g, rendered, "Service", "hookrelay-dispatcher")
+	g.Expect(service.Spec.Ports).To(HaveLen(1))
+	g.Expect(service.Spec.Ports[0].Name).To(Equal("https"))
+	g.Expect(service.Spec.Ports[0].Port).To(BeEquivalentTo(443))
+	g.Expect(service.Spec.Ports[0].TargetPort.String()).To(Equal("https"))
 }
 
 // TestPostgresDispatcherPodFollowsTheDefault: config/postgres writes the
