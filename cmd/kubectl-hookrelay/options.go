@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,8 +35,9 @@ const defaultRequestTimeout = 30 * time.Second
 
 // Environment variables that stand in for the dispatcher flags.
 const (
-	envDispatcherURL   = "HOOKRELAY_DISPATCHER_URL"
-	envDispatcherToken = "HOOKRELAY_DISPATCHER_TOKEN"
+	envDispatcherURL    = "HOOKRELAY_DISPATCHER_URL"
+	envDispatcherToken  = "HOOKRELAY_DISPATCHER_TOKEN"
+	envDispatcherCAFile = "HOOKRELAY_DISPATCHER_CA_FILE"
 )
 
 // options are the flags every command shares: kubectl's own
@@ -46,6 +48,7 @@ type options struct {
 	genericiooptions.IOStreams
 
 	dispatcherURL, dispatcherToken string
+	dispatcherCAFile               string
 	dispatcherNamespace            string
 	dispatcherService              string
 	dispatcherScheme               string
@@ -62,9 +65,13 @@ func (o *options) bind(cmd *cobra.Command) {
 		"URL of a dispatcher to talk to directly, such as http://127.0.0.1:8080 ($"+envDispatcherURL+"); otherwise the API server's service proxy.")
 	flags.StringVar(&o.dispatcherToken, "dispatcher-token", os.Getenv(envDispatcherToken),
 		"Bearer token for a dispatcher reached with --dispatcher-url ($"+envDispatcherToken+").")
+	flags.StringVar(&o.dispatcherCAFile, "dispatcher-ca-file", os.Getenv(envDispatcherCAFile),
+		"PEM file of the CA that signed the certificate of the dispatcher at an https:// --dispatcher-url ($"+envDispatcherCAFile+"). "+
+			"Without it, the system's CAs, and for the Service's in-cluster name also the CA in the ConfigMap "+dispatcherCAConfigMap+" of --dispatcher-namespace.")
 	flags.StringVar(&o.dispatcherNamespace, "dispatcher-namespace", "hookrelay-system", "Namespace of the dispatcher Service.")
 	flags.StringVar(&o.dispatcherService, "dispatcher-service", "hookrelay-dispatcher", "Name of the dispatcher Service.")
-	flags.StringVar(&o.dispatcherScheme, "dispatcher-scheme", "http", "Scheme of the dispatcher Service behind the proxy: http, or https when it runs with --tls-cert-file.")
+	flags.StringVar(&o.dispatcherScheme, "dispatcher-scheme", "https",
+		"Scheme of the dispatcher Service behind the proxy, and the name of its port: https, or http for a dispatcher run without --tls-cert-file.")
 }
 
 // namespace is the namespace to work in: -n, else the context's, else
@@ -96,6 +103,8 @@ type session struct {
 	namespace string
 	client    *client.Client
 	timeout   time.Duration
+	// trust says which CAs verify the dispatcher's certificate.
+	trust string
 }
 
 // connect reaches the dispatcher directly (--dispatcher-url) or through the
@@ -115,15 +124,22 @@ func (o *options) connect() (*session, error) {
 	}
 	s := &session{namespace: namespace, timeout: timeout}
 	if o.dispatcherURL != "" {
-		var options []client.Option
+		options := []client.Option{client.WithTimeout(timeout)}
 		if o.dispatcherToken != "" {
 			options = append(options, client.WithToken(o.dispatcherToken))
 		}
-		s.client, err = client.New(o.dispatcherURL, append(options, client.WithHTTPClient(&http.Client{Timeout: timeout}))...)
+		trust, err := o.dispatcherTrust(timeout)
 		if err != nil {
+			return nil, err
+		}
+		s.trust = trust.says
+		if s.client, err = client.New(o.dispatcherURL, append(options, trust.options...)...); err != nil {
 			return nil, fmt.Errorf("--dispatcher-url: %w", err)
 		}
 		return s, nil
+	}
+	if o.dispatcherCAFile != "" {
+		return nil, fmt.Errorf("--dispatcher-ca-file %s goes with --dispatcher-url: through the service proxy, the API server connects to the dispatcher", o.dispatcherCAFile)
 	}
 	if o.dispatcherScheme != "http" && o.dispatcherScheme != "https" {
 		return nil, fmt.Errorf("--dispatcher-scheme %q is not http or https", o.dispatcherScheme)
@@ -142,8 +158,9 @@ func (o *options) connect() (*session, error) {
 		return nil, err
 	}
 	httpClient.Timeout = timeout
-	base := fmt.Sprintf("%s/api/v1/namespaces/%s/services/%s:%s:http/proxy",
-		strings.TrimSuffix(config.Host, "/"), o.dispatcherNamespace, o.dispatcherScheme, o.dispatcherService)
+	// The Service's port is named after its scheme (config/dispatcher).
+	base := fmt.Sprintf("%s/api/v1/namespaces/%s/services/%s:%s:%s/proxy",
+		strings.TrimSuffix(config.Host, "/"), o.dispatcherNamespace, o.dispatcherScheme, o.dispatcherService, o.dispatcherScheme)
 	if s.client, err = client.New(base, client.WithHTTPClient(httpClient)); err != nil {
 		return nil, err
 	}
@@ -159,6 +176,9 @@ func (s *session) context() (context.Context, context.CancelFunc) {
 func (s *session) explain(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
 		return fmt.Errorf("the dispatcher did not answer within %s (--request-timeout): %w", s.timeout, err)
+	}
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return fmt.Errorf("%w\n(verified against %s; pass the CA that signed the dispatcher's certificate with --dispatcher-ca-file)", err, s.trust)
 	}
 	return err
 }

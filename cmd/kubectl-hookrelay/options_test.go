@@ -37,6 +37,7 @@ func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	t.Setenv(envDispatcherURL, "")
 	t.Setenv(envDispatcherToken, "")
+	t.Setenv(envDispatcherCAFile, "")
 	var out bytes.Buffer
 	root := newRootCommand(genericiooptions.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &out})
 	root.SetArgs(args)
@@ -64,7 +65,7 @@ func TestServiceProxyCarriesTheUsersToken(t *testing.T) {
 	if out != "event evt_1 accepted: 2 deliveries\n" {
 		t.Errorf("output = %q", out)
 	}
-	if want := "/api/v1/namespaces/hookrelay-system/services/http:hookrelay-dispatcher:http/proxy/v1/namespaces/billing/events"; path != want {
+	if want := "/api/v1/namespaces/hookrelay-system/services/https:hookrelay-dispatcher:https/proxy/v1/namespaces/billing/events"; path != want {
 		t.Errorf("path = %s, want %s", path, want)
 	}
 	if forwarded != "Bearer user-token" || authorization != "Bearer user-token" {
@@ -77,7 +78,7 @@ func TestServiceProxyCarriesTheUsersToken(t *testing.T) {
 // a 4xx of the dispatcher behind the proxy stays the dispatcher's message.
 func TestAPIServerRefusalIsKubectlsError(t *testing.T) {
 	forbidden := apierrors.NewForbidden(
-		schemaServices, "http:hookrelay-dispatcher:http", errString(`User "alice" cannot get resource "services/proxy" in API group "" in the namespace "hookrelay-system"`))
+		schemaServices, "https:hookrelay-dispatcher:https", errString(`User "alice" cannot get resource "services/proxy" in API group "" in the namespace "hookrelay-system"`))
 	forbidden.ErrStatus.APIVersion, forbidden.ErrStatus.Kind = "v1", "Status"
 	apiServer := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -3,7 +3,7 @@
 // replay deliveries.
 //
 // A Client is safe for concurrent use. It verifies TLS certificates (add a
-// private CA with WithCAFile), bounds each request (WithTimeout), retries
+// private CA with WithCAFile or WithCAPEM), bounds each request (WithTimeout), retries
 // answers 429 and 503 with backoff that honours Retry-After (WithMaxTries),
 // and, with WithTokenFile, follows a projected ServiceAccount token as the
 // kubelet rotates it.
@@ -64,6 +64,7 @@ type Client struct {
 	timeout  time.Duration
 	maxTries int
 	caFile   string
+	caPEM    []byte
 	// sleep waits d or until ctx ends; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
 	// err is the first option's error, returned by New.
@@ -126,6 +127,14 @@ func WithMaxTries(n int) Option {
 // configuration.
 func WithCAFile(path string) Option { return func(c *Client) { c.caFile = path } }
 
+// WithCAPEM trusts the certificate authorities in a PEM bundle, beside the
+// system's and WithCAFile's, such as the ca.crt of the ConfigMap
+// hookrelay-dispatcher-ca that the manager publishes. Not with
+// WithHTTPClient.
+func WithCAPEM(bundle []byte) Option {
+	return func(c *Client) { c.caPEM = append(c.caPEM, bundle...) }
+}
+
 func (c *Client) fail(err error) {
 	if c.err == nil {
 		c.err = err
@@ -147,11 +156,16 @@ func New(baseURL string, options ...Option) (*Client, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
+	trusting := c.caFile != "" || c.caPEM != nil
 	switch {
-	case c.caFile != "" && c.http != nil:
-		return nil, fmt.Errorf("WithCAFile and WithHTTPClient are both given: set the CA in the HTTP client's transport instead")
-	case c.caFile != "":
-		if c.http, err = httpClientTrusting(c.caFile); err != nil {
+	case trusting && c.http != nil:
+		option := "WithCAFile"
+		if c.caFile == "" {
+			option = "WithCAPEM"
+		}
+		return nil, fmt.Errorf("%s and WithHTTPClient are both given: set the CA in the HTTP client's transport instead", option)
+	case trusting:
+		if c.http, err = httpClientTrusting(c.caFile, c.caPEM); err != nil {
 			return nil, err
 		}
 	case c.http == nil:
@@ -161,18 +175,23 @@ func New(baseURL string, options ...Option) (*Client, error) {
 }
 
 // httpClientTrusting is the default transport trusting the system's CAs and
-// those in the PEM bundle at caFile.
-func httpClientTrusting(caFile string) (*http.Client, error) {
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("reading the CA file: %w", err)
-	}
+// those in the PEM bundle at caFile (when set) and in caPEM.
+func httpClientTrusting(caFile string, caPEM []byte) (*http.Client, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the CA file: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+		}
+	}
+	if caPEM != nil && !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("the CA bundle holds no PEM certificate")
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
@@ -409,7 +428,10 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, con
 	}
 	response, err := c.http.Do(request)
 	if err != nil {
-		return fmt.Errorf("reaching the dispatcher: %w", err)
+		if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+			return fmt.Errorf("the dispatcher at %s presents a TLS certificate this client does not trust: %w", c.base, err)
+		}
+		return fmt.Errorf("reaching the dispatcher at %s: %w", c.base, err)
 	}
 	defer response.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(response.Body, maxAnswer))

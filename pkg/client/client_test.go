@@ -337,14 +337,18 @@ func TestTLSIsVerified(t *testing.T) {
 		_, _ = io.WriteString(w, accepted)
 	}))
 	defer server.Close()
-	if err := publish(newClient(t, server.URL)); err == nil || !strings.Contains(err.Error(), "certificate") {
-		t.Fatalf("got %v, want a certificate error", err)
+	want := "the dispatcher at " + server.URL + " presents a TLS certificate this client does not trust: "
+	if err := publish(newClient(t, server.URL)); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %v, want %q", err, want)
 	}
 	caFile := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: server.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := publish(newClient(t, server.URL, WithCAFile(caFile))); err != nil {
+		t.Fatal(err)
+	}
+	if err := publish(newClient(t, server.URL, WithCAPEM(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: server.Certificate().Raw})))); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -363,6 +367,8 @@ func TestOptionsAreChecked(t *testing.T) {
 		"missing CA file":  {[]Option{WithCAFile(filepath.Join(t.TempDir(), "none.pem"))}, "reading the CA file"},
 		"not PEM":          {[]Option{WithCAFile(notPEM)}, "holds no PEM certificate"},
 		"CA and client":    {[]Option{WithCAFile(notPEM), WithHTTPClient(http.DefaultClient)}, "WithCAFile and WithHTTPClient"},
+		"PEM and client":   {[]Option{WithCAPEM([]byte("hello")), WithHTTPClient(http.DefaultClient)}, "WithCAPEM and WithHTTPClient"},
+		"PEM not PEM":      {[]Option{WithCAPEM([]byte("hello"))}, "the CA bundle holds no PEM certificate"},
 	} {
 		if _, err := New("https://dispatcher.example:8443", test.options...); err == nil || !strings.Contains(err.Error(), test.says) {
 			t.Errorf("%s: got %v, want %q", name, err, test.says)
