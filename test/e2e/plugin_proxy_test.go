@@ -17,6 +17,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -40,7 +41,10 @@ func TestPluginThroughTheServiceProxy(t *testing.T) {
 	namespace := env.Namespace(t)
 	_, stderr, err := env.Kubectl(ctx, "", "apply", "-f", filepath.Join(testenv.RepoRoot(), "config", "rbac", "api_roles.yaml"))
 	g.Expect(err).NotTo(HaveOccurred(), stderr)
-	d := startDispatcher(t, t.TempDir(), "--insecure-no-auth=false", "--auth-cache-ttl=200ms")
+	// Over TLS, as config/dispatcher serves it: the API server connects to
+	// the https port without verifying the certificate.
+	certFile, keyFile, ca := servingCertificate(t)
+	d := startDispatcherTLS(t, t.TempDir(), ca.pool(), "--insecure-no-auth=false", "--auth-cache-ttl=200ms", "--tls-cert-file="+certFile, "--tls-key-file="+keyFile)
 	serveDispatcherService(t, d)
 	r := newReceiver(t, answerWith(http.StatusOK))
 	endpoint(t, namespace, "palm", r.URL, []string{"*"}, nil)
@@ -70,7 +74,7 @@ func TestPluginThroughTheServiceProxy(t *testing.T) {
 	// A producer publishes straight to the dispatcher with its token.
 	producer := token("producer", "hookrelay-publisher")
 	g.Eventually(func() (string, error) {
-		return kubectlHookrelay(t, "send", "-n", namespace, "--dispatcher-url", d.URL, "--dispatcher-token", producer,
+		return kubectlHookrelay(t, "send", "-n", namespace, "--dispatcher-url", d.URL, "--dispatcher-token", producer, "--dispatcher-ca-file", ca.file,
 			"--type", "invoice.paid", "--id", "evt_through_proxy")
 	}).WithTimeout(10 * time.Second).Should(Equal("event evt_through_proxy accepted: 1 deliveries\n"))
 
@@ -114,7 +118,7 @@ func TestPluginThroughTheServiceProxy(t *testing.T) {
 	// Without hookrelay-viewer: the API server's 403, as kubectl prints it.
 	out, err = kubectlHookrelay(t, "attempts", "evt_through_proxy", "--kubeconfig", kubeconfig, "-n", namespace)
 	g.Expect(exitCode(err)).To(Equal(1), out)
-	g.Expect(out).To(Equal(`Error from server (Forbidden): services "http:hookrelay-dispatcher:http" is forbidden: User "system:serviceaccount:` +
+	g.Expect(out).To(Equal(`Error from server (Forbidden): services "https:hookrelay-dispatcher:https" is forbidden: User "system:serviceaccount:` +
 		namespace + `:nobody" cannot get resource "services/proxy" in API group "" in the namespace "hookrelay-system"` + "\n"))
 	out, err = kubectlHookrelay(t, deliveries...)
 	g.Expect(exitCode(err)).To(Equal(1), out)
@@ -159,14 +163,14 @@ func TestPluginTimesOutOnASilentDispatcher(t *testing.T) {
 	g.Expect(out).To(HavePrefix("error: the dispatcher did not answer within 1s (--request-timeout)"))
 }
 
-// serveDispatcherService makes d the hookrelay-dispatcher Service of
-// hookrelay-system, as config/dispatcher deploys it: a Pod with a made-up
+// serveDispatcherService makes d, served over TLS, the hookrelay-dispatcher
+// Service of hookrelay-system, as config/dispatcher deploys it (port https): a Pod with a made-up
 // address, the Service, and the EndpointSlice the service proxy reads.
 func serveDispatcherService(t *testing.T, d *dispatcher) {
 	t.Helper()
 	g := NewWithT(t)
 	ctx := context.Background()
-	t.Cleanup(egress.route(dispatcherPodIP+":8080", strings.TrimPrefix(d.URL, "http://")))
+	t.Cleanup(egress.route(dispatcherPodIP+":8443", strings.TrimPrefix(d.URL, "https://")))
 	labels := map[string]string{"app.kubernetes.io/name": "hookrelay", "app.kubernetes.io/component": "dispatcher"}
 	account := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "hookrelay-dispatcher", Namespace: routesNamespace}}
 	pod := &corev1.Pod{
@@ -176,7 +180,7 @@ func serveDispatcherService(t *testing.T, d *dispatcher) {
 	}
 	service := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "hookrelay-dispatcher", Namespace: routesNamespace, Labels: labels},
-		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "https", Port: 443, TargetPort: intstr.FromInt32(8443)}}},
 	}
 	slice := &discoveryv1.EndpointSlice{
 		ObjectMeta: metav1.ObjectMeta{Name: "hookrelay-dispatcher-e2e", Namespace: routesNamespace,
@@ -184,7 +188,7 @@ func serveDispatcherService(t *testing.T, d *dispatcher) {
 		AddressType: discoveryv1.AddressTypeIPv4,
 		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{dispatcherPodIP}, Conditions: discoveryv1.EndpointConditions{Ready: new(true)},
 			TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: routesNamespace, Name: pod.Name}}},
-		Ports: []discoveryv1.EndpointPort{{Name: new("http"), Port: new(int32(8080))}},
+		Ports: []discoveryv1.EndpointPort{{Name: new("https"), Port: new(int32(8443))}},
 	}
 	g.Expect(env.Client.Create(ctx, account)).To(Succeed())
 	g.Expect(env.Client.Create(ctx, pod)).To(Succeed())
