@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -195,4 +196,86 @@ func renderedObject[T any](g Gomega, rendered, kind, name string) *T {
 	}
 	g.Expect(found).NotTo(BeNil(), "no %s %s in:\n%s", kind, name, rendered)
 	return found
+}
+
+// TestCertManagerComponent: config/certmanager added to an install makes
+// cert-manager write the Secret the dispatcher mounts, for the names of its
+// Service, signed by a CA of its own, and turns the manager's provisioning
+// off; nothing else changes. (The API server here has no cert-manager CRDs
+// to apply it to.)
+func TestCertManagerComponent(t *testing.T) {
+	for _, install := range []string{"default", "postgres"} {
+		t.Run(install, func(t *testing.T) {
+			g := NewWithT(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			config := filepath.Join(testenv.RepoRoot(), "config")
+			overlay := t.TempDir()
+			// kustomize takes only relative paths to other kustomizations.
+			relative, err := filepath.Rel(overlay, config)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(os.WriteFile(filepath.Join(overlay, "kustomization.yaml"),
+				[]byte("resources:\n- "+relative+"/"+install+"\ncomponents:\n- "+relative+"/certmanager\n"), 0o600)).To(Succeed())
+			render := func(dir string) string {
+				rendered, stderr, err := env.Kubectl(ctx, "", "kustomize", dir)
+				g.Expect(err).NotTo(HaveOccurred(), stderr)
+				return rendered
+			}
+			base, rendered := render(filepath.Join(config, install)), render(overlay)
+
+			type issuerRef struct{ Kind, Name string }
+			type certificate struct {
+				Spec struct {
+					SecretName string    `json:"secretName"`
+					DNSNames   []string  `json:"dnsNames"`
+					IsCA       bool      `json:"isCA"`
+					IssuerRef  issuerRef `json:"issuerRef"`
+				}
+			}
+			type issuer struct {
+				Spec struct {
+					SelfSigned *struct{} `json:"selfSigned"`
+					CA         *struct {
+						SecretName string `json:"secretName"`
+					} `json:"ca"`
+				}
+			}
+			serving := renderedObject[certificate](g, rendered, "Certificate", "hookrelay-dispatcher")
+			var mounted string
+			for _, volume := range dispatcherPod(g, rendered).Volumes {
+				if volume.Name == "tls" {
+					mounted = volume.Secret.SecretName
+				}
+			}
+			g.Expect(serving.Spec.SecretName).To(Equal(mounted))
+			service := renderedObject[corev1.Service](g, rendered, "Service", "hookrelay-dispatcher")
+			g.Expect(serving.Spec.DNSNames).To(ConsistOf(service.Name+"."+service.Namespace+".svc", service.Name+"."+service.Namespace+".svc.cluster.local"))
+			g.Expect(serving.Spec.IsCA).To(BeFalse())
+			caIssuer := renderedObject[issuer](g, rendered, serving.Spec.IssuerRef.Kind, serving.Spec.IssuerRef.Name)
+			g.Expect(caIssuer.Spec.CA).NotTo(BeNil())
+			authority := renderedObject[certificate](g, rendered, "Certificate", "hookrelay-dispatcher-ca")
+			g.Expect(authority.Spec.IsCA).To(BeTrue())
+			g.Expect(authority.Spec.SecretName).To(Equal(caIssuer.Spec.CA.SecretName))
+			g.Expect(renderedObject[issuer](g, rendered, authority.Spec.IssuerRef.Kind, authority.Spec.IssuerRef.Name).Spec.SelfSigned).NotTo(BeNil())
+
+			// The rest is the install as it was: four objects and one flag more.
+			g.Expect(strings.Count(rendered, "\n---\n")).To(Equal(strings.Count(base, "\n---\n") + 4))
+			manager := renderedObject[appsv1.Deployment](g, rendered, "Deployment", "hookrelay-manager")
+			args := &manager.Spec.Template.Spec.Containers[0].Args
+			g.Expect(*args).To(HaveExactElements(append(slices.Clone(
+				renderedObject[appsv1.Deployment](g, base, "Deployment", "hookrelay-manager").Spec.Template.Spec.Containers[0].Args),
+				"--dispatcher-cert-provisioning=false")))
+			*args = (*args)[:len(*args)-1]
+			g.Expect(manager).To(Equal(renderedObject[appsv1.Deployment](g, base, "Deployment", "hookrelay-manager")))
+		})
+	}
+}
+
+// dispatcherPod is the pod of the rendered dispatcher workload, a
+// StatefulSet (config/default) or a Deployment (config/postgres).
+func dispatcherPod(g Gomega, rendered string) corev1.PodSpec {
+	if strings.Contains(rendered, "kind: StatefulSet\n") {
+		return renderedObject[appsv1.StatefulSet](g, rendered, "StatefulSet", "hookrelay-dispatcher").Spec.Template.Spec
+	}
+	return renderedObject[appsv1.Deployment](g, rendered, "Deployment", "hookrelay-dispatcher").Spec.Template.Spec
 }
