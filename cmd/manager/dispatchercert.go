@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/hookrelay/hookrelay/internal/servingcert"
@@ -16,6 +17,8 @@ import (
 type dispatcherCertOptions struct {
 	secret, caConfigMap, service string
 	provision                    bool
+	// clock is the provisioner's time source; tests inject a fake one.
+	clock clock.PassiveClock
 }
 
 func (o *dispatcherCertOptions) bind(flags *flag.FlagSet) {
@@ -40,7 +43,7 @@ func (o *dispatcherCertOptions) provisioner(config *rest.Config, scheme *runtime
 	}
 	options := servingcert.Options{
 		Namespace: namespace, SecretName: o.secret, Name: "hookrelay-dispatcher", CAConfigMapName: o.caConfigMap,
-		DNSNames: serviceNames(o.service, namespace), PublishOnly: !o.provision,
+		DNSNames: serviceNames(o.service, namespace), PublishOnly: !o.provision, Clock: o.clock,
 	}
 	if !o.provision {
 		// cert-manager writes the Secret on its own time.
