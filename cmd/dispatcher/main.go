@@ -110,7 +110,9 @@ func main() {
 			"Producers' projected tokens for a dedicated audience and the kubectl plugin through the API server's proxy together need both, "+
 			"such as hookrelay,https://kubernetes.default.svc.cluster.local.")
 	flag.DurationVar(&opts.authCacheTTL, "auth-cache-ttl", 30*time.Second, "How long a TokenReview or SubjectAccessReview answer is reused.")
-	flag.StringVar(&opts.tlsCertFile, "tls-cert-file", "", "Serve the API over TLS with this certificate (PEM, its chain after it); with --tls-key-file. Both files are read again when they change (a renewed Secret): no restart.")
+	flag.StringVar(&opts.tlsCertFile, "tls-cert-file", "",
+		"Serve the API over TLS with this certificate (PEM, its chain after it); with --tls-key-file. "+
+			"Both files are read again when they change (a renewed Secret): no restart.")
 	flag.StringVar(&opts.tlsKeyFile, "tls-key-file", "", "Private key (PEM) of --tls-cert-file.")
 	flag.BoolVar(&opts.profiling, "enable-profiling", false, "Serve Go's pprof profiles under /debug/pprof/ on --profiling-address.")
 	flag.StringVar(&opts.profilingAddr, "profiling-address", "127.0.0.1:6060", "Loopback address of the pprof listener (--enable-profiling); other addresses are refused.")
