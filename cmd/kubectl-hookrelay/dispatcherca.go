@@ -16,7 +16,7 @@ import (
 // dispatcherCAConfigMap is where the manager publishes the CA of the
 // dispatcher's certificate (key ca.crt), readable by every authenticated
 // user (config/dispatcher/ca_reader.yaml).
-const dispatcherCAConfigMap = "hookrelay-dispatcher-ca"
+const dispatcherCAConfigMap = client.CAConfigMap
 
 // trust is how the dispatcher's certificate is verified: the client
 // options, and words for an error when verification fails.

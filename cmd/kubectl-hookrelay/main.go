@@ -37,8 +37,11 @@ It takes kubectl's flags and prints errors as kubectl does. In a cluster it
 reaches the dispatcher through the API server's service proxy with your own
 credentials: the ClusterRoles hookrelay-viewer (reads) and hookrelay-operator
 (retry, replay) grant services/proxy on the hookrelay-dispatcher Service, so
-bind them in hookrelay-system as well as in your namespace. --dispatcher-url
-reaches a dispatcher directly, as under make dev.
+bind them in hookrelay-system as well as in your namespace. The API server
+connects to the Service's https port without verifying the dispatcher's
+certificate. --dispatcher-url reaches a dispatcher directly, as under make
+dev; an https:// one is verified against --dispatcher-ca-file, or, for the
+Service's in-cluster name, the CA in the ConfigMap hookrelay-dispatcher-ca.
 
 Each request gives up after --request-timeout; when that is 0 (kubectl's
 default: no timeout), after ` + defaultRequestTimeout.String() + `.`,

@@ -29,6 +29,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -231,9 +232,10 @@ func (p *Provisioner) readSecret(ctx context.Context) (*corev1.Secret, error) {
 	return secret, nil
 }
 
-// labels mark what the Provisioner creates.
+// labels mark what the Provisioner creates: component webhook-cert,
+// dispatcher-cert, dispatcher-ca.
 func (p *Provisioner) labels(suffix string) map[string]string {
-	return map[string]string{"app.kubernetes.io/name": "hookrelay", "app.kubernetes.io/component": p.options.Name + suffix}
+	return map[string]string{"app.kubernetes.io/name": "hookrelay", "app.kubernetes.io/component": strings.TrimPrefix(p.options.Name, "hookrelay-") + suffix}
 }
 
 // publish writes the CA bundle into the CA ConfigMap, only when it changes.

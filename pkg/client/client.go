@@ -65,6 +65,9 @@ type Client struct {
 	maxTries int
 	caFile   string
 	caPEM    []byte
+	// trustNote says why the published CA is not trusted, for an
+	// untrusted certificate's error.
+	trustNote string
 	// sleep waits d or until ctx ends; tests replace it.
 	sleep func(ctx context.Context, d time.Duration) error
 	// err is the first option's error, returned by New.
@@ -142,8 +145,13 @@ func (c *Client) fail(err error) {
 }
 
 // New returns a client of the dispatcher at baseURL, such as
-// http://hookrelay-dispatcher.hookrelay-system.svc from a Pod (https:// when
-// the dispatcher serves TLS).
+// https://hookrelay-dispatcher.hookrelay-system.svc from a Pod. For such a
+// Service name, without WithCAFile, WithCAPEM or WithHTTPClient, and in a
+// Pod, New trusts the CA that the manager publishes in the ConfigMap
+// hookrelay-dispatcher-ca of that namespace (any ServiceAccount may read
+// it), read as the Pod's ServiceAccount within 10 seconds. If that read
+// fails, the system's CAs alone verify the dispatcher, and an untrusted
+// certificate's error says why the ConfigMap did not help.
 func New(baseURL string, options ...Option) (*Client, error) {
 	parsed, err := url.Parse(baseURL)
 	if err != nil || (parsed.Scheme != "http" && parsed.Scheme != "https") || parsed.Host == "" {
@@ -170,6 +178,13 @@ func New(baseURL string, options ...Option) (*Client, error) {
 		}
 	case c.http == nil:
 		c.http = http.DefaultClient
+		if bundle, note := clusterCA(parsed); bundle != nil {
+			if c.http, err = httpClientTrusting("", bundle); err != nil {
+				return nil, fmt.Errorf("ConfigMap %s: %w", CAConfigMap, err)
+			}
+		} else {
+			c.trustNote = note
+		}
 	}
 	return c, nil
 }
@@ -429,7 +444,7 @@ func (c *Client) send(ctx context.Context, method, path string, body []byte, con
 	response, err := c.http.Do(request)
 	if err != nil {
 		if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
-			return fmt.Errorf("the dispatcher at %s presents a TLS certificate this client does not trust: %w", c.base, err)
+			return fmt.Errorf("the dispatcher at %s presents a TLS certificate this client does not trust%s: %w", c.base, c.trustNote, err)
 		}
 		return fmt.Errorf("reaching the dispatcher at %s: %w", c.base, err)
 	}
