@@ -59,6 +59,10 @@ func evaluate(ctx context.Context, engine *promql.Engine, s *samples, p panel) (
 		}
 		for _, series := range matrix {
 			l := line{name: legend(t.LegendFormat, series.Metric.Map(), series.Metric.String())}
+			if strings.TrimSpace(l.name) == "" {
+				// A legend of labels the series lacks names it by its labels.
+				l.name = series.Metric.String()
+			}
 			for _, point := range series.Floats {
 				l.times = append(l.times, time.UnixMilli(point.T))
 				l.values = append(l.values, point.F)

@@ -61,6 +61,8 @@ func main() {
 		"postgres (one and three replicas on a PostgreSQL cluster of the bench's own).")
 	flag.BoolVar(&cfg.profile, "profile", false, "Take CPU and allocation profiles of the dispatcher during each of its runs, and say where the time goes.")
 	flag.StringVar(&cfg.profileDir, "profile-dir", "", "Folder for the profiles (--profile); a new one under the temporary folder when empty.")
+	flag.StringVar(&cfg.metricsOut, "metrics-out", "", "Folder (new or empty) to store the dispatchers' and the manager's /metrics in, scraped every second "+
+		"during the runs, for hack/dashboard (make dashboard-png).")
 	flag.Parse()
 	logf.SetLogger(logr.Discard())
 	for name := range strings.SplitSeq(*stores, ",") {
@@ -94,6 +96,7 @@ type config struct {
 	withPostgres bool
 	profile      bool
 	profileDir   string
+	metricsOut   string
 }
 
 // receivers are loopback HTTP servers that note when each event first
@@ -310,7 +313,7 @@ func relay(targets []string, fanOut int) *httptest.Server {
 	}))
 }
 
-func run(cfg config) error {
+func run(cfg config) (err error) {
 	env, err := testenv.Start()
 	if err != nil {
 		return err
@@ -373,7 +376,8 @@ func run(cfg config) error {
 			return err
 		}
 		defer d.stop()
-		dispatchers = append(dispatchers, dispatcher{name: "hookrelay-" + embedded, publishURLs: []string{d.publishURL}, profiling: []string{d.profilingAddress}})
+		dispatchers = append(dispatchers, dispatcher{name: "hookrelay-" + embedded, publishURLs: []string{d.publishURL}, profiling: []string{d.profilingAddress},
+			metricsURLs: []string{d.metricsURL}})
 		stores = append(stores, fmt.Sprintf("%s in %s (fsync on)", embedded, filepath.Join(dataDir, embedded)))
 	}
 	if cfg.withPostgres {
@@ -404,6 +408,22 @@ func run(cfg config) error {
 		if profiles, err = newProfiler(cfg.profileDir); err != nil {
 			return err
 		}
+	}
+
+	if cfg.metricsOut != "" {
+		stopScraping, err := startScraping(cfg.metricsOut, scrapeTargets(dispatchers))
+		if err != nil {
+			return err
+		}
+		// Scraping stops before the dispatchers do (deferred later, run first).
+		defer func() {
+			if scrapeErr := stopScraping(); scrapeErr != nil {
+				err = errors.Join(err, scrapeErr)
+				return
+			}
+			fmt.Fprintf(os.Stderr, "bench: the metrics are in %s; draw the dashboard from them with: make dashboard-png DASHBOARD_SAMPLES=%s\n",
+				cfg.metricsOut, cfg.metricsOut)
+		}()
 	}
 
 	targets := make([]string, len(r.servers))
@@ -449,6 +469,22 @@ func run(cfg config) error {
 		fmt.Print(b.summaries.String())
 	}
 	return nil
+}
+
+// scrapeTargets are the dispatchers' replicas and the manager, by name.
+func scrapeTargets(dispatchers []dispatcher) map[string]scrapeTarget {
+	client := &http.Client{}
+	targets := map[string]scrapeTarget{"manager": managerTarget}
+	for _, d := range dispatchers {
+		for i, url := range d.metricsURLs {
+			name := d.name
+			if len(d.metricsURLs) > 1 {
+				name = fmt.Sprintf("%s-replica-%d", d.name, i+1)
+			}
+			targets[name] = httpTarget(client, url)
+		}
+	}
+	return targets
 }
 
 // bench runs the loads and collects the profiles' summaries.
@@ -512,6 +548,7 @@ type dispatcher struct {
 	name        string
 	publishURLs []string
 	profiling   []string
+	metricsURLs []string
 }
 
 // postgresReplicas are the replica counts measured on PostgreSQL.
@@ -520,6 +557,7 @@ var postgresReplicas = []int{1, 3}
 // dispatcherProcess is a running dispatcher binary.
 type dispatcherProcess struct {
 	publishURL       string
+	metricsURL       string
 	profilingAddress string
 	stop             func()
 }
@@ -565,7 +603,8 @@ func startDispatcher(binary, kubeconfig, dir string, r *receivers, storeArgs ...
 		stop()
 		return nil, err
 	}
-	return &dispatcherProcess{publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", profilingAddress: profilingAddress, stop: stop}, nil
+	return &dispatcherProcess{publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", metricsURL: "http://" + address + "/metrics",
+		profilingAddress: profilingAddress, stop: stop}, nil
 }
 
 // freeLoopbackAddress is a loopback port free now, for a pprof listener:
@@ -607,6 +646,7 @@ func startPostgresReplicas(binary, kubeconfig, dir string, cluster *pgcluster.Cl
 			"--store=postgres", "--postgres-dsn-file="+dsnFile)
 		if err == nil {
 			d.publishURLs = append(d.publishURLs, process.publishURL)
+			d.metricsURLs = append(d.metricsURLs, process.metricsURL)
 			d.profiling = append(d.profiling, process.profilingAddress)
 			stops = append(stops, process.stop)
 		}
