@@ -314,6 +314,7 @@ func relay(targets []string, fanOut int) *httptest.Server {
 }
 
 func run(cfg config) (err error) {
+	fmt.Fprintln(os.Stderr, "bench: starting the control plane (kube-apiserver and etcd)")
 	env, err := testenv.Start()
 	if err != nil {
 		return err
@@ -330,6 +331,7 @@ func run(cfg config) (err error) {
 			return err
 		}
 	}
+	fmt.Fprintln(os.Stderr, "bench: starting the manager; creating 4 endpoints and their subscriptions")
 	mgr, err := env.NewManager(controllers.CacheOptions(routesNamespace))
 	if err != nil {
 		return err
@@ -381,6 +383,7 @@ func run(cfg config) (err error) {
 		stores = append(stores, fmt.Sprintf("%s in %s (fsync on)", embedded, filepath.Join(dataDir, embedded)))
 	}
 	if cfg.withPostgres {
+		fmt.Fprintln(os.Stderr, "bench: starting PostgreSQL")
 		cluster, err := pgcluster.Start(pgcluster.Options{Durable: true})
 		if err != nil {
 			return fmt.Errorf("starting PostgreSQL: %w", err)
@@ -392,6 +395,7 @@ func run(cfg config) (err error) {
 		}()
 		for _, replicas := range postgresReplicas {
 			name := fmt.Sprintf("hookrelay-postgres-%d", replicas)
+			fmt.Fprintf(os.Stderr, "bench: starting %d dispatcher replicas on PostgreSQL\n", replicas)
 			d, stop, err := startPostgresReplicas(cfg.dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, name), cluster, replicas, r)
 			if err != nil {
 				return err
