@@ -233,7 +233,7 @@ func replayCommand(o *options) *cobra.Command {
 		Short: "Deliver again an endpoint's failed deliveries created since a time, oldest first",
 		Example: "  kubectl hookrelay replay palm --since 2026-11-25T08:00:00Z\n  kubectl hookrelay replay palm --since 6h\n" +
 			"  kubectl hookrelay replay palm --since 6h --wait",
-		Args:    cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			t, err := parseSince(since)
 			if err != nil {
