@@ -340,6 +340,18 @@ func run(cfg config) (err error) {
 		return err
 	}
 	go func() { _ = mgr.Start(ctx) }()
+	if cfg.metricsOut != "" {
+		// The manager's scrapes start now, to see the reconciles of the
+		// bench's endpoints; the dispatchers' once they run.
+		if entries, err := os.ReadDir(cfg.metricsOut); err == nil && len(entries) > 0 {
+			return fmt.Errorf("--metrics-out=%s is not empty: the scrapes of two runs would mix; name a new folder", cfg.metricsOut)
+		}
+		stopScraping, err := startScraping(cfg.metricsOut, map[string]scrapeTarget{"manager": managerTarget})
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, stopScraping()) }()
+	}
 
 	r := newReceivers(4)
 	defer r.close()
@@ -415,7 +427,7 @@ func run(cfg config) (err error) {
 	}
 
 	if cfg.metricsOut != "" {
-		stopScraping, err := startScraping(cfg.metricsOut, scrapeTargets(dispatchers))
+		stopScraping, err := startScraping(cfg.metricsOut, dispatcherTargets(dispatchers))
 		if err != nil {
 			return err
 		}
@@ -475,10 +487,10 @@ func run(cfg config) (err error) {
 	return nil
 }
 
-// scrapeTargets are the dispatchers' replicas and the manager, by name.
-func scrapeTargets(dispatchers []dispatcher) map[string]scrapeTarget {
+// dispatcherTargets are the dispatchers' replicas, by name.
+func dispatcherTargets(dispatchers []dispatcher) map[string]scrapeTarget {
 	client := &http.Client{}
-	targets := map[string]scrapeTarget{"manager": managerTarget}
+	targets := map[string]scrapeTarget{}
 	for _, d := range dispatchers {
 		for i, url := range d.metricsURLs {
 			name := d.name

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,9 +72,6 @@ func managerTarget(context.Context) ([]byte, error) {
 // dir/TARGET/UNIX_MILLIS.prom, the layout hack/dashboard reads, until the
 // returned stop, which says the first scrape that failed.
 func startScraping(dir string, targets map[string]scrapeTarget) (stop func() error, err error) {
-	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
-		return nil, fmt.Errorf("--metrics-out=%s is not empty: the scrapes of two runs would mix; name a new folder", dir)
-	}
 	for name := range targets {
 		if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
 			return nil, err
@@ -100,7 +100,7 @@ func startScraping(dir string, targets map[string]scrapeTarget) (stop func() err
 			}
 		})
 	}
-	fmt.Fprintf(os.Stderr, "bench: scraping the metrics of %d targets every %s into %s\n", len(targets), scrapeInterval, dir)
+	fmt.Fprintf(os.Stderr, "bench: scraping the metrics of %s every %s into %s\n", strings.Join(slices.Sorted(maps.Keys(targets)), ", "), scrapeInterval, dir)
 	return func() error {
 		cancel()
 		wg.Wait()
