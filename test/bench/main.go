@@ -84,6 +84,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+	if cfg.metricsOut != "" {
+		fmt.Fprintf(os.Stderr, "bench: the metrics are in %s; draw the dashboard from them with: make dashboard-png DASHBOARD_SAMPLES=%s\n",
+			cfg.metricsOut, cfg.metricsOut)
+	}
 }
 
 // config is what the flags ask for.
@@ -340,18 +344,17 @@ func run(cfg config) (err error) {
 		return err
 	}
 	go func() { _ = mgr.Start(ctx) }()
-	if cfg.metricsOut != "" {
-		// The manager's scrapes start now, to see the reconciles of the
-		// bench's endpoints; the dispatchers' once they run.
-		if entries, err := os.ReadDir(cfg.metricsOut); err == nil && len(entries) > 0 {
-			return fmt.Errorf("--metrics-out=%s is not empty: the scrapes of two runs would mix; name a new folder", cfg.metricsOut)
-		}
-		stopScraping, err := startScraping(cfg.metricsOut, map[string]scrapeTarget{"manager": managerTarget})
-		if err != nil {
-			return err
-		}
-		defer func() { err = errors.Join(err, stopScraping()) }()
+	// The manager's scrapes start now, to see the reconciles of the bench's
+	// endpoints; the dispatchers' once they run.
+	metrics, err := newMetricsOut(cfg.metricsOut)
+	if err != nil {
+		return err
 	}
+	stopManagerScrapes, err := metrics.scrape(map[string]scrapeTarget{"manager": managerTarget})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, stopManagerScrapes()) }()
 
 	r := newReceivers(4)
 	defer r.close()
@@ -426,21 +429,12 @@ func run(cfg config) (err error) {
 		}
 	}
 
-	if cfg.metricsOut != "" {
-		stopScraping, err := startScraping(cfg.metricsOut, dispatcherTargets(dispatchers))
-		if err != nil {
-			return err
-		}
-		// Scraping stops before the dispatchers do (deferred later, run first).
-		defer func() {
-			if scrapeErr := stopScraping(); scrapeErr != nil {
-				err = errors.Join(err, scrapeErr)
-				return
-			}
-			fmt.Fprintf(os.Stderr, "bench: the metrics are in %s; draw the dashboard from them with: make dashboard-png DASHBOARD_SAMPLES=%s\n",
-				cfg.metricsOut, cfg.metricsOut)
-		}()
+	stopDispatcherScrapes, err := metrics.scrape(dispatcherTargets(dispatchers))
+	if err != nil {
+		return err
 	}
+	// Scraping stops before the dispatchers do (deferred later, run first).
+	defer func() { err = errors.Join(err, stopDispatcherScrapes()) }()
 
 	targets := make([]string, len(r.servers))
 	for i, s := range r.servers {

@@ -68,6 +68,28 @@ func managerTarget(context.Context) ([]byte, error) {
 	return text.Bytes(), nil
 }
 
+// metricsOut scrapes into the --metrics-out folder; without one, it
+// does nothing.
+type metricsOut struct{ dir string }
+
+func newMetricsOut(dir string) (*metricsOut, error) {
+	if dir == "" {
+		return &metricsOut{}, nil
+	}
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		return nil, fmt.Errorf("--metrics-out=%s is not empty: the scrapes of two runs would mix; name a new folder", dir)
+	}
+	return &metricsOut{dir: dir}, nil
+}
+
+// scrape starts scraping targets into the folder; stop ends it.
+func (m *metricsOut) scrape(targets map[string]scrapeTarget) (stop func() error, err error) {
+	if m.dir == "" {
+		return func() error { return nil }, nil
+	}
+	return startScraping(m.dir, targets)
+}
+
 // startScraping stores every target's exposition each scrapeInterval as
 // dir/TARGET/UNIX_MILLIS.prom, the layout hack/dashboard reads, until the
 // returned stop, which says the first scrape that failed.
