@@ -55,8 +55,9 @@ vet: ## go vet.
 .PHONY: verify
 verify: manifests generate vet layout ## Fail if generated files, go.mod, formatting or the package layout are stale.
 	go mod tidy
-	@if [ -n "$$(git status --porcelain -- api config controllers go.mod go.sum README.md)" ] || [ -n "$$(gofmt -l $$(git ls-files '*.go'))" ]; then \
-		git status --porcelain -- api config controllers go.mod go.sum README.md; gofmt -l $$(git ls-files '*.go'); \
+	@for module in $(HACK_MODULES); do (cd $$module && go mod tidy) || exit 1; done
+	@if [ -n "$$(git status --porcelain -- api config controllers go.mod go.sum README.md $(HACK_MODULES))" ] || [ -n "$$(gofmt -l $$(git ls-files '*.go'))" ]; then \
+		git status --porcelain -- api config controllers go.mod go.sum README.md $(HACK_MODULES); gofmt -l $$(git ls-files '*.go'); \
 		echo "verify: generated files, go.mod or formatting are stale; run 'make manifests generate fmt' and 'go mod tidy', and commit" >&2; exit 1; fi
 	@echo "verify: generated files and formatting are up to date"
 
@@ -70,9 +71,14 @@ layout: ## Fail if a Go package lives outside the declared top-level folders.
 	if [ -n "$$stray" ]; then echo "$$stray"; \
 		echo "layout: packages outside the declared top-level folders ($(TOP_LEVEL_DIRS)); move them, or declare the folder in the Makefile and README" >&2; exit 1; fi
 
+# Modules of their own under hack/ that hold Go code of the project's (not
+# the control plane's build modules): linted, tested and tidied as the main one.
+HACK_MODULES := hack/dashboard
+
 .PHONY: lint
-lint: $(GOLANGCI_LINT) ## Run golangci-lint with .golangci.yml.
+lint: $(GOLANGCI_LINT) ## Run golangci-lint with .golangci.yml (the main module and HACK_MODULES).
 	$(GOLANGCI_LINT) run
+	@for module in $(HACK_MODULES); do (cd $$module && $(GOLANGCI_LINT) run --config $(CURDIR)/.golangci.yml) || exit 1; done
 
 .PHONY: lint-fix
 lint-fix: $(GOLANGCI_LINT) ## Run golangci-lint and apply the fixes it can make.
@@ -108,6 +114,7 @@ TEST_PACKAGES = $$(go list ./... | grep -Ev '/test/(e2e|dev)(/|$$)')
 .PHONY: test
 test: manifests generate controlplane postgres ## Run unit and integration tests against the real API server and a throwaway PostgreSQL, then each fuzz target for FUZZTIME.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) $(TEST_PACKAGES)
+	@for module in $(HACK_MODULES); do (cd $$module && go test $(GO_TEST_FLAGS) ./...) || exit 1; done
 	$(MAKE) fuzz
 
 .PHONY: test-e2e
@@ -149,7 +156,24 @@ undeploy: ## Remove Hookrelay from the cluster in $$KUBECONFIG.
 # its runs and prints where the time goes (the same as BENCH_FLAGS=--profile).
 .PHONY: bench
 bench: build controlplane $(if $(findstring postgres,$(STORE)),postgres) ## Measure delivery throughput and latency against a bare relay (prints figures): pebble and bbolt; STORE=pebble,bolt,postgres picks the stores, PROFILE=1 profiles the dispatcher.
-	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./test/bench --dispatcher=$(LOCALBIN)/dispatcher $(if $(STORE),--store=$(STORE)) $(if $(PROFILE),--profile) $(BENCH_FLAGS)
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go run ./test/bench --dispatcher=$(LOCALBIN)/dispatcher $(if $(STORE),--store=$(STORE)) $(if $(PROFILE),--profile) \
+		$(if $(METRICS_OUT),--metrics-out=$(METRICS_OUT)) $(BENCH_FLAGS)
+
+# The dashboard's picture: a bench run scraping /metrics into a new folder,
+# then hack/dashboard drawing config/grafana/hookrelay.json from the scrapes.
+# DASHBOARD_SAMPLES=DIR draws from the scrapes of an earlier run instead
+# (make bench METRICS_OUT=DIR).
+DASHBOARD_PNG ?= docs/dashboard.png
+
+.PHONY: dashboard-png
+dashboard-png: ## Run the bench with its /metrics scraped every second, and draw the Grafana dashboard from the samples into DASHBOARD_PNG (docs/dashboard.png); DASHBOARD_SAMPLES=DIR reuses a run's scrapes.
+	@samples="$(DASHBOARD_SAMPLES)"; \
+	if [ -z "$$samples" ]; then \
+		samples=$$(mktemp -d "$${TMPDIR:-/tmp}/hookrelay-bench-metrics-XXXXXX"); \
+		$(MAKE) bench METRICS_OUT="$$samples"; \
+	fi; \
+	mkdir -p "$(dir $(abspath $(DASHBOARD_PNG)))"; \
+	cd hack/dashboard && go run . --dashboard=$(CURDIR)/config/grafana/hookrelay.json --samples="$$(cd $(CURDIR) && realpath "$$samples")" --out=$(abspath $(DASHBOARD_PNG))
 
 # SCALE_FLAGS=--endpoints=1000 makes a quick run; the default is the issue's 10,000.
 .PHONY: scale

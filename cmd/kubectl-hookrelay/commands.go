@@ -227,11 +227,13 @@ func (o *options) held(ctx context.Context, namespace, delivery, endpointName st
 
 func replayCommand(o *options) *cobra.Command {
 	var since string
+	var wait bool
 	cmd := &cobra.Command{
-		Use:     "replay ENDPOINT --since TIME",
-		Short:   "Deliver again an endpoint's failed deliveries created since a time, oldest first",
-		Example: "  kubectl hookrelay replay palm --since 2026-11-25T08:00:00Z\n  kubectl hookrelay replay palm --since 6h",
-		Args:    cobra.ExactArgs(1),
+		Use:   "replay ENDPOINT --since TIME",
+		Short: "Deliver again an endpoint's failed deliveries created since a time, oldest first",
+		Example: "  kubectl hookrelay replay palm --since 2026-11-25T08:00:00Z\n  kubectl hookrelay replay palm --since 6h\n" +
+			"  kubectl hookrelay replay palm --since 6h --wait",
+		Args: cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			t, err := parseSince(since)
 			if err != nil {
@@ -246,15 +248,32 @@ func replayCommand(o *options) *cobra.Command {
 			if _, err := o.endpoint(ctx, s.namespace, args[0]); err != nil {
 				return err
 			}
+			var replayed map[string]bool
+			if wait {
+				// The failed deliveries now are those the replay queues: the
+				// wait follows them by id, whatever else the endpoint gets.
+				if replayed, err = s.deliveryIDs(args[0], dispatcherapi.Failed, t); err != nil {
+					return err
+				}
+			}
 			result, err := s.client.Replay(ctx, s.namespace, args[0], t)
 			if err != nil {
 				return s.explain(err)
 			}
 			fmt.Fprintf(o.Out, "replaying %d failed deliveries to %s created since %s\n", result.Replayed, args[0], t.Format(time.RFC3339))
+			if !wait || result.Replayed == 0 {
+				return nil
+			}
+			if err := s.waitReplayed(context.Background(), args[0], t, replayed, result.Replayed, o.ErrOut); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.Out, "all %d replayed deliveries to %s were attempted\n", result.Replayed, args[0])
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&since, "since", "", "An RFC 3339 time, or a duration ago such as 6h (required).")
+	cmd.Flags().BoolVar(&wait, "wait", false, "Wait until every replayed delivery had its attempt, saying how many did on stderr every 2s "+
+		"(for 100 deliveries or more, or when stderr is a terminal).")
 	_ = cmd.MarkFlagRequired("since")
 	return cmd
 }

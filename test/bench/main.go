@@ -61,6 +61,8 @@ func main() {
 		"postgres (one and three replicas on a PostgreSQL cluster of the bench's own).")
 	flag.BoolVar(&cfg.profile, "profile", false, "Take CPU and allocation profiles of the dispatcher during each of its runs, and say where the time goes.")
 	flag.StringVar(&cfg.profileDir, "profile-dir", "", "Folder for the profiles (--profile); a new one under the temporary folder when empty.")
+	flag.StringVar(&cfg.metricsOut, "metrics-out", "", "Folder (new or empty) to store the dispatchers' and the manager's /metrics in, scraped every second "+
+		"during the runs, for hack/dashboard (make dashboard-png).")
 	flag.Parse()
 	logf.SetLogger(logr.Discard())
 	for name := range strings.SplitSeq(*stores, ",") {
@@ -82,6 +84,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+	if cfg.metricsOut != "" {
+		fmt.Fprintf(os.Stderr, "bench: the metrics are in %s; draw the dashboard from them with: make dashboard-png DASHBOARD_SAMPLES=%s\n",
+			cfg.metricsOut, cfg.metricsOut)
+	}
 }
 
 // config is what the flags ask for.
@@ -94,6 +100,7 @@ type config struct {
 	withPostgres bool
 	profile      bool
 	profileDir   string
+	metricsOut   string
 }
 
 // receivers are loopback HTTP servers that note when each event first
@@ -310,7 +317,8 @@ func relay(targets []string, fanOut int) *httptest.Server {
 	}))
 }
 
-func run(cfg config) error {
+func run(cfg config) (err error) {
+	fmt.Fprintln(os.Stderr, "bench: starting the control plane (kube-apiserver and etcd)")
 	env, err := testenv.Start()
 	if err != nil {
 		return err
@@ -327,6 +335,7 @@ func run(cfg config) error {
 			return err
 		}
 	}
+	fmt.Fprintln(os.Stderr, "bench: starting the manager; creating 4 endpoints and their subscriptions")
 	mgr, err := env.NewManager(controllers.CacheOptions(routesNamespace))
 	if err != nil {
 		return err
@@ -335,6 +344,17 @@ func run(cfg config) error {
 		return err
 	}
 	go func() { _ = mgr.Start(ctx) }()
+	// The manager's scrapes start now, to see the reconciles of the bench's
+	// endpoints; the dispatchers' once they run.
+	metrics, err := newMetricsOut(cfg.metricsOut)
+	if err != nil {
+		return err
+	}
+	stopManagerScrapes, err := metrics.scrape(map[string]scrapeTarget{"manager": managerTarget})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, stopManagerScrapes()) }()
 
 	r := newReceivers(4)
 	defer r.close()
@@ -373,10 +393,12 @@ func run(cfg config) error {
 			return err
 		}
 		defer d.stop()
-		dispatchers = append(dispatchers, dispatcher{name: "hookrelay-" + embedded, publishURLs: []string{d.publishURL}, profiling: []string{d.profilingAddress}})
+		dispatchers = append(dispatchers, dispatcher{name: "hookrelay-" + embedded, publishURLs: []string{d.publishURL}, profiling: []string{d.profilingAddress},
+			metricsURLs: []string{d.metricsURL}})
 		stores = append(stores, fmt.Sprintf("%s in %s (fsync on)", embedded, filepath.Join(dataDir, embedded)))
 	}
 	if cfg.withPostgres {
+		fmt.Fprintln(os.Stderr, "bench: starting PostgreSQL")
 		cluster, err := pgcluster.Start(pgcluster.Options{Durable: true})
 		if err != nil {
 			return fmt.Errorf("starting PostgreSQL: %w", err)
@@ -388,6 +410,7 @@ func run(cfg config) error {
 		}()
 		for _, replicas := range postgresReplicas {
 			name := fmt.Sprintf("hookrelay-postgres-%d", replicas)
+			fmt.Fprintf(os.Stderr, "bench: starting %d dispatcher replicas on PostgreSQL\n", replicas)
 			d, stop, err := startPostgresReplicas(cfg.dispatcherBinary, env.Kubeconfig, filepath.Join(dataDir, name), cluster, replicas, r)
 			if err != nil {
 				return err
@@ -405,6 +428,13 @@ func run(cfg config) error {
 			return err
 		}
 	}
+
+	stopDispatcherScrapes, err := metrics.scrape(dispatcherTargets(dispatchers))
+	if err != nil {
+		return err
+	}
+	// Scraping stops before the dispatchers do (deferred later, run first).
+	defer func() { err = errors.Join(err, stopDispatcherScrapes()) }()
 
 	targets := make([]string, len(r.servers))
 	for i, s := range r.servers {
@@ -449,6 +479,22 @@ func run(cfg config) error {
 		fmt.Print(b.summaries.String())
 	}
 	return nil
+}
+
+// dispatcherTargets are the dispatchers' replicas, by name.
+func dispatcherTargets(dispatchers []dispatcher) map[string]scrapeTarget {
+	client := &http.Client{}
+	targets := map[string]scrapeTarget{}
+	for _, d := range dispatchers {
+		for i, url := range d.metricsURLs {
+			name := d.name
+			if len(d.metricsURLs) > 1 {
+				name = fmt.Sprintf("%s-replica-%d", d.name, i+1)
+			}
+			targets[name] = httpTarget(client, url)
+		}
+	}
+	return targets
 }
 
 // bench runs the loads and collects the profiles' summaries.
@@ -512,6 +558,7 @@ type dispatcher struct {
 	name        string
 	publishURLs []string
 	profiling   []string
+	metricsURLs []string
 }
 
 // postgresReplicas are the replica counts measured on PostgreSQL.
@@ -520,6 +567,7 @@ var postgresReplicas = []int{1, 3}
 // dispatcherProcess is a running dispatcher binary.
 type dispatcherProcess struct {
 	publishURL       string
+	metricsURL       string
 	profilingAddress string
 	stop             func()
 }
@@ -565,7 +613,8 @@ func startDispatcher(binary, kubeconfig, dir string, r *receivers, storeArgs ...
 		stop()
 		return nil, err
 	}
-	return &dispatcherProcess{publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", profilingAddress: profilingAddress, stop: stop}, nil
+	return &dispatcherProcess{publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", metricsURL: "http://" + address + "/metrics",
+		profilingAddress: profilingAddress, stop: stop}, nil
 }
 
 // freeLoopbackAddress is a loopback port free now, for a pprof listener:
@@ -607,6 +656,7 @@ func startPostgresReplicas(binary, kubeconfig, dir string, cluster *pgcluster.Cl
 			"--store=postgres", "--postgres-dsn-file="+dsnFile)
 		if err == nil {
 			d.publishURLs = append(d.publishURLs, process.publishURL)
+			d.metricsURLs = append(d.metricsURLs, process.metricsURL)
 			d.profiling = append(d.profiling, process.profilingAddress)
 			stops = append(stops, process.stop)
 		}

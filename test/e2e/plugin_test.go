@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,12 +82,13 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(ContainSubstring("connect: connection refused"))
 
-	// Replay them to a receiver that is back, at the same address.
+	// Replay them to a receiver that is back, at the same address; --wait
+	// returns once both were attempted, quietly for so few off a terminal.
 	back := dead.listen(t, answerWith(http.StatusOK))
-	out, err = kubectlHookrelay(t, "replay", "dead", "-n", namespace, server, "--since", since)
+	out, err = kubectlHookrelay(t, "replay", "dead", "-n", namespace, server, "--since", since, "--wait")
 	g.Expect(err).NotTo(HaveOccurred(), out)
-	g.Expect(out).To(HavePrefix("replaying 2 failed deliveries to dead"))
-	g.Eventually(back.eventIDs).WithTimeout(10 * time.Second).Should(Equal([]string{"evt_refund_0", "evt_refund_1"}))
+	g.Expect(out).To(MatchRegexp("^replaying 2 failed deliveries to dead created since \\S+\nall 2 replayed deliveries to dead were attempted\n$"))
+	g.Expect(back.eventIDs()).To(Equal([]string{"evt_refund_0", "evt_refund_1"}))
 
 	// A retry of a held delivery says it is held, and why.
 	endpoint(t, namespace, "paused", flaky.URL, []string{"invoice.*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) { spec.Paused = true })
@@ -116,4 +122,58 @@ func TestPluginAttemptsAndReplay(t *testing.T) {
 	out, err = kubectlHookrelay(t, "deliveries", "nope", "-n", namespace, server)
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(out).To(Equal(`Error from server (NotFound): webhookendpoints.hookrelay.dev "nope" not found` + "\n"))
+}
+
+// TestPluginReplayWaitProgress: `replay --wait` of 100 deliveries or more
+// says on stderr how many of them were attempted while some are not, and
+// returns once all were.
+func TestPluginReplayWaitProgress(t *testing.T) {
+	g := NewWithT(t)
+	namespace := env.Namespace(t)
+	d := startDispatcher(t, t.TempDir())
+	const replayed = 100
+	dead := newRefusingPort(t)
+	endpoint(t, namespace, "many", dead.URL, []string{"refund.*"}, func(spec *hookrelayv1alpha1.WebhookEndpointSpec) {
+		spec.Retry = &hookrelayv1alpha1.RetryPolicy{Schedule: []metav1.Duration{{Duration: 10 * time.Millisecond}}}
+		spec.AutoDisable = &hookrelayv1alpha1.AutoDisablePolicy{AfterConsecutiveFailures: ptr.To[int32](0)}
+	})
+	since := time.Now().UTC().Add(-time.Second).Format(time.RFC3339)
+	for i := range replayed {
+		g.Eventually(func() int {
+			status, _ := d.publish(t, namespace, fmt.Sprintf(`{"id":"evt_many_%d","type":"refund.issued","data":{}}`, i))
+			return status
+		}).WithTimeout(10 * time.Second).Should(Equal(http.StatusAccepted))
+	}
+	g.Eventually(func() (string, error) {
+		return kubectlHookrelay(t, "deliveries", "many", "-n", namespace, "--dispatcher-url="+d.URL, "--state", "failed", "--limit", "500",
+			"-o", "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}")
+	}).WithTimeout(30 * time.Second).Should(WithTransform(func(out string) int { return strings.Count(out, "\n") }, Equal(replayed)))
+
+	// The receiver back holds the replayed attempts until the progress was
+	// seen, so that some are still pending when the plugin first looks.
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	dead.listen(t, func(int) (int, time.Duration) {
+		<-release
+		return http.StatusOK, 0
+	})
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "kubectl", "hookrelay", "replay", "many", "-n", namespace, "--dispatcher-url="+d.URL, "--since", since, "--wait")
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+env.Kubeconfig)
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(cmd.Start()).To(Succeed())
+	lines := bufio.NewScanner(stderr)
+	g.Expect(lines.Scan()).To(BeTrue(), "stderr ended without a progress line")
+	g.Expect(lines.Text()).To(MatchRegexp(`^replay: \d+ of 100 deliveries to many attempted$`))
+	releaseOnce.Do(func() { close(release) })
+	for lines.Scan() {
+		g.Expect(lines.Text()).To(MatchRegexp(`^replay: \d+ of 100 deliveries to many attempted$`))
+	}
+	g.Expect(cmd.Wait()).To(Succeed(), stdout.String())
+	g.Expect(stdout.String()).To(MatchRegexp("^replaying 100 failed deliveries to many created since \\S+\nall 100 replayed deliveries to many were attempted\n$"))
 }
