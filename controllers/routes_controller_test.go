@@ -143,7 +143,7 @@ func TestRoutesShardUnderTheSizeLimitWithoutChurn(t *testing.T) {
 	}
 
 	// A compile of an unchanged configuration writes nothing.
-	compiler := &RoutesReconciler{Client: env.Client, Shards: env.Client, Clock: clock.RealClock{}, Namespace: routesNamespace,
+	compiler := &RoutesReconciler{Client: env.Client, Shards: env.Client, KeysShards: env.Client, Clock: clock.RealClock{}, Namespace: routesNamespace,
 		ShardSize: shardSize, publication: newPublication()}
 	_, err := compiler.Reconcile(ctx, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: routesNamespace, Name: "routes"}})
 	g.Expect(err).NotTo(HaveOccurred())

@@ -115,7 +115,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	compiler := &RoutesReconciler{
-		Client: mgr.GetClient(), Shards: mgr.GetAPIReader(), Clock: opts.Clock, Namespace: opts.Namespace,
+		Client: mgr.GetClient(), Shards: mgr.GetCache(), KeysShards: keysCache, Clock: opts.Clock, Namespace: opts.Namespace,
 		ShardSize: opts.ShardSize, AllowInsecure: opts.AllowInsecure, publication: published, keysCache: keysCache,
 	}
 	if err := compiler.SetupWithManager(mgr); err != nil {
