@@ -49,7 +49,7 @@ type RoutesReconciler struct {
 	// the API server. A cache may lag behind this reconciler's own writes,
 	// which it remembers (see syncShards).
 	Shards, KeysShards client.Reader
-	Clock  clock.PassiveClock
+	Clock              clock.PassiveClock
 	// Namespace holds the dispatcher configuration.
 	Namespace string
 	// ShardSize is the most bytes one ConfigMap or Secret may hold.
