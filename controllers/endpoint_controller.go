@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -171,11 +172,11 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished,
 			"route and signing keys are published to the dispatcher", generation))
 	case meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil &&
-		newerThan(endpoint.CreationTimestamp.Time, r.Clock.Now(), publishingGrace):
+		newerThan(publishableSince(&endpoint, secret), r.Clock.Now(), publishingGrace):
 		// A new endpoint is most often published within moments, and
 		// the publication wakes this controller to write Ready: one status
 		// write, not two. Publishing is said only if it takes longer.
-		return ctrl.Result{RequeueAfter: publishingGrace - r.Clock.Since(endpoint.CreationTimestamp.Time)}, nil
+		return ctrl.Result{RequeueAfter: publishingGrace - r.Clock.Since(publishableSince(&endpoint, secret))}, nil
 	default:
 		// Not fully handled until the route is out: keep the previous
 		// observedGeneration, so readers know the new spec is not live yet.
@@ -242,6 +243,17 @@ func lastRotation(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Se
 		return ""
 	}
 	return rotatedFor
+}
+
+// publishableSince is when an endpoint could first be published: its
+// creation, or its signing Secret's when that came later. Under a burst of
+// creates an endpoint waits in the work queue before its Secret is
+// generated; the time to publish counts from then.
+func publishableSince(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Secret) time.Time {
+	if secret != nil && secret.CreationTimestamp.After(endpoint.CreationTimestamp.Time) {
+		return secret.CreationTimestamp.Time
+	}
+	return endpoint.CreationTimestamp.Time
 }
 
 // newerThan says whether created is less than age before now. A clock
@@ -388,7 +400,10 @@ func (r *EndpointReconciler) generateSecret(ctx context.Context, endpoint *hookr
 	if err := r.Create(ctx, secret); err != nil {
 		return nil, fmt.Errorf("creating signing Secret %s/%s: %w", endpoint.Namespace, name, err)
 	}
-	r.reporter.normal(ctx, endpoint, hookrelayv1alpha1.ReasonSecretGenerated, "Generate", "generated signing Secret %q", name)
+	// Logged, not recorded as an Event: every new endpoint has one, which
+	// status.secretName shows, and a bulk apply of thousands of endpoints
+	// would cost the API server as many Event writes.
+	logf.FromContext(ctx).V(1).Info("generated the signing Secret", "secret", name, "reason", hookrelayv1alpha1.ReasonSecretGenerated)
 	return secret, nil
 }
 
