@@ -23,7 +23,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -70,8 +69,9 @@ type RoutesReconciler struct {
 	// written is what this reconciler last wrote to each shard, by name.
 	written map[string]writtenShard
 
-	// lastCompile is when the last compile started, for compileTrigger.
-	lastCompile atomic.Int64
+	// nextCompile is the earliest a compile is to start (Unix
+	// nanoseconds), for compileTrigger.
+	nextCompile atomic.Int64
 }
 
 // encodedRoute is an endpoint's encoded route and what it was compiled
@@ -88,11 +88,12 @@ type writtenShard struct {
 	digest          [sha256.Size]byte
 }
 
-// minCompileInterval is the least time from one compile's start to the
-// next's: a change after a quiet spell compiles at once, a burst of changes
-// compiles about once per interval, each compile taking in all of the
-// burst's changes so far, so that the shards are not rewritten for each.
-const minCompileInterval = time.Second
+// A compile waits after the previous one for as long as that one took, up
+// to maxCompileWait: a change after a quiet spell compiles at once, while a
+// burst of changes keeps the compiler busy half the time at most, each
+// compile taking in all of the burst's changes so far, so that the shards
+// are not rewritten for each.
+const maxCompileWait = 2 * time.Second
 
 // +kubebuilder:rbac:groups="",namespace=hookrelay-system,resources=configmaps,verbs=get;list;watch;create;update;delete
 
@@ -107,7 +108,11 @@ type compiled struct {
 
 // Reconcile compiles and publishes the whole configuration.
 func (r *RoutesReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
-	r.lastCompile.Store(r.Clock.Now().UnixNano())
+	started := r.Clock.Now()
+	defer func() {
+		now := r.Clock.Now()
+		r.nextCompile.Store(now.Add(now.Sub(started)).UnixNano())
+	}()
 	out, err := r.compile(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -555,7 +560,7 @@ func (r *RoutesReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&hookrelayv1alpha1.WebhookSubscription{}, compile, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, compile, builder.WithPredicates(predicate.NewPredicateFuncs(r.isRelevantSecret))).
 		// An edited or deleted keys shard is repaired.
-		WatchesRawSource(source.Kind(r.keysCache, &corev1.Secret{}, handler.TypedEventHandler[*corev1.Secret, reconcile.Request](compileTrigger[*corev1.Secret]{r}))).
+		WatchesRawSource(source.Kind[*corev1.Secret](r.keysCache, &corev1.Secret{}, compileTrigger[*corev1.Secret]{r})).
 		// The cache holds only the routes ConfigMaps (see CacheOptions):
 		// an edited or deleted shard is repaired.
 		Watches(&corev1.ConfigMap{}, compile).
@@ -563,14 +568,13 @@ func (r *RoutesReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // compileTrigger enqueues the single compile request on every event, no
-// sooner than minCompileInterval after the last compile started.
+// sooner than nextCompile.
 type compileTrigger[T client.Object] struct{ r *RoutesReconciler }
 
 func (t compileTrigger[T]) enqueue(queue workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 	request := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: t.r.Namespace, Name: "routes"}}
-	last := time.Unix(0, t.r.lastCompile.Load())
-	// At most one interval, whatever a clock set back says.
-	if wait := min(minCompileInterval-t.r.Clock.Since(last), minCompileInterval); wait > 0 {
+	// At most maxCompileWait, whatever a clock set back says.
+	if wait := min(time.Unix(0, t.r.nextCompile.Load()).Sub(t.r.Clock.Now()), maxCompileWait); wait > 0 {
 		queue.AddAfter(request, wait)
 		return
 	}
