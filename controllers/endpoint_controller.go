@@ -146,6 +146,14 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		return ctrl.Result{}, err
 	}
 
+	if trouble == nil && !r.publication.known() && meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) != nil {
+		// Right after a start nothing is known published yet, while the
+		// shards still hold what was: saying Publishing now would make
+		// every Ready endpoint flap on a restart. The first compile wakes
+		// the endpoints it publishes.
+		return ctrl.Result{RequeueAfter: publishingGrace}, nil
+	}
+
 	generation := endpoint.Generation
 	var conditions []*metav1ac.ConditionApplyConfiguration
 	published := trouble == nil && r.publication.isPublished(req.NamespacedName,
