@@ -64,10 +64,9 @@ func (r *SubscriptionReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		case trouble != nil && trouble.unknown && meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil:
 			// Applied with its endpoint, it most often comes before the
 			// endpoint has a Ready condition; the endpoint controller
-			// writes one (within publishingGrace of the endpoint's
-			// handling), which wakes this controller: one status write
-			// (Ready) does instead of two.
-			return ctrl.Result{RequeueAfter: publishingGrace}, nil
+			// writes one, which wakes this controller: one status write
+			// (Ready) does instead of two. Nothing to look at before that.
+			return ctrl.Result{}, nil
 		case !endpointExists && newerThan(subscription.CreationTimestamp.Time, r.status.clock.Now(), publishingGrace):
 			// Or a moment before its endpoint, whose creation wakes this
 			// controller: no write and no Warning meanwhile.
