@@ -146,18 +146,15 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		return ctrl.Result{}, err
 	}
 
-	if trouble == nil && !r.publication.known() && meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) != nil {
-		// Right after a start nothing is known published yet, while the
-		// shards still hold what was: saying Publishing now would make
-		// every Ready endpoint flap on a restart. The first compile wakes
-		// the endpoints it publishes.
-		return ctrl.Result{RequeueAfter: publishingGrace}, nil
-	}
-
 	generation := endpoint.Generation
 	var conditions []*metav1ac.ConditionApplyConfiguration
 	published := trouble == nil && r.publication.isPublished(req.NamespacedName,
 		publishedRoute{generation: generation, keysVersion: routes.KeysVersion(keys)})
+	if trouble == nil && !published {
+		if wait, ok := r.awaitPublication(&endpoint, secret); ok {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
+	}
 	disabled := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionDisabled)
 	switch {
 	case trouble != nil:
@@ -179,12 +176,6 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	case published:
 		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished,
 			"route and signing keys are published to the dispatcher", generation))
-	case meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil &&
-		newerThan(publishableSince(&endpoint, secret), r.Clock.Now(), publishingGrace):
-		// A new endpoint is most often published within moments, and
-		// the publication wakes this controller to write Ready: one status
-		// write, not two. Publishing is said only if it takes longer.
-		return ctrl.Result{RequeueAfter: publishingGrace - r.Clock.Since(publishableSince(&endpoint, secret))}, nil
 	default:
 		// Not fully handled until the route is out: keep the previous
 		// observedGeneration, so readers know the new spec is not live yet.
@@ -251,6 +242,23 @@ func lastRotation(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Se
 		return ""
 	}
 	return rotatedFor
+}
+
+// awaitPublication says whether to leave the status of an endpoint whose
+// route is not published as it is for now, and when to look again; the
+// publication wakes this controller before that when it comes.
+func (r *EndpointReconciler) awaitPublication(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Secret) (time.Duration, bool) {
+	if meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) != nil {
+		// Right after a start nothing is known published yet, while the
+		// shards still hold what was: saying Publishing now would make
+		// every Ready endpoint flap on a restart. The first compile wakes
+		// the endpoints it publishes.
+		return publishingGrace, !r.publication.known()
+	}
+	// A new endpoint is most often published within moments: one status
+	// write (Ready), not two. Publishing is said only if it takes longer.
+	since := publishableSince(endpoint, secret)
+	return publishingGrace - r.Clock.Since(since), newerThan(since, r.Clock.Now(), publishingGrace)
 }
 
 // publishableSince is when an endpoint could first be published: its

@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -333,9 +332,10 @@ func TestStartKeepsReadyUntilTheFirstCompile(t *testing.T) {
 	before := endpoint.ResourceVersion
 
 	published := newPublication()
-	reconciler := &EndpointReconciler{Client: env.Client, APIReader: env.Client, Scheme: env.Scheme, Clock: clock.RealClock{},
+	now := clocktesting.NewFakeClock(time.Now())
+	reconciler := &EndpointReconciler{Client: env.Client, APIReader: env.Client, Scheme: env.Scheme, Clock: now,
 		AllowInsecure: true, RotationGrace: time.Hour, publication: published,
-		status: statusWriter{Writer: &statusapply.Writer{Client: env.Client, FieldOwner: FieldOwner}, clock: clock.RealClock{}}}
+		status: statusWriter{Writer: &statusapply.Writer{Client: env.Client, FieldOwner: FieldOwner}, clock: now}}
 	request := reconcile.Request{NamespacedName: client.ObjectKeyFromObject(endpoint)}
 	result, err := reconciler.Reconcile(ctx, request)
 	g.Expect(err).NotTo(HaveOccurred())
