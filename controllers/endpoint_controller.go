@@ -150,10 +150,8 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	var conditions []*metav1ac.ConditionApplyConfiguration
 	published := trouble == nil && r.publication.isPublished(req.NamespacedName,
 		publishedRoute{generation: generation, keysVersion: routes.KeysVersion(keys)})
-	if trouble == nil && !published {
-		if wait, ok := r.awaitPublication(&endpoint, secret); ok {
-			return ctrl.Result{RequeueAfter: wait}, nil
-		}
+	if wait, ok := r.awaitPublication(&endpoint, secret, trouble, published); ok {
+		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	disabled := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionDisabled)
 	switch {
@@ -244,10 +242,14 @@ func lastRotation(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Se
 	return rotatedFor
 }
 
-// awaitPublication says whether to leave the status of an endpoint whose
-// route is not published as it is for now, and when to look again; the
-// publication wakes this controller before that when it comes.
-func (r *EndpointReconciler) awaitPublication(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Secret) (time.Duration, bool) {
+// awaitPublication says whether to leave the status of a sound endpoint
+// whose route is not published as it is for now, and when to look again;
+// the publication wakes this controller before that when it comes.
+func (r *EndpointReconciler) awaitPublication(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Secret,
+	trouble *terminalError, published bool) (time.Duration, bool) {
+	if trouble != nil || published {
+		return 0, false
+	}
 	if meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) != nil {
 		// Right after a start nothing is known published yet, while the
 		// shards still hold what was: saying Publishing now would make
