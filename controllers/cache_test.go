@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"context"
+	"maps"
+	"reflect"
 	"testing"
 	"time"
 
@@ -9,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
@@ -61,4 +65,40 @@ func TestUnlabelledGeneratedSecretIsAdopted(t *testing.T) {
 		g.Expect(secret.Labels).To(HaveKeyWithValue(hookrelayv1alpha1.LabelEndpointSecret, "true"))
 	}).WithTimeout(20 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
 	g.Expect(string(secret.Data[SecretKey])).To(Equal(value), "the existing key was replaced")
+}
+
+// TestCacheKeepsNoLastAppliedSpec: the cached endpoints and subscriptions
+// drop the spec copy that a client-side `kubectl apply` leaves in an
+// annotation, and their managedFields, and keep their other annotations.
+func TestCacheKeepsNoLastAppliedSpec(t *testing.T) {
+	options := CacheOptions("hookrelay-system")
+	for _, obj := range []client.Object{newEndpoint("tenant", "palm"), &hookrelayv1alpha1.WebhookSubscription{}} {
+		transform := options.ByObject[reflectedKey(options, obj)].Transform
+		if transform == nil {
+			t.Fatalf("%T: no transform", obj)
+		}
+		obj.SetAnnotations(map[string]string{corev1.LastAppliedConfigAnnotation: `{"spec":{}}`, hookrelayv1alpha1.AnnotationRotateSecret: "now"})
+		obj.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: FieldOwner, Operation: metav1.ManagedFieldsOperationApply}})
+		out, err := transform(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached := out.(client.Object)
+		if want := map[string]string{hookrelayv1alpha1.AnnotationRotateSecret: "now"}; !maps.Equal(cached.GetAnnotations(), want) {
+			t.Errorf("%T: cached annotations %v, want %v", obj, cached.GetAnnotations(), want)
+		}
+		if len(cached.GetManagedFields()) != 0 {
+			t.Errorf("%T: the cache keeps managedFields", obj)
+		}
+	}
+}
+
+// reflectedKey finds the ByObject key of obj's type.
+func reflectedKey(options cache.Options, obj client.Object) client.Object {
+	for key := range options.ByObject {
+		if reflect.TypeOf(key) == reflect.TypeOf(obj) {
+			return key
+		}
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -149,6 +150,9 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	var conditions []*metav1ac.ConditionApplyConfiguration
 	published := trouble == nil && r.publication.isPublished(req.NamespacedName,
 		publishedRoute{generation: generation, keysVersion: routes.KeysVersion(keys)})
+	if wait, ok := r.awaitPublication(&endpoint, secret, trouble, published); ok {
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	disabled := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionDisabled)
 	switch {
 	case trouble != nil:
@@ -170,12 +174,6 @@ func (r *EndpointReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	case published:
 		conditions = append(conditions, r.status.readyCondition(endpoint.Status.Conditions, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished,
 			"route and signing keys are published to the dispatcher", generation))
-	case meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil &&
-		newerThan(endpoint.CreationTimestamp.Time, r.Clock.Now(), publishingGrace):
-		// A new endpoint is most often published within moments, and
-		// the publication wakes this controller to write Ready: one status
-		// write, not two. Publishing is said only if it takes longer.
-		return ctrl.Result{RequeueAfter: publishingGrace - r.Clock.Since(endpoint.CreationTimestamp.Time)}, nil
 	default:
 		// Not fully handled until the route is out: keep the previous
 		// observedGeneration, so readers know the new spec is not live yet.
@@ -242,6 +240,38 @@ func lastRotation(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Se
 		return ""
 	}
 	return rotatedFor
+}
+
+// awaitPublication says whether to leave the status of a sound endpoint
+// whose route is not published as it is for now, and when to look again;
+// the publication wakes this controller before that when it comes.
+func (r *EndpointReconciler) awaitPublication(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Secret,
+	trouble *terminalError, published bool) (time.Duration, bool) {
+	if trouble != nil || published {
+		return 0, false
+	}
+	if meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) != nil {
+		// Right after a start nothing is known published yet, while the
+		// shards still hold what was: saying Publishing now would make
+		// every Ready endpoint flap on a restart. The first compile wakes
+		// the endpoints it publishes.
+		return publishingGrace, !r.publication.known()
+	}
+	// A new endpoint is most often published within moments: one status
+	// write (Ready), not two. Publishing is said only if it takes longer.
+	since := publishableSince(endpoint, secret)
+	return publishingGrace - r.Clock.Since(since), newerThan(since, r.Clock.Now(), publishingGrace)
+}
+
+// publishableSince is when an endpoint could first be published: its
+// creation, or its signing Secret's when that came later. Under a burst of
+// creates an endpoint waits in the work queue before its Secret is
+// generated; the time to publish counts from then.
+func publishableSince(endpoint *hookrelayv1alpha1.WebhookEndpoint, secret *corev1.Secret) time.Time {
+	if secret != nil && secret.CreationTimestamp.After(endpoint.CreationTimestamp.Time) {
+		return secret.CreationTimestamp.Time
+	}
+	return endpoint.CreationTimestamp.Time
 }
 
 // newerThan says whether created is less than age before now. A clock
@@ -388,7 +418,10 @@ func (r *EndpointReconciler) generateSecret(ctx context.Context, endpoint *hookr
 	if err := r.Create(ctx, secret); err != nil {
 		return nil, fmt.Errorf("creating signing Secret %s/%s: %w", endpoint.Namespace, name, err)
 	}
-	r.reporter.normal(ctx, endpoint, hookrelayv1alpha1.ReasonSecretGenerated, "Generate", "generated signing Secret %q", name)
+	// Logged, not recorded as an Event: every new endpoint has one, which
+	// status.secretName shows, and a bulk apply of thousands of endpoints
+	// would cost the API server as many Event writes.
+	logf.FromContext(ctx).V(1).Info("generated the signing Secret", "secret", name, "reason", hookrelayv1alpha1.ReasonSecretGenerated)
 	return secret, nil
 }
 

@@ -32,7 +32,9 @@ type publication struct {
 	mu        sync.RWMutex
 	published map[types.NamespacedName]publishedRoute
 	rejected  map[types.NamespacedName]rejectedRoute
-	changes   chan event.TypedGenericEvent[*hookrelayv1alpha1.WebhookEndpoint]
+	// recorded: the routes compiler has recorded a compile since the start.
+	recorded bool
+	changes  chan event.TypedGenericEvent[*hookrelayv1alpha1.WebhookEndpoint]
 }
 
 func newPublication() *publication {
@@ -51,6 +53,14 @@ func (p *publication) tooLarge(endpoint types.NamespacedName, generation int64) 
 	return rejected.message, ok && rejected.generation == generation
 }
 
+// known says whether what is published is known: not before the first
+// compile since the start, which wakes every endpoint it publishes.
+func (p *publication) known() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.recorded
+}
+
 func (p *publication) isPublished(endpoint types.NamespacedName, route publishedRoute) bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -66,7 +76,7 @@ func (p *publication) record(ctx context.Context, published map[types.Namespaced
 	for endpoint := range changedKeys(p.rejected, rejected) {
 		changed[endpoint] = struct{}{}
 	}
-	p.published, p.rejected = published, rejected
+	p.published, p.rejected, p.recorded = published, rejected, true
 	p.mu.Unlock()
 
 	for endpoint := range changed {

@@ -3,10 +3,12 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"maps"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -14,13 +16,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -41,10 +43,12 @@ const DefaultShardSize = 512 << 10
 // so bursts of changes coalesce into one compile.
 type RoutesReconciler struct {
 	client.Client
-	// Shards reads the shards straight from the API server: the cache lags
-	// behind this reconciler's own writes, which would make them conflict.
-	Shards client.Reader
-	Clock  clock.PassiveClock
+	// Shards and KeysShards read the routes ConfigMaps and the keys Secrets:
+	// informer caches in the manager, so that a compile reads no shard from
+	// the API server. A cache may lag behind this reconciler's own writes,
+	// which it remembers (see syncShards).
+	Shards, KeysShards client.Reader
+	Clock              clock.PassiveClock
 	// Namespace holds the dispatcher configuration.
 	Namespace string
 	// ShardSize is the most bytes one ConfigMap or Secret may hold.
@@ -55,7 +59,41 @@ type RoutesReconciler struct {
 	publication *publication
 	// keysCache holds the keys shards, apart from the client's cache.
 	keysCache cache.Cache
+
+	// Only Reconcile touches these, and the work queue never runs it twice
+	// at once (it has a single request).
+	//
+	// routeEntries holds each endpoint's encoded route from the last
+	// compile, so that only changed endpoints are encoded again.
+	routeEntries map[types.UID]encodedRoute
+	// written is what this reconciler last wrote to each shard, by name.
+	written map[string]writtenShard
+
+	// nextCompile is the earliest a compile is to start (Unix
+	// nanoseconds), for compileTrigger.
+	nextCompile atomic.Int64
 }
+
+// encodedRoute is an endpoint's encoded route and what it was compiled
+// from: the endpoint's, its subscriptions' and its keys' versions.
+type encodedRoute struct {
+	from  string
+	route []byte
+}
+
+// writtenShard is a shard as this reconciler last wrote it, which the
+// informer cache may not show yet.
+type writtenShard struct {
+	resourceVersion string
+	digest          [sha256.Size]byte
+}
+
+// A compile waits after the previous one for as long as that one took, up
+// to maxCompileWait: a change after a quiet spell compiles at once, while a
+// burst of changes keeps the compiler busy half the time at most, each
+// compile taking in all of the burst's changes so far, so that the shards
+// are not rewritten for each.
+const maxCompileWait = 2 * time.Second
 
 // +kubebuilder:rbac:groups="",namespace=hookrelay-system,resources=configmaps,verbs=get;list;watch;create;update;delete
 
@@ -70,6 +108,11 @@ type compiled struct {
 
 // Reconcile compiles and publishes the whole configuration.
 func (r *RoutesReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+	started := r.Clock.Now()
+	defer func() {
+		now := r.Clock.Now()
+		r.nextCompile.Store(now.Add(now.Sub(started)).UnixNano())
+	}()
 	out, err := r.compile(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -77,11 +120,11 @@ func (r *RoutesReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	r.leaveOutOversized(out)
 	// The shards in use now set the shard count, so that it changes only
 	// when the entries outgrow it or shrink well below it.
-	currentKeys, err := r.currentShards(ctx, &corev1.SecretList{}, routes.LabelKeys)
+	currentKeys, err := r.currentShards(ctx, r.KeysShards, &corev1.SecretList{}, routes.LabelKeys)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	currentRoutes, err := r.currentShards(ctx, &corev1.ConfigMapList{}, routes.LabelRoutes)
+	currentRoutes, err := r.currentShards(ctx, r.Shards, &corev1.ConfigMapList{}, routes.LabelRoutes)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -133,14 +176,16 @@ func (r *RoutesReconciler) leaveOutOversized(out *compiled) {
 	}
 }
 
-// compile turns the cached endpoints, subscriptions and Secrets into shard entries.
+// compile turns the cached endpoints, subscriptions and Secrets into shard
+// entries. It reads the cache without copying (nothing here writes to what it
+// reads) and encodes again only the routes whose sources changed.
 func (r *RoutesReconciler) compile(ctx context.Context) (*compiled, error) {
 	var endpoints hookrelayv1alpha1.WebhookEndpointList
-	if err := r.List(ctx, &endpoints); err != nil {
+	if err := r.List(ctx, &endpoints, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	var subscriptions hookrelayv1alpha1.WebhookSubscriptionList
-	if err := r.List(ctx, &subscriptions); err != nil {
+	if err := r.List(ctx, &subscriptions, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	subscriptionsOf := map[types.NamespacedName][]*hookrelayv1alpha1.WebhookSubscription{}
@@ -152,16 +197,21 @@ func (r *RoutesReconciler) compile(ctx context.Context) (*compiled, error) {
 		endpoint := types.NamespacedName{Namespace: subscription.Namespace, Name: subscription.Spec.EndpointRef.Name}
 		subscriptionsOf[endpoint] = append(subscriptionsOf[endpoint], subscription)
 	}
+	// In name order, for routeSources: the cache lists in no set order.
+	for _, list := range subscriptionsOf {
+		slices.SortFunc(list, func(a, b *hookrelayv1alpha1.WebhookSubscription) int { return strings.Compare(a.Name, b.Name) })
+	}
 
 	now := r.Clock.Now()
 	out := &compiled{routes: map[string][]byte{}, keys: map[string][]byte{},
 		published: map[types.NamespacedName]publishedRoute{}, rejected: map[types.NamespacedName]rejectedRoute{}}
+	encoded := make(map[types.UID]encodedRoute, len(endpoints.Items))
 	// Only labelled Secrets, from the cache: the endpoint controller reports
 	// those it cannot use.
 	secrets := secretGetter{cached: r.Client}
 	for i := range endpoints.Items {
 		endpoint := &endpoints.Items[i]
-		if !endpoint.DeletionTimestamp.IsZero() || checkEndpointSpec(endpoint, r.AllowInsecure) != nil {
+		if !endpoint.DeletionTimestamp.IsZero() {
 			continue
 		}
 		secret, err := r.signingSecret(ctx, secrets, endpoint)
@@ -189,17 +239,47 @@ func (r *RoutesReconciler) compile(ctx context.Context) (*compiled, error) {
 		}
 
 		name := client.ObjectKeyFromObject(endpoint)
-		route := compileRoute(endpoint, keys, subscriptionsOf[name])
-		entry := routes.EntryKey(endpoint.Namespace, endpoint.Name)
-		if out.routes[entry], err = routes.EncodeEndpoint(route); err != nil {
-			return nil, err
+		keysVersion := routes.KeysVersion(keys)
+		from := routeSources(endpoint, keysVersion, subscriptionsOf[name])
+		route, ok := r.routeEntries[endpoint.UID]
+		if !ok || route.from != from {
+			if checkEndpointSpec(endpoint, r.AllowInsecure) != nil {
+				continue
+			}
+			route.from = from
+			if route.route, err = routes.EncodeEndpoint(compileRoute(endpoint, keys, subscriptionsOf[name])); err != nil {
+				return nil, err
+			}
 		}
+		encoded[endpoint.UID] = route
+		entry := routes.EntryKey(endpoint.Namespace, endpoint.Name)
+		out.routes[entry] = route.route
 		if out.keys[entry], err = routes.EncodeKeys(routes.KeysEntry{Keys: keys, Headers: headers}); err != nil {
 			return nil, err
 		}
-		out.published[name] = publishedRoute{generation: endpoint.Generation, keysVersion: route.KeysVersion}
+		out.published[name] = publishedRoute{generation: endpoint.Generation, keysVersion: keysVersion}
 	}
+	// Endpoints gone, or no longer published, are forgotten.
+	r.routeEntries = encoded
 	return out, nil
+}
+
+// routeSources identifies what an endpoint's route is compiled from: the
+// endpoint's resourceVersion (spec, status, annotations), its keys and each
+// subscription's resourceVersion. An endpoint's route is encoded again only
+// when they change.
+func routeSources(endpoint *hookrelayv1alpha1.WebhookEndpoint, keysVersion string, subscriptions []*hookrelayv1alpha1.WebhookSubscription) string {
+	var from strings.Builder
+	from.WriteString(endpoint.ResourceVersion)
+	from.WriteByte('/')
+	from.WriteString(keysVersion)
+	for _, subscription := range subscriptions {
+		from.WriteByte('/')
+		from.WriteString(subscription.Name)
+		from.WriteByte('=')
+		from.WriteString(subscription.ResourceVersion)
+	}
+	return from.String()
 }
 
 // signingSecret returns the cached Secret that signs for an endpoint, or a
@@ -216,7 +296,8 @@ func (r *RoutesReconciler) signingSecret(ctx context.Context, secrets secretGett
 		return secret, nil
 	}
 	var secret corev1.Secret
-	err := r.Get(ctx, types.NamespacedName{Namespace: endpoint.Namespace, Name: whsec.GeneratedSecretName(endpoint.Name)}, &secret)
+	err := r.Get(ctx, types.NamespacedName{Namespace: endpoint.Namespace, Name: whsec.GeneratedSecretName(endpoint.Name)}, &secret,
+		client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) {
 		return nil, &terminalError{reason: hookrelayv1alpha1.ReasonSecretInvalid, message: "not generated yet"}
 	}
@@ -300,37 +381,70 @@ func literalHeaders(headers []hookrelayv1alpha1.Header) map[string]string {
 	return literal
 }
 
+// desiredShard is a shard to write and a digest of its data.
+type desiredShard struct {
+	object client.Object
+	digest [sha256.Size]byte
+}
+
+// shardDigest fingerprints a shard's entries.
+func shardDigest(shard map[string][]byte) [sha256.Size]byte {
+	h := sha256.New()
+	for _, key := range slices.Sorted(maps.Keys(shard)) {
+		h.Write([]byte(key))
+		h.Write([]byte{0})
+		h.Write(shard[key])
+		h.Write([]byte{0})
+	}
+	return [sha256.Size]byte(h.Sum(nil))
+}
+
+// shardKind is what syncShards needs to know of one kind of shard.
+type shardKind struct {
+	prefix    string
+	newObject func() client.Object
+	// sameData compares two shards' data.
+	sameData func(have, want client.Object) bool
+}
+
 // syncRoutes makes the routes ConfigMaps hold exactly the given shards.
 func (r *RoutesReconciler) syncRoutes(ctx context.Context, current map[string]client.Object, shards []map[string][]byte) error {
-	desired := make([]client.Object, len(shards))
+	desired := make([]desiredShard, len(shards))
 	for i, shard := range shards {
 		data := make(map[string]string, len(shard))
 		for k, v := range shard {
 			data[k] = string(v)
 		}
-		desired[i] = &corev1.ConfigMap{ObjectMeta: r.shardMeta(routes.ShardName(routes.RoutesShardPrefix, i), routes.LabelRoutes), Data: data}
+		desired[i] = desiredShard{digest: shardDigest(shard),
+			object: &corev1.ConfigMap{ObjectMeta: r.shardMeta(routes.ShardName(routes.RoutesShardPrefix, i), routes.LabelRoutes), Data: data}}
 	}
 	// maps.Equal: an empty shard reads back with nil data.
-	return r.syncShards(ctx, current, desired, func(have, want client.Object) bool {
-		return maps.Equal(have.(*corev1.ConfigMap).Data, want.(*corev1.ConfigMap).Data)
-	})
+	return r.syncShards(ctx, current, desired, shardKind{prefix: routes.RoutesShardPrefix,
+		newObject: func() client.Object { return &corev1.ConfigMap{} },
+		sameData: func(have, want client.Object) bool {
+			return maps.Equal(have.(*corev1.ConfigMap).Data, want.(*corev1.ConfigMap).Data)
+		}})
 }
 
 // syncKeys makes the keys Secrets hold exactly the given shards.
 func (r *RoutesReconciler) syncKeys(ctx context.Context, current map[string]client.Object, shards []map[string][]byte) error {
-	desired := make([]client.Object, len(shards))
+	desired := make([]desiredShard, len(shards))
 	for i, shard := range shards {
-		desired[i] = &corev1.Secret{ObjectMeta: r.shardMeta(routes.ShardName(routes.KeysShardPrefix, i), routes.LabelKeys),
-			Type: corev1.SecretTypeOpaque, Data: shard}
+		desired[i] = desiredShard{digest: shardDigest(shard),
+			object: &corev1.Secret{ObjectMeta: r.shardMeta(routes.ShardName(routes.KeysShardPrefix, i), routes.LabelKeys),
+				Type: corev1.SecretTypeOpaque, Data: shard}}
 	}
-	return r.syncShards(ctx, current, desired, func(have, want client.Object) bool {
-		return maps.EqualFunc(have.(*corev1.Secret).Data, want.(*corev1.Secret).Data, bytes.Equal)
-	})
+	return r.syncShards(ctx, current, desired, shardKind{prefix: routes.KeysShardPrefix,
+		newObject: func() client.Object { return &corev1.Secret{} },
+		sameData: func(have, want client.Object) bool {
+			return maps.EqualFunc(have.(*corev1.Secret).Data, want.(*corev1.Secret).Data, bytes.Equal)
+		}})
 }
 
-// currentShards lists the shards of one kind, by name.
-func (r *RoutesReconciler) currentShards(ctx context.Context, list client.ObjectList, label string) (map[string]client.Object, error) {
-	if err := r.Shards.List(ctx, list, client.InNamespace(r.Namespace), client.HasLabels{label}); err != nil {
+// currentShards lists the cached shards of one kind, by name, uncopied:
+// they are only read.
+func (r *RoutesReconciler) currentShards(ctx context.Context, reader client.Reader, list client.ObjectList, label string) (map[string]client.Object, error) {
+	if err := reader.List(ctx, list, client.InNamespace(r.Namespace), client.HasLabels{label}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	items, err := meta.ExtractList(list)
@@ -353,39 +467,85 @@ func (r *RoutesReconciler) shardMeta(name, label string) metav1.ObjectMeta {
 // then deletes the shards no longer needed; unchanged shards are not written.
 // In that order an entry that moves, when the shard count changes, is in its
 // new shard before it leaves its old one, so the dispatcher never misses it.
-func (r *RoutesReconciler) syncShards(ctx context.Context, current map[string]client.Object, desired []client.Object, sameData func(have, want client.Object) bool) error {
-	var updates []client.Object
+//
+// current is the cache, which may not show this reconciler's latest writes
+// yet: where it shows another version than the one last written, the shard
+// is compared with what was written, and an update carries that version.
+// Then an update where the cache merely lags writes what changed since, or
+// nothing when nothing did (the API server stores an identical object as a
+// no-op), and one after someone else's edit or delete fails, is forgotten,
+// and the retry repairs the shard from the cache.
+func (r *RoutesReconciler) syncShards(ctx context.Context, current map[string]client.Object, desired []desiredShard, kind shardKind) error {
+	sameData := kind.sameData
+	if r.written == nil {
+		r.written = map[string]writtenShard{}
+	}
+	var updates []desiredShard
 	for _, want := range desired {
-		have, ok := current[want.GetName()]
-		delete(current, want.GetName())
+		name := want.object.GetName()
+		have, cached := current[name]
+		delete(current, name)
+		written, remembered := r.written[name]
+		sameLabels := cached && maps.Equal(have.GetLabels(), want.object.GetLabels())
 		switch {
-		case !ok:
-			if err := r.Create(ctx, want); err != nil {
-				return fmt.Errorf("creating shard %s/%s: %w", r.Namespace, want.GetName(), err)
+		case remembered && cached && have.GetResourceVersion() == written.resourceVersion:
+			if written.digest == want.digest && sameLabels {
+				continue
 			}
-		case !sameData(have, want) || !maps.Equal(have.GetLabels(), want.GetLabels()):
-			want.SetResourceVersion(have.GetResourceVersion())
-			updates = append(updates, want)
+			want.object.SetResourceVersion(written.resourceVersion)
+		case remembered:
+			if written.digest == want.digest && sameLabels && sameData(have, want.object) {
+				// As wanted, in another version: from now on the cache's.
+				delete(r.written, name)
+				continue
+			}
+			want.object.SetResourceVersion(written.resourceVersion)
+		case !cached:
+			if err := r.Create(ctx, want.object); err != nil {
+				return fmt.Errorf("creating shard %s/%s: %w", r.Namespace, name, err)
+			}
+			r.written[name] = writtenShard{resourceVersion: want.object.GetResourceVersion(), digest: want.digest}
+			continue
+		case sameLabels && sameData(have, want.object):
+			continue
+		default:
+			want.object.SetResourceVersion(have.GetResourceVersion())
 		}
+		updates = append(updates, want)
 	}
 	for _, want := range updates {
-		if err := r.Update(ctx, want); err != nil {
-			return fmt.Errorf("updating shard %s/%s: %w", r.Namespace, want.GetName(), err)
+		name := want.object.GetName()
+		if err := r.Update(ctx, want.object); err != nil {
+			delete(r.written, name)
+			return fmt.Errorf("updating shard %s/%s: %w", r.Namespace, name, err)
+		}
+		r.written[name] = writtenShard{resourceVersion: want.object.GetResourceVersion(), digest: want.digest}
+	}
+	// Shards written but not cached yet are gone too, when not wanted.
+	wanted := make(map[string]bool, len(desired))
+	for _, want := range desired {
+		wanted[want.object.GetName()] = true
+	}
+	for name := range r.written {
+		if _, cached := current[name]; !cached && !wanted[name] && strings.HasPrefix(name, kind.prefix) {
+			stale := kind.newObject()
+			stale.SetNamespace(r.Namespace)
+			stale.SetName(name)
+			current[name] = stale
 		}
 	}
-	for _, stale := range current {
+	for name, stale := range current {
 		if err := r.Delete(ctx, stale); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("deleting shard %s/%s: %w", r.Namespace, stale.GetName(), err)
+			return fmt.Errorf("deleting shard %s/%s: %w", r.Namespace, name, err)
 		}
+		delete(r.written, name)
 	}
 	return nil
 }
 
 // SetupWithManager funnels every relevant change into one compile request.
 func (r *RoutesReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	compile := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: "routes"}}}
-	})
+	compile := compileTrigger[client.Object]{r}
 	// The re-enable request reaches the route through the status, once the
 	// endpoint controller accepted it as later than the previous one.
 	specOrAnnotations := builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
@@ -400,14 +560,41 @@ func (r *RoutesReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&hookrelayv1alpha1.WebhookSubscription{}, compile, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(&corev1.Secret{}, compile, builder.WithPredicates(predicate.NewPredicateFuncs(r.isRelevantSecret))).
 		// An edited or deleted keys shard is repaired.
-		WatchesRawSource(source.Kind(r.keysCache, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(
-			func(context.Context, *corev1.Secret) []reconcile.Request {
-				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: "routes"}}}
-			}))).
+		WatchesRawSource(source.Kind[*corev1.Secret](r.keysCache, &corev1.Secret{}, compileTrigger[*corev1.Secret]{r})).
 		// The cache holds only the routes ConfigMaps (see CacheOptions):
 		// an edited or deleted shard is repaired.
 		Watches(&corev1.ConfigMap{}, compile).
 		Complete(r)
+}
+
+// compileTrigger enqueues the single compile request on every event, no
+// sooner than nextCompile.
+type compileTrigger[T client.Object] struct{ r *RoutesReconciler }
+
+func (t compileTrigger[T]) enqueue(queue workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	request := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: t.r.Namespace, Name: "routes"}}
+	// At most maxCompileWait, whatever a clock set back says.
+	if wait := min(time.Unix(0, t.r.nextCompile.Load()).Sub(t.r.Clock.Now()), maxCompileWait); wait > 0 {
+		queue.AddAfter(request, wait)
+		return
+	}
+	queue.Add(request)
+}
+
+func (t compileTrigger[T]) Create(_ context.Context, _ event.TypedCreateEvent[T], queue workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	t.enqueue(queue)
+}
+
+func (t compileTrigger[T]) Update(_ context.Context, _ event.TypedUpdateEvent[T], queue workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	t.enqueue(queue)
+}
+
+func (t compileTrigger[T]) Delete(_ context.Context, _ event.TypedDeleteEvent[T], queue workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	t.enqueue(queue)
+}
+
+func (t compileTrigger[T]) Generic(_ context.Context, _ event.TypedGenericEvent[T], queue workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	t.enqueue(queue)
 }
 
 // isRelevantSecret reports whether a labelled Secret is generated for an

@@ -143,7 +143,7 @@ func TestRoutesShardUnderTheSizeLimitWithoutChurn(t *testing.T) {
 	}
 
 	// A compile of an unchanged configuration writes nothing.
-	compiler := &RoutesReconciler{Client: env.Client, Shards: env.Client, Clock: clock.RealClock{}, Namespace: routesNamespace,
+	compiler := &RoutesReconciler{Client: env.Client, Shards: env.Client, KeysShards: env.Client, Clock: clock.RealClock{}, Namespace: routesNamespace,
 		ShardSize: shardSize, publication: newPublication()}
 	_, err := compiler.Reconcile(ctx, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: routesNamespace, Name: "routes"}})
 	g.Expect(err).NotTo(HaveOccurred())
@@ -165,4 +165,53 @@ func objects[T any, P interface {
 		out[i] = P(&items[i])
 	}
 	return out
+}
+
+// noShardsSeen is a shard cache that has not seen any shard yet.
+type noShardsSeen struct{ client.Reader }
+
+func (noShardsSeen) List(context.Context, client.ObjectList, ...client.ListOption) error { return nil }
+
+// TestShardsSurviveALaggingCache: the compiler remembers its own shard
+// writes, so that a cache that does not show them yet makes it write
+// nothing again, while a shard someone else edited is still repaired.
+func TestShardsSurviveALaggingCache(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startManager(t, Options{})
+	namespace := env.Namespace(t)
+	endpoint := newEndpoint(namespace, "lag")
+	g.Expect(env.Client.Create(ctx, endpoint)).To(Succeed())
+	eventuallyReady(t, endpoint, metav1.ConditionTrue, hookrelayv1alpha1.ReasonPublished)
+
+	// A second compiler, writing its shards in a namespace of its own.
+	shardsNamespace := env.Namespace(t)
+	compiler := &RoutesReconciler{Client: env.Client, Shards: noShardsSeen{env.Client}, KeysShards: noShardsSeen{env.Client},
+		Clock: clock.RealClock{}, Namespace: shardsNamespace, ShardSize: DefaultShardSize, publication: newPublication()}
+	compile := func() error {
+		_, err := compiler.Reconcile(ctx, reconcile.Request{})
+		return err
+	}
+	g.Expect(compile()).To(Succeed())
+	routesBefore, keysBefore := shardVersions(g, shardsNamespace)
+	g.Expect(routesBefore).To(HaveLen(1))
+	g.Expect(keysBefore).To(HaveLen(1))
+	g.Expect(compile()).To(Succeed())
+	routesAfter, keysAfter := shardVersions(g, shardsNamespace)
+	g.Expect(changedVersions(routesBefore, routesAfter)).To(BeEmpty(), "a compile behind a lagging cache rewrote a routes shard")
+	g.Expect(changedVersions(keysBefore, keysAfter)).To(BeEmpty(), "a compile behind a lagging cache rewrote a keys shard")
+
+	// Someone else edits the routes shard: the update from the version last
+	// written conflicts, and the retry, from a cache that shows the edit,
+	// repairs it.
+	compiler.Shards, compiler.KeysShards = env.Client, env.Client
+	var shard corev1.ConfigMap
+	g.Expect(env.Client.Get(ctx, types.NamespacedName{Namespace: shardsNamespace, Name: routes.ShardName(routes.RoutesShardPrefix, 0)}, &shard)).To(Succeed())
+	want := shard.DeepCopy().Data
+	shard.Data["edited"] = "by hand"
+	g.Expect(env.Client.Update(ctx, &shard)).To(Succeed())
+	g.Expect(compile()).To(MatchError(ContainSubstring("updating shard")))
+	g.Expect(compile()).To(Succeed())
+	g.Expect(env.Client.Get(ctx, client.ObjectKeyFromObject(&shard), &shard)).To(Succeed())
+	g.Expect(shard.Data).To(Equal(want))
 }

@@ -110,12 +110,14 @@ type secretGetter struct {
 }
 
 // get returns the Secret name in namespace, or a terminalError saying what
-// keeps an endpoint from using it. field names the spec field that refers to it.
+// keeps an endpoint from using it. field names the spec field that refers to
+// it. The Secret is the cache's own object: the caller must not change it.
 func (s secretGetter) get(ctx context.Context, namespace, name, field string) (*corev1.Secret, error) {
+	// Not copied: callers only read it.
 	secret := &corev1.Secret{}
-	err := s.cached.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret)
+	err := s.cached.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) && s.live != nil {
-		if err = s.live.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, secret); err == nil {
+		if err = s.live.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &corev1.Secret{}); err == nil {
 			return nil, unlabelledSecret(field, name)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
@@ -48,9 +49,14 @@ type Options struct {
 // no endpoint can read them through the manager's client. No cached object
 // keeps its managedFields, which no controller reads: with every endpoint
 // and subscription's status applied, they would be a good part of the
-// manager's memory.
+// manager's memory. Nor does a cached endpoint or subscription keep the
+// copy of its spec that a client-side `kubectl apply` leaves in an
+// annotation; the manager never writes them from the cache (status goes
+// through Server-Side Apply), so the annotation is not lost.
 func CacheOptions(namespace string) cache.Options {
 	return cache.Options{DefaultTransform: cache.TransformStripManagedFields(), ByObject: map[client.Object]cache.ByObject{
+		&hookrelayv1alpha1.WebhookEndpoint{}:     {Transform: stripLastApplied},
+		&hookrelayv1alpha1.WebhookSubscription{}: {Transform: stripLastApplied},
 		&corev1.ConfigMap{}: {
 			Namespaces: map[string]cache.Config{namespace: {}},
 			Label:      labels.SelectorFromSet(labels.Set{routes.LabelRoutes: "true"}),
@@ -59,6 +65,20 @@ func CacheOptions(namespace string) cache.Options {
 			Label: labels.SelectorFromSet(labels.Set{hookrelayv1alpha1.LabelEndpointSecret: "true"}),
 		},
 	}}
+}
+
+// stripLastApplied drops managedFields and kubectl's last-applied-configuration annotation.
+func stripLastApplied(in any) (any, error) {
+	out, err := cache.TransformStripManagedFields()(in)
+	if err != nil {
+		return nil, err
+	}
+	if obj, ok := out.(metav1.Object); ok {
+		if annotations := obj.GetAnnotations(); annotations != nil {
+			delete(annotations, corev1.LastAppliedConfigAnnotation)
+		}
+	}
+	return out, nil
 }
 
 // newKeysCache caches the keys shards in the operator namespace, apart from
@@ -115,7 +135,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	compiler := &RoutesReconciler{
-		Client: mgr.GetClient(), Shards: mgr.GetAPIReader(), Clock: opts.Clock, Namespace: opts.Namespace,
+		Client: mgr.GetClient(), Shards: mgr.GetCache(), KeysShards: keysCache, Clock: opts.Clock, Namespace: opts.Namespace,
 		ShardSize: opts.ShardSize, AllowInsecure: opts.AllowInsecure, publication: published, keysCache: keysCache,
 	}
 	if err := compiler.SetupWithManager(mgr); err != nil {

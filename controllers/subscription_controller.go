@@ -59,14 +59,19 @@ func (r *SubscriptionReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	if trouble == nil {
 		trouble = endpointNotReady(&endpoint)
 	}
-	waiting := !endpointExists || (trouble != nil && trouble.unknown)
-	if waiting && meta.FindStatusCondition(subscription.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil &&
-		newerThan(subscription.CreationTimestamp.Time, r.status.clock.Now(), publishingGrace) {
-		// Applied with its endpoint, it most often comes a moment before
-		// it, or before the endpoint is Ready: the endpoint's creation and
-		// its Ready wake this controller, and one status write (Ready)
-		// does instead of two and a Warning.
-		return ctrl.Result{RequeueAfter: publishingGrace - r.status.clock.Now().Sub(subscription.CreationTimestamp.Time)}, nil
+	if meta.FindStatusCondition(subscription.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil {
+		switch {
+		case trouble != nil && trouble.unknown && meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady) == nil:
+			// Applied with its endpoint, it most often comes before the
+			// endpoint has a Ready condition; the endpoint controller
+			// writes one, which wakes this controller: one status write
+			// (Ready) does instead of two. Nothing to look at before that.
+			return ctrl.Result{}, nil
+		case !endpointExists && newerThan(subscription.CreationTimestamp.Time, r.status.clock.Now(), publishingGrace):
+			// Or a moment before its endpoint, whose creation wakes this
+			// controller: no write and no Warning meanwhile.
+			return ctrl.Result{RequeueAfter: publishingGrace - r.status.clock.Now().Sub(subscription.CreationTimestamp.Time)}, nil
+		}
 	}
 	var conditions []*metav1ac.ConditionApplyConfiguration
 	switch {
