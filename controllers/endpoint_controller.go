@@ -421,7 +421,7 @@ func (r *EndpointReconciler) generateSecret(ctx context.Context, endpoint *hookr
 	// Logged, not recorded as an Event: every new endpoint has one, which
 	// status.secretName shows, and a bulk apply of thousands of endpoints
 	// would cost the API server as many Event writes.
-	logf.FromContext(ctx).V(1).Info("generated the signing Secret", "secret", name, "reason", hookrelayv1alpha1.ReasonSecretGenerated)
+	logf.FromContext(ctx).V(1).Info("generated the signing Secret", "secret", name)
 	return secret, nil
 }
 

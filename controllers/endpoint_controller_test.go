@@ -183,7 +183,7 @@ func TestInsecureURL(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		events := eventsOf(g, namespace)
 		// One per created endpoint would be thousands in a bulk apply.
-		g.Expect(events).NotTo(HaveKey(hookrelayv1alpha1.ReasonSecretGenerated))
+		g.Expect(events).NotTo(HaveKey("SecretGenerated"))
 		g.Expect(events).To(HaveKey(hookrelayv1alpha1.ReasonInsecureURL))
 		g.Expect(events[hookrelayv1alpha1.ReasonInsecureURL]).To(ContainSubstring("token=REDACTED"))
 		g.Expect(events[hookrelayv1alpha1.ReasonInsecureURL]).NotTo(ContainSubstring("s3cret"))

@@ -166,11 +166,6 @@ const (
 
 // Reasons of events the controller records about an endpoint's signing key.
 const (
-	// ReasonSecretGenerated (Normal event): the controller generated the
-	// endpoint's signing Secret (no `spec.secretRef`).
-	// Do: nothing; give the Secret's `secret` key to the receiver.
-	ReasonSecretGenerated = "SecretGenerated"
-
 	// ReasonSecretRotated (Normal event): the `hookrelay.dev/rotate-secret`
 	// annotation took a time later than the one last acted on
 	// (`status.lastRotateSecret`) and the controller made a new signing key;
