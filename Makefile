@@ -157,9 +157,10 @@ DEPLOY_DIR := $(LOCALBIN)/deploy
 .PHONY: deploy-overlay
 deploy-overlay:
 	@mkdir -p $(DEPLOY_DIR)
-	@printf '%s\n' '# Written by make deploy: config/$(DEPLOY) with the image $(IMG).' \
+	@img='$(IMG)'; case "$${img##*/}" in *:*) ;; *) echo "deploy: IMG=$$img has no tag, such as :$(VERSION)" >&2; exit 1;; esac; \
+	printf '%s\n' "# Written by make deploy: config/$(DEPLOY) with the image $$img." \
 		'resources:' '- ../../config/$(DEPLOY)' 'images:' '- name: ghcr.io/hookrelay/hookrelay' \
-		'  newName: $(firstword $(subst :, ,$(IMG)))' '  newTag: $(lastword $(subst :, ,$(IMG)))' >$(DEPLOY_DIR)/kustomization.yaml
+		"  newName: $${img%:*}" "  newTag: $${img##*:}" >$(DEPLOY_DIR)/kustomization.yaml
 
 .PHONY: deploy
 deploy: deploy-overlay ## Install Hookrelay on the cluster in $$KUBECONFIG: config/$$DEPLOY (default: default) with the image IMG.
