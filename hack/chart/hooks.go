@@ -127,7 +127,7 @@ func hooks(o object, m *markers, image string) error {
 	labels[m.lines(func(indent int) string {
 		return fmt.Sprintf(`{{- include "hookrelay.chartLabels" . | nindent %d }}`, indent)
 	})] = nil
-	if o.kind() == "CustomResourceDefinition" {
+	if o.kind() == kindCRD {
 		// Uninstalling the chart keeps the CRDs and so the users' objects.
 		annotations, _ := metadata["annotations"].(map[string]any)
 		if annotations == nil {
@@ -144,18 +144,18 @@ func hooks(o object, m *markers, image string) error {
 		container["imagePullPolicy"] = m.scalar(".Values.image.pullPolicy")
 	}
 	switch {
-	case o.kind() == "Deployment" && o.name() == "hookrelay-manager":
+	case o.kind() == kindDeployment && o.name() == "hookrelay-manager":
 		o["spec"].(map[string]any)["replicas"] = m.scalar(".Values.manager.replicas")
 		return containerHooks(o, "manager", func(container map[string]any) error {
 			container["resources"] = m.value(".Values.manager.resources")
 			return nil
 		})
-	case o.kind() == "StatefulSet" && o.name() == "hookrelay-dispatcher":
+	case o.kind() == "StatefulSet" && o.name() == dispatcherName:
 		if err := dispatcherHooks(o, m); err != nil {
 			return err
 		}
 		return volumeClaimHooks(o, m)
-	case o.kind() == "Deployment" && o.name() == "hookrelay-dispatcher":
+	case o.kind() == kindDeployment && o.name() == dispatcherName:
 		o["spec"].(map[string]any)["replicas"] = m.scalar(".Values.store.postgres.replicas")
 		if err := dispatcherHooks(o, m); err != nil {
 			return err
@@ -165,9 +165,9 @@ func hooks(o object, m *markers, image string) error {
 			return err
 		}
 		volume["secret"].(map[string]any)["secretName"] = m.scalar(".Values.store.postgres.dsnSecretName")
-	case o.kind() == "NetworkPolicy":
+	case o.kind() == kindNetworkPolicy:
 		return networkPolicyHooks(o, m)
-	case o.kind() == "ServiceMonitor" && o.name() == "hookrelay-dispatcher":
+	case o.kind() == kindServiceMonitor && o.name() == dispatcherName:
 		return serviceMonitorHooks(o, m)
 	}
 	return nil
@@ -331,7 +331,7 @@ storageClassName: {{ . }}
 
 // asListOfMetadata lets named find volume claim templates by metadata.name.
 func asListOfMetadata(v any) []any {
-	var out []any
+	out := make([]any, 0, len(asList(v)))
 	for _, item := range asList(v) {
 		claim := item.(map[string]any)
 		if metadata, ok := claim["metadata"].(map[string]any); ok {
@@ -363,7 +363,7 @@ func networkPolicyHooks(o object, m *markers) error {
 	if replaced["except"] == 0 {
 		return fmt.Errorf("no ipBlock excepts the cluster's CIDRs")
 	}
-	if o.name() == "hookrelay-dispatcher" {
+	if o.name() == dispatcherName {
 		if replaced["publisher"] == 0 {
 			return fmt.Errorf("no rule lets in the publishers' namespaces by their label")
 		}

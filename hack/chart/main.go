@@ -35,6 +35,15 @@ const (
 	releaseNamespace = "{{ .Release.Namespace }}"
 )
 
+// Kinds and names the hooks and conditions look for.
+const (
+	kindCRD            = "CustomResourceDefinition"
+	kindDeployment     = "Deployment"
+	kindNetworkPolicy  = "NetworkPolicy"
+	kindServiceMonitor = "ServiceMonitor"
+	dispatcherName     = "hookrelay-dispatcher"
+)
+
 // tlsDefaults are the dispatcher's certificate files when config/ does not
 // name them: the Secret (kubernetes.io/tls keys) mounted at tlsDefaultDir.
 const tlsDefaultDir = "/etc/hookrelay/tls"
@@ -61,20 +70,20 @@ type extra struct {
 
 var extras = []extra{
 	{dir: "postgres", condition: func(o object) (string, error) {
-		if o.kind() == "Deployment" && o.name() == "hookrelay-dispatcher" {
+		if o.kind() == kindDeployment && o.name() == dispatcherName {
 			return `eq .Values.store.type "postgres"`, nil
 		}
 		return "", fmt.Errorf("config/postgres adds %s; say in hack/chart under which value", o)
 	}},
 	{dir: "production", condition: func(o object) (string, error) {
-		if o.kind() == "NetworkPolicy" {
+		if o.kind() == kindNetworkPolicy {
 			return ".Values.networkPolicy.enabled", nil
 		}
 		return "", fmt.Errorf("config/production adds %s; say in hack/chart under which value", o)
 	}},
 	{dir: "prometheus", optional: true, condition: func(o object) (string, error) {
 		switch o.kind() {
-		case "ServiceMonitor":
+		case kindServiceMonitor:
 			return ".Values.metrics.serviceMonitor.enabled", nil
 		case "PrometheusRule":
 			return ".Values.metrics.prometheusRule.enabled", nil
@@ -86,7 +95,7 @@ var extras = []extra{
 // defaultConditions are the objects of config/default that values turn off.
 func defaultCondition(o object) string {
 	switch {
-	case o.kind() == "StatefulSet" && o.name() == "hookrelay-dispatcher":
+	case o.kind() == "StatefulSet" && o.name() == dispatcherName:
 		return `eq .Values.store.type "pebble"`
 	case o.kind() == "PodDisruptionBudget":
 		return ".Values.pdb.enabled"
@@ -177,7 +186,7 @@ func (o object) id() string { return o.kind() + "/" + o.namespace() + "/" + o.na
 // group is the templates/ folder of the object: by component.
 func (o object) group() string {
 	switch o.kind() {
-	case "CustomResourceDefinition":
+	case kindCRD:
 		return "crd"
 	case "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount",
 		"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
@@ -200,7 +209,7 @@ func (o object) group() string {
 
 func (o object) fileName() string {
 	name := strings.TrimPrefix(o.name(), "hookrelay-")
-	if o.kind() == "CustomResourceDefinition" {
+	if o.kind() == kindCRD {
 		name = strings.SplitN(o.name(), ".", 2)[0]
 	}
 	return strings.ToLower(o.kind()) + "-" + name + ".yaml"
@@ -268,7 +277,7 @@ func podContainers(o object) []map[string]any {
 	podTemplate, _ := spec["template"].(map[string]any)
 	podSpec, _ := podTemplate["spec"].(map[string]any)
 	list, _ := podSpec["containers"].([]any)
-	var containers []map[string]any
+	containers := make([]map[string]any, 0, len(list))
 	for _, c := range list {
 		containers = append(containers, c.(map[string]any))
 	}

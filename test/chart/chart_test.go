@@ -62,9 +62,7 @@ func TestChartFollowsConfig(t *testing.T) {
 			defer cancel()
 			want := map[string]map[string]any{}
 			for _, dir := range install.dirs {
-				for key, object := range dryRun(ctx, g, "", "-k", filepath.Join(testenv.RepoRoot(), "config", dir)) {
-					want[key] = object
-				}
+				maps.Copy(want, dryRun(ctx, g, "", "-k", filepath.Join(testenv.RepoRoot(), "config", dir)))
 			}
 			// The chart installs into the release's namespace, which helm
 			// install --create-namespace makes.
