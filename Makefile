@@ -19,7 +19,11 @@ FUZZ_TARGETS ?= \
 	./dispatcher/delivery:FuzzEgressCheck \
 	./dispatcher/signing:FuzzVerifyPrefixed \
 	./dispatcher/signing:FuzzVerifyStandard
-IMG ?= ghcr.io/hookrelay/hookrelay:dev
+# The release's version: the image tag of `make images` and `make deploy`,
+# config/default's tag (the install test checks it) and the chart's appVersion.
+VERSION := $(shell cat VERSION)
+IMG ?= ghcr.io/hookrelay/hookrelay:$(VERSION)
+HELM := $(LOCALBIN)/helm
 
 .PHONY: all
 all: build
@@ -36,6 +40,12 @@ help: ## Show the targets.
 manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and the webhook configuration from the markers in api/, controllers/, internal/webhook/ and internal/servingcert/.
 	$(CONTROLLER_GEN) rbac:roleName=hookrelay-manager crd webhook paths="./api/..." paths="./controllers/..." paths="./internal/webhook/..." paths="./internal/servingcert/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
+	@# The chart test's API server knows prometheus-operator's ServiceMonitor and
+	@# PrometheusRule, made from the Go types of the module in go.mod.
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		$(CONTROLLER_GEN) crd:maxDescLen=0 paths=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1 output:crd:dir="$$tmp" && \
+		mkdir -p test/chart/testdata/crds && \
+		cp "$$tmp"/monitoring.coreos.com_servicemonitors.yaml "$$tmp"/monitoring.coreos.com_prometheusrules.yaml test/chart/testdata/crds/
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy methods, the apply configurations in api/applyconfiguration, and the README's table of reasons from api/v1alpha1/conditions.go.
@@ -56,9 +66,9 @@ vet: ## go vet.
 verify: manifests generate vet layout ## Fail if generated files, go.mod, formatting or the package layout are stale.
 	go mod tidy
 	@for module in $(HACK_MODULES); do (cd $$module && go mod tidy) || exit 1; done
-	@if [ -n "$$(git status --porcelain -- api config controllers go.mod go.sum README.md $(HACK_MODULES))" ] || [ -n "$$(gofmt -l $$(git ls-files '*.go'))" ]; then \
-		git status --porcelain -- api config controllers go.mod go.sum README.md $(HACK_MODULES); gofmt -l $$(git ls-files '*.go'); \
-		echo "verify: generated files, go.mod or formatting are stale; run 'make manifests generate fmt' and 'go mod tidy', and commit" >&2; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- api config controllers dist test/chart/testdata go.mod go.sum README.md $(HACK_MODULES))" ] || [ -n "$$(gofmt -l $$(git ls-files '*.go'))" ]; then \
+		git status --porcelain -- api config controllers dist test/chart/testdata go.mod go.sum README.md $(HACK_MODULES); gofmt -l $$(git ls-files '*.go'); \
+		echo "verify: generated files, the chart, go.mod or formatting are stale; run 'make manifests generate chart fmt' and 'go mod tidy', and commit" >&2; exit 1; fi
 	@echo "verify: generated files and formatting are up to date"
 
 # The project's declared top-level folders; a Go package anywhere else fails `make layout`.
@@ -104,6 +114,10 @@ dev: binaries controlplane $(if $(filter postgres,$(STORE)),postgres) ## Run Hoo
 	go build -o $(LOCALBIN)/localup ./hack/localup
 	$(LOCALBIN)/localup --data-dir=$(DEV_DIR) --bin-dir=$(LOCALBIN) $(if $(STORE),--store=$(STORE)) $(DEV_FLAGS)
 
+.PHONY: chart
+chart: ## Generate the Helm chart's templates in dist/chart from config/ (and its appVersion from VERSION).
+	go run ./hack/chart --config=config --chart=dist/chart --version-file=VERSION
+
 .PHONY: controlplane
 controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked into bin/controlplane.
 	@hack/controlplane.sh $(LOCALBIN) >/dev/null
@@ -112,14 +126,14 @@ controlplane: ## Build (or reuse from the cache) kube-apiserver and etcd, linked
 TEST_PACKAGES = $$(go list ./... | grep -Ev '/test/(e2e|dev)(/|$$)')
 
 .PHONY: test
-test: manifests generate controlplane postgres ## Run unit and integration tests against the real API server and a throwaway PostgreSQL, then each fuzz target for FUZZTIME.
-	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) $(TEST_PACKAGES)
+test: manifests generate controlplane postgres helm ## Run unit and integration tests against the real API server and a throwaway PostgreSQL, then each fuzz target for FUZZTIME.
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane HELM=$(HELM) go test $(GO_TEST_FLAGS) $(TEST_PACKAGES)
 	@for module in $(HACK_MODULES); do (cd $$module && go test $(GO_TEST_FLAGS) ./...) || exit 1; done
 	$(MAKE) fuzz
 
 .PHONY: test-e2e
-test-e2e: manifests generate controlplane ## Run the end-to-end tests: manager, real dispatcher binary and kubectl plugin against the real API server.
-	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) ./test/e2e/...
+test-e2e: manifests generate controlplane helm ## Run the end-to-end tests: manager, real dispatcher binary and kubectl plugin against the real API server.
+	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane HELM=$(HELM) go test $(GO_TEST_FLAGS) ./test/e2e/...
 
 .PHONY: test-dev
 test-dev: manifests generate controlplane ## Run the `make dev` test: the local stack comes up from scratch and delivers the samples.
@@ -141,13 +155,27 @@ postgres: ## Install PostgreSQL's server binaries (apt-get install postgresql) u
 fuzz: ## Run each fuzz target in FUZZ_TARGETS for FUZZTIME, default 30s (seed corpora in the packages' testdata/fuzz).
 	@FUZZTIME=$(FUZZTIME) hack/fuzz.sh $(FUZZ_TARGETS)
 
+# DEPLOY picks the install under config/ (default, postgres, production).
+DEPLOY ?= default
+DEPLOY_DIR := $(LOCALBIN)/deploy
+
+# An overlay in bin/deploy sets IMG on config/$(DEPLOY), so that `make deploy`
+# runs the image `make images` built.
+.PHONY: deploy-overlay
+deploy-overlay:
+	@mkdir -p $(DEPLOY_DIR)
+	@img='$(IMG)'; case "$${img##*/}" in *:*) ;; *) echo "deploy: IMG=$$img has no tag, such as :$(VERSION)" >&2; exit 1;; esac; \
+	printf '%s\n' "# Written by make deploy: config/$(DEPLOY) with the image $$img." \
+		'resources:' '- ../../config/$(DEPLOY)' 'images:' '- name: ghcr.io/hookrelay/hookrelay' \
+		"  newName: $${img%:*}" "  newTag: $${img##*:}" >$(DEPLOY_DIR)/kustomization.yaml
+
 .PHONY: deploy
-deploy: ## Install Hookrelay on the cluster in $$KUBECONFIG (config/default).
-	kubectl apply -k config/default
+deploy: deploy-overlay ## Install Hookrelay on the cluster in $$KUBECONFIG: config/$$DEPLOY (default: default) with the image IMG.
+	kubectl apply -k $(DEPLOY_DIR)
 
 .PHONY: undeploy
-undeploy: ## Remove Hookrelay from the cluster in $$KUBECONFIG.
-	kubectl delete -k config/default --ignore-not-found
+undeploy: deploy-overlay ## Remove Hookrelay from the cluster in $$KUBECONFIG.
+	kubectl delete -k $(DEPLOY_DIR) --ignore-not-found
 
 # The bench measures the dispatcher on pebble and on bbolt, one dispatcher
 # each, in one run; STORE=pebble,bolt,postgres (a comma-separated list) picks
@@ -210,6 +238,10 @@ controller-gen: $(CONTROLLER_GEN) ## Build (or reuse from the cache) controller-
 
 .PHONY: golangci-lint
 golangci-lint: $(GOLANGCI_LINT) ## Build (or reuse from the cache) golangci-lint at GOLANGCI_LINT_VERSION, linked into bin/.
+
+.PHONY: helm
+helm: ## Build (or reuse from the cache) helm at the version in hack/helm/go.mod, linked into bin/.
+	@hack/helm.sh $(LOCALBIN)
 
 $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)

@@ -69,6 +69,9 @@ type Options struct {
 	// APIServerFlags are set on kube-apiserver, such as
 	// "egress-selector-config-file".
 	APIServerFlags map[string]string
+	// CRDDirectoryPaths are folders of more CRDs to install beside
+	// config/crd/bases, such as prometheus-operator's.
+	CRDDirectoryPaths []string
 }
 
 // Start starts kube-apiserver and etcd from $KUBEBUILDER_ASSETS with the
@@ -99,7 +102,7 @@ func StartWith(options Options) (*Env, error) {
 		return nil, err
 	}
 	environment := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		CRDDirectoryPaths:     append([]string{filepath.Join(RepoRoot(), "config", "crd", "bases")}, options.CRDDirectoryPaths...),
 		ErrorIfCRDPathMissing: true,
 		Scheme:                scheme,
 		// envtest makes a serving certificate and points the webhooks at
@@ -158,8 +161,13 @@ func StartWith(options Options) (*Env, error) {
 // starts it into *env, runs the package's tests and stops it, and returns
 // the exit code for os.Exit.
 func Run(m *testing.M, env **Env) int {
+	return RunWith(m, env, Options{})
+}
+
+// RunWith is Run with options.
+func RunWith(m *testing.M, env **Env, options Options) int {
 	var err error
-	if *env, err = Start(); err != nil {
+	if *env, err = StartWith(options); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -12,6 +12,8 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/hookrelay/hookrelay/internal/testenv"
@@ -32,6 +34,8 @@ var installedObjects = []string{
 	"customresourcedefinition.apiextensions.k8s.io/webhooksubscriptions.hookrelay.dev",
 	"deployment.apps/hookrelay-manager",
 	"namespace/hookrelay-system",
+	"poddisruptionbudget.policy/hookrelay-dispatcher",
+	"poddisruptionbudget.policy/hookrelay-manager",
 	"role.rbac.authorization.k8s.io/hookrelay-dispatcher",
 	"role.rbac.authorization.k8s.io/hookrelay-dispatcher-ca-reader",
 	"role.rbac.authorization.k8s.io/hookrelay-manager",
@@ -48,8 +52,8 @@ var installedObjects = []string{
 }
 
 // TestInstallManifestsPassServerDryRun applies each install (config/default,
-// config/postgres) with --dry-run=server and accounts for every object it
-// holds.
+// config/postgres, config/production) with --dry-run=server and accounts for
+// every object it holds.
 func TestInstallManifestsPassServerDryRun(t *testing.T) {
 	for _, install := range []struct {
 		dir string
@@ -63,8 +67,14 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 		}},
 		{
 			dir:        "postgres",
-			dispatcher: []string{"deployment.apps/hookrelay-dispatcher", "poddisruptionbudget.policy/hookrelay-dispatcher"},
+			dispatcher: []string{"deployment.apps/hookrelay-dispatcher"},
 			check:      checkPostgresDispatcher,
+		},
+		{
+			dir: "production",
+			dispatcher: []string{"statefulset.apps/hookrelay-dispatcher",
+				"networkpolicy.networking.k8s.io/hookrelay-dispatcher", "networkpolicy.networking.k8s.io/hookrelay-manager"},
+			check: checkNetworkPolicyPorts,
 		},
 	} {
 		t.Run(install.dir, func(t *testing.T) {
@@ -84,10 +94,14 @@ func TestInstallManifestsPassServerDryRun(t *testing.T) {
 			want := slices.Sorted(slices.Values(append(slices.Clone(installedObjects), install.dispatcher...)))
 			g.Expect(objects).To(Equal(want))
 
-			// One image name, set in one place.
+			// One image name, set in one place, tagged with VERSION (the
+			// tag make images builds).
 			rendered, stderr, err := env.Kubectl(ctx, "", "kustomize", dir)
 			g.Expect(err).NotTo(HaveOccurred(), stderr)
-			g.Expect(strings.Count(rendered, "image: ghcr.io/hookrelay/hookrelay:v0.1.0")).To(Equal(2))
+			version, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "VERSION"))
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(strings.Count(rendered, "image: ghcr.io/hookrelay/hookrelay:"+strings.TrimSpace(string(version))+"\n")).
+				To(Equal(2), "config/default's images tag is VERSION's")
 			g.Expect(rendered).NotTo(ContainSubstring("image: hookrelay\n"))
 			if install.check != nil {
 				install.check(g, rendered)
@@ -149,6 +163,32 @@ func checkDispatcherTLS(g Gomega, rendered string, pod corev1.PodSpec) {
 	g.Expect(service.Spec.Ports[0].Name).To(Equal("https"))
 	g.Expect(service.Spec.Ports[0].Port).To(BeEquivalentTo(443))
 	g.Expect(service.Spec.Ports[0].TargetPort.String()).To(Equal("https"))
+}
+
+// checkNetworkPolicyPorts: every port a NetworkPolicy lets in by name is a
+// port of the pods it selects, so renaming a container's port cannot shut
+// it silently.
+func checkNetworkPolicyPorts(g Gomega, rendered string) {
+	pods := map[string]corev1.PodSpec{
+		"hookrelay-dispatcher": renderedObject[appsv1.StatefulSet](g, rendered, "StatefulSet", "hookrelay-dispatcher").Spec.Template.Spec,
+		"hookrelay-manager":    renderedObject[appsv1.Deployment](g, rendered, "Deployment", "hookrelay-manager").Spec.Template.Spec,
+	}
+	for name, pod := range pods {
+		var ports []string
+		for _, container := range pod.Containers {
+			for _, port := range container.Ports {
+				ports = append(ports, port.Name)
+			}
+		}
+		policy := renderedObject[networkingv1.NetworkPolicy](g, rendered, "NetworkPolicy", name)
+		g.Expect(policy.Spec.Ingress).NotTo(BeEmpty())
+		for _, rule := range policy.Spec.Ingress {
+			for _, port := range rule.Ports {
+				g.Expect(port.Port.Type).To(Equal(intstr.String), "%s lets in ports by name", name)
+				g.Expect(ports).To(ContainElement(port.Port.StrVal), "%s lets in a port its pods do not have", name)
+			}
+		}
+	}
 }
 
 // TestPostgresDispatcherPodFollowsTheDefault: config/postgres writes the
