@@ -7,8 +7,10 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -21,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -55,6 +58,59 @@ type RoutesReconciler struct {
 	publication *publication
 	// keysCache holds the keys shards, apart from the client's cache.
 	keysCache cache.Cache
+
+	// changedMu guards changedSince: when the earliest change not yet
+	// written to the shards was seen, zero when none waits.
+	changedMu    sync.Mutex
+	changedSince time.Time
+}
+
+// routesPublishSeconds is registered with controller-runtime's registry,
+// served on the manager's metrics endpoint.
+var routesPublishSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+	Name:    "hookrelay_routes_publish_seconds",
+	Help:    "Time from a change of an endpoint, subscription or Secret being seen to the routes and keys shards being written.",
+	Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
+})
+
+func init() { metrics.Registry.MustRegister(routesPublishSeconds) }
+
+// changeSeen marks a change waiting for publication, and asks for the one
+// compile request all changes coalesce into.
+func (r *RoutesReconciler) changeSeen() []reconcile.Request {
+	r.changedMu.Lock()
+	if r.changedSince.IsZero() {
+		r.changedSince = r.Clock.Now()
+	}
+	r.changedMu.Unlock()
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: "routes"}}}
+}
+
+// takeChanged returns when the earliest waiting change was seen, and
+// clears it: changes seen from now on wait for the next compile.
+func (r *RoutesReconciler) takeChanged() time.Time {
+	r.changedMu.Lock()
+	defer r.changedMu.Unlock()
+	since := r.changedSince
+	r.changedSince = time.Time{}
+	return since
+}
+
+// published observes the publication of the changes waiting since since; a
+// compile that failed puts them back, for the retry to measure.
+func (r *RoutesReconciler) published(since time.Time, err error) {
+	if since.IsZero() {
+		return
+	}
+	if err == nil {
+		routesPublishSeconds.Observe(r.Clock.Since(since).Seconds())
+		return
+	}
+	r.changedMu.Lock()
+	defer r.changedMu.Unlock()
+	if r.changedSince.IsZero() || since.Before(r.changedSince) {
+		r.changedSince = since
+	}
 }
 
 // +kubebuilder:rbac:groups="",namespace=hookrelay-system,resources=configmaps,verbs=get;list;watch;create;update;delete
@@ -69,7 +125,9 @@ type compiled struct {
 }
 
 // Reconcile compiles and publishes the whole configuration.
-func (r *RoutesReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+func (r *RoutesReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (result ctrl.Result, err error) {
+	since := r.takeChanged()
+	defer func() { r.published(since, err) }()
 	out, err := r.compile(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -383,9 +441,7 @@ func (r *RoutesReconciler) syncShards(ctx context.Context, current map[string]cl
 
 // SetupWithManager funnels every relevant change into one compile request.
 func (r *RoutesReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	compile := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: "routes"}}}
-	})
+	compile := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request { return r.changeSeen() })
 	// The re-enable request reaches the route through the status, once the
 	// endpoint controller accepted it as later than the previous one.
 	specOrAnnotations := builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
@@ -401,9 +457,7 @@ func (r *RoutesReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, compile, builder.WithPredicates(predicate.NewPredicateFuncs(r.isRelevantSecret))).
 		// An edited or deleted keys shard is repaired.
 		WatchesRawSource(source.Kind(r.keysCache, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(
-			func(context.Context, *corev1.Secret) []reconcile.Request {
-				return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: r.Namespace, Name: "routes"}}}
-			}))).
+			func(context.Context, *corev1.Secret) []reconcile.Request { return r.changeSeen() }))).
 		// The cache holds only the routes ConfigMaps (see CacheOptions):
 		// an edited or deleted shard is repaired.
 		Watches(&corev1.ConfigMap{}, compile).

@@ -77,6 +77,11 @@ func newKeysCache(mgr ctrl.Manager, namespace string) (cache.Cache, error) {
 // Leader election (--leader-elect) keeps its Lease in the operator namespace.
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=hookrelay-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
+// The metrics endpoint's authentication and authorization filter asks the
+// API server about each scraper's token.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // Setup registers the endpoint, subscription and routes controllers.
 func Setup(mgr ctrl.Manager, opts Options) error {
 	if opts.Namespace == "" {
