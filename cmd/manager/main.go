@@ -17,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -133,7 +132,7 @@ func run() error {
 	options := ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(opts.Namespace),
-		Metrics:                       metricsOptions(metricsAddr, metricsSecure, metricsCertDir),
+		Metrics:                       controllers.MetricsServerOptions(metricsAddr, metricsSecure, metricsCertDir),
 		HealthProbeBindAddress:        probeAddr,
 		WebhookServer:                 webhook.NewServer(webhookOptions),
 		LeaderElection:                leaderElect,
@@ -168,16 +167,6 @@ func run() error {
 	}
 	log.Info("starting the manager", "routesNamespace", opts.Namespace, "allowInsecureEndpoints", opts.AllowInsecure)
 	return mgr.Start(ctrl.SetupSignalHandler())
-}
-
-// metricsOptions serve the metrics over HTTPS behind controller-runtime's
-// authentication and authorization filter, or over plain HTTP to anyone.
-func metricsOptions(address string, secure bool, certDir string) metricsserver.Options {
-	if !secure {
-		return metricsserver.Options{BindAddress: address}
-	}
-	return metricsserver.Options{BindAddress: address, SecureServing: true, CertDir: certDir,
-		FilterProvider: filters.WithAuthenticationAndAuthorization}
 }
 
 func envOr(name, fallback string) string {
