@@ -4,6 +4,7 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
@@ -38,7 +39,7 @@ func TestConfigDecodesStrictly(t *testing.T) {
 	ports := map[string]string{}
 	for _, monitor := range objects.ServiceMonitors {
 		for _, endpoint := range monitor.Spec.Endpoints {
-			if endpoint.Scheme == nil || *endpoint.Scheme != monitoringv1.SchemeHTTPS || endpoint.BearerTokenFile == "" { //nolint:staticcheck // the ServiceAccount's token, as kubebuilder's scaffold reads it
+			if !strings.EqualFold(endpoint.Scheme.String(), string(monitoringv1.SchemeHTTPS)) || endpoint.BearerTokenFile == "" { //nolint:staticcheck // the ServiceAccount's token, as kubebuilder's scaffold reads it
 				t.Errorf("ServiceMonitor %s: endpoint %s is not scraped over HTTPS with Prometheus' token", monitor.Name, endpoint.Port)
 			}
 			ports[monitor.Spec.Selector.MatchLabels["app.kubernetes.io/component"]] = endpoint.Port
