@@ -34,6 +34,13 @@ type Metrics struct {
 	registerer prometheus.Registerer
 }
 
+// The labels of the metrics: never an event's or a URL's, which are
+// unbounded.
+const (
+	labelNamespace = "namespace"
+	labelEndpoint  = "endpoint"
+)
+
 // The states of hookrelay_deliveries_total.
 const (
 	stateSucceeded = "succeeded"
@@ -58,11 +65,11 @@ func NewMetrics(registerer prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookrelay_deliveries_total", Help: "Deliveries finished or held, by namespace and state (succeeded, failed, held).",
-		}, []string{"namespace", "state"}),
+		}, []string{labelNamespace, "state"}),
 		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookrelay_attempts_total",
 			Help: "HTTP attempts, by namespace and class (2xx, 3xx, 4xx, 5xx, timeout, network, blocked by the egress policy).",
-		}, []string{"namespace", "class"}),
+		}, []string{labelNamespace, "class"}),
 		AttemptDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "hookrelay_attempt_duration_seconds", Help: "Duration of HTTP attempts.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
@@ -70,14 +77,14 @@ func NewMetrics(registerer prometheus.Registerer) *Metrics {
 		FirstAttempt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "hookrelay_publish_to_first_attempt_seconds", Help: "Time from an event's acceptance to the start of its delivery's first attempt.",
 			Buckets: latencyBuckets,
-		}, []string{"namespace"}),
+		}, []string{labelNamespace}),
 		Success: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "hookrelay_publish_to_success_seconds", Help: "Time from an event's acceptance to the answer of its delivery's successful attempt.",
 			Buckets: latencyBuckets,
-		}, []string{"namespace"}),
+		}, []string{labelNamespace}),
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookrelay_events_total", Help: "Published events, by namespace and result (accepted, duplicate).",
-		}, []string{"namespace", "result"}),
+		}, []string{labelNamespace, "result"}),
 		PartitionsOwned: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "hookrelay_partitions_owned", Help: "Partitions of the endpoints whose deliveries this replica attempts.",
 		}),
@@ -111,21 +118,21 @@ func attemptClass(status int, err error) string {
 // state descriptors, read from the engine on each scrape.
 var (
 	queueDepthDesc = prometheus.NewDesc("hookrelay_queue_depth",
-		"Deliveries pending in this replica's partitions (not finished, not held), those waiting for a retry included.", []string{"namespace"}, nil)
+		"Deliveries pending in this replica's partitions (not finished, not held), those waiting for a retry included.", []string{labelNamespace}, nil)
 	oldestPendingDesc = prometheus.NewDesc("hookrelay_oldest_pending_age_seconds",
-		"Age of the oldest pending delivery in this replica's partitions, from its event's acceptance.", []string{"namespace"}, nil)
+		"Age of the oldest pending delivery in this replica's partitions, from its event's acceptance.", []string{labelNamespace}, nil)
 	heldDesc = prometheus.NewDesc("hookrelay_held_deliveries",
-		"Deliveries held for a disabled or paused endpoint of this replica's partitions.", []string{"namespace"}, nil)
+		"Deliveries held for a disabled or paused endpoint of this replica's partitions.", []string{labelNamespace}, nil)
 	disabledDesc = prometheus.NewDesc("hookrelay_endpoints_disabled",
-		"Auto-disabled endpoints of this replica's partitions.", []string{"namespace"}, nil)
+		"Auto-disabled endpoints of this replica's partitions.", []string{labelNamespace}, nil)
 	endpointQueueDepthDesc = prometheus.NewDesc("hookrelay_endpoint_queue_depth",
-		"Deliveries pending for the endpoint (--metrics-per-endpoint).", []string{"namespace", "endpoint"}, nil)
+		"Deliveries pending for the endpoint (--metrics-per-endpoint).", []string{labelNamespace, labelEndpoint}, nil)
 	endpointOldestPendingDesc = prometheus.NewDesc("hookrelay_endpoint_oldest_pending_age_seconds",
-		"Age of the endpoint's oldest pending delivery (--metrics-per-endpoint).", []string{"namespace", "endpoint"}, nil)
+		"Age of the endpoint's oldest pending delivery (--metrics-per-endpoint).", []string{labelNamespace, labelEndpoint}, nil)
 	endpointHeldDesc = prometheus.NewDesc("hookrelay_endpoint_held_deliveries",
-		"Deliveries held for the endpoint (--metrics-per-endpoint).", []string{"namespace", "endpoint"}, nil)
+		"Deliveries held for the endpoint (--metrics-per-endpoint).", []string{labelNamespace, labelEndpoint}, nil)
 	endpointDisabledDesc = prometheus.NewDesc("hookrelay_endpoint_disabled",
-		"1 while the endpoint is auto-disabled (--metrics-per-endpoint).", []string{"namespace", "endpoint"}, nil)
+		"1 while the endpoint is auto-disabled (--metrics-per-endpoint).", []string{labelNamespace, labelEndpoint}, nil)
 )
 
 // stateCollector reports the gauges of what an engine holds now. A
