@@ -178,8 +178,10 @@ func TestMetrics(t *testing.T) {
 	// the registry the controllers of this test process observe into.
 	managerURL := startManagerMetrics(t)
 	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // its self-signed certificate
-	status, _ := scrape(g, insecure, managerURL, "")
-	g.Expect(status).To(Equal(http.StatusUnauthorized))
+	g.Eventually(func(g Gomega) int {
+		status, _ := scrape(g, insecure, managerURL, "")
+		return status
+	}).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).Should(Equal(http.StatusUnauthorized), "the manager's metrics without a token")
 	var managerFamilies map[string]*dto.MetricFamily
 	g.Eventually(func(g Gomega) {
 		status, families := scrape(g, insecure, managerURL, tokens["scraper"])
