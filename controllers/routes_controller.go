@@ -8,9 +8,11 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -23,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -72,6 +75,57 @@ type RoutesReconciler struct {
 	// nextCompile is the earliest a compile is to start (Unix
 	// nanoseconds), for compileTrigger.
 	nextCompile atomic.Int64
+
+	// changedMu guards changedSince: when the earliest change not yet
+	// written to the shards was seen, zero when none waits.
+	changedMu    sync.Mutex
+	changedSince time.Time
+}
+
+// routesPublishSeconds is registered with controller-runtime's registry,
+// served on the manager's metrics endpoint.
+var routesPublishSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+	Name:    "hookrelay_routes_publish_seconds",
+	Help:    "Time from a change of an endpoint, subscription or Secret being seen to the routes and keys shards being written.",
+	Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
+})
+
+func init() { metrics.Registry.MustRegister(routesPublishSeconds) }
+
+// changeSeen marks a change waiting for publication.
+func (r *RoutesReconciler) changeSeen() {
+	r.changedMu.Lock()
+	defer r.changedMu.Unlock()
+	if r.changedSince.IsZero() {
+		r.changedSince = r.Clock.Now()
+	}
+}
+
+// takeChanged returns when the earliest waiting change was seen, and
+// clears it: changes seen from now on wait for the next compile.
+func (r *RoutesReconciler) takeChanged() time.Time {
+	r.changedMu.Lock()
+	defer r.changedMu.Unlock()
+	since := r.changedSince
+	r.changedSince = time.Time{}
+	return since
+}
+
+// published observes the publication of the changes waiting since since; a
+// compile that failed puts them back, for the retry to measure.
+func (r *RoutesReconciler) published(since time.Time, err error) {
+	if since.IsZero() {
+		return
+	}
+	if err == nil {
+		routesPublishSeconds.Observe(r.Clock.Since(since).Seconds())
+		return
+	}
+	r.changedMu.Lock()
+	defer r.changedMu.Unlock()
+	if r.changedSince.IsZero() || since.Before(r.changedSince) {
+		r.changedSince = since
+	}
 }
 
 // encodedRoute is an endpoint's encoded route and what it was compiled
@@ -107,9 +161,11 @@ type compiled struct {
 }
 
 // Reconcile compiles and publishes the whole configuration.
-func (r *RoutesReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+func (r *RoutesReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (result ctrl.Result, err error) {
 	started := r.Clock.Now()
+	since := r.takeChanged()
 	defer func() {
+		r.published(since, err)
 		now := r.Clock.Now()
 		r.nextCompile.Store(now.Add(now.Sub(started)).UnixNano())
 	}()
@@ -572,6 +628,7 @@ func (r *RoutesReconciler) SetupWithManager(mgr ctrl.Manager) error {
 type compileTrigger[T client.Object] struct{ r *RoutesReconciler }
 
 func (t compileTrigger[T]) enqueue(queue workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	t.r.changeSeen()
 	request := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: t.r.Namespace, Name: "routes"}}
 	// At most maxCompileWait, whatever a clock set back says.
 	if wait := min(time.Unix(0, t.r.nextCompile.Load()).Sub(t.r.Clock.Now()), maxCompileWait); wait > 0 {

@@ -17,6 +17,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
@@ -96,6 +98,24 @@ func newKeysCache(mgr ctrl.Manager, namespace string) (cache.Cache, error) {
 
 // Leader election (--leader-elect) keeps its Lease in the operator namespace.
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=hookrelay-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// The metrics endpoint's authentication and authorization filter asks the
+// API server about each scraper's token.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// MetricsServerOptions serve the manager's metrics over HTTPS behind
+// controller-runtime's authentication and authorization filter (a bearer
+// token allowed to get the non-resource URL /metrics), with the
+// certificate in certDir or else a self-signed one; not secure, over plain
+// HTTP to anyone.
+func MetricsServerOptions(address string, secure bool, certDir string) metricsserver.Options {
+	if !secure {
+		return metricsserver.Options{BindAddress: address}
+	}
+	return metricsserver.Options{BindAddress: address, SecureServing: true, CertDir: certDir,
+		FilterProvider: filters.WithAuthenticationAndAuthorization}
+}
 
 // Setup registers the endpoint, subscription and routes controllers.
 func Setup(mgr ctrl.Manager, opts Options) error {

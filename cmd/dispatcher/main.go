@@ -25,10 +25,10 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -46,34 +46,35 @@ import (
 )
 
 type options struct {
-	namespace         string
-	listen            string
-	listenFile        string
-	dataDir           string
-	store             string
-	replica           string
-	postgresDSNFile   string
-	headerPrefix      string
-	maxBody           int64
-	retention         time.Duration
-	maxRetryAfter     time.Duration
-	statusInterval    time.Duration
-	drainTimeout      time.Duration
-	profiling         bool
-	profilingAddr     string
-	readHeaderTimeout time.Duration
-	readTimeout       time.Duration
-	writeTimeout      time.Duration
-	idleTimeout       time.Duration
-	authFailureRate   float64
-	authFailureBurst  int
-	tlsCertFile       string
-	tlsKeyFile        string
-	egressAllow       string
-	insecureNoAuth    bool
-	tokenAudience     string
-	authCacheTTL      time.Duration
-	poisonAfter       int
+	namespace          string
+	listen             string
+	listenFile         string
+	dataDir            string
+	store              string
+	replica            string
+	postgresDSNFile    string
+	headerPrefix       string
+	maxBody            int64
+	retention          time.Duration
+	maxRetryAfter      time.Duration
+	statusInterval     time.Duration
+	drainTimeout       time.Duration
+	profiling          bool
+	profilingAddr      string
+	readHeaderTimeout  time.Duration
+	readTimeout        time.Duration
+	writeTimeout       time.Duration
+	idleTimeout        time.Duration
+	authFailureRate    float64
+	authFailureBurst   int
+	tlsCertFile        string
+	tlsKeyFile         string
+	egressAllow        string
+	insecureNoAuth     bool
+	tokenAudience      string
+	authCacheTTL       time.Duration
+	poisonAfter        int
+	metricsPerEndpoint bool
 }
 
 func main() {
@@ -125,6 +126,8 @@ func main() {
 	flag.IntVar(&opts.authFailureBurst, "auth-failure-burst", ingest.DefaultFailureBurst, "Failed authentications one client address may make at once.")
 	flag.IntVar(&opts.poisonAfter, "poison-after", 3,
 		"Fail a delivery as Poisoned once the process has died this many times while one of its attempts was in flight (0: never).")
+	flag.BoolVar(&opts.metricsPerEndpoint, "metrics-per-endpoint", false,
+		"Add the hookrelay_endpoint_* gauges, one series per endpoint (queue depth, oldest pending age, held, disabled); off, the metrics are by namespace only.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -174,13 +177,15 @@ func run(ctx context.Context, opts options) error {
 		return err
 	}
 	defer journal.Close()
-	scheme, kube, clientset, err := kubeClients()
+	restConfig, scheme, kube, clientset, err := kubeClients()
 	if err != nil {
 		return err
 	}
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := delivery.NewMetrics(registry)
+	metrics.PerEndpoint = opts.metricsPerEndpoint
 	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: clientset.EventsV1()})
 	broadcaster.StartRecordingToSink(ctx.Done())
 	defer broadcaster.Shutdown()
@@ -205,7 +210,7 @@ func run(ctx context.Context, opts options) error {
 		RecordWriters: recordWriters(leases),
 		Attempt:       &delivery.Attempter{Client: delivery.NewHTTPClient(delivery.EgressPolicy{Allow: allow}.Transport()), Signer: signing.Signer{Prefix: opts.headerPrefix}},
 		Status:        reporter,
-		Metrics:       delivery.NewMetrics(registry),
+		Metrics:       metrics,
 		Log:           log.WithName("delivery"),
 		MaxRetryAfter: opts.maxRetryAfter,
 		Journal:       journal,
@@ -220,10 +225,15 @@ func run(ctx context.Context, opts options) error {
 	var ready atomic.Bool
 	readiness := readiness(&ready, leases)
 	mux := http.NewServeMux()
-	api := &ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("api"), Ready: readiness}
+	api := &ingest.Handler{Publisher: engine, Store: db, MaxBody: opts.maxBody, Log: log.WithName("api"), Ready: readiness,
+		Refused: ingest.NewRefusedCounter(registry)}
+	registerProcessMetrics(registry, readiness, opts.dataDir, opts.store != storePostgres)
+	metricsAuthz := restConfig
 	var warnings []warning
 	if opts.insecureNoAuth {
-		warnings = append(warnings, warning{"--insecure-no-auth", "anyone who reaches the dispatcher can publish events and read the delivery log; use it for local development only"})
+		warnings = append(warnings, warning{"--insecure-no-auth",
+			"anyone who reaches the dispatcher can publish events, read the delivery log and its metrics; use it for local development only"})
+		metricsAuthz = nil
 	} else {
 		api.Auth = &ingest.KubeAuth{Client: clientset, TTL: opts.authCacheTTL, FailureRate: rate.Limit(opts.authFailureRate), FailureBurst: opts.authFailureBurst}
 		api.Auth.Audiences = opts.audiences()
@@ -241,7 +251,11 @@ func run(ctx context.Context, opts options) error {
 		defer profilingServer.Close()
 	}
 	go warnEvery(ctx, log, time.Minute, warnings)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+	serveMetrics, err := metricsHandler(registry, log.WithName("metrics"), metricsAuthz)
+	if err != nil {
+		return err
+	}
+	mux.Handle("GET /metrics", serveMetrics)
 	listener, err := net.Listen("tcp", opts.listen)
 	if err != nil {
 		return err
@@ -463,24 +477,24 @@ func (opts options) postgresDSN(getenv func(string) string) (string, error) {
 }
 
 // kubeClients connects to the API server in $KUBECONFIG (or in-cluster).
-func kubeClients() (*runtime.Scheme, client.Client, *kubernetes.Clientset, error) {
+func kubeClients() (*rest.Config, *runtime.Scheme, client.Client, *kubernetes.Clientset, error) {
 	restConfig, err := ctrl.GetConfig()
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("loading kubeconfig: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("loading kubeconfig: %w", err)
 	}
 	scheme, err := hookrelayscheme.New()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	kube, err := client.New(restConfig, client.Options{Scheme: scheme})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	clientset, err := kubernetes.NewForConfig(restConfig)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	return scheme, kube, clientset, nil
+	return restConfig, scheme, kube, clientset, nil
 }
 
 // firstSweepAfter is how long after the start the first sweep runs: a

@@ -10,13 +10,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/hookrelay/hookrelay/controllers"
@@ -34,7 +34,8 @@ func main() {
 
 func run() error {
 	opts := controllers.Options{}
-	var metricsAddr, probeAddr string
+	var metricsAddr, metricsCertDir, probeAddr string
+	var metricsSecure bool
 	var leaderElect bool
 	var pprofAddr string
 	var clientLimits limits
@@ -48,7 +49,12 @@ func run() error {
 		"Publish endpoints with plain http:// URLs. For development only.")
 	flag.DurationVar(&opts.RotationGrace, "rotation-grace-period", controllers.DefaultRotationGrace,
 		"How long a rotated-out signing key keeps signing deliveries.")
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint; 0 turns it off.")
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "Address of the Prometheus metrics endpoint; 0 turns it off.")
+	flag.BoolVar(&metricsSecure, "metrics-secure", true,
+		"Serve the metrics over HTTPS, to bearer tokens allowed to get the non-resource URL /metrics (TokenReview and SubjectAccessReview); "+
+			"false serves them over plain HTTP to anyone.")
+	flag.StringVar(&metricsCertDir, "metrics-cert-dir", "",
+		"Folder with tls.crt and tls.key to serve the metrics with (e.g. from cert-manager); empty: a self-signed certificate made at start.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of /healthz and /readyz.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica reconciles at a time.")
 	flag.StringVar(&webhookAddr, "webhook-bind-address", ":9443", "Address of the validating admission webhook (HTTPS).")
@@ -112,10 +118,19 @@ func run() error {
 		}
 		webhookOptions.TLSOpts = []func(*tls.Config){func(c *tls.Config) { c.GetCertificate = provisioner.GetCertificate }}
 	}
+	if metricsCertDir != "" {
+		// controller-runtime falls back to a self-signed certificate when
+		// the files are missing: a mistyped folder must not go unnoticed.
+		for _, name := range []string{"tls.crt", "tls.key"} {
+			if _, err := os.Stat(filepath.Join(metricsCertDir, name)); err != nil {
+				return fmt.Errorf("--metrics-cert-dir: %w", err)
+			}
+		}
+	}
 	options := ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(opts.Namespace),
-		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                       controllers.MetricsServerOptions(metricsAddr, metricsSecure, metricsCertDir),
 		HealthProbeBindAddress:        probeAddr,
 		WebhookServer:                 webhook.NewServer(webhookOptions),
 		LeaderElection:                leaderElect,

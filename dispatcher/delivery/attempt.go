@@ -128,6 +128,13 @@ type result struct {
 	err        error
 }
 
+// attemptTimeout is an attempt that ran out of the endpoint's timeout; it
+// is a context.DeadlineExceeded, which its class in the metrics reads.
+type attemptTimeout struct{ after time.Duration }
+
+func (t attemptTimeout) Error() string { return fmt.Sprintf("timed out after %s", t.after) }
+func (attemptTimeout) Unwrap() error   { return context.DeadlineExceeded }
+
 // do signs and posts body to the endpoint, within the endpoint's timeout.
 func (a *Attempter) do(ctx context.Context, endpoint *routes.Route, event *store.Event, body []byte, now time.Time) result {
 	started := time.Now()
@@ -136,7 +143,7 @@ func (a *Attempter) do(ctx context.Context, endpoint *routes.Route, event *store
 	out := a.post(ctx, endpoint, event, body, now)
 	out.duration = time.Since(started)
 	if out.err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		out.err = fmt.Errorf("timed out after %s", endpoint.Timeout.Duration)
+		out.err = attemptTimeout{after: endpoint.Timeout.Duration}
 	}
 	return out
 }

@@ -132,10 +132,10 @@ func (e *Engine) attempt(t task) *task {
 		record.Error = out.err.Error()
 	}
 	outcome := classify(endpoint, out.status, out.err)
-	e.Metrics.Attempts.WithLabelValues(string(outcome)).Inc()
 	e.Metrics.AttemptDuration.Observe(out.duration.Seconds())
 
 	finished := e.Clock.Now()
+	e.Metrics.observeAttempt(delivery.Namespace, delivery.Attempts == 1, delivery.CreatedAt, now, finished, out.status, out.err, outcome == OutcomeSuccess)
 	delivery.UpdatedAt = finished.UTC()
 	var health *store.Health
 	var change Change
@@ -167,9 +167,9 @@ func (e *Engine) attempt(t task) *task {
 	var next *task
 	switch delivery.State {
 	case store.Succeeded:
-		e.Metrics.Deliveries.WithLabelValues("succeeded").Inc()
+		e.Metrics.Deliveries.WithLabelValues(delivery.Namespace, stateSucceeded).Inc()
 	case store.Failed:
-		e.Metrics.Deliveries.WithLabelValues("failed").Inc()
+		e.Metrics.Deliveries.WithLabelValues(delivery.Namespace, stateFailed).Inc()
 		e.Log.Info("delivery failed", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID,
 			"attempts", delivery.Attempts, "error", record.Error, "status", record.StatusCode)
 	case store.Pending:
@@ -200,8 +200,7 @@ func (e *Engine) hold(ctx context.Context, delivery store.Delivery) {
 		e.Log.Error(err, "holding a delivery; it stays pending", "delivery", delivery.ID)
 		return
 	}
-	e.Metrics.Held.Inc()
-	e.Metrics.Deliveries.WithLabelValues("held").Inc()
+	e.Metrics.Deliveries.WithLabelValues(delivery.Namespace, stateHeld).Inc()
 	e.countHeld(heldChanges([]store.Delivery{delivery}, 1))
 	e.heldBehind(ctx, routes.ID(delivery.Namespace, delivery.Endpoint))
 }

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -159,15 +160,15 @@ func (p EgressPolicy) check(addr netip.Addr) error {
 	}
 	kind, translation, embedded := classifyAddress(bare)
 	if kind != "" {
-		return fmt.Errorf("egress refused: %s is %s address (allow it with --egress-allow-cidr)", addr, withArticle(kind))
+		return fmt.Errorf("%w: %s is %s address (allow it with --egress-allow-cidr)", errEgressRefused, addr, withArticle(kind))
 	}
 	for _, inner := range embedded {
 		if p.allowed(inner) {
 			continue
 		}
 		if innerKind, _, _ := classifyAddress(inner); innerKind != "" {
-			return fmt.Errorf("egress refused: %s is %s address embedding %s, %s address (allow it with --egress-allow-cidr)",
-				addr, withArticle(translation), inner, withArticle(innerKind))
+			return fmt.Errorf("%w: %s is %s address embedding %s, %s address (allow it with --egress-allow-cidr)",
+				errEgressRefused, addr, withArticle(translation), inner, withArticle(innerKind))
 		}
 	}
 	return nil
@@ -180,12 +181,16 @@ func withArticle(kind string) string {
 	return "a " + kind
 }
 
+// errEgressRefused starts every refusal of the policy, so that an attempt
+// it stopped is told from a network failure.
+var errEgressRefused = errors.New("egress refused")
+
 // control runs on the resolved address just before connect, so that no
 // name, redirect or DNS answer can reach a refused address.
 func (p EgressPolicy) control(_, address string, _ syscall.RawConn) error {
 	addrPort, err := netip.ParseAddrPort(address)
 	if err != nil {
-		return fmt.Errorf("egress refused: cannot read address %q: %w", address, err)
+		return fmt.Errorf("%w: cannot read address %q: %w", errEgressRefused, address, err)
 	}
 	return p.check(addrPort.Addr())
 }

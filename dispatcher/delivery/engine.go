@@ -125,6 +125,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		held: heldCounts{counts: map[string]int64{}},
 	}
 	e.written = sync.NewCond(&e.writtenMu)
+
 	e.attempts, e.cancelAttempts = context.WithCancel(context.Background())
 	e.table.Store(&routes.Table{})
 	healths, err := opts.Store.Healths(ctx)
@@ -132,6 +133,9 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 		return nil, err
 	}
 	e.health = newTracker(healths)
+	if err := opts.Metrics.registerState(e); err != nil {
+		return nil, fmt.Errorf("registering the engine's gauges: %w", err)
+	}
 	for i := range e.records {
 		e.records[i] = make(chan store.AttemptRecord, maxRecordBatch)
 		e.writers.Add(1)
@@ -178,10 +182,10 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 		return store.Accepted{}, err
 	}
 	if accepted.Duplicate {
-		e.Metrics.Events.WithLabelValues("duplicate").Inc()
+		e.Metrics.Events.WithLabelValues(namespace, "duplicate").Inc()
 		return accepted, nil
 	}
-	e.Metrics.Events.WithLabelValues("accepted").Inc()
+	e.Metrics.Events.WithLabelValues(namespace, "accepted").Inc()
 	var theirs []store.Delivery
 	// The default body, built once for all the event's deliveries.
 	var body []byte
@@ -190,8 +194,7 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 	for _, delivery := range accepted.Deliveries {
 		if delivery.State == store.Held {
 			held[routes.ID(namespace, delivery.Endpoint)]++
-			e.Metrics.Held.Inc()
-			e.Metrics.Deliveries.WithLabelValues("held").Inc()
+			e.Metrics.Deliveries.WithLabelValues(namespace, stateHeld).Inc()
 			e.heldBehind(ctx, routes.ID(namespace, delivery.Endpoint))
 			continue
 		}
@@ -328,7 +331,6 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 		return err
 	}
 	released, err := e.requeue(ctx, held)
-	e.Metrics.Held.Sub(float64(released))
 	if err != nil {
 		return err
 	}
@@ -437,7 +439,6 @@ func (e *Engine) releaseChunkNow(chunk []store.Delivery) (int, error) {
 		return 0, nil
 	}
 	requeued, err := e.requeueChunk(e.attempts, chunk)
-	e.Metrics.Held.Sub(float64(len(requeued)))
 	return len(requeued), err
 }
 

@@ -43,7 +43,6 @@ func (q *queue) setStrict(strict bool) []task {
 		q.startLineWorker()
 	case !strict && q.strict:
 		moved := q.line
-		q.engine.Metrics.QueueDepth.Sub(float64(len(moved)))
 		q.strict, q.line, q.blocked = false, nil, false
 		q.signal()
 		return moved
@@ -67,7 +66,6 @@ func (q *queue) insertInLine(t task) {
 		return
 	}
 	q.line = slices.Insert(q.line, i, t)
-	q.engine.Metrics.QueueDepth.Inc()
 }
 
 func (q *queue) startLineWorker() {
@@ -142,7 +140,6 @@ func (q *queue) workInLine() {
 		q.line[0] = task{}
 		q.line = q.line[1:]
 		q.mu.Unlock()
-		e.Metrics.QueueDepth.Dec()
 		if holdHead {
 			e.hold(context.Background(), head.delivery)
 			continue

@@ -15,7 +15,6 @@ import (
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -160,10 +159,10 @@ func TestStrictHeldDeliveriesReleasedInOrder(t *testing.T) {
 	engine := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, &jumpingClock{})
 
 	ids := publishEvents(t, engine, 0, 30)
-	g.Eventually(func() float64 { return testutil.ToFloat64(engine.Metrics.Held) }).WithTimeout(30 * time.Second).
+	g.Eventually(func() float64 { return heldGauge(t, engine) }).WithTimeout(30 * time.Second).
 		WithPolling(10 * time.Millisecond).Should(BeNumerically(">=", 1))
 	ids = append(ids, publishEvents(t, engine, 30, 60)...)
-	g.Eventually(func() float64 { return testutil.ToFloat64(engine.Metrics.Held) }).WithTimeout(30 * time.Second).
+	g.Eventually(func() float64 { return heldGauge(t, engine) }).WithTimeout(30 * time.Second).
 		WithPolling(10 * time.Millisecond).Should(Equal(56.0))
 	g.Expect(receiver.Delivered()).To(Equal(ids[:3]))
 

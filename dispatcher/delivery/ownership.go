@@ -38,8 +38,9 @@ const recentlyFinished = 30 * time.Second
 type ledger struct {
 	mu    sync.Mutex
 	owned [store.Partitions]bool
-	// tracked are the deliveries in the engine, by id, with their partition.
-	tracked map[string]int
+	// tracked are the deliveries in the engine, by id: what the gauges of
+	// pending deliveries are read from, on each scrape.
+	tracked map[string]trackedDelivery
 	// finished, and previous before it, are ids recently written as no
 	// longer pending; they swap every recentlyFinished.
 	finished, previous map[string]bool
@@ -48,8 +49,16 @@ type ledger struct {
 	remember bool
 }
 
+// trackedDelivery is what the ledger keeps of a delivery in the engine.
+type trackedDelivery struct {
+	partition int
+	// endpoint is "<namespace>/<name>".
+	endpoint  string
+	createdAt time.Time
+}
+
 func newLedger(shared bool) *ledger {
-	return &ledger{tracked: map[string]int{}, finished: map[string]bool{}, previous: map[string]bool{}, remember: shared}
+	return &ledger{tracked: map[string]trackedDelivery{}, finished: map[string]bool{}, previous: map[string]bool{}, remember: shared}
 }
 
 // owns reports whether the engine owns the endpoint's partition.
@@ -69,8 +78,18 @@ func (l *ledger) track(delivery store.Delivery) bool {
 	if _, ok := l.tracked[delivery.ID]; ok || !l.owned[partition] || l.finished[delivery.ID] || l.previous[delivery.ID] {
 		return false
 	}
-	l.tracked[delivery.ID] = partition
+	l.tracked[delivery.ID] = trackedDelivery{partition: partition, endpoint: routes.ID(delivery.Namespace, delivery.Endpoint), createdAt: delivery.CreatedAt}
 	return true
+}
+
+// eachPending calls f with the endpoint ("<namespace>/<name>") and creation
+// time of each delivery in the engine, under the ledger's lock.
+func (l *ledger) eachPending(f func(endpoint string, createdAt time.Time)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, tracked := range l.tracked {
+		f(tracked.endpoint, tracked.createdAt)
+	}
 }
 
 // done lets deliveries go once their new state is stored; finished ones are
@@ -100,8 +119,8 @@ func (l *ledger) setOwned(partitions []int, owned bool) (dropped []string) {
 	if owned {
 		return nil
 	}
-	for id, partition := range l.tracked {
-		if !l.owned[partition] {
+	for id, tracked := range l.tracked {
+		if !l.owned[tracked.partition] {
 			dropped = append(dropped, id)
 			delete(l.tracked, id)
 		}
@@ -170,7 +189,6 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 	for _, id := range strictHeld {
 		e.queueFor(id).block()
 	}
-	e.Metrics.Held.Add(float64(held))
 	released, err := e.requeue(ctx, releasable)
 	if err != nil {
 		return pending + released, held, err

@@ -90,7 +90,11 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 		if skipped := len(poisoned) - countTrue(applied); skipped > 0 {
 			e.Log.Info("poisoned deliveries not failed: they had moved on in the store", "count", skipped)
 		}
-		e.Metrics.Deliveries.WithLabelValues("failed").Add(float64(countTrue(applied)))
+		for i, record := range poisoned {
+			if applied[i] {
+				e.Metrics.Deliveries.WithLabelValues(record.Delivery.Namespace, stateFailed).Inc()
+			}
+		}
 		for _, c := range changes {
 			if applied[c.record] {
 				e.Status.HealthChanged(c.endpoint, c.health, c.change)

@@ -66,7 +66,6 @@ func (q *queue) push(t task) {
 		return
 	}
 	q.ready.push(t)
-	q.engine.Metrics.QueueDepth.Inc()
 	if q.workers < q.maxInFlight {
 		q.workers++
 		q.spawn(q.work)
@@ -95,7 +94,6 @@ func (q *queue) work() {
 		}
 		t := q.ready.pop()
 		q.mu.Unlock()
-		q.engine.Metrics.QueueDepth.Dec()
 		if !q.admit() {
 			q.mu.Lock()
 			q.workers--
@@ -128,7 +126,6 @@ func (q *queue) stop() {
 		close(q.stopping)
 	}
 	q.stopped = true
-	q.engine.Metrics.QueueDepth.Sub(float64(q.ready.len() + len(q.line)))
 	q.ready, q.line = fifo{}, nil
 }
 

@@ -13,7 +13,6 @@ import (
 	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
@@ -122,7 +121,7 @@ func TestReleaseGoesInChunksOldestFirst(t *testing.T) {
 	engine.releaseChunk = 10
 
 	ids := publishEvents(t, engine, 0, 35)
-	g.Expect(testutil.ToFloat64(engine.Metrics.Held)).To(Equal(35.0))
+	g.Expect(heldGauge(t, engine)).To(Equal(35.0))
 	route.ReenableToken = "1"
 	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
 
@@ -135,7 +134,7 @@ func TestReleaseGoesInChunksOldestFirst(t *testing.T) {
 	g.Expect(sizes).To(Equal([]int{10, 10, 10, 5}))
 	released := slices.Concat(writes...)
 	g.Expect(slices.IsSorted(released)).To(BeTrue(), "released oldest first: %v", released)
-	g.Expect(testutil.ToFloat64(engine.Metrics.Held)).To(BeZero())
+	g.Expect(heldGauge(t, engine)).To(BeZero())
 }
 
 // TestStartCopiesNoHeldDeliveries: reading what the store holds at start
@@ -210,7 +209,7 @@ func TestReleaseDoesNotHoldUpTheTable(t *testing.T) {
 
 	open()
 	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
-	g.Eventually(func() float64 { return testutil.ToFloat64(engine.Metrics.Held) }).Should(BeZero())
+	g.Eventually(func() float64 { return heldGauge(t, engine) }).Should(BeZero())
 }
 
 // TestReleaseRequestsCoalesce: re-reads of the store that ask again for an

@@ -14,12 +14,14 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
@@ -60,6 +62,29 @@ type Handler struct {
 	// ahead of older stored ones), and while the store is out of reach.
 	// Nil: always ready.
 	Ready func() error
+	// Refused counts the publishes answered with one of RefusalCodes, by
+	// code (NewRefusedCounter); nil counts none.
+	Refused *prometheus.CounterVec
+}
+
+// RefusalCodes are the answers to a publish that hookrelay_publishes_refused_total
+// counts: a malformed event, no or a refused token, no RBAC grant, a body
+// over the limit, too many failed authentications, not ready.
+var RefusalCodes = []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestEntityTooLarge,
+	http.StatusTooManyRequests, http.StatusServiceUnavailable}
+
+// NewRefusedCounter registers hookrelay_publishes_refused_total, with every
+// code's series at zero, so that a rate over it exists before the first
+// refusal.
+func NewRefusedCounter(registerer prometheus.Registerer) *prometheus.CounterVec {
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookrelay_publishes_refused_total", Help: "Publishes refused, by the HTTP status code answered (400, 401, 403, 413, 429, 503).",
+	}, []string{"code"})
+	for _, code := range RefusalCodes {
+		refused.WithLabelValues(strconv.Itoa(code))
+	}
+	registerer.MustRegister(refused)
+	return refused
 }
 
 // route is one operation the API serves: the document served at
@@ -73,7 +98,7 @@ type route struct {
 // routes are the API's operations, the probes and the API's document.
 func (h *Handler) routes() []route {
 	return []route{
-		{"POST /v1/namespaces/{namespace}/events", h.authorized("create", "events", h.whenReady(h.publish))},
+		{"POST /v1/namespaces/{namespace}/events", h.countRefusals(h.authorized("create", "events", h.whenReady(h.publish)))},
 		{"GET /v1/namespaces/{namespace}/events/{id}", h.authorized("get", "deliveries", h.event)},
 		{"GET /v1/namespaces/{namespace}/endpoints/{endpoint}/deliveries", h.authorized("list", "deliveries", h.endpointDeliveries)},
 		{"POST /v1/namespaces/{namespace}/deliveries/{id}/retry", h.authorized("update", "deliveries", h.whenReady(h.retry))},
@@ -153,9 +178,52 @@ func (h *Handler) authorized(verb, resource string, next http.HandlerFunc) http.
 	}
 }
 
+// countRefusals counts the answers of next that are refusals (Refused).
+func (h *Handler) countRefusals(next http.HandlerFunc) http.HandlerFunc {
+	if h.Refused == nil {
+		return next
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		recorder := &statusRecorder{ResponseWriter: w}
+		next(recorder, r)
+		if slices.Contains(RefusalCodes, recorder.status) {
+			h.Refused.WithLabelValues(strconv.Itoa(recorder.status)).Inc()
+		}
+	}
+}
+
+// statusRecorder remembers the status code written through it.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	namespace := r.PathValue("namespace")
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBody))
+	// The server's own writer: over the limit, MaxBytesReader has it close
+	// the connection, which it cannot do through a wrapper.
+	server := w
+	if wrapped, ok := w.(*statusRecorder); ok {
+		server = wrapped.ResponseWriter
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(server, r.Body, h.MaxBody))
 	var tooLarge *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooLarge):

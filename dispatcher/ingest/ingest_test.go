@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
@@ -339,6 +340,58 @@ func TestPublishAnswerMatchesJSON(t *testing.T) {
 			}
 		} else if strings.Contains(want, `"id":"`+test.id+`"`) {
 			t.Errorf("plainJSONString(%q) is false, yet writeJSON wrote it as is: %q", test.id, want)
+		}
+	}
+}
+
+// TestRefusalsCounted: each refused publish counts once under its status
+// code; accepted ones and other routes' answers count nothing.
+func TestRefusalsCounted(t *testing.T) {
+	var ready atomic.Bool
+	registry := prometheus.NewRegistry()
+	refused := NewRefusedCounter(registry)
+	mux := http.NewServeMux()
+	(&Handler{Publisher: &recordingPublisher{}, MaxBody: 64, Log: logr.Discard(), Refused: refused, Ready: func() error {
+		if !ready.Load() {
+			return errors.New("the dispatcher is starting")
+		}
+		return nil
+	}}).Register(mux)
+	send := func(path, body string) int {
+		response := httptest.NewRecorder()
+		mux.ServeHTTP(response, httptest.NewRequest(http.MethodPost, path, strings.NewReader(body)))
+		return response.Code
+	}
+	valid := `{"type":"order.paid"}`
+	for _, c := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/v1/namespaces/palm/events", valid, http.StatusServiceUnavailable},
+		{"/v1/namespaces/palm/deliveries/dlv_1/retry", "", http.StatusServiceUnavailable}, // not a publish
+	} {
+		if got := send(c.path, c.body); got != c.want {
+			t.Fatalf("POST %s answered %d, want %d", c.path, got, c.want)
+		}
+	}
+	ready.Store(true)
+	for _, c := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/v1/namespaces/palm/events", valid, http.StatusAccepted},
+		{"/v1/namespaces/palm/events", `{"type":""}`, http.StatusBadRequest},
+		{"/v1/namespaces/Palm/events", valid, http.StatusBadRequest},
+		{"/v1/namespaces/palm/events", `{"type":"order.paid","data":"` + strings.Repeat("x", 64) + `"}`, http.StatusRequestEntityTooLarge},
+	} {
+		if got := send(c.path, c.body); got != c.want {
+			t.Fatalf("POST %s %s answered %d, want %d", c.path, c.body, got, c.want)
+		}
+	}
+	want := map[string]float64{"400": 2, "401": 0, "403": 0, "413": 1, "429": 0, "503": 1}
+	for code, count := range want {
+		if got := testutil.ToFloat64(refused.WithLabelValues(code)); got != count {
+			t.Errorf("hookrelay_publishes_refused_total{code=%q} = %g, want %g", code, got, count)
 		}
 	}
 }

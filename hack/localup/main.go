@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -59,6 +60,8 @@ func run() error {
 	sampleURLBase := flag.String("sample-url-base", "",
 		"Applies config/samples/ with each WebhookEndpoint's spec.url rewritten to <base>/<name>; default http://<receiver-address>, the sample receiver.")
 	webhookAddress := flag.String("webhook-address", "127.0.0.1:9443", "Where the manager serves the admission webhook.")
+	managerMetricsAddress := flag.String("manager-metrics-address", "127.0.0.1:8082",
+		"Where the manager serves its Prometheus metrics, over plain HTTP on loopback (in a cluster: HTTPS with a token); 0 turns them off.")
 	flag.Parse()
 	if *store != storeBolt && *store != storePostgres {
 		return fmt.Errorf("--store=%s: want %s or %s", *store, storeBolt, storePostgres)
@@ -130,7 +133,7 @@ func run() error {
 	// makes the certificate and sets the URL and caBundle.
 	manager, err := start(filepath.Join(binDirAbs, "manager"), []string{"KUBECONFIG=" + kubeconfig}, managerLog,
 		"--allow-insecure-endpoints", "--routes-namespace="+operatorNamespace,
-		"--metrics-bind-address=0", "--health-probe-bind-address=127.0.0.1:0",
+		"--metrics-bind-address="+*managerMetricsAddress, "--metrics-secure=false", "--health-probe-bind-address=127.0.0.1:0",
 		"--webhook-bind-address="+*webhookAddress, "--webhook-url=https://"+*webhookAddress)
 	if err != nil {
 		return err
@@ -140,6 +143,9 @@ func run() error {
 		return fmt.Errorf("%w (see %s)", err, managerLog)
 	}
 	step("admission webhook serving on https://%s", *webhookAddress)
+	if *managerMetricsAddress != "0" && !strings.HasSuffix(*managerMetricsAddress, ":0") {
+		step("manager metrics on http://%s/metrics", *managerMetricsAddress)
+	}
 
 	dispatchers, stopDispatchers, err := startDispatchers(dataDir, binDirAbs, kubeconfig, *store, []string{*dispatcherAddress, *replicaAddress})
 	if err != nil {

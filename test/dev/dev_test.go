@@ -46,7 +46,7 @@ func (l *localup) printed() string {
 func start(t *testing.T, store, dataDir string) *localup {
 	t.Helper()
 	cmd := exec.Command("make", "dev", "STORE="+store, "DEV_DIR="+dataDir,
-		"DEV_FLAGS=--dispatcher-address=127.0.0.1:0 --replica-address=127.0.0.1:0 --receiver-address=127.0.0.1:0")
+		"DEV_FLAGS=--dispatcher-address=127.0.0.1:0 --replica-address=127.0.0.1:0 --receiver-address=127.0.0.1:0 --manager-metrics-address=127.0.0.1:0")
 	cmd.Dir = testenv.RepoRoot()
 	// Its own process group, so that Ctrl-C reaches make and its children
 	// as it does in a terminal.

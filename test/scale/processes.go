@@ -40,7 +40,7 @@ func (m *managerProcess) start() error {
 		return err
 	}
 	args := append([]string{"--allow-insecure-endpoints", "--routes-namespace=" + routesNamespace, "--zap-log-level=error",
-		"--metrics-bind-address=" + metricsAddress, "--health-probe-bind-address=127.0.0.1:0",
+		"--metrics-bind-address=" + metricsAddress, "--metrics-secure=false", "--health-probe-bind-address=127.0.0.1:0",
 		"--webhook-bind-address=" + webhookAddress, "--webhook-url=https://" + webhookAddress}, m.extraArgs...)
 	p, err := startProcess("manager", m.binary, m.log, []string{"KUBECONFIG=" + m.kubeconfig}, args...)
 	if err != nil {
