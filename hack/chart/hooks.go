@@ -25,6 +25,9 @@ type markers struct {
 // list's item shares the line with its "- ".
 var markerPattern = regexp.MustCompile(`(?:__|zz)helm_(\d+)__`)
 
+// templateDelimiters are Go template delimiters in config's text.
+var templateDelimiters = regexp.MustCompile(`\{\{|\}\}`)
+
 func (m *markers) add(expand func(line, marker string) (string, error)) string {
 	m.expansions = append(m.expansions, expand)
 	return fmt.Sprintf("__helm_%d__", len(m.expansions)-1)
@@ -102,6 +105,12 @@ func (t template) render(image string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// config's own braces (a PrometheusRule's {{ $value }}) are kept for
+	// Prometheus, not taken by Helm; the release's namespace is Helm's.
+	const namespaceMarker = "__helm_release_namespace__"
+	text = strings.ReplaceAll(text, releaseNamespace, namespaceMarker)
+	text = templateDelimiters.ReplaceAllStringFunc(text, func(delimiter string) string { return "{{`" + delimiter + "`}}" })
+	text = strings.ReplaceAll(text, namespaceMarker, releaseNamespace)
 	if text, err = m.expand(text); err != nil {
 		return "", err
 	}
@@ -303,6 +312,12 @@ func dispatcherHooks(o object, m *markers) error {
     secretName: {{ .Values.tls.secretName }}
     # Readable by the container's group (fsGroup) only.
     defaultMode: 0440
+    # Not ca.key, which the manager keeps there to renew the certificate.
+    items:
+    - key: tls.crt
+      path: tls.crt
+    - key: tls.key
+      path: tls.key
 {{- end }}`
 	}))
 	return nil
@@ -379,41 +394,37 @@ func networkPolicyHooks(o object, m *markers) error {
 	return nil
 }
 
-// serviceMonitorHooks: the dispatcher is scraped over TLS with tls.enabled,
-// trusting the CA of its certificate's Secret.
+// serviceMonitorHooks: config/ scrapes the dispatcher over TLS, trusting
+// the CA of its certificate's Secret; without tls.enabled the chart's
+// dispatcher serves plain HTTP, and is scraped so.
 func serviceMonitorHooks(o object, m *markers) error {
 	endpoints := asList(o["spec"].(map[string]any)["endpoints"])
 	if len(endpoints) == 0 {
 		return fmt.Errorf("no endpoints")
 	}
+	if o.name() != "hookrelay-dispatcher" {
+		return nil
+	}
 	for _, endpoint := range endpoints {
 		e := endpoint.(map[string]any)
-		// config/'s scheme and tlsConfig, without tls.enabled.
-		plain := map[string]any{}
-		for _, key := range []string{"scheme", "tlsConfig"} {
-			if value, ok := e[key]; ok {
-				plain[key] = value
-				delete(e, key)
-			}
+		tlsConfig, ok := e["tlsConfig"].(map[string]any)
+		if !ok {
+			return fmt.Errorf("config/'s dispatcher ServiceMonitor has no tlsConfig; the chart expects it to trust the dispatcher's CA")
 		}
-		otherwise := ""
-		if len(plain) > 0 {
-			out, err := yaml.Marshal(plain)
-			if err != nil {
-				return err
-			}
-			otherwise = "{{- else }}\n" + strings.TrimRight(string(out), "\n") + "\n"
+		if serverName, ok := tlsConfig["serverName"].(string); ok {
+			tlsConfig["serverName"] = strings.ReplaceAll(serverName, configNamespace, releaseNamespace)
 		}
+		if secret, ok := tlsConfig["ca"].(map[string]any)["secret"].(map[string]any); ok {
+			secret["name"] = m.scalar(".Values.tls.secretName")
+		}
+		out, err := yaml.Marshal(map[string]any{"scheme": e["scheme"], "tlsConfig": tlsConfig})
+		if err != nil {
+			return err
+		}
+		delete(e, "scheme")
+		delete(e, "tlsConfig")
 		e[m.lines(func(int) string {
-			return `{{- if .Values.tls.enabled }}
-scheme: https
-tlsConfig:
-  serverName: hookrelay-dispatcher.{{ .Release.Namespace }}.svc
-  ca:
-    secret:
-      name: {{ .Values.tls.secretName }}
-      key: ca.crt
-` + otherwise + `{{- end }}`
+			return "{{- if .Values.tls.enabled }}\n" + strings.TrimRight(string(out), "\n") + "\n{{- else }}\nscheme: http\n{{- end }}"
 		})] = nil
 	}
 	return nil

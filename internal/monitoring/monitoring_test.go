@@ -45,7 +45,7 @@ func TestConfigDecodesStrictly(t *testing.T) {
 			ports[monitor.Spec.Selector.MatchLabels["app.kubernetes.io/component"]] = endpoint.Port
 		}
 	}
-	if want := map[string]string{"dispatcher": "http", "manager": "metrics"}; !maps.Equal(ports, want) {
+	if want := map[string]string{"dispatcher": "https", "manager": "metrics"}; !maps.Equal(ports, want) {
 		t.Errorf("ServiceMonitor ports by component: %v, want %v", ports, want)
 	}
 	alerts := map[string]bool{}

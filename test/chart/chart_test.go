@@ -54,7 +54,7 @@ func TestChartFollowsConfig(t *testing.T) {
 		{name: "default", dirs: []string{"default"}},
 		{name: "postgres", values: []string{"store.type=postgres"}, dirs: []string{"postgres"}},
 		{name: "network policy", values: []string{"networkPolicy.enabled=true"}, dirs: []string{"production"}},
-		{name: "service monitors", values: []string{"metrics.serviceMonitor.enabled=true"}, dirs: []string{"default", "prometheus"}},
+		{name: "service monitors and alerts", values: []string{"metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"}, dirs: []string{"default", "prometheus"}},
 	} {
 		t.Run(install.name, func(t *testing.T) {
 			g := NewWithT(t)
@@ -91,7 +91,7 @@ func TestChartWithValuesPassesServerDryRun(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rendered := helmTemplate(ctx, g,
-		"store.type=postgres", "tls.enabled=true", "metrics.serviceMonitor.enabled=true",
+		"store.type=postgres", "tls.enabled=true", "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true",
 		"networkPolicy.enabled=true", "pdb.enabled=false", "store.postgres.replicas=5", "store.postgres.dsnSecretName=db",
 		"dispatcher.headerPrefix=Acme", "dispatcher.egressAllowCIDRs={10.1.0.0/16,10.2.0.0/16}",
 		"networkPolicy.egressAllowCIDRs={10.3.0.0/16}", "dispatcher.extraArgs={--retention=72h}",
