@@ -256,34 +256,9 @@ func run(ctx context.Context, opts options) error {
 		return err
 	}
 	mux.Handle("GET /metrics", serveMetrics)
-	listener, err := net.Listen("tcp", opts.listen)
+	server, serveErr, err := startServer(ctx, opts, mux, log)
 	if err != nil {
 		return err
-	}
-	// Every phase of a connection has a deadline, so a slow or hostile
-	// client (authenticated or not) cannot hold one open.
-	server := &http.Server{Handler: mux, ReadHeaderTimeout: opts.readHeaderTimeout, ReadTimeout: opts.readTimeout,
-		WriteTimeout: opts.writeTimeout, IdleTimeout: opts.idleTimeout}
-	if opts.tlsCertFile != "" {
-		if server.TLSConfig, err = watchCertificate(ctx, opts.tlsCertFile, opts.tlsKeyFile, log); err != nil {
-			return err
-		}
-	}
-	serveErr := make(chan error, 1)
-	go func() {
-		if server.TLSConfig != nil {
-			// The certificate comes from TLSConfig.GetCertificate.
-			serveErr <- server.ServeTLS(listener, "", "")
-			return
-		}
-		serveErr <- server.Serve(listener)
-	}()
-	log.Info("listening", "address", listener.Addr().String(), "tls", opts.tlsCertFile != "", "namespace", opts.namespace, "headerPrefix", opts.headerPrefix,
-		"store", opts.store)
-	if opts.listenFile != "" {
-		if err := writeFileAtomically(opts.listenFile, []byte(listener.Addr().String())); err != nil {
-			return fmt.Errorf("--listen-address-file: %w", err)
-		}
 	}
 
 	watcher := &routes.Watcher{
@@ -690,4 +665,42 @@ func resync(ctx context.Context, engine *delivery.Engine, log logr.Logger) {
 			}
 		}
 	}
+}
+
+// startServer listens on --listen-address and serves handler there, over TLS
+// with a certificate read again when its files change if --tls-cert-file is
+// set; the channel gets the error serving ends with.
+func startServer(ctx context.Context, opts options, handler http.Handler, log logr.Logger) (*http.Server, <-chan error, error) {
+	listener, err := net.Listen("tcp", opts.listen)
+	if err != nil {
+		return nil, nil, err
+	}
+	// Every phase of a connection has a deadline, so a slow or hostile
+	// client (authenticated or not) cannot hold one open.
+	server := &http.Server{Handler: handler, ReadHeaderTimeout: opts.readHeaderTimeout, ReadTimeout: opts.readTimeout,
+		WriteTimeout: opts.writeTimeout, IdleTimeout: opts.idleTimeout}
+	if opts.tlsCertFile != "" {
+		if server.TLSConfig, err = watchCertificate(ctx, opts.tlsCertFile, opts.tlsKeyFile, log); err != nil {
+			listener.Close()
+			return nil, nil, err
+		}
+	}
+	serveErr := make(chan error, 1)
+	go func() {
+		if server.TLSConfig != nil {
+			// The certificate comes from TLSConfig.GetCertificate.
+			serveErr <- server.ServeTLS(listener, "", "")
+			return
+		}
+		serveErr <- server.Serve(listener)
+	}()
+	log.Info("listening", "address", listener.Addr().String(), "tls", opts.tlsCertFile != "", "namespace", opts.namespace, "headerPrefix", opts.headerPrefix,
+		"store", opts.store)
+	if opts.listenFile != "" {
+		if err := writeFileAtomically(opts.listenFile, []byte(listener.Addr().String())); err != nil {
+			server.Close()
+			return nil, nil, fmt.Errorf("--listen-address-file: %w", err)
+		}
+	}
+	return server, serveErr, nil
 }
