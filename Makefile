@@ -136,7 +136,9 @@ test-e2e: manifests generate controlplane helm ## Run the end-to-end tests: mana
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane HELM=$(HELM) go test $(GO_TEST_FLAGS) ./test/e2e/...
 
 .PHONY: test-dev
-test-dev: manifests generate controlplane ## Run the `make dev` test: the local stack comes up from scratch and delivers the samples.
+# The binaries are built first: a cold build takes minutes, which the
+# test's wait for `make dev` to be ready does not allow for.
+test-dev: manifests generate controlplane binaries ## Run the `make dev` test: the local stack comes up from scratch and delivers the samples.
 	KUBEBUILDER_ASSETS=$(LOCALBIN)/controlplane go test $(GO_TEST_FLAGS) ./test/dev/...
 
 # The tests start their own PostgreSQL cluster (internal/pgtest) from the server
