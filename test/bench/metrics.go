@@ -35,20 +35,26 @@ func httpTarget(client *http.Client, url string) scrapeTarget {
 			return nil, err
 		}
 		request.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeTextPlain)))
-		response, err := client.Do(request)
-		if err != nil {
-			return nil, err
-		}
-		defer response.Body.Close()
-		body, err := io.ReadAll(response.Body)
-		if err != nil {
-			return nil, err
-		}
-		if response.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("GET %s: %s: %s", url, response.Status, bytes.TrimSpace(body))
-		}
-		return body, nil
+		return readOK(client, request)
 	}
+}
+
+// readOK sends request and returns the body of a 200 answer; another
+// status is an error that names the URL and carries the body.
+func readOK(client *http.Client, request *http.Request) ([]byte, error) {
+	response, err := client.Do(request)
+	if err != nil {
+		return nil, err
+	}
+	defer response.Body.Close()
+	body, err := io.ReadAll(response.Body)
+	if err != nil {
+		return nil, err
+	}
+	if response.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s %s: %s: %s", request.Method, request.URL, response.Status, bytes.TrimSpace(body))
+	}
+	return body, nil
 }
 
 // managerTarget gathers the in-process manager's registry, the one its

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"fmt"
 	"io"
@@ -148,17 +147,13 @@ func writeProfile(path string, p *profile.Profile) error {
 
 // fetch reads one profile from a pprof listener.
 func (p *profiler) fetch(address, query string) (*profile.Profile, error) {
-	response, err := p.client.Get("http://" + address + "/debug/pprof/" + query)
+	request, err := http.NewRequest(http.MethodGet, "http://"+address+"/debug/pprof/"+query, nil)
 	if err != nil {
 		return nil, err
 	}
-	defer response.Body.Close()
-	body, err := io.ReadAll(response.Body)
+	body, err := readOK(p.client, request)
 	if err != nil {
 		return nil, err
-	}
-	if response.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s/debug/pprof/%s: %s: %s", address, query, response.Status, bytes.TrimSpace(body))
 	}
 	parsed, err := profile.ParseData(body)
 	if err != nil {
