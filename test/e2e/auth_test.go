@@ -3,10 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -43,18 +41,7 @@ func TestPublishersNeedATokenAndTheRBACGrant(t *testing.T) {
 	token := tokenRequest.Status.Token
 
 	publish := func(namespace, token string) (int, string) {
-		request, err := http.NewRequest(http.MethodPost, d.URL+"/v1/namespaces/"+namespace+"/events", strings.NewReader(`{"type":"invoice.paid","data":{}}`))
-		g.Expect(err).NotTo(HaveOccurred())
-		request.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			request.Header.Set("Authorization", "Bearer "+token)
-		}
-		response, err := http.DefaultClient.Do(request)
-		g.Expect(err).NotTo(HaveOccurred())
-		defer response.Body.Close()
-		body, err := io.ReadAll(response.Body)
-		g.Expect(err).NotTo(HaveOccurred())
-		return response.StatusCode, string(body)
+		return d.publishAs(g, namespace, token, `{"type":"invoice.paid","data":{}}`)
 	}
 
 	for _, refused := range []struct {

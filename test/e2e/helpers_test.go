@@ -171,6 +171,23 @@ func (d *dispatcher) post(t *testing.T, url, contentType, body string) (int, map
 	return response.StatusCode, answer
 }
 
+// publishAs posts body as an event to namespace with token as the bearer
+// token (none when empty), and returns the status and the answer's body.
+func (d *dispatcher) publishAs(g Gomega, namespace, token, body string) (int, string) {
+	request, err := http.NewRequest(http.MethodPost, d.URL+"/v1/namespaces/"+namespace+"/events", strings.NewReader(body))
+	g.Expect(err).NotTo(HaveOccurred())
+	request.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		request.Header.Set("Authorization", "Bearer "+token)
+	}
+	response, err := http.DefaultClient.Do(request)
+	g.Expect(err).NotTo(HaveOccurred())
+	defer response.Body.Close()
+	answer, err := io.ReadAll(response.Body)
+	g.Expect(err).NotTo(HaveOccurred())
+	return response.StatusCode, string(answer)
+}
+
 // metric reads a metric family from the dispatcher's /metrics (served
 // without a token: --insecure-no-auth) and returns the sum of its series,
 // "0" when it has none: gauges by namespace drop a namespace with nothing

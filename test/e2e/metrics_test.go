@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -65,18 +64,8 @@ func TestMetrics(t *testing.T) {
 		})
 
 	publish := func(token, body string) int {
-		request, err := http.NewRequest(http.MethodPost, d.URL+"/v1/namespaces/"+namespace+"/events", strings.NewReader(body))
-		g.Expect(err).NotTo(HaveOccurred())
-		request.Header.Set("Content-Type", "application/json")
-		if token != "" {
-			request.Header.Set("Authorization", "Bearer "+token)
-		}
-		response, err := http.DefaultClient.Do(request)
-		g.Expect(err).NotTo(HaveOccurred())
-		defer response.Body.Close()
-		_, err = io.Copy(io.Discard, response.Body)
-		g.Expect(err).NotTo(HaveOccurred())
-		return response.StatusCode
+		status, _ := d.publishAs(g, namespace, token, body)
+		return status
 	}
 	event := func(eventType string) string { return `{"type":"` + eventType + `","data":{}}` }
 	for _, eventType := range []string{"ok.sent", "ok.sent", "client.sent", "refused.sent", "server.sent"} {
