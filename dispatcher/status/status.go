@@ -4,7 +4,8 @@
 // condition is never touched. Writes are coalesced to at most one per
 // endpoint per interval. The engine reports each new spec generation of a
 // route too, so the conditions' observedGeneration follows the spec without
-// waiting for a delivery.
+// waiting for a delivery; those writes, when they carry nothing else, go
+// after every other and at most FirstSightRate a second.
 package status
 
 import (
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -43,9 +45,19 @@ type Reporter struct {
 	Interval time.Duration
 	// Clock paces the writes and dates the conditions; the real clock when nil.
 	Clock clock.WithTicker
+	// FirstSightRate bounds the writes a second, and FirstSightBurst the
+	// writes at once, that only bring an endpoint's conditions to a new
+	// route or spec (defaults DefaultFirstSightRate, DefaultFirstSightBurst).
+	// A bulk create of 10,000 endpoints, or a restart with them loaded,
+	// would otherwise send 10,000 status writes to the API server at once,
+	// ahead of the controllers' Ready and of health changes.
+	FirstSightRate  rate.Limit
+	FirstSightBurst int
 
 	writerOnce   sync.Once
 	statusWriter *statusapply.Writer
+	limiterOnce  sync.Once
+	firstSight   *rate.Limiter
 
 	mu    sync.Mutex
 	dirty map[string]report
@@ -63,11 +75,19 @@ type Reporter struct {
 	held   map[string]int64
 }
 
+// Defaults of Reporter.FirstSightRate and FirstSightBurst.
+const (
+	DefaultFirstSightRate  rate.Limit = 10
+	DefaultFirstSightBurst            = 100
+)
+
 // report is the latest health of an endpoint, waiting to be written; the
 // conditions derive from it alone.
 type report struct {
 	endpoint *routes.Route
 	health   store.Health
+	// firstSight: nothing but a new route or spec to write (see FirstSightRate).
+	firstSight bool
 }
 
 // HealthChanged implements delivery.StatusSink.
@@ -79,8 +99,10 @@ func (r *Reporter) HealthChanged(endpoint *routes.Route, health store.Health, ch
 	if r.latest == nil {
 		r.latest = map[string]report{}
 	}
-	r.dirty[endpoint.ID] = report{endpoint: endpoint, health: health}
-	r.latest[endpoint.ID] = r.dirty[endpoint.ID]
+	queued, isQueued := r.dirty[endpoint.ID]
+	firstSight := change == delivery.ChangeObserved && (!isQueued || queued.firstSight)
+	r.dirty[endpoint.ID] = report{endpoint: endpoint, health: health, firstSight: firstSight}
+	r.latest[endpoint.ID] = report{endpoint: endpoint, health: health}
 	r.mu.Unlock()
 
 	switch change {
@@ -105,7 +127,9 @@ func (r *Reporter) HeldChanged(endpoint *routes.Route, held int64) {
 		return
 	}
 	r.held[endpoint.ID] = held
-	if _, queued := r.dirty[endpoint.ID]; queued {
+	if queued, ok := r.dirty[endpoint.ID]; ok {
+		queued.firstSight = false
+		r.dirty[endpoint.ID] = queued
 		return
 	}
 	if latest, ok := r.latest[endpoint.ID]; ok {
@@ -150,29 +174,68 @@ func (r *Reporter) Run(ctx context.Context) {
 	}
 }
 
-// Flush writes every queued change now.
+// Flush writes every queued change now, but first-sight writes only as
+// FirstSightRate allows: the others wait for a later Flush.
 func (r *Reporter) Flush(ctx context.Context) {
 	r.mu.Lock()
 	dirty := r.dirty
 	r.dirty = nil
 	r.mu.Unlock()
+	var firstSight []string
 	for id, rep := range dirty {
-		err := r.apply(ctx, rep)
-		if apierrors.IsNotFound(err) {
-			continue // the endpoint was deleted
+		if rep.firstSight {
+			firstSight = append(firstSight, id)
+			continue
 		}
-		if err != nil {
-			r.Log.Error(err, "writing endpoint status; will try again", "endpoint", id)
-			r.mu.Lock()
-			if r.dirty == nil {
-				r.dirty = map[string]report{}
-			}
-			if _, newer := r.dirty[id]; !newer {
-				r.dirty[id] = rep
-			}
-			r.mu.Unlock()
+		r.write(ctx, id, rep)
+	}
+	now := r.clock().Now()
+	for _, id := range firstSight {
+		if r.limiter().AllowN(now, 1) {
+			r.write(ctx, id, dirty[id])
+		} else {
+			r.keep(id, dirty[id])
 		}
 	}
+}
+
+// write applies one report; a failed one is queued again.
+func (r *Reporter) write(ctx context.Context, id string, rep report) {
+	err := r.apply(ctx, rep)
+	if apierrors.IsNotFound(err) {
+		return // the endpoint was deleted
+	}
+	if err != nil {
+		r.Log.Error(err, "writing endpoint status; will try again", "endpoint", id)
+		r.keep(id, rep)
+	}
+}
+
+// keep queues rep again, unless a newer report of the endpoint came meanwhile.
+func (r *Reporter) keep(id string, rep report) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.dirty == nil {
+		r.dirty = map[string]report{}
+	}
+	if _, newer := r.dirty[id]; !newer {
+		r.dirty[id] = rep
+	}
+}
+
+// limiter is the first-sight writes' limiter, made on first use.
+func (r *Reporter) limiter() *rate.Limiter {
+	r.limiterOnce.Do(func() {
+		limit, burst := r.FirstSightRate, r.FirstSightBurst
+		if limit == 0 {
+			limit = DefaultFirstSightRate
+		}
+		if burst == 0 {
+			burst = DefaultFirstSightBurst
+		}
+		r.firstSight = rate.NewLimiter(limit, burst)
+	})
+	return r.firstSight
 }
 
 func (r *Reporter) apply(ctx context.Context, rep report) error {

@@ -27,7 +27,10 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
@@ -129,6 +132,10 @@ func run(opts options) error {
 	if err != nil {
 		return err
 	}
+	endpoints, err := watchEndpoints(ctx, env.Config, env.Scheme)
+	if err != nil {
+		return err
+	}
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
 	defer receiver.Close()
 
@@ -142,7 +149,7 @@ func run(opts options) error {
 	lastCreate := time.Now()
 	fmt.Printf("created %d objects in %s (%.0f/s)\n", 2*opts.endpoints, lastCreate.Sub(started).Round(time.Millisecond),
 		float64(2*opts.endpoints)/lastCreate.Sub(started).Seconds())
-	ready, err := waitAllReady(ctx, c, opts.endpoints, 30*time.Minute)
+	ready, err := endpoints.waitAll(ctx, opts.endpoints, 30*time.Minute)
 	if err != nil {
 		return fmt.Errorf("%w (see %s)", err, manager.log)
 	}
@@ -162,7 +169,7 @@ func run(opts options) error {
 		percentile(latencies, 50).Round(time.Millisecond), percentile(latencies, 99).Round(time.Millisecond),
 		percentile(latencies, 100).Round(time.Millisecond))
 
-	restart, err := measureRestart(ctx, c, env.Config, manager, shards, opts)
+	restart, err := measureRestart(ctx, env.Config, manager, shards, endpoints, opts)
 	if err != nil {
 		return err
 	}
@@ -237,19 +244,55 @@ func (f fleet) create(ctx context.Context, c client.Client, workers int, url str
 	return <-errs
 }
 
-// waitAllReady polls the endpoints with one List until want of them are
-// Ready for their current generation, and returns when that was seen.
-func waitAllReady(ctx context.Context, c client.Reader, want int, timeout time.Duration) (time.Time, error) {
+// readyEndpoints follows every endpoint through one watch (an informer),
+// so that counting the Ready ones, however often, asks nothing of the API
+// server the controllers are waiting on. Paged Lists of 10,000 endpoints
+// every few seconds were a good part of its work.
+type readyEndpoints struct{ cache cache.Cache }
+
+func watchEndpoints(ctx context.Context, config *rest.Config, scheme *runtime.Scheme) (*readyEndpoints, error) {
+	endpoints, err := cache.New(config, cache.Options{Scheme: scheme, DefaultTransform: cache.TransformStripManagedFields()})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := endpoints.GetInformer(ctx, &hookrelayv1alpha1.WebhookEndpoint{}); err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := endpoints.Start(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "scale: watching the endpoints: %v\n", err)
+		}
+	}()
+	if !endpoints.WaitForCacheSync(ctx) {
+		return nil, fmt.Errorf("the endpoints' watch did not sync")
+	}
+	return &readyEndpoints{cache: endpoints}, nil
+}
+
+// count is the number of endpoints Ready for their current generation.
+func (r *readyEndpoints) count(ctx context.Context) (int, error) {
+	var endpoints hookrelayv1alpha1.WebhookEndpointList
+	if err := r.cache.List(ctx, &endpoints, client.UnsafeDisableDeepCopy); err != nil {
+		return 0, err
+	}
+	ready := 0
+	for _, endpoint := range endpoints.Items {
+		if condition := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady); condition != nil &&
+			condition.Status == metav1.ConditionTrue && condition.ObservedGeneration == endpoint.Generation {
+			ready++
+		}
+	}
+	return ready, nil
+}
+
+// waitAll returns when want endpoints were seen Ready.
+func (r *readyEndpoints) waitAll(ctx context.Context, want int, timeout time.Duration) (time.Time, error) {
 	deadline := time.Now().Add(timeout)
 	lastReport := time.Now()
 	for {
-		ready, err := countReady(ctx, c)
+		ready, err := r.count(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return time.Time{}, err
-			}
-			// A loaded API server can drop a List: the next poll tries again.
-			fmt.Fprintf(os.Stderr, "scale: counting Ready endpoints: %v\n", err)
+			return time.Time{}, err
 		}
 		now := time.Now()
 		if ready >= want {
@@ -262,31 +305,10 @@ func waitAllReady(ctx context.Context, c client.Reader, want int, timeout time.D
 			fmt.Fprintf(os.Stderr, "scale: %d of %d endpoints Ready\n", ready, want)
 			lastReport = now
 		}
-		// Not faster: each List of thousands of endpoints is work for the
-		// API server that the controllers wait on.
-		time.Sleep(2 * time.Second)
-	}
-}
-
-// countReady lists the endpoints in pages, so that no single response of a
-// loaded API server runs into its request timeout, and counts the Ready ones.
-func countReady(ctx context.Context, c client.Reader) (int, error) {
-	ready := 0
-	for next := ""; ; {
-		var endpoints hookrelayv1alpha1.WebhookEndpointList
-		if err := c.List(ctx, &endpoints, client.Limit(1000), client.Continue(next)); err != nil {
-			return 0, err
-		}
-		for _, endpoint := range endpoints.Items {
-			for _, condition := range endpoint.Status.Conditions {
-				if condition.Type == hookrelayv1alpha1.ConditionReady && condition.Status == metav1.ConditionTrue &&
-					condition.ObservedGeneration == endpoint.Generation {
-					ready++
-				}
-			}
-		}
-		if next = endpoints.Continue; next == "" {
-			return ready, nil
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

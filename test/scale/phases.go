@@ -82,7 +82,7 @@ type restart struct {
 // measureRestart stops the manager, starts it again and waits for it to
 // be steady (see steadyDefinition), then compares the shards'
 // resourceVersions with those from before the stop.
-func measureRestart(ctx context.Context, c client.Client, config *rest.Config, manager *managerProcess, shards *shardWrites, opts options) (restart, error) {
+func measureRestart(ctx context.Context, config *rest.Config, manager *managerProcess, shards *shardWrites, endpoints *readyEndpoints, opts options) (restart, error) {
 	before, err := shardVersions(ctx, config)
 	if err != nil {
 		return restart{}, err
@@ -106,7 +106,7 @@ func measureRestart(ctx context.Context, c client.Client, config *rest.Config, m
 		}
 		if caughtUp.IsZero() {
 			var err error
-			if pending, err = caughtUpAfterStart(ctx, c, manager, opts.endpoints); err != nil {
+			if pending, err = caughtUpAfterStart(ctx, manager, endpoints, opts.endpoints); err != nil {
 				return restart{}, err
 			}
 			if pending == "" {
@@ -134,7 +134,7 @@ func measureRestart(ctx context.Context, c client.Client, config *rest.Config, m
 // since it started: reconcile every endpoint and subscription, empty its
 // queues, have all endpoints Ready. "" means caught up. A manager that does
 // not serve its metrics yet is not caught up: that error is what is pending.
-func caughtUpAfterStart(ctx context.Context, c client.Reader, manager *managerProcess, endpoints int) (string, error) {
+func caughtUpAfterStart(ctx context.Context, manager *managerProcess, ready *readyEndpoints, endpoints int) (string, error) {
 	metrics, err := manager.metrics("workqueue_depth", "controller_runtime_reconcile_total")
 	if err != nil {
 		return fmt.Sprintf("reading the manager's metrics: %v", err), nil
@@ -153,15 +153,14 @@ func caughtUpAfterStart(ctx context.Context, c client.Reader, manager *managerPr
 	if reconciled["routes"] < 1 {
 		return "routes not compiled yet", nil
 	}
-	ready, err := countReady(ctx, c)
+	count, err := ready.count(ctx)
 	if err != nil {
-		// A dropped List is tried again; it is what is pending meanwhile.
-		return fmt.Sprintf("counting Ready endpoints: %v", err), ctx.Err()
+		return "", err
 	}
-	if ready >= endpoints {
+	if count >= endpoints {
 		return "", nil
 	}
-	return fmt.Sprintf("%d of %d endpoints Ready", ready, endpoints), nil
+	return fmt.Sprintf("%d of %d endpoints Ready", count, endpoints), nil
 }
 
 // changed counts the names whose version differs, or that only one map has.
