@@ -441,6 +441,18 @@ func literalHeaders(headers []hookrelayv1alpha1.Header) map[string]string {
 type desiredShard struct {
 	object client.Object
 	digest [sha256.Size]byte
+	// fill, when set, gives object its data: only for a shard compared in
+	// full or written, since an unchanged shard (the digest says so) needs
+	// none, and a routes ConfigMap's data is a copy of every entry.
+	fill func()
+}
+
+// full is the shard with its data.
+func (d desiredShard) full() client.Object {
+	if d.fill != nil {
+		d.fill()
+	}
+	return d.object
 }
 
 // shardDigest fingerprints a shard's entries.
@@ -467,12 +479,16 @@ type shardKind struct {
 func (r *RoutesReconciler) syncRoutes(ctx context.Context, current map[string]client.Object, shards []map[string][]byte) error {
 	desired := make([]desiredShard, len(shards))
 	for i, shard := range shards {
-		data := make(map[string]string, len(shard))
-		for k, v := range shard {
-			data[k] = string(v)
-		}
-		desired[i] = desiredShard{digest: shardDigest(shard),
-			object: &corev1.ConfigMap{ObjectMeta: r.shardMeta(routes.ShardName(routes.RoutesShardPrefix, i), routes.LabelRoutes), Data: data}}
+		object := &corev1.ConfigMap{ObjectMeta: r.shardMeta(routes.ShardName(routes.RoutesShardPrefix, i), routes.LabelRoutes)}
+		desired[i] = desiredShard{digest: shardDigest(shard), object: object, fill: func() {
+			if object.Data != nil {
+				return
+			}
+			object.Data = make(map[string]string, len(shard))
+			for k, v := range shard {
+				object.Data[k] = string(v)
+			}
+		}}
 	}
 	// maps.Equal: an empty shard reads back with nil data.
 	return r.syncShards(ctx, current, desired, shardKind{prefix: routes.RoutesShardPrefix,
@@ -550,19 +566,19 @@ func (r *RoutesReconciler) syncShards(ctx context.Context, current map[string]cl
 			}
 			want.object.SetResourceVersion(written.resourceVersion)
 		case remembered:
-			if written.digest == want.digest && sameLabels && sameData(have, want.object) {
+			if written.digest == want.digest && sameLabels && sameData(have, want.full()) {
 				// As wanted, in another version: from now on the cache's.
 				delete(r.written, name)
 				continue
 			}
 			want.object.SetResourceVersion(written.resourceVersion)
 		case !cached:
-			if err := r.Create(ctx, want.object); err != nil {
+			if err := r.Create(ctx, want.full()); err != nil {
 				return fmt.Errorf("creating shard %s/%s: %w", r.Namespace, name, err)
 			}
 			r.written[name] = writtenShard{resourceVersion: want.object.GetResourceVersion(), digest: want.digest}
 			continue
-		case sameLabels && sameData(have, want.object):
+		case sameLabels && sameData(have, want.full()):
 			continue
 		default:
 			want.object.SetResourceVersion(have.GetResourceVersion())
@@ -571,7 +587,7 @@ func (r *RoutesReconciler) syncShards(ctx context.Context, current map[string]cl
 	}
 	for _, want := range updates {
 		name := want.object.GetName()
-		if err := r.Update(ctx, want.object); err != nil {
+		if err := r.Update(ctx, want.full()); err != nil {
 			delete(r.written, name)
 			return fmt.Errorf("updating shard %s/%s: %w", r.Namespace, name, err)
 		}

@@ -6,8 +6,8 @@
 package statusapply
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -30,8 +30,9 @@ type Writer struct {
 	Client     client.Client
 	FieldOwner string
 
-	// written holds, by object UID, the JSON of the apply configuration this
-	// process last applied: a cache can still show an older status right
+	// written holds, by object UID, the SHA-256 of the JSON of the apply
+	// configuration this process last applied (not the JSON: 20,000 objects
+	// would keep megabytes): a cache can still show an older status right
 	// after a write, so the object alone cannot say whether a write is due.
 	written sync.Map
 }
@@ -49,9 +50,10 @@ func (w *Writer) Apply(ctx context.Context, uid types.UID, current client.Object
 	if err != nil {
 		return fmt.Errorf("encoding the status to apply: %w", err)
 	}
+	digest := sha256.Sum256(encoded)
 	last, wrote := w.written.Load(uid)
 	switch {
-	case wrote && !bytes.Equal(last.([]byte), encoded):
+	case wrote && last.([sha256.Size]byte) != digest:
 		// Changed since the last write: apply, whatever the cache shows.
 	case current == nil:
 		if wrote {
@@ -69,7 +71,7 @@ func (w *Writer) Apply(ctx context.Context, uid types.UID, current client.Object
 	if err := w.Client.Status().Apply(ctx, desired, client.FieldOwner(w.FieldOwner), client.ForceOwnership); err != nil {
 		return fmt.Errorf("applying status as %s: %w", w.FieldOwner, err)
 	}
-	w.written.Store(uid, encoded)
+	w.written.Store(uid, digest)
 	return nil
 }
 
