@@ -86,6 +86,12 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
+	// The API server gzips large answers for clients that accept it: each
+	// routes shard written comes back at up to --routes-shard-size, and the
+	// first Lists hold every endpoint, subscription and signing Secret.
+	// Within a cluster, compressing them costs the API server more than the
+	// bytes saved are worth.
+	config.DisableCompression = true
 	webhookHost, webhookPortText, err := net.SplitHostPort(webhookAddr)
 	if err != nil {
 		return fmt.Errorf("--webhook-bind-address %q: %w", webhookAddr, err)
