@@ -3,9 +3,12 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 )
@@ -105,4 +108,56 @@ func TestAdmissionWebhookRefusesCEL(t *testing.T) {
 			t.Fatalf("kubectl apply error does not name spec.payload.transform:\n%s", stderr)
 		}
 	})
+}
+
+// TestAdmissionWebhookSkipsPlainObjects: the API server calls the webhook
+// only for what it checks (a transform, an action annotation, a filter), so
+// that a bulk create of plain endpoints and subscriptions costs no webhook
+// round trips; its own counter of webhook calls says so.
+func TestAdmissionWebhookSkipsPlainObjects(t *testing.T) {
+	namespace := env.Namespace(t)
+	calls := func(webhook string) float64 {
+		t.Helper()
+		clientset, err := kubernetes.NewForConfig(env.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics, err := clientset.RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := 0.0
+		for line := range strings.Lines(string(metrics)) {
+			if !strings.HasPrefix(line, "apiserver_admission_webhook_request_total{") || !strings.Contains(line, `name="`+webhook+`"`) {
+				continue
+			}
+			fields := strings.Fields(line)
+			value, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+			if err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			total += value
+		}
+		return total
+	}
+	const endpoints, subscriptions = "webhookendpoints.hookrelay.dev", "webhooksubscriptions.hookrelay.dev"
+	endpointCalls, subscriptionCalls := calls(endpoints), calls(subscriptions)
+	apply := func(manifest string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, stderr, err := env.Kubectl(ctx, manifest, "apply", "-f", "-"); err != nil {
+			t.Fatalf("kubectl apply: %v: %s", err, stderr)
+		}
+	}
+	apply(fmt.Sprintf("apiVersion: hookrelay.dev/v1alpha1\nkind: WebhookEndpoint\nmetadata:\n  name: plain\n  namespace: %s\n  labels: {team: a}\nspec:\n  url: https://receiver.example/hook\n"+
+		"---\napiVersion: hookrelay.dev/v1alpha1\nkind: WebhookSubscription\nmetadata:\n  name: plain\n  namespace: %s\nspec:\n  endpointRef: {name: plain}\n  eventTypes: [\"login.*\"]\n", namespace, namespace))
+	if got, got2 := calls(endpoints), calls(subscriptions); got != endpointCalls || got2 != subscriptionCalls {
+		t.Fatalf("a plain endpoint and subscription called the webhook: %v and %v calls, want %v and %v", got, got2, endpointCalls, subscriptionCalls)
+	}
+	apply(fmt.Sprintf("apiVersion: hookrelay.dev/v1alpha1\nkind: WebhookEndpoint\nmetadata:\n  name: transformed\n  namespace: %s\nspec:\n  url: https://receiver.example/hook\n  payload:\n    transform: '{\"type\": event.type}'\n"+
+		"---\napiVersion: hookrelay.dev/v1alpha1\nkind: WebhookSubscription\nmetadata:\n  name: filtered\n  namespace: %s\nspec:\n  endpointRef: {name: plain}\n  eventTypes: [\"login.*\"]\n  filter: 'event.type != \"\"'\n", namespace, namespace))
+	if got, got2 := calls(endpoints), calls(subscriptions); got != endpointCalls+1 || got2 != subscriptionCalls+1 {
+		t.Fatalf("a transform and a filter: %v and %v webhook calls, want %v and %v", got, got2, endpointCalls+1, subscriptionCalls+1)
+	}
 }
