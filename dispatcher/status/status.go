@@ -75,11 +75,11 @@ type Reporter struct {
 	held   map[string]int64
 }
 
-// Defaults of Reporter.FirstSightRate and FirstSightBurst.
-const (
-	DefaultFirstSightRate  rate.Limit = 10
-	DefaultFirstSightBurst            = 100
-)
+// DefaultFirstSightRate is Reporter.FirstSightRate's default.
+const DefaultFirstSightRate rate.Limit = 10
+
+// DefaultFirstSightBurst is Reporter.FirstSightBurst's default.
+const DefaultFirstSightBurst = 100
 
 // report is the latest health of an endpoint, waiting to be written; the
 // conditions derive from it alone.
