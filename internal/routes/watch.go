@@ -7,6 +7,7 @@ package routes
 import (
 	"cmp"
 	"context"
+	"hash/maphash"
 	"fmt"
 	"maps"
 	"slices"
@@ -34,8 +35,8 @@ type Watcher struct {
 	// The decoded shards, kept between rebuilds so that a change decodes
 	// only the shards it touched. Used by one goroutine at a time: Start,
 	// then loop.
-	routeShards shardCache[decodedRoute]
-	keyShards   shardCache[decodedKeys]
+	routeShards shardCache[string, decodedRoute]
+	keyShards   shardCache[[]byte, decodedKeys]
 }
 
 // Start starts the informers, waits for them to sync, applies the first
@@ -109,46 +110,69 @@ func (w *Watcher) rebuild(ctx context.Context) error {
 // build makes a table of the given routes ConfigMaps and keys Secrets,
 // decoding only the shards that changed since the previous build.
 func (w *Watcher) build(configMaps, secrets []any) (*Table, []error) {
-	routeEntries := w.routeShards.sync(configMaps, func(obj any) map[string][]byte {
-		data := obj.(*corev1.ConfigMap).Data
-		out := make(map[string][]byte, len(data))
-		for k, v := range data {
-			out[k] = []byte(v)
-		}
-		return out
-	}, decodeRoute)
-	keyEntries := w.keyShards.sync(secrets, func(obj any) map[string][]byte { return obj.(*corev1.Secret).Data }, decodeKeysEntry)
+	routeEntries := w.routeShards.sync(configMaps, func(obj any) map[string]string { return obj.(*corev1.ConfigMap).Data },
+		maphash.String, func(entry, data string) decodedRoute { return decodeRoute(entry, []byte(data)) })
+	keyEntries := w.keyShards.sync(secrets, func(obj any) map[string][]byte { return obj.(*corev1.Secret).Data },
+		maphash.Bytes, decodeKeysEntry)
 	return assemble(routeEntries, keyEntries)
 }
 
 // shardCache holds the decoded entries of each shard object of one kind, by
-// UID, as of the resourceVersion they were decoded at.
-type shardCache[T any] struct {
+// UID, as of the resourceVersion they were decoded at, each with a hash of
+// its encoded value.
+type shardCache[R string | []byte, T any] struct {
+	seed   maphash.Seed
 	shards map[types.UID]*decodedShard[T]
-	// decodes counts the shards decoded, for tests.
-	decodes int
+	// decodes counts the shards read again, entryDecodes the entries
+	// decoded, for tests.
+	decodes, entryDecodes int
 }
 
 type decodedShard[T any] struct {
 	name, resourceVersion string
-	entries               map[string]T
+	entries               map[string]decodedEntry[T]
 }
 
-// sync decodes the objects new or changed since the last call, forgets the
-// deleted ones, and returns every entry. An entry briefly in two shards
-// (while they are rewritten) resolves to the shard last by name, the same
-// way every time.
-func (c *shardCache[T]) sync(objects []any, data func(any) map[string][]byte, decode func(entry string, data []byte) T) map[string]T {
+type decodedEntry[T any] struct {
+	hash  uint64
+	value T
+}
+
+// sync reads the objects new or changed since the last call, forgets the
+// deleted ones, and returns every entry. In a shard read again, only the
+// entries whose encoded value is new are decoded: a compile under a burst
+// rewrites every shard to add a few endpoints to each, and a shard split
+// moves entries unchanged. An entry briefly in two shards (while they are
+// rewritten) resolves to the shard last by name, the same way every time.
+func (c *shardCache[R, T]) sync(objects []any, data func(any) map[string]R, hash func(maphash.Seed, R) uint64,
+	decode func(entry string, data R) T) map[string]T {
+	if c.shards == nil {
+		c.seed = maphash.MakeSeed()
+	}
 	previous := c.shards
 	c.shards = make(map[types.UID]*decodedShard[T], len(objects))
+	var known map[string]decodedEntry[T] // previous entries by key, made when a shard is read
 	total := 0
 	for _, obj := range objects {
 		meta := obj.(metav1.Object)
 		shard, ok := previous[meta.GetUID()]
 		if !ok || shard.resourceVersion != meta.GetResourceVersion() {
-			shard = &decodedShard[T]{name: meta.GetName(), resourceVersion: meta.GetResourceVersion(), entries: map[string]T{}}
-			for entry, value := range data(obj) {
-				shard.entries[entry] = decode(entry, value)
+			if known == nil {
+				known = map[string]decodedEntry[T]{}
+				for _, old := range previous {
+					maps.Copy(known, old.entries)
+				}
+			}
+			raw := data(obj)
+			shard = &decodedShard[T]{name: meta.GetName(), resourceVersion: meta.GetResourceVersion(), entries: make(map[string]decodedEntry[T], len(raw))}
+			for entry, value := range raw {
+				h := hash(c.seed, value)
+				if old, ok := known[entry]; ok && old.hash == h {
+					shard.entries[entry] = old
+					continue
+				}
+				shard.entries[entry] = decodedEntry[T]{hash: h, value: decode(entry, value)}
+				c.entryDecodes++
 			}
 			c.decodes++
 		}
@@ -158,7 +182,9 @@ func (c *shardCache[T]) sync(objects []any, data func(any) map[string][]byte, de
 	shards := slices.SortedFunc(maps.Values(c.shards), func(a, b *decodedShard[T]) int { return cmp.Compare(a.name, b.name) })
 	entries := make(map[string]T, total)
 	for _, shard := range shards {
-		maps.Copy(entries, shard.entries)
+		for entry, decoded := range shard.entries {
+			entries[entry] = decoded.value
+		}
 	}
 	return entries
 }
