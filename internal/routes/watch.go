@@ -7,8 +7,8 @@ package routes
 import (
 	"cmp"
 	"context"
-	"hash/maphash"
 	"fmt"
+	"hash/maphash"
 	"maps"
 	"slices"
 
