@@ -29,7 +29,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -244,18 +246,40 @@ func (f fleet) create(ctx context.Context, c client.Client, workers int, url str
 	return <-errs
 }
 
-// readyEndpoints follows every endpoint through one watch (an informer),
-// so that counting the Ready ones, however often, asks nothing of the API
-// server the controllers are waiting on. Paged Lists of 10,000 endpoints
-// every few seconds were a good part of its work.
-type readyEndpoints struct{ cache cache.Cache }
+// readyEndpoints follows every endpoint through one watch (an informer) and
+// keeps the set of those Ready, so that counting them, however often, asks
+// nothing of the API server the controllers are waiting on (paged Lists of
+// 10,000 endpoints every few seconds were a good part of its work) and
+// costs little here.
+type readyEndpoints struct {
+	mu    sync.Mutex
+	ready map[types.UID]bool
+}
 
 func watchEndpoints(ctx context.Context, config *rest.Config, scheme *runtime.Scheme) (*readyEndpoints, error) {
 	endpoints, err := cache.New(config, cache.Options{Scheme: scheme, DefaultTransform: cache.TransformStripManagedFields()})
 	if err != nil {
 		return nil, err
 	}
-	if _, err := endpoints.GetInformer(ctx, &hookrelayv1alpha1.WebhookEndpoint{}); err != nil {
+	informer, err := endpoints.GetInformer(ctx, &hookrelayv1alpha1.WebhookEndpoint{})
+	if err != nil {
+		return nil, err
+	}
+	r := &readyEndpoints{ready: map[types.UID]bool{}}
+	if _, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    r.observe,
+		UpdateFunc: func(_, obj any) { r.observe(obj) },
+		DeleteFunc: func(obj any) {
+			if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+				obj = tombstone.Obj
+			}
+			if endpoint, ok := obj.(*hookrelayv1alpha1.WebhookEndpoint); ok {
+				r.mu.Lock()
+				delete(r.ready, endpoint.UID)
+				r.mu.Unlock()
+			}
+		},
+	}); err != nil {
 		return nil, err
 	}
 	go func() {
@@ -266,23 +290,31 @@ func watchEndpoints(ctx context.Context, config *rest.Config, scheme *runtime.Sc
 	if !endpoints.WaitForCacheSync(ctx) {
 		return nil, fmt.Errorf("the endpoints' watch did not sync")
 	}
-	return &readyEndpoints{cache: endpoints}, nil
+	return r, nil
+}
+
+// observe notes whether an endpoint is Ready for its current generation.
+func (r *readyEndpoints) observe(obj any) {
+	endpoint, ok := obj.(*hookrelayv1alpha1.WebhookEndpoint)
+	if !ok {
+		return
+	}
+	condition := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady)
+	ready := condition != nil && condition.Status == metav1.ConditionTrue && condition.ObservedGeneration == endpoint.Generation
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if ready {
+		r.ready[endpoint.UID] = true
+	} else {
+		delete(r.ready, endpoint.UID)
+	}
 }
 
 // count is the number of endpoints Ready for their current generation.
-func (r *readyEndpoints) count(ctx context.Context) (int, error) {
-	var endpoints hookrelayv1alpha1.WebhookEndpointList
-	if err := r.cache.List(ctx, &endpoints, client.UnsafeDisableDeepCopy); err != nil {
-		return 0, err
-	}
-	ready := 0
-	for _, endpoint := range endpoints.Items {
-		if condition := meta.FindStatusCondition(endpoint.Status.Conditions, hookrelayv1alpha1.ConditionReady); condition != nil &&
-			condition.Status == metav1.ConditionTrue && condition.ObservedGeneration == endpoint.Generation {
-			ready++
-		}
-	}
-	return ready, nil
+func (r *readyEndpoints) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.ready)
 }
 
 // waitAll returns when want endpoints were seen Ready.
@@ -290,10 +322,7 @@ func (r *readyEndpoints) waitAll(ctx context.Context, want int, timeout time.Dur
 	deadline := time.Now().Add(timeout)
 	lastReport := time.Now()
 	for {
-		ready, err := r.count(ctx)
-		if err != nil {
-			return time.Time{}, err
-		}
+		ready := r.count()
 		now := time.Now()
 		if ready >= want {
 			return now, nil

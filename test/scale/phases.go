@@ -105,11 +105,7 @@ func measureRestart(ctx context.Context, config *rest.Config, manager *managerPr
 		default:
 		}
 		if caughtUp.IsZero() {
-			var err error
-			if pending, err = caughtUpAfterStart(ctx, manager, endpoints, opts.endpoints); err != nil {
-				return restart{}, err
-			}
-			if pending == "" {
+			if pending = caughtUpAfterStart(manager, endpoints, opts.endpoints); pending == "" {
 				caughtUp = time.Now()
 			}
 			continue
@@ -134,33 +130,29 @@ func measureRestart(ctx context.Context, config *rest.Config, manager *managerPr
 // since it started: reconcile every endpoint and subscription, empty its
 // queues, have all endpoints Ready. "" means caught up. A manager that does
 // not serve its metrics yet is not caught up: that error is what is pending.
-func caughtUpAfterStart(ctx context.Context, manager *managerProcess, ready *readyEndpoints, endpoints int) (string, error) {
+func caughtUpAfterStart(manager *managerProcess, ready *readyEndpoints, endpoints int) string {
 	metrics, err := manager.metrics("workqueue_depth", "controller_runtime_reconcile_total")
 	if err != nil {
-		return fmt.Sprintf("reading the manager's metrics: %v", err), nil
+		return fmt.Sprintf("reading the manager's metrics: %v", err)
 	}
 	for controller, depth := range metrics["workqueue_depth"] {
 		if depth != 0 {
-			return fmt.Sprintf("%s queue holds %.0f", controller, depth), nil
+			return fmt.Sprintf("%s queue holds %.0f", controller, depth)
 		}
 	}
 	reconciled := metrics["controller_runtime_reconcile_total"]
 	for _, controller := range []string{"webhookendpoint", "webhooksubscription"} {
 		if reconciled[controller] < float64(endpoints) {
-			return fmt.Sprintf("%s reconciled %.0f of %d", controller, reconciled[controller], endpoints), nil
+			return fmt.Sprintf("%s reconciled %.0f of %d", controller, reconciled[controller], endpoints)
 		}
 	}
 	if reconciled["routes"] < 1 {
-		return "routes not compiled yet", nil
+		return "routes not compiled yet"
 	}
-	count, err := ready.count(ctx)
-	if err != nil {
-		return "", err
+	if count := ready.count(); count < endpoints {
+		return fmt.Sprintf("%d of %d endpoints Ready", count, endpoints)
 	}
-	if count >= endpoints {
-		return "", nil
-	}
-	return fmt.Sprintf("%d of %d endpoints Ready", count, endpoints), nil
+	return ""
 }
 
 // changed counts the names whose version differs, or that only one map has.
