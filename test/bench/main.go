@@ -3,7 +3,9 @@
 // loopback receivers, with fan-out 1 and 4 as fast as they are accepted and
 // with fan-out 1 paced at a fixed rate, next to a bare two-hop relay (a
 // plain Go server that forwards each POST to the receivers, with no store)
-// measured in the same run. With --store=postgres, dispatchers on a
+// measured in the same run, twice: in a process of its own, like the
+// dispatcher (the ratios' baseline), and inside the bench process, sharing
+// its runtime with the publishers and receivers (earlier benches' baseline). With --store=postgres, dispatchers on a
 // PostgreSQL cluster of the bench's own (fsync and synchronous_commit on, as
 // the embedded stores sync) run beside them: one replica on a database, and three
 // replicas on another, published to round-robin. With --profile, it takes
@@ -51,6 +53,13 @@ const (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == relaySubcommand {
+		if err := serveRelay(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench relay:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var cfg config
 	flag.IntVar(&cfg.events, "events", 5000, "Events to publish in each unpaced run.")
 	flag.IntVar(&cfg.concurrency, "concurrency", 32, "Concurrent publishers.")
@@ -291,32 +300,6 @@ func progress(name string, l load, published *atomic.Int64, r *receivers) (stop 
 	return func() { close(done) }
 }
 
-// relay is the baseline: accept the POST, forward it to each receiver, answer.
-func relay(targets []string, fanOut int) *httptest.Server {
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, err := io.ReadAll(req.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		var wg sync.WaitGroup
-		for _, target := range targets[:fanOut] {
-			wg.Go(func() {
-				forward, _ := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
-				forward.Header.Set("Content-Type", "application/json")
-				forward.Header.Set("X-Event-Id", req.Header.Get("X-Event-Id"))
-				if response, err := client.Do(forward); err == nil {
-					_, _ = io.Copy(io.Discard, response.Body)
-					response.Body.Close()
-				}
-			})
-		}
-		wg.Wait()
-		w.WriteHeader(http.StatusAccepted)
-	}))
-}
-
 func run(cfg config) (err error) {
 	fmt.Fprintln(os.Stderr, "bench: starting the control plane (kube-apiserver and etcd)")
 	env, err := testenv.Start()
@@ -455,23 +438,35 @@ func run(cfg config) (err error) {
 		{fmt.Sprintf("paced-%d", cfg.pacedRate), load{eventType: "bench.one", events: cfg.pacedEvents, fanOut: 1, concurrency: cfg.concurrency, rate: cfg.pacedRate}},
 	}
 	for _, k := range kinds {
-		baseline := relay(targets, k.load.fanOut)
-		measured := append([]dispatcher{{name: "relay", publishURLs: []string{baseline.URL}}}, dispatchers...)
-		results, err := b.runAll(measured, k.kind, k.load)
-		baseline.Close()
+		var measured []dispatcher
+		var stops []func()
+		for _, placement := range relayPlacements {
+			url, stop, err := placement.start(targets, k.load.fanOut, dataDir)
+			if err != nil {
+				return err
+			}
+			stops = append(stops, stop)
+			measured = append(measured, dispatcher{name: placement.name, publishURLs: []string{url}})
+		}
+		results, err := b.runAll(append(measured, dispatchers...), k.kind, k.load)
+		for _, stop := range stops {
+			stop()
+		}
 		if err != nil {
 			return err
 		}
 		rows[k.kind] = results
 	}
 	fmt.Println()
+	relays := len(relayPlacements)
 	for i, d := range dispatchers {
-		fmt.Printf("%s / relay, fan-out 1 events/s:     %.2f (goal ≥ 0.60)\n", d.name,
-			rows["fanout-1"][i+1].eventsPerSecond/rows["fanout-1"][0].eventsPerSecond)
-		fmt.Printf("%s / relay, fan-out 4 deliveries/s: %.2f (goal ≥ 0.60)\n", d.name,
-			rows["fanout-4"][i+1].deliveriesPerSec/rows["fanout-4"][0].deliveriesPerSec)
+		fanOut1, fanOut4 := rows["fanout-1"], rows["fanout-4"]
+		fmt.Printf("%s / relay, fan-out 1 events/s:     %.2f (goal ≥ 0.60; / relay-in-bench: %.2f)\n", d.name,
+			fanOut1[relays+i].eventsPerSecond/fanOut1[0].eventsPerSecond, fanOut1[relays+i].eventsPerSecond/fanOut1[1].eventsPerSecond)
+		fmt.Printf("%s / relay, fan-out 4 deliveries/s: %.2f (goal ≥ 0.60; / relay-in-bench: %.2f)\n", d.name,
+			fanOut4[relays+i].deliveriesPerSec/fanOut4[0].deliveriesPerSec, fanOut4[relays+i].deliveriesPerSec/fanOut4[1].deliveriesPerSec)
 		fmt.Printf("%s paced at %d events/s: p99 publish→first attempt %s (goal ≤ 10ms)\n", d.name, cfg.pacedRate,
-			rows[kinds[2].kind][i+1].p99.Round(10*time.Microsecond))
+			rows[kinds[2].kind][relays+i].p99.Round(10*time.Microsecond))
 	}
 	if profiles != nil {
 		fmt.Printf("\nwhere the dispatcher's time goes (profiles in %s; read one with go tool pprof -http=: %s %s):\n",
