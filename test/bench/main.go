@@ -168,6 +168,10 @@ type result struct {
 	p50, p99           time.Duration
 	events, deliveries int
 	elapsed            time.Duration
+	// cpuPerEvent is the CPU time the measured processes used during the
+	// run, over its events; zero where it is not known (the in-bench relay
+	// shares its process with the publishers and receivers).
+	cpuPerEvent time.Duration
 }
 
 // load is what one run publishes: events of eventType, each fanning out to
@@ -377,7 +381,7 @@ func run(cfg config) (err error) {
 		}
 		defer d.stop()
 		dispatchers = append(dispatchers, dispatcher{name: "hookrelay-" + embedded, publishURLs: []string{d.publishURL}, profiling: []string{d.profilingAddress},
-			metricsURLs: []string{d.metricsURL}})
+			metricsURLs: []string{d.metricsURL}, pids: []int{d.pid}})
 		stores = append(stores, fmt.Sprintf("%s in %s (fsync on)", embedded, filepath.Join(dataDir, embedded)))
 	}
 	if cfg.withPostgres {
@@ -425,7 +429,7 @@ func run(cfg config) (err error) {
 	}
 	fmt.Printf("hookrelay bench: %d events per run, %d concurrent publishers; paced: %d events at %d/s; %s\n\n",
 		cfg.events, cfg.concurrency, cfg.pacedEvents, cfg.pacedRate, strings.Join(stores, "; "))
-	fmt.Printf("%-*s %12s %14s %12s %12s\n", nameWidth, "run", "events/s", "deliveries/s", "p50", "p99")
+	fmt.Printf("%-*s %12s %14s %12s %12s %12s\n", nameWidth, "run", "events/s", "deliveries/s", "p50", "p99", "cpu/event")
 	b := &bench{r: r, profiles: profiles, nameWidth: nameWidth}
 	// rows[kind] holds the relay's result, then each dispatcher's.
 	rows := map[string][]result{}
@@ -441,12 +445,13 @@ func run(cfg config) (err error) {
 		var measured []dispatcher
 		var stops []func()
 		for _, placement := range relayPlacements {
-			url, stop, err := placement.start(targets, k.load.fanOut, dataDir)
+			relay, err := placement.start(targets, k.load.fanOut, dataDir)
 			if err != nil {
 				return err
 			}
-			stops = append(stops, stop)
-			measured = append(measured, dispatcher{name: placement.name, publishURLs: []string{url}})
+			stops = append(stops, relay.stop)
+			measured = append(measured, relay.dispatcher)
+			measured[len(measured)-1].name = placement.name
 		}
 		results, err := b.runAll(append(measured, dispatchers...), k.kind, k.load)
 		for _, stop := range stops {
@@ -518,16 +523,44 @@ func (b *bench) runAll(measured []dispatcher, kind string, l load) ([]result, er
 		if err != nil {
 			return nil, err
 		}
-		fmt.Printf("%-*s %12.0f %14.0f %12s %12s\n", b.nameWidth, res.name, res.eventsPerSecond, res.deliveriesPerSec,
-			res.p50.Round(10*time.Microsecond), res.p99.Round(10*time.Microsecond))
+		cpu := "-"
+		if res.cpuPerEvent > 0 {
+			cpu = res.cpuPerEvent.Round(time.Microsecond).String()
+		}
+		fmt.Printf("%-*s %12.0f %14.0f %12s %12s %12s\n", b.nameWidth, res.name, res.eventsPerSecond, res.deliveriesPerSec,
+			res.p50.Round(10*time.Microsecond), res.p99.Round(10*time.Microsecond), cpu)
 		results = append(results, res)
 	}
 	return results, nil
 }
 
-// measure runs one load on d, under profiling when asked for and d has a
-// profiling listener.
+// measure runs one load on d and notes the CPU time d's processes used.
 func (b *bench) measure(name string, d dispatcher, l load) (result, error) {
+	if len(d.pids) == 0 {
+		return b.measureProfiled(name, d, l)
+	}
+	before, err := processesCPU(d.pids)
+	if errors.Is(err, errNoProcFS) {
+		return b.measureProfiled(name, d, l)
+	}
+	if err != nil {
+		return result{}, fmt.Errorf("%s: %w", name, err)
+	}
+	res, err := b.measureProfiled(name, d, l)
+	if err != nil {
+		return result{}, err
+	}
+	after, err := processesCPU(d.pids)
+	if err != nil {
+		return result{}, fmt.Errorf("%s: %w", name, err)
+	}
+	res.cpuPerEvent = (after - before) / time.Duration(res.events)
+	return res, nil
+}
+
+// measureProfiled runs one load on d, under profiling when asked for and d
+// has a profiling listener.
+func (b *bench) measureProfiled(name string, d dispatcher, l load) (result, error) {
 	if b.profiles == nil || len(d.profiling) == 0 {
 		return measure(name, d.publishURLs, l, b.r)
 	}
@@ -548,12 +581,14 @@ func (b *bench) measure(name string, d dispatcher, l load) (result, error) {
 }
 
 // dispatcher is what the bench measures, under a name: the publish URLs of
-// its replicas (or the relay's), and their pprof listeners.
+// its replicas (or the relay's), their pprof listeners, and their process
+// ids (none for the in-bench relay).
 type dispatcher struct {
 	name        string
 	publishURLs []string
 	profiling   []string
 	metricsURLs []string
+	pids        []int
 }
 
 // postgresReplicas are the replica counts measured on PostgreSQL.
@@ -561,6 +596,7 @@ var postgresReplicas = []int{1, 3}
 
 // dispatcherProcess is a running dispatcher binary.
 type dispatcherProcess struct {
+	pid              int
 	publishURL       string
 	metricsURL       string
 	profilingAddress string
@@ -608,7 +644,7 @@ func startDispatcher(binary, kubeconfig, dir string, r *receivers, storeArgs ...
 		stop()
 		return nil, err
 	}
-	return &dispatcherProcess{publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", metricsURL: "http://" + address + "/metrics",
+	return &dispatcherProcess{pid: cmd.Process.Pid, publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", metricsURL: "http://" + address + "/metrics",
 		profilingAddress: profilingAddress, stop: stop}, nil
 }
 
@@ -653,6 +689,7 @@ func startPostgresReplicas(binary, kubeconfig, dir string, cluster *pgcluster.Cl
 			d.publishURLs = append(d.publishURLs, process.publishURL)
 			d.metricsURLs = append(d.metricsURLs, process.metricsURL)
 			d.profiling = append(d.profiling, process.profilingAddress)
+			d.pids = append(d.pids, process.pid)
 			stops = append(stops, process.stop)
 		}
 	}

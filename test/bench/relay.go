@@ -60,7 +60,14 @@ func relayHandler(targets []string, fanOut int) http.Handler {
 // runtime with the publishers and receivers), or in a process of its own.
 type relayPlacement struct {
 	name  string
-	start func(targets []string, fanOut int, dir string) (url string, stop func(), err error)
+	start func(targets []string, fanOut int, dir string) (runningRelay, error)
+}
+
+// runningRelay is a started relay, measured as a dispatcher (its name set
+// by the caller), and its stop.
+type runningRelay struct {
+	dispatcher
+	stop func()
 }
 
 // relayPlacements are both, measured in each run: the relay in its own
@@ -71,30 +78,30 @@ var relayPlacements = []relayPlacement{
 	{name: "relay-in-bench", start: startRelayInBench},
 }
 
-func startRelayInBench(targets []string, fanOut int, _ string) (string, func(), error) {
+func startRelayInBench(targets []string, fanOut int, _ string) (runningRelay, error) {
 	server := httptest.NewServer(relayHandler(targets, fanOut))
-	return server.URL, server.Close, nil
+	return runningRelay{dispatcher: dispatcher{publishURLs: []string{server.URL}}, stop: server.Close}, nil
 }
 
 // startRelayProcess runs this binary's relay subcommand, which binds a free
 // loopback port and names it in a file under dir.
-func startRelayProcess(targets []string, fanOut int, dir string) (string, func(), error) {
+func startRelayProcess(targets []string, fanOut int, dir string) (runningRelay, error) {
 	self, err := os.Executable()
 	if err != nil {
-		return "", nil, err
+		return runningRelay{}, err
 	}
 	// A folder of each start's own: a stale address of an earlier relay
 	// would be read as this one's.
 	own, err := os.MkdirTemp(dir, "relay-")
 	if err != nil {
-		return "", nil, err
+		return runningRelay{}, err
 	}
 	addressFile := filepath.Join(own, "address")
 	cmd := exec.Command(self, relaySubcommand, "--targets="+strings.Join(targets, ","), "--fan-out="+strconv.Itoa(fanOut),
 		"--address-file="+addressFile)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return runningRelay{}, err
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -108,9 +115,9 @@ func startRelayProcess(targets []string, fanOut int, dir string) (string, func()
 	address, err := testenv.WaitForAddressFile(addressFile, exited, 30*time.Second)
 	if err != nil {
 		stop()
-		return "", nil, fmt.Errorf("the relay process: %w", err)
+		return runningRelay{}, fmt.Errorf("the relay process: %w", err)
 	}
-	return "http://" + address, stop, nil
+	return runningRelay{dispatcher: dispatcher{publishURLs: []string{"http://" + address}, pids: []int{cmd.Process.Pid}}, stop: stop}, nil
 }
 
 // serveRelay is the relay subcommand: serve relayHandler on a free loopback
