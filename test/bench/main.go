@@ -431,7 +431,7 @@ func run(cfg config) (err error) {
 		cfg.events, cfg.concurrency, cfg.pacedEvents, cfg.pacedRate, strings.Join(stores, "; "))
 	fmt.Printf("%-*s %12s %14s %12s %12s %12s\n", nameWidth, "run", "events/s", "deliveries/s", "p50", "p99", "cpu/event")
 	b := &bench{r: r, profiles: profiles, nameWidth: nameWidth}
-	// rows[kind] holds the relay's result, then each dispatcher's.
+	// rows[kind] holds the relays' results, then each dispatcher's.
 	rows := map[string][]result{}
 	kinds := []struct {
 		kind string
@@ -442,43 +442,56 @@ func run(cfg config) (err error) {
 		{fmt.Sprintf("paced-%d", cfg.pacedRate), load{eventType: "bench.one", events: cfg.pacedEvents, fanOut: 1, concurrency: cfg.concurrency, rate: cfg.pacedRate}},
 	}
 	for _, k := range kinds {
-		var measured []dispatcher
-		var stops []func()
-		for _, placement := range relayPlacements {
-			relay, err := placement.start(targets, k.load.fanOut, dataDir)
-			if err != nil {
-				return err
-			}
-			stops = append(stops, relay.stop)
-			measured = append(measured, relay.dispatcher)
-			measured[len(measured)-1].name = placement.name
-		}
-		results, err := b.runAll(append(measured, dispatchers...), k.kind, k.load)
-		for _, stop := range stops {
-			stop()
-		}
-		if err != nil {
+		if rows[k.kind], err = b.runWithRelays(dispatchers, targets, dataDir, k.kind, k.load); err != nil {
 			return err
 		}
-		rows[k.kind] = results
 	}
 	fmt.Println()
-	relays := len(relayPlacements)
-	for i, d := range dispatchers {
-		fanOut1, fanOut4 := rows["fanout-1"], rows["fanout-4"]
-		fmt.Printf("%s / relay, fan-out 1 events/s:     %.2f (goal ≥ 0.60; / relay-in-bench: %.2f)\n", d.name,
-			fanOut1[relays+i].eventsPerSecond/fanOut1[0].eventsPerSecond, fanOut1[relays+i].eventsPerSecond/fanOut1[1].eventsPerSecond)
-		fmt.Printf("%s / relay, fan-out 4 deliveries/s: %.2f (goal ≥ 0.60; / relay-in-bench: %.2f)\n", d.name,
-			fanOut4[relays+i].deliveriesPerSec/fanOut4[0].deliveriesPerSec, fanOut4[relays+i].deliveriesPerSec/fanOut4[1].deliveriesPerSec)
-		fmt.Printf("%s paced at %d events/s: p99 publish→first attempt %s (goal ≤ 10ms)\n", d.name, cfg.pacedRate,
-			rows[kinds[2].kind][relays+i].p99.Round(10*time.Microsecond))
-	}
+	printRatios(dispatchers, rows["fanout-1"], rows["fanout-4"], rows[kinds[2].kind], cfg.pacedRate)
 	if profiles != nil {
 		fmt.Printf("\nwhere the dispatcher's time goes (profiles in %s; read one with go tool pprof -http=: %s %s):\n",
 			profiles.dir, cfg.dispatcherBinary, filepath.Join(profiles.dir, "hookrelay-fanout-1.cpu.pb.gz"))
 		fmt.Print(b.summaries.String())
 	}
 	return nil
+}
+
+// runWithRelays starts the relays for a load (one per placement), measures
+// them and the dispatchers, and stops the relays. The results are the
+// relays', in relayPlacements' order, then the dispatchers'.
+func (b *bench) runWithRelays(dispatchers []dispatcher, targets []string, dir, kind string, l load) ([]result, error) {
+	var started []runningRelay
+	defer func() {
+		for _, relay := range started {
+			relay.stop()
+		}
+	}()
+	var relays []dispatcher
+	for _, placement := range relayPlacements {
+		relay, err := placement.start(targets, l.fanOut, dir)
+		if err != nil {
+			return nil, err
+		}
+		relay.name = placement.name
+		started = append(started, relay)
+		relays = append(relays, relay.dispatcher)
+	}
+	return b.runAll(append(relays, dispatchers...), kind, l)
+}
+
+// printRatios prints each dispatcher's figures over the relay's, with the
+// relay in its own process (the goal's baseline) and in the bench process.
+// The rows are the runs' results, relays first (see runWithRelays).
+func printRatios(dispatchers []dispatcher, fanOut1, fanOut4, paced []result, pacedRate int) {
+	relays := len(relayPlacements)
+	for i, d := range dispatchers {
+		fmt.Printf("%s / relay, fan-out 1 events/s:     %.2f (goal ≥ 0.60; / relay-in-bench: %.2f)\n", d.name,
+			fanOut1[relays+i].eventsPerSecond/fanOut1[0].eventsPerSecond, fanOut1[relays+i].eventsPerSecond/fanOut1[1].eventsPerSecond)
+		fmt.Printf("%s / relay, fan-out 4 deliveries/s: %.2f (goal ≥ 0.60; / relay-in-bench: %.2f)\n", d.name,
+			fanOut4[relays+i].deliveriesPerSec/fanOut4[0].deliveriesPerSec, fanOut4[relays+i].deliveriesPerSec/fanOut4[1].deliveriesPerSec)
+		fmt.Printf("%s paced at %d events/s: p99 publish→first attempt %s (goal ≤ 10ms)\n", d.name, pacedRate,
+			paced[relays+i].p99.Round(10*time.Microsecond))
+	}
 }
 
 // dispatcherTargets are the dispatchers' replicas, by name.
