@@ -74,9 +74,9 @@ const (
 // Pebble has no read-modify-write transactions, so the compare-and-sets
 // (Accept's dedupe, RecordAttempts, ChangeDeliveries) read and commit
 // under in-process locks, striped by event or delivery id. The locks are
-// held over the read and an unsynced commit only; the sync comes after
-// they are released (syncWAL), so that callers on one stripe do not queue
-// behind each other's fsyncs. A reader may see such a write before it is
+// held over the read and the commit only; the wait for the sync comes
+// after they are released (commitThenSync, syncWAL), so that callers on
+// one stripe do not queue behind each other's fsyncs. A reader may see such a write before it is
 // synced; the writer still answers only after. Only this process writes:
 // pebble's lock on the folder refuses a second one.
 type Pebble struct {
