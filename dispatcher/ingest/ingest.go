@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -30,12 +29,6 @@ import (
 
 // DefaultMaxBody is the default cap on a request body.
 const DefaultMaxBody = 256 << 10
-
-var (
-	namespacePattern = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-	typePattern      = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
-	idPattern        = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,255}$`)
-)
 
 // Publisher is the part of the delivery engine that the API uses.
 type Publisher interface {
@@ -158,7 +151,7 @@ func (h *Handler) whenReady(next http.HandlerFunc) http.HandlerFunc {
 func (h *Handler) authorized(verb, resource string, next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		namespace := r.PathValue("namespace")
-		if !namespacePattern.MatchString(namespace) {
+		if !validNamespace(namespace) {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("namespace %q is not a valid namespace name", namespace))
 			return
 		}
@@ -289,9 +282,9 @@ func (h *Handler) incoming(id, eventType string, data []byte, sandbox bool, crea
 	switch {
 	case eventType == "":
 		return delivery.Incoming{}, fmt.Errorf(`type is required, such as "user.verification.completed"`)
-	case len(eventType) > 253 || !typePattern.MatchString(eventType):
+	case len(eventType) > 253 || !validType(eventType):
 		return delivery.Incoming{}, fmt.Errorf("type %q is malformed: use dot-separated names of letters, digits, '_' and '-', such as user.created", eventType)
-	case id != "" && !idPattern.MatchString(id):
+	case id != "" && !validID(id):
 		return delivery.Incoming{}, fmt.Errorf("id %q is malformed: use 1 to 255 letters, digits, '_', '.', ':' or '-'", id)
 	}
 	if id == "" {

@@ -3,7 +3,9 @@
 // loopback receivers, with fan-out 1 and 4 as fast as they are accepted and
 // with fan-out 1 paced at a fixed rate, next to a bare two-hop relay (a
 // plain Go server that forwards each POST to the receivers, with no store)
-// measured in the same run. With --store=postgres, dispatchers on a
+// measured in the same run, twice: in a process of its own, like the
+// dispatcher (the ratios' baseline), and inside the bench process, sharing
+// its runtime with the publishers and receivers (earlier benches' baseline). With --store=postgres, dispatchers on a
 // PostgreSQL cluster of the bench's own (fsync and synchronous_commit on, as
 // the embedded stores sync) run beside them: one replica on a database, and three
 // replicas on another, published to round-robin. With --profile, it takes
@@ -51,6 +53,13 @@ const (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == relaySubcommand {
+		if err := serveRelay(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench relay:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var cfg config
 	flag.IntVar(&cfg.events, "events", 5000, "Events to publish in each unpaced run.")
 	flag.IntVar(&cfg.concurrency, "concurrency", 32, "Concurrent publishers.")
@@ -159,6 +168,10 @@ type result struct {
 	p50, p99           time.Duration
 	events, deliveries int
 	elapsed            time.Duration
+	// cpuPerEvent is the CPU time the measured processes used during the
+	// run, over its events; zero where it is not known (the in-bench relay
+	// shares its process with the publishers and receivers).
+	cpuPerEvent time.Duration
 }
 
 // load is what one run publishes: events of eventType, each fanning out to
@@ -291,32 +304,6 @@ func progress(name string, l load, published *atomic.Int64, r *receivers) (stop 
 	return func() { close(done) }
 }
 
-// relay is the baseline: accept the POST, forward it to each receiver, answer.
-func relay(targets []string, fanOut int) *httptest.Server {
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, err := io.ReadAll(req.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		var wg sync.WaitGroup
-		for _, target := range targets[:fanOut] {
-			wg.Go(func() {
-				forward, _ := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
-				forward.Header.Set("Content-Type", "application/json")
-				forward.Header.Set("X-Event-Id", req.Header.Get("X-Event-Id"))
-				if response, err := client.Do(forward); err == nil {
-					_, _ = io.Copy(io.Discard, response.Body)
-					response.Body.Close()
-				}
-			})
-		}
-		wg.Wait()
-		w.WriteHeader(http.StatusAccepted)
-	}))
-}
-
 func run(cfg config) (err error) {
 	fmt.Fprintln(os.Stderr, "bench: starting the control plane (kube-apiserver and etcd)")
 	env, err := testenv.Start()
@@ -394,7 +381,7 @@ func run(cfg config) (err error) {
 		}
 		defer d.stop()
 		dispatchers = append(dispatchers, dispatcher{name: "hookrelay-" + embedded, publishURLs: []string{d.publishURL}, profiling: []string{d.profilingAddress},
-			metricsURLs: []string{d.metricsURL}})
+			metricsURLs: []string{d.metricsURL}, pids: []int{d.pid}})
 		stores = append(stores, fmt.Sprintf("%s in %s (fsync on)", embedded, filepath.Join(dataDir, embedded)))
 	}
 	if cfg.withPostgres {
@@ -442,9 +429,9 @@ func run(cfg config) (err error) {
 	}
 	fmt.Printf("hookrelay bench: %d events per run, %d concurrent publishers; paced: %d events at %d/s; %s\n\n",
 		cfg.events, cfg.concurrency, cfg.pacedEvents, cfg.pacedRate, strings.Join(stores, "; "))
-	fmt.Printf("%-*s %12s %14s %12s %12s\n", nameWidth, "run", "events/s", "deliveries/s", "p50", "p99")
+	fmt.Printf("%-*s %12s %14s %12s %12s %12s\n", nameWidth, "run", "events/s", "deliveries/s", "p50", "p99", "cpu/event")
 	b := &bench{r: r, profiles: profiles, nameWidth: nameWidth}
-	// rows[kind] holds the relay's result, then each dispatcher's.
+	// rows[kind] holds the relays' results, then each dispatcher's.
 	rows := map[string][]result{}
 	kinds := []struct {
 		kind string
@@ -455,30 +442,56 @@ func run(cfg config) (err error) {
 		{fmt.Sprintf("paced-%d", cfg.pacedRate), load{eventType: "bench.one", events: cfg.pacedEvents, fanOut: 1, concurrency: cfg.concurrency, rate: cfg.pacedRate}},
 	}
 	for _, k := range kinds {
-		baseline := relay(targets, k.load.fanOut)
-		measured := append([]dispatcher{{name: "relay", publishURLs: []string{baseline.URL}}}, dispatchers...)
-		results, err := b.runAll(measured, k.kind, k.load)
-		baseline.Close()
-		if err != nil {
+		if rows[k.kind], err = b.runWithRelays(dispatchers, targets, dataDir, k.kind, k.load); err != nil {
 			return err
 		}
-		rows[k.kind] = results
 	}
 	fmt.Println()
-	for i, d := range dispatchers {
-		fmt.Printf("%s / relay, fan-out 1 events/s:     %.2f (goal ≥ 0.60)\n", d.name,
-			rows["fanout-1"][i+1].eventsPerSecond/rows["fanout-1"][0].eventsPerSecond)
-		fmt.Printf("%s / relay, fan-out 4 deliveries/s: %.2f (goal ≥ 0.60)\n", d.name,
-			rows["fanout-4"][i+1].deliveriesPerSec/rows["fanout-4"][0].deliveriesPerSec)
-		fmt.Printf("%s paced at %d events/s: p99 publish→first attempt %s (goal ≤ 10ms)\n", d.name, cfg.pacedRate,
-			rows[kinds[2].kind][i+1].p99.Round(10*time.Microsecond))
-	}
+	printRatios(dispatchers, rows["fanout-1"], rows["fanout-4"], rows[kinds[2].kind], cfg.pacedRate)
 	if profiles != nil {
 		fmt.Printf("\nwhere the dispatcher's time goes (profiles in %s; read one with go tool pprof -http=: %s %s):\n",
 			profiles.dir, cfg.dispatcherBinary, filepath.Join(profiles.dir, "hookrelay-fanout-1.cpu.pb.gz"))
 		fmt.Print(b.summaries.String())
 	}
 	return nil
+}
+
+// runWithRelays starts the relays for a load (one per placement), measures
+// them and the dispatchers, and stops the relays. The results are the
+// relays', in relayPlacements' order, then the dispatchers'.
+func (b *bench) runWithRelays(dispatchers []dispatcher, targets []string, dir, kind string, l load) ([]result, error) {
+	var started []runningRelay
+	defer func() {
+		for _, relay := range started {
+			relay.stop()
+		}
+	}()
+	var relays []dispatcher
+	for _, placement := range relayPlacements {
+		relay, err := placement.start(targets, l.fanOut, dir)
+		if err != nil {
+			return nil, err
+		}
+		relay.name = placement.name
+		started = append(started, relay)
+		relays = append(relays, relay.dispatcher)
+	}
+	return b.runAll(append(relays, dispatchers...), kind, l)
+}
+
+// printRatios prints each dispatcher's figures over the relay's, with the
+// relay in its own process (the goal's baseline) and in the bench process.
+// The rows are the runs' results, relays first (see runWithRelays).
+func printRatios(dispatchers []dispatcher, fanOut1, fanOut4, paced []result, pacedRate int) {
+	relays := len(relayPlacements)
+	for i, d := range dispatchers {
+		fmt.Printf("%s / relay, fan-out 1 events/s:     %.2f (goal ≥ 0.60; / relay-in-bench: %.2f)\n", d.name,
+			fanOut1[relays+i].eventsPerSecond/fanOut1[0].eventsPerSecond, fanOut1[relays+i].eventsPerSecond/fanOut1[1].eventsPerSecond)
+		fmt.Printf("%s / relay, fan-out 4 deliveries/s: %.2f (goal ≥ 0.60; / relay-in-bench: %.2f)\n", d.name,
+			fanOut4[relays+i].deliveriesPerSec/fanOut4[0].deliveriesPerSec, fanOut4[relays+i].deliveriesPerSec/fanOut4[1].deliveriesPerSec)
+		fmt.Printf("%s paced at %d events/s: p99 publish→first attempt %s (goal ≤ 10ms)\n", d.name, pacedRate,
+			paced[relays+i].p99.Round(10*time.Microsecond))
+	}
 }
 
 // dispatcherTargets are the dispatchers' replicas, by name.
@@ -523,16 +536,44 @@ func (b *bench) runAll(measured []dispatcher, kind string, l load) ([]result, er
 		if err != nil {
 			return nil, err
 		}
-		fmt.Printf("%-*s %12.0f %14.0f %12s %12s\n", b.nameWidth, res.name, res.eventsPerSecond, res.deliveriesPerSec,
-			res.p50.Round(10*time.Microsecond), res.p99.Round(10*time.Microsecond))
+		cpu := "-"
+		if res.cpuPerEvent > 0 {
+			cpu = res.cpuPerEvent.Round(time.Microsecond).String()
+		}
+		fmt.Printf("%-*s %12.0f %14.0f %12s %12s %12s\n", b.nameWidth, res.name, res.eventsPerSecond, res.deliveriesPerSec,
+			res.p50.Round(10*time.Microsecond), res.p99.Round(10*time.Microsecond), cpu)
 		results = append(results, res)
 	}
 	return results, nil
 }
 
-// measure runs one load on d, under profiling when asked for and d has a
-// profiling listener.
+// measure runs one load on d and notes the CPU time d's processes used.
 func (b *bench) measure(name string, d dispatcher, l load) (result, error) {
+	if len(d.pids) == 0 {
+		return b.measureProfiled(name, d, l)
+	}
+	before, err := processesCPU(d.pids)
+	if errors.Is(err, errNoProcFS) {
+		return b.measureProfiled(name, d, l)
+	}
+	if err != nil {
+		return result{}, fmt.Errorf("%s: %w", name, err)
+	}
+	res, err := b.measureProfiled(name, d, l)
+	if err != nil {
+		return result{}, err
+	}
+	after, err := processesCPU(d.pids)
+	if err != nil {
+		return result{}, fmt.Errorf("%s: %w", name, err)
+	}
+	res.cpuPerEvent = (after - before) / time.Duration(res.events)
+	return res, nil
+}
+
+// measureProfiled runs one load on d, under profiling when asked for and d
+// has a profiling listener.
+func (b *bench) measureProfiled(name string, d dispatcher, l load) (result, error) {
 	if b.profiles == nil || len(d.profiling) == 0 {
 		return measure(name, d.publishURLs, l, b.r)
 	}
@@ -553,12 +594,14 @@ func (b *bench) measure(name string, d dispatcher, l load) (result, error) {
 }
 
 // dispatcher is what the bench measures, under a name: the publish URLs of
-// its replicas (or the relay's), and their pprof listeners.
+// its replicas (or the relay's), their pprof listeners, and their process
+// ids (none for the in-bench relay).
 type dispatcher struct {
 	name        string
 	publishURLs []string
 	profiling   []string
 	metricsURLs []string
+	pids        []int
 }
 
 // postgresReplicas are the replica counts measured on PostgreSQL.
@@ -566,6 +609,7 @@ var postgresReplicas = []int{1, 3}
 
 // dispatcherProcess is a running dispatcher binary.
 type dispatcherProcess struct {
+	pid              int
 	publishURL       string
 	metricsURL       string
 	profilingAddress string
@@ -613,7 +657,7 @@ func startDispatcher(binary, kubeconfig, dir string, r *receivers, storeArgs ...
 		stop()
 		return nil, err
 	}
-	return &dispatcherProcess{publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", metricsURL: "http://" + address + "/metrics",
+	return &dispatcherProcess{pid: cmd.Process.Pid, publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", metricsURL: "http://" + address + "/metrics",
 		profilingAddress: profilingAddress, stop: stop}, nil
 }
 
@@ -658,6 +702,7 @@ func startPostgresReplicas(binary, kubeconfig, dir string, cluster *pgcluster.Cl
 			d.publishURLs = append(d.publishURLs, process.publishURL)
 			d.metricsURLs = append(d.metricsURLs, process.metricsURL)
 			d.profiling = append(d.profiling, process.profilingAddress)
+			d.pids = append(d.pids, process.pid)
 			stops = append(stops, process.stop)
 		}
 	}
