@@ -3,15 +3,12 @@ package status
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
 	"github.com/hookrelay/hookrelay/dispatcher/delivery"
@@ -25,28 +22,10 @@ import (
 // API server one status write per endpoint at once; a delivery's health is
 // written at once, whatever that rate says.
 func TestFirstSightWritesWait(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	env := testenv.StartForTest(t)
 	ctx := context.Background()
 	namespace := env.Namespace(t)
-	watching, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var applies atomic.Int32
-	counting := interceptor.NewClient(watching, interceptor.Funcs{
-		SubResourceApply: func(ctx context.Context, c client.Client, subResource string, obj runtime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
-			applies.Add(1)
-			return c.SubResource(subResource).Apply(ctx, obj, opts...)
-		},
-	})
+	counting, applies := env.CountingStatusApplies(t)
 	clock := clocktesting.NewFakeClock(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC))
 	reporter := &Reporter{Client: counting, Interval: time.Second, Clock: clock, FirstSightRate: 1, FirstSightBurst: 2}
 

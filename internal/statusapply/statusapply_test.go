@@ -6,14 +6,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	hookrelayv1alpha1ac "github.com/hookrelay/hookrelay/api/applyconfiguration/api/v1alpha1"
 	hookrelayv1alpha1 "github.com/hookrelay/hookrelay/api/v1alpha1"
@@ -50,15 +48,7 @@ func TestSetConditions(t *testing.T) {
 // TestWriter applies status on the real API server and counts the applies
 // that reach it.
 func TestWriter(t *testing.T) {
-	env, err := testenv.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	env := testenv.StartForTest(t)
 	ctx := context.Background()
 	endpoint := &hookrelayv1alpha1.WebhookEndpoint{
 		ObjectMeta: metav1.ObjectMeta{Namespace: env.Namespace(t), Name: "status"},
@@ -67,17 +57,7 @@ func TestWriter(t *testing.T) {
 	if err := env.Client.Create(ctx, endpoint); err != nil {
 		t.Fatal(err)
 	}
-	watching, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var applies atomic.Int32
-	counting := interceptor.NewClient(watching, interceptor.Funcs{
-		SubResourceApply: func(ctx context.Context, c client.Client, subResource string, obj runtime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
-			applies.Add(1)
-			return c.SubResource(subResource).Apply(ctx, obj, opts...)
-		},
-	})
+	counting, applies := env.CountingStatusApplies(t)
 	read := func() *hookrelayv1alpha1.WebhookEndpoint {
 		t.Helper()
 		current := &hookrelayv1alpha1.WebhookEndpoint{}

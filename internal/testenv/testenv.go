@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -356,4 +358,37 @@ func WaitForAddressFile(path string, exited <-chan struct{}, timeout time.Durati
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// StartForTest starts the control plane for one test, which fails if it
+// cannot, and stops it when the test ends.
+func StartForTest(t testing.TB) *Env {
+	t.Helper()
+	env, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("stopping the control plane: %v", err)
+		}
+	})
+	return env
+}
+
+// CountingStatusApplies is a client of the environment that counts the
+// status writes (Server-Side Apply to a subresource) that it sends.
+func (e *Env) CountingStatusApplies(t testing.TB) (client.Client, *atomic.Int32) {
+	t.Helper()
+	watching, err := client.NewWithWatch(e.Config, client.Options{Scheme: e.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	applies := &atomic.Int32{}
+	return interceptor.NewClient(watching, interceptor.Funcs{
+		SubResourceApply: func(ctx context.Context, c client.Client, subResource string, obj k8sruntime.ApplyConfiguration, opts ...client.SubResourceApplyOption) error {
+			applies.Add(1)
+			return c.SubResource(subResource).Apply(ctx, obj, opts...)
+		},
+	}), applies
 }

@@ -635,21 +635,8 @@ func startDispatcher(binary, kubeconfig, dir string, r *receivers, storeArgs ...
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		<-exited
-	}
-	address, err := testenv.WaitForAddressFile(addressFile, exited, 60*time.Second)
+	address, stop, err := startListening(cmd, addressFile, 60*time.Second)
 	if err != nil {
-		stop()
 		return nil, fmt.Errorf("the dispatcher (%s): %w", dir, err)
 	}
 	fmt.Fprintf(os.Stderr, "bench: dispatcher at http://%s (profiles at http://%s/debug/pprof/)\n", address, profilingAddress)
@@ -659,6 +646,29 @@ func startDispatcher(binary, kubeconfig, dir string, r *receivers, storeArgs ...
 	}
 	return &dispatcherProcess{pid: cmd.Process.Pid, publishURL: "http://" + address + "/v1/namespaces/" + namespace + "/events", metricsURL: "http://" + address + "/metrics",
 		profilingAddress: profilingAddress, stop: stop}, nil
+}
+
+// startListening starts cmd, a process that names the address it listens
+// on in addressFile, and returns that address and how to stop it (SIGTERM,
+// then wait); a process that exits or names no address in time is stopped.
+func startListening(cmd *exec.Cmd, addressFile string, timeout time.Duration) (address string, stop func(), err error) {
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	stop = func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		<-exited
+	}
+	if address, err = testenv.WaitForAddressFile(addressFile, exited, timeout); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return address, stop, nil
 }
 
 // freeLoopbackAddress is a loopback port free now, for a pprof listener:

@@ -19,8 +19,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/hookrelay/hookrelay/internal/testenv"
 )
 
 // relaySubcommand, as the first argument, makes the bench binary serve the
@@ -100,21 +98,8 @@ func startRelayProcess(targets []string, fanOut int, dir string) (runningRelay, 
 	cmd := exec.Command(self, relaySubcommand, "--targets="+strings.Join(targets, ","), "--fan-out="+strconv.Itoa(fanOut),
 		"--address-file="+addressFile)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		return runningRelay{}, err
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		<-exited
-	}
-	address, err := testenv.WaitForAddressFile(addressFile, exited, 30*time.Second)
+	address, stop, err := startListening(cmd, addressFile, 30*time.Second)
 	if err != nil {
-		stop()
 		return runningRelay{}, fmt.Errorf("the relay process: %w", err)
 	}
 	return runningRelay{dispatcher: dispatcher{publishURLs: []string{"http://" + address}, pids: []int{cmd.Process.Pid}}, stop: stop}, nil
