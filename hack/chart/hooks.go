@@ -157,6 +157,11 @@ func hooks(o object, m *markers, image string) error {
 		o["spec"].(map[string]any)["replicas"] = m.scalar(".Values.manager.replicas")
 		return containerHooks(o, "manager", func(container map[string]any) error {
 			container["resources"] = m.value(".Values.manager.resources")
+			goMemLimit, err := named(container["env"], "GOMEMLIMIT")
+			if err != nil {
+				return fmt.Errorf("%s, container manager, env: %w", o, err)
+			}
+			goMemLimit["value"] = m.scalar(".Values.manager.goMemLimit | quote")
 			return nil
 		})
 	case o.kind() == "StatefulSet" && o.name() == dispatcherName:

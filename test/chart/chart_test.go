@@ -95,7 +95,7 @@ func TestChartWithValuesPassesServerDryRun(t *testing.T) {
 		"networkPolicy.enabled=true", "pdb.enabled=false", "store.postgres.replicas=5", "store.postgres.dsnSecretName=db",
 		"dispatcher.headerPrefix=Acme", "dispatcher.egressAllowCIDRs={10.1.0.0/16,10.2.0.0/16}",
 		"networkPolicy.egressAllowCIDRs={10.3.0.0/16}", "dispatcher.extraArgs={--retention=72h}",
-		"image.repository=registry.example/hookrelay", "image.tag=v9.9.9", "manager.replicas=3",
+		"image.repository=registry.example/hookrelay", "image.tag=v9.9.9", "manager.replicas=3", "manager.goMemLimit=300MiB",
 		"dispatcher.resources.limits.memory=2Gi")
 	objects := dryRun(ctx, g, rendered, "-f", "-")
 	g.Expect(objects).NotTo(HaveKey("StatefulSet/" + namespace + "/hookrelay-dispatcher"))
@@ -122,6 +122,7 @@ func TestChartWithValuesPassesServerDryRun(t *testing.T) {
 
 	manager := decode[appsv1.Deployment](g, objects["Deployment/"+namespace+"/hookrelay-manager"])
 	g.Expect(*manager.Spec.Replicas).To(BeEquivalentTo(3))
+	g.Expect(manager.Spec.Template.Spec.Containers[0].Env).To(ContainElement(corev1.EnvVar{Name: "GOMEMLIMIT", Value: "300MiB"}))
 
 	policy := decode[networkingv1.NetworkPolicy](g, objects["NetworkPolicy/"+namespace+"/hookrelay-dispatcher"])
 	var allowed []string
