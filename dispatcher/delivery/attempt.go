@@ -53,9 +53,11 @@ func NewHTTPClient(transport *http.Transport) *http.Client {
 // connectionPools gives each endpoint its own keep-alive pool, holding as
 // many idle connections as the endpoint has attempts in flight at most:
 // each attempt finds a connection to reuse, and endpoints sharing a host
-// neither share nor evict each other's connections. The number of
-// connections per endpoint needs no cap of the transport's
-// (MaxConnsPerHost stays 0): its queue starts at most maxInFlight attempts.
+// neither share nor evict each other's connections. The transport also
+// caps the connections at maxInFlight (MaxConnsPerHost): the queue starts
+// at most maxInFlight attempts, but a connection goes back to the pool a
+// moment after its response was read, and an attempt started in that
+// moment would otherwise dial one more.
 type connectionPools struct {
 	mu         sync.RWMutex
 	byEndpoint map[string]*endpointPool
@@ -95,7 +97,7 @@ func (a *Attempter) clientFor(endpoint *routes.Route) *http.Client {
 		pool.transport.CloseIdleConnections()
 	}
 	transport := base.Clone()
-	transport.MaxIdleConnsPerHost, transport.MaxIdleConns = maxInFlight, maxInFlight
+	transport.MaxIdleConnsPerHost, transport.MaxIdleConns, transport.MaxConnsPerHost = maxInFlight, maxInFlight, maxInFlight
 	client := *a.Client
 	client.Transport = transport
 	pool = &endpointPool{maxInFlight: maxInFlight, transport: transport, client: &client}
