@@ -17,7 +17,18 @@ func TestConcurrentRetriesDeliverOnce(t *testing.T) {
 	g := NewWithT(t)
 	namespace := env.Namespace(t)
 	d := startDispatcher(t, t.TempDir())
-	r := newReceiver(t, answerWith(http.StatusOK))
+	// The retried attempt (the receiver's second delivery) stays in flight
+	// until every retry has its answer: a retry that came after it finished
+	// would rightly be a second retry, and the race would decide how many.
+	released := make(chan struct{})
+	release := sync.OnceFunc(func() { close(released) })
+	r := newReceiver(t, func(n int) (int, time.Duration) {
+		if n == 2 {
+			<-released
+		}
+		return http.StatusOK, 0
+	})
+	t.Cleanup(release) // before the receiver's Close, which waits for its handlers
 	endpoint(t, namespace, "retried", r.URL, []string{"*"}, nil)
 
 	status, _ := d.publish(t, namespace, `{"id":"evt_retried","type":"order.created","data":{}}`)
@@ -45,6 +56,7 @@ func TestConcurrentRetriesDeliverOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	release()
 	close(statuses)
 	var got []int
 	for status := range statuses {
