@@ -56,6 +56,9 @@ func MigrateBolt(path string, to *Pebble) (*BoltMigration, error) {
 	if err := to.syncWAL(); err != nil {
 		return nil, fmt.Errorf("store: migrating %s to %s: %w", path, to.dir, err)
 	}
+	if err := to.loadDisabled(); err != nil {
+		return nil, fmt.Errorf("store: migrating %s to %s: %w", path, to.dir, err)
+	}
 	if err := os.Rename(path, report.To); err != nil {
 		return nil, fmt.Errorf("store: migrated %s to %s, but: %w", path, to.dir, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -86,6 +87,18 @@ type Pebble struct {
 
 	events, deliveries stripes
 
+	// disabled are the endpoints ("<namespace>/<name>") whose stored health
+	// says Disabled, kept in step with every health write after its commit:
+	// Accept consults it for each target instead of a read of the store
+	// (only this process writes the folder). healthWrites orders the
+	// writes that store healths with their notes in the set, so that the
+	// set follows the order of the commits.
+	disabled struct {
+		sync.RWMutex
+		set map[string]bool
+	}
+	healthWrites sync.Mutex
+
 	sequence struct {
 		sync.Mutex
 		used, reserved uint64
@@ -111,14 +124,19 @@ func OpenPebble(dir string) (*Pebble, error) {
 	}
 	cache := pebble.NewCache(pebbleCacheSize)
 	defer cache.Unref() // the DB holds its own reference
-	db, err := pebble.Open(dir, &pebble.Options{
+	options := &pebble.Options{
 		Cache:                       cache,
 		MemTableSize:                pebbleMemTableSize,
 		MemTableStopWritesThreshold: pebbleMemTables,
 		FormatMajorVersion:          pebble.FormatNewest,
 		Lock:                        lock,
 		Logger:                      quietLogger{},
-	})
+	}
+	// Every Accept looks up an event id that is almost never there: bloom
+	// filters (on every level; later levels inherit L0's) answer that from
+	// memory instead of a seek in each table.
+	options.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	db, err := pebble.Open(dir, options)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("store: opening %s: %w", dir, err), lock.Close())
 	}
@@ -131,7 +149,47 @@ func OpenPebble(dir string) (*Pebble, error) {
 		// Numbers reserved before a restart may have been handed out.
 		p.sequence.used, p.sequence.reserved = value, value
 	}
+	if err := p.loadDisabled(); err != nil {
+		return nil, errors.Join(fmt.Errorf("store: reading endpoint health in %s: %w", dir, err), db.Close(), lock.Close())
+	}
 	return p, nil
+}
+
+// loadDisabled reads the disabled endpoints from the stored healths.
+func (p *Pebble) loadDisabled() error {
+	var healths []Health
+	if err := eachRecord(p, []byte{prefixHealth}, decodeHealth, &healths); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	for _, health := range healths {
+		if health.Disabled {
+			set[health.Endpoint] = true
+		}
+	}
+	p.disabled.Lock()
+	p.disabled.set = set
+	p.disabled.Unlock()
+	return nil
+}
+
+// healthStored notes healths just committed.
+func (p *Pebble) healthStored(healths ...Health) {
+	p.disabled.Lock()
+	defer p.disabled.Unlock()
+	for _, health := range healths {
+		if health.Disabled {
+			p.disabled.set[health.Endpoint] = true
+		} else {
+			delete(p.disabled.set, health.Endpoint)
+		}
+	}
+}
+
+func (p *Pebble) isDisabled(endpoint string) bool {
+	p.disabled.RLock()
+	defer p.disabled.RUnlock()
+	return p.disabled.set[endpoint]
 }
 
 // quietLogger drops pebble's informational messages, which say nothing an
@@ -412,15 +470,11 @@ func (p *Pebble) fanOut(batch *pebble.Batch, event Event, refs []deliveryRef, ta
 		return out, err
 	}
 	for i, target := range targets {
-		health, _, err := getRecord(p.db, healthKey(endpointKey(event.Namespace, target.Endpoint)), decodeHealth)
-		if err != nil {
-			return out, fmt.Errorf("health of %s: %w", endpointKey(event.Namespace, target.Endpoint), err)
-		}
 		delivery := Delivery{
 			ID: deliveryID(sequence + uint64(i)), Namespace: event.Namespace, EventID: event.ID, Endpoint: target.Endpoint, //nolint:gosec // i ≥ 0
 			State: Pending, NextAttemptAt: event.AcceptedAt, CreatedAt: event.AcceptedAt, UpdatedAt: event.AcceptedAt,
 		}
-		if target.Held || health.Disabled {
+		if target.Held || p.isDisabled(endpointKey(event.Namespace, target.Endpoint)) {
 			delivery.State, delivery.NextAttemptAt = Held, time.Time{}
 		}
 		if err := writeDelivery(batch, delivery, nil); err != nil {
@@ -501,7 +555,17 @@ func (p *Pebble) recordAttempts(records []AttemptRecord) ([]bool, error) {
 	}
 	defer p.closing.RUnlock()
 	ids := deliveryIDs(records, func(r AttemptRecord) string { return r.Delivery.ID })
-	return p.compareAndSet(ids,
+	var healths []Health
+	for _, record := range records {
+		if record.Health != nil {
+			healths = append(healths, *record.Health)
+		}
+	}
+	if len(healths) > 0 {
+		p.healthWrites.Lock()
+		defer p.healthWrites.Unlock()
+	}
+	applied, err := p.compareAndSet(ids,
 		func(i int, stored Delivery) bool {
 			return stored.State == Pending && stored.Attempts == records[i].Delivery.Attempts-1
 		},
@@ -520,6 +584,18 @@ func (p *Pebble) recordAttempts(records []AttemptRecord) ([]bool, error) {
 			}
 			return record.Delivery, nil
 		})
+	if err != nil {
+		return nil, err
+	}
+	// Only the healths of applied records were stored.
+	healths = healths[:0]
+	for i, record := range records {
+		if applied[i] && record.Health != nil {
+			healths = append(healths, *record.Health)
+		}
+	}
+	p.healthStored(healths...)
+	return applied, nil
 }
 
 // UpdateDeliveries implements Store.
@@ -566,7 +642,12 @@ func (p *Pebble) ChangeDeliveries(_ context.Context, changes []DeliveryChange) (
 func (p *Pebble) PutHealth(_ context.Context, health Health) error {
 	err := p.enter()
 	if err == nil {
+		p.healthWrites.Lock()
 		err = p.db.Set(healthKey(health.Endpoint), encodeHealth(health), pebble.Sync)
+		if err == nil {
+			p.healthStored(health)
+		}
+		p.healthWrites.Unlock()
 		p.closing.RUnlock()
 	}
 	if err != nil {

@@ -117,7 +117,10 @@ func testReopen(t *testing.T, open Open) {
 	if err != nil || !again.Duplicate {
 		t.Fatalf("an id accepted before the reopen, sent again: duplicate %t, %v; want a duplicate", again.Duplicate, err)
 	}
-	third := accept(t, s, event("shop", "evt_3", base.Add(2*time.Minute)), targets("a"))
+	third := accept(t, s, event("shop", "evt_3", base.Add(2*time.Minute)), targets("a", "b"))
+	if held := third.Deliveries[1]; held.State != store.Held {
+		t.Fatalf("delivery to b, disabled before the reopen, accepted after it = %s, want held", held.State)
+	}
 	listed, _ := page(t, s, "shop", "a", store.DeliveryQuery{})
 	same(t, "ids of endpoint a, newest first, across the reopen", []string{third.Deliveries[0].ID, second.Deliveries[0].ID, done.ID}, ids(listed))
 }

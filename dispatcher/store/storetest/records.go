@@ -207,7 +207,8 @@ func testConcurrentRecordsApplyOnce(t *testing.T, open Open) {
 
 // testAcceptHoldsDisabledEndpoints: Accept holds a delivery whose
 // endpoint's stored health says disabled, whatever the target says, and
-// stops once the health is enabled again; health is per namespace.
+// stops once the health is enabled again; health is per namespace, and
+// stored by PutHealth or with an attempt.
 func testAcceptHoldsDisabledEndpoints(t *testing.T, open Open) {
 	ctx := t.Context()
 	s := start(t, open)
@@ -238,4 +239,12 @@ func testAcceptHoldsDisabledEndpoints(t *testing.T, open Open) {
 		t.Fatalf("delivery to a re-enabled endpoint = %s due %s, want pending due %s", again.State, again.NextAttemptAt, later)
 	}
 	same(t, "stored delivery to a re-enabled endpoint", again, read(s.Delivery(ctx, again.ID)).must(t))
+
+	// A failed attempt whose record disables the endpoint holds what follows.
+	record := attempted(again, store.Failed, "last straw", later)
+	record.Health.Disabled, record.Health.DisabledAt = true, &later
+	recordAttempts(t, s, record)
+	if held := accept(t, s, event("shop", "evt_3", later), targets("a")).Deliveries[0]; held.State != store.Held {
+		t.Fatalf("delivery to an endpoint an attempt record disabled = %s, want held", held.State)
+	}
 }
