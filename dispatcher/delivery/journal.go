@@ -1,7 +1,7 @@
 package delivery
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // Journal records the attempts in flight, so that after a crash the
@@ -17,70 +18,70 @@ import (
 // its memory, say) is failed as poisoned instead of being attempted in a
 // crash loop.
 //
-// Each attempt appends one line, "<delivery id> <attempt number>", with one
-// write(2) and no fsync: what a killed process wrote stays in the page
-// cache, and only a crash of the whole machine loses it, which costs only
-// the count of that one interruption. The file is rewritten with the
-// attempts still in flight when it grows past compactAt.
+// Each attempt appends one line, "<delivery id> <attempt number>\n", to
+// the file mapped in memory (shared): a copy, not a system call, on the
+// path of every attempt. What a killed process copied is in the page
+// cache, which the kernel writes back; only a crash of the whole machine
+// loses it, as it would an unsynced write(2), and that costs only the count
+// of that one interruption. The file has a fixed size (journalSize), zeros
+// after the last line; it is rewritten with the attempts still in flight
+// when a line would not fit.
 type Journal struct {
 	path string
 
 	mu       sync.Mutex
 	file     *os.File
-	size     int64
+	mapped   []byte
+	size     int
 	inFlight map[string]int
 	// previous is what the journal held when it was opened: the attempts
 	// in flight when the last process stopped.
 	previous map[string]int
 }
 
-// compactAt is the journal size, in bytes, past which it is rewritten.
-const compactAt = 1 << 20
+// journalSize is the journal file's size: about 40,000 lines.
+const journalSize = 1 << 20
 
 // OpenJournal reads the journal at path, left by the previous process, and
 // opens it for this one. Call Reset once what it held is stored.
 func OpenJournal(path string) (*Journal, error) {
-	previous, err := readJournal(path)
-	if err != nil {
-		return nil, err
-	}
-	file, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening the in-flight journal: %w", err)
-	}
-	info, err := file.Stat()
-	if err != nil {
-		file.Close()
-		return nil, fmt.Errorf("opening the in-flight journal: %w", err)
-	}
-	return &Journal{path: path, file: file, size: info.Size(), inFlight: map[string]int{}, previous: previous}, nil
-}
-
-// readJournal returns, per delivery, the highest attempt number started.
-// A torn last line (the process died in the middle of a write) is skipped.
-func readJournal(path string) (map[string]int, error) {
-	started := map[string]int{}
-	file, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return started, nil
-	}
-	if err != nil {
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("reading the in-flight journal: %w", err)
 	}
-	defer file.Close()
-	scanner := bufio.NewScanner(file)
-	for scanner.Scan() {
-		id, number, ok := strings.Cut(scanner.Text(), " ")
+	lines := journalLines(data)
+	j := &Journal{path: path, inFlight: map[string]int{}, previous: parseJournal(lines)}
+	// The previous lines stay until Reset; a journal from before the
+	// mapping (appended to, up to a little over journalSize) is rewritten.
+	if err := j.replace(lines); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// journalLines is the journal's complete lines: up to the first zero byte
+// (the unused rest of the file), and up to the last newline (a line cut
+// short by the process's death has none).
+func journalLines(data []byte) []byte {
+	if end := bytes.IndexByte(data, 0); end >= 0 {
+		data = data[:end]
+	}
+	return data[:bytes.LastIndexByte(data, '\n')+1]
+}
+
+// parseJournal returns, per delivery, the highest attempt number started.
+// A line that does not parse (torn by an earlier crash) is skipped.
+func parseJournal(lines []byte) map[string]int {
+	started := map[string]int{}
+	for line := range bytes.Lines(lines) {
+		id, number, ok := strings.Cut(strings.TrimSuffix(string(line), "\n"), " ")
 		attempt, err := strconv.Atoi(number)
 		if !ok || err != nil || id == "" {
 			continue
 		}
 		started[id] = max(started[id], attempt)
 	}
-	if err := scanner.Err(); err != nil {
-		return nil, fmt.Errorf("reading the in-flight journal %s: %w", path, err)
-	}
-	return started, nil
+	return started
 }
 
 // Previous returns, per delivery, the highest attempt number that the
@@ -101,10 +102,19 @@ func (j *Journal) Start(deliveryID string, attempt int) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.inFlight[deliveryID] = attempt
-	if j.size > compactAt {
+	// Built on the stack for the usual id lengths.
+	var buffer [128]byte
+	line := strconv.AppendInt(append(append(buffer[:0], deliveryID...), ' '), int64(attempt), 10)
+	if j.size+len(line)+1 > len(j.mapped) {
+		// The rewrite holds this attempt: it is in flight.
 		return j.rewrite()
 	}
-	return j.append(deliveryID, attempt)
+	// The newline last: a line cut short by the process's death has none,
+	// and is not read.
+	copy(j.mapped[j.size:], line)
+	j.mapped[j.size+len(line)] = '\n'
+	j.size += len(line) + 1
+	return nil
 }
 
 // Done records that a delivery's attempt ended; it is left out of the next
@@ -115,44 +125,72 @@ func (j *Journal) Done(deliveryID string) {
 	delete(j.inFlight, deliveryID)
 }
 
-func (j *Journal) append(deliveryID string, attempt int) error {
-	// Built on the stack for the usual id lengths.
-	var buffer [128]byte
-	line := strconv.AppendInt(append(append(buffer[:0], deliveryID...), ' '), int64(attempt), 10)
-	n, err := j.file.Write(append(line, '\n'))
-	j.size += int64(n)
-	if err != nil {
-		return fmt.Errorf("writing the in-flight journal: %w", err)
-	}
-	return nil
-}
-
-// rewrite replaces the journal with the attempts in flight now: written to
-// a new file, renamed over the old one.
+// rewrite replaces the journal with the attempts in flight now.
 func (j *Journal) rewrite() error {
-	var lines strings.Builder
+	var lines []byte
 	for id, attempt := range j.inFlight {
-		fmt.Fprintf(&lines, "%s %d\n", id, attempt)
+		lines = fmt.Appendf(lines, "%s %d\n", id, attempt)
 	}
+	return j.replace(lines)
+}
+
+// replace writes a new journal file holding lines, renames it over the old
+// one and maps it in place of the old one's mapping.
+func (j *Journal) replace(lines []byte) error {
 	temporary := j.path + ".new"
-	if err := os.WriteFile(temporary, []byte(lines.String()), 0o600); err != nil {
-		return fmt.Errorf("rewriting the in-flight journal: %w", err)
-	}
-	if err := os.Rename(temporary, j.path); err != nil {
-		return fmt.Errorf("rewriting the in-flight journal: %w", err)
-	}
-	file, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	// Twice the lines at least, so that a rewrite leaves room to append.
+	size := max(journalSize, 2*len(lines))
+	file, err := os.OpenFile(temporary, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return fmt.Errorf("reopening the in-flight journal: %w", err)
+		return fmt.Errorf("rewriting the in-flight journal: %w", err)
 	}
-	j.file.Close()
-	j.file, j.size = file, int64(lines.Len())
+	mapped, err := mapJournal(file, lines, size)
+	if err == nil {
+		err = os.Rename(temporary, j.path)
+	}
+	if err != nil {
+		return errors.Join(fmt.Errorf("rewriting the in-flight journal: %w", err), unmap(mapped), file.Close())
+	}
+	if err := j.unmapAndClose(); err != nil {
+		return errors.Join(err, unmap(mapped), file.Close())
+	}
+	j.file, j.mapped, j.size = file, mapped, len(lines)
 	return nil
 }
 
-// Close closes the journal file.
+// mapJournal sizes file, writes lines at its start and maps it.
+func mapJournal(file *os.File, lines []byte, size int) ([]byte, error) {
+	if _, err := file.Write(lines); err != nil {
+		return nil, err
+	}
+	if err := file.Truncate(int64(size)); err != nil {
+		return nil, err
+	}
+	return syscall.Mmap(int(file.Fd()), 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+}
+
+func unmap(mapped []byte) error {
+	if mapped == nil {
+		return nil
+	}
+	return syscall.Munmap(mapped)
+}
+
+func (j *Journal) unmapAndClose() error {
+	if j.file == nil {
+		return nil
+	}
+	err := errors.Join(unmap(j.mapped), j.file.Close())
+	j.file, j.mapped = nil, nil
+	if err != nil {
+		return fmt.Errorf("closing the in-flight journal: %w", err)
+	}
+	return nil
+}
+
+// Close unmaps and closes the journal file.
 func (j *Journal) Close() error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.file.Close()
+	return j.unmapAndClose()
 }

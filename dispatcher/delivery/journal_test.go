@@ -52,13 +52,18 @@ func TestJournalRemembersAttemptsInFlightAcrossACrash(t *testing.T) {
 	}
 }
 
+// TestJournalSkipsATornLine: a line the process died in the middle of
+// has no newline yet, even where what it holds parses ("dlv_3 1" of
+// "dlv_3 12"), and the unused rest of the file is zeros.
 func TestJournalSkipsATornLine(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "inflight.journal")
-	if err := os.WriteFile(path, []byte("dlv_1 1\ngarbage\ndlv_2 "), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := openJournal(t, path).Previous(), map[string]int{"dlv_1": 1}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("Previous = %v, want %v", got, want)
+	for _, content := range []string{"dlv_1 1\ngarbage\ndlv_2 ", "dlv_1 1\ndlv_3 1", "dlv_1 1\ndlv_3 1\x00\x00\x00"} {
+		path := filepath.Join(t.TempDir(), "inflight.journal")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := openJournal(t, path).Previous(), map[string]int{"dlv_1": 1}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("Previous of %q = %v, want %v", content, got, want)
+		}
 	}
 }
 
@@ -68,7 +73,7 @@ func TestJournalIsRewrittenWithTheAttemptsInFlight(t *testing.T) {
 	if err := journal.Start("dlv_slow", 1); err != nil {
 		t.Fatal(err)
 	}
-	for i := range compactAt/16 + 10 {
+	for i := range journalSize/16 + 10 {
 		id := fmt.Sprintf("dlv_%012d", i)
 		if err := journal.Start(id, 1); err != nil {
 			t.Fatal(err)
@@ -79,8 +84,8 @@ func TestJournalIsRewrittenWithTheAttemptsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Size() > compactAt {
-		t.Fatalf("journal is %d bytes, want it rewritten under %d", info.Size(), compactAt)
+	if info.Size() > journalSize {
+		t.Fatalf("journal is %d bytes, want it rewritten under %d", info.Size(), journalSize)
 	}
 	previous := openJournal(t, path).Previous()
 	if previous["dlv_slow"] != 1 {

@@ -43,7 +43,8 @@ func BenchmarkPebbleEventLifecycle(b *testing.B) {
 			delivery := accepted.Deliveries[0]
 			delivery.Attempts, delivery.State, delivery.UpdatedAt = 1, store.Succeeded, now
 			attempt := store.Attempt{DeliveryID: delivery.ID, Number: 1, StartedAt: now, DurationMS: 1.5, StatusCode: 200, Response: "ok"}
-			if _, err := db.RecordAttempts(ctx, []store.AttemptRecord{{Delivery: delivery, Attempt: attempt}}); err != nil {
+			health := store.Health{Endpoint: "team-a/orders", UID: "uid-orders", LastSuccess: &now}
+			if _, err := db.RecordAttempts(ctx, []store.AttemptRecord{{Delivery: delivery, Attempt: attempt, Health: &health}}); err != nil {
 				b.Error(err)
 				return
 			}
