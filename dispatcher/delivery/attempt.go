@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -108,6 +109,22 @@ func (a *Attempter) clientFor(endpoint *routes.Route) *http.Client {
 	return pool.client
 }
 
+// send sends an attempt's request. With the endpoint's own transport it
+// calls its RoundTrip: the client never follows a redirect, so Do would only
+// copy the headers for one (an allocation per attempt); its errors are
+// wrapped as Do wraps them (*url.Error: `Post "<url>": ...`).
+func (a *Attempter) send(endpoint *routes.Route, request *http.Request) (*http.Response, error) {
+	client := a.clientFor(endpoint)
+	if client == a.Client || client.Timeout != 0 || client.Jar != nil {
+		return client.Do(request)
+	}
+	response, err := client.Transport.RoundTrip(request)
+	if err != nil {
+		return nil, &url.Error{Op: "Post", URL: request.URL.String(), Err: err}
+	}
+	return response, nil
+}
+
 // forget closes the idle connections of the endpoints that are not routed
 // any more, and drops their pools.
 func (a *Attempter) forget(routed func(id string) bool) {
@@ -173,7 +190,7 @@ func (a *Attempter) post(ctx context.Context, endpoint *routes.Route, event *sto
 	if err != nil {
 		return result{err: err}
 	}
-	response, err := a.clientFor(endpoint).Do(request)
+	response, err := a.send(endpoint, request)
 	if err != nil {
 		// The error quotes the URL, and is stored, logged and shown in status.
 		return result{err: redact.Error(err)}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/redact"
 	"github.com/hookrelay/hookrelay/internal/routes"
 	"github.com/hookrelay/hookrelay/internal/whsec"
 )
@@ -88,6 +89,29 @@ func TestAttemptsReuseConnections(t *testing.T) {
 	attempter.forget(func(id string) bool { return id == "ns/b" })
 	if pool("ns/a") != nil || pool("ns/b") == nil {
 		t.Error("forget kept the pool of an endpoint not routed, or dropped a routed one's")
+	}
+}
+
+// TestAttemptErrorNamesTheRequest: an attempt that gets no answer says so
+// as Go's HTTP client does, with the method and the URL, and the URL's
+// credentials left out: the error is stored, logged and shown in status.
+func TestAttemptErrorNamesTheRequest(t *testing.T) {
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	address := listener.Addr().String()
+	listener.Close() // nothing listens there now
+	attempter := &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}
+	endpoint := attemptRoute("ns/a", "http://user:hunter2@"+address+"/hook?token=hunter2", 1)
+	out := attempter.do(context.Background(), endpoint, &store.Event{ID: "evt_1", Type: "t"}, []byte(`{}`), time.Unix(1_764_064_800, 0))
+	if out.err == nil {
+		t.Fatal("an attempt to a closed port succeeded")
+	}
+	message := out.err.Error()
+	want := `Post "http://` + redact.Placeholder + "@" + address + "/hook?token=" + redact.Placeholder + `": `
+	if !strings.HasPrefix(message, want) || strings.Contains(message, "hunter2") {
+		t.Errorf("error %q, want it to start %q and to hold no credential", message, want)
 	}
 }
 
