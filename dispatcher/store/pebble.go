@@ -48,12 +48,17 @@ const (
 )
 
 const (
-	// pebbleCacheSize bounds the block cache, pebbleMemTableSize each of at
-	// most pebbleMemTables memtables: with the store's other memory they keep
-	// the dispatcher's RSS bounded whatever the number of stored deliveries.
-	pebbleCacheSize    = 16 << 20
+	// pebbleBlockCache bounds the cached blocks, pebbleMemTableSize each of
+	// at most pebbleMemTables memtables: with the store's other memory they
+	// keep the dispatcher's RSS bounded whatever the number of stored
+	// deliveries. Pebble reserves the memtables' size in the block cache, so
+	// the cache is made that much larger (pebbleCacheSize): a cache of the
+	// memtables' size alone holds no block, and every read of a table's
+	// filter, index or data goes to the file.
+	pebbleBlockCache   = 16 << 20
 	pebbleMemTableSize = 8 << 20
 	pebbleMemTables    = 2
+	pebbleCacheSize    = pebbleBlockCache + pebbleMemTables*pebbleMemTableSize
 	// sequenceBlock is how many delivery sequence numbers one synced write
 	// reserves, so that Accept does not write a shared counter each time.
 	sequenceBlock = 4096
