@@ -632,8 +632,14 @@ func startDispatcher(binary, kubeconfig, dir string, r *receivers, storeArgs ...
 	args := append([]string{"--namespace=" + routesNamespace, "--listen-address=127.0.0.1:0", "--listen-address-file=" + addressFile,
 		"--data-dir=" + dir, "--zap-log-level=error", "--enable-profiling", "--profiling-address=" + profilingAddress,
 		"--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth"}, storeArgs...)
+	// The Go runtime's settings of the dispatcher's StatefulSet: the
+	// binary runs here as in a cluster.
+	runtimeEnv, err := testenv.DeployedRuntimeEnv(filepath.Join(testenv.RepoRoot(), "config", "dispatcher", "dispatcher.yaml"), "dispatcher")
+	if err != nil {
+		return nil, err
+	}
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	cmd.Env = append(append(os.Environ(), "KUBECONFIG="+kubeconfig), runtimeEnv...)
 	cmd.Stderr = os.Stderr
 	address, stop, err := startListening(cmd, addressFile, 60*time.Second)
 	if err != nil {
