@@ -470,6 +470,44 @@ func (b *Bolt) Active(_ context.Context, partitions []int) ([]Delivery, error) {
 	return out, nil
 }
 
+// ActivePage implements Store: in id order across the partitions, which is
+// each partition's oldest first; next is the page's last id.
+func (b *Bolt) ActivePage(_ context.Context, partitions []int, after string, limit int) ([]Delivery, string, error) {
+	var wanted [Partitions]bool
+	for _, partition := range partitions {
+		wanted[partition] = true
+	}
+	var page []Delivery
+	next := ""
+	err := b.view(func(tx *bolt.Tx) error {
+		deliveries := tx.Bucket(bucketDeliveries)
+		cursor := tx.Bucket(bucketActive).Cursor()
+		id, _ := cursor.Seek([]byte(after))
+		if id != nil && string(id) == after {
+			id, _ = cursor.Next()
+		}
+		for ; id != nil && limit > 0; id, _ = cursor.Next() {
+			var delivery Delivery
+			if err := json.Unmarshal(deliveries.Get(id), &delivery); err != nil {
+				return fmt.Errorf("delivery %s: %w", id, err)
+			}
+			if !wanted[Partition(delivery.Namespace, delivery.Endpoint)] {
+				continue
+			}
+			if len(page) == limit {
+				next = page[len(page)-1].ID
+				return nil
+			}
+			page = append(page, delivery)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("store: listing active deliveries: %w", err)
+	}
+	return page, next, nil
+}
+
 // Healths implements Store.
 func (b *Bolt) Healths(context.Context) ([]Health, error) {
 	var out []Health

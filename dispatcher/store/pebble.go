@@ -611,6 +611,59 @@ func (p *Pebble) Active(_ context.Context, partitions []int) ([]Delivery, error)
 	return out, nil
 }
 
+// ActivePage implements Store. It walks the active index, which is ordered
+// by partition then id; next is the index key of the page's last delivery
+// after its leading byte.
+func (p *Pebble) ActivePage(_ context.Context, partitions []int, after string, limit int) ([]Delivery, string, error) {
+	var page []Delivery
+	next := ""
+	err := p.view(func() error {
+		wanted := slices.Sorted(slices.Values(partitions))
+		if len(wanted) == 0 || limit < 1 {
+			return nil
+		}
+		lower := []byte{prefixActive, byte(wanted[0])}
+		iter, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{prefixActive, byte(wanted[len(wanted)-1] + 1)}})
+		if err != nil {
+			return err
+		}
+		valid := iter.First()
+		if after != "" {
+			// Past the key named by after, which may be gone by now.
+			valid = iter.SeekGE(append([]byte{prefixActive}, after...))
+			if valid && string(iter.Key()[1:]) == after {
+				valid = iter.Next()
+			}
+		}
+		for valid && err == nil {
+			key := iter.Key()
+			if partition := int(key[1]); !slices.Contains(wanted, partition) {
+				// On to the next partition asked for, if any.
+				i, _ := slices.BinarySearch(wanted, partition)
+				if i == len(wanted) {
+					break
+				}
+				valid = iter.SeekGE([]byte{prefixActive, byte(wanted[i])})
+				continue
+			}
+			if len(page) == limit {
+				next = string(activeKey(page[len(page)-1])[1:])
+				break
+			}
+			var delivery Delivery
+			if delivery, err = p.indexed(key[2:]); err == nil {
+				page = append(page, delivery)
+				valid = iter.Next()
+			}
+		}
+		return errors.Join(err, iter.Error(), iter.Close())
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("store: listing active deliveries: %w", err)
+	}
+	return page, next, nil
+}
+
 // indexed reads a delivery that an index names, which must be stored.
 func (p *Pebble) indexed(id []byte) (Delivery, error) {
 	delivery, found, err := getRecord(p.db, deliveryKey(string(id)), decodeDelivery)

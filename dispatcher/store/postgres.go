@@ -460,6 +460,27 @@ func (p *Postgres) Active(ctx context.Context, partitions []int) ([]Delivery, er
 	return out, nil
 }
 
+// ActivePage implements Store: in id order across the partitions, which is
+// each partition's oldest first; next is the page's last id.
+func (p *Postgres) ActivePage(ctx context.Context, partitions []int, after string, limit int) ([]Delivery, string, error) {
+	if err := p.open(); err != nil {
+		return nil, "", err
+	}
+	if limit < 1 {
+		return nil, "", nil
+	}
+	// One more than the page says whether another follows.
+	out, err := p.deliveries(ctx, "SELECT "+deliveryColumns+" FROM deliveries WHERE state IN ('pending', 'held') AND partition = ANY($1) AND id > $2 ORDER BY id LIMIT $3",
+		partitions, after, limit+1)
+	if err != nil {
+		return nil, "", p.fail(err, "listing active deliveries")
+	}
+	if len(out) <= limit {
+		return out, "", nil
+	}
+	return out[:limit], out[limit-1].ID, nil
+}
+
 // Healths implements Store.
 func (p *Postgres) Healths(ctx context.Context) ([]Health, error) {
 	if err := p.open(); err != nil {

@@ -154,6 +154,13 @@ type Store interface {
 	// Active lists the pending and held deliveries of the given partitions
 	// (see Partition), oldest first.
 	Active(ctx context.Context, partitions []int) ([]Delivery, error)
+	// ActivePage lists Active a page at a time, so that a caller holds no
+	// more than limit of them at once (a disabled endpoint may have a
+	// million held): at most limit pending and held deliveries of the
+	// partitions, each partition's oldest first, from where the page before
+	// left off (after is its next, empty for the first page). next is empty
+	// after the last page.
+	ActivePage(ctx context.Context, partitions []int, after string, limit int) (page []Delivery, next string, err error)
 	// Healths lists every endpoint's health.
 	Healths(ctx context.Context) ([]Health, error)
 	// Event returns an event.

@@ -40,6 +40,7 @@ var cases = []struct {
 	{"AcceptDedupesWithinTheWindow", testAcceptDedupes},
 	{"DeliveryIDsSortInAcceptOrder", testDeliveryIDsSort},
 	{"ActiveListsOnlyThePartitionsAskedFor", testActiveByPartition},
+	{"ActivePagesListWhatActiveDoes", testActivePages},
 	{"HeldDeliveriesWaitUntilReleased", testHeldAndReleased},
 	{"AcceptHoldsDisabledEndpoints", testAcceptHoldsDisabledEndpoints},
 	{"AttemptsAreRecordedAndListedInOrder", testAttempts},
