@@ -234,8 +234,8 @@ func TestReleaseRequestsCoalesce(t *testing.T) {
 	route.ReenableToken = "1"
 	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
 	g.Eventually(receiver.Delivered).WithTimeout(10 * time.Second).Should(Equal(ids[:10]))
-	// Each reads the held ones left, then waits for the chunk being
-	// written (behind the gate) before it asks for their release.
+	// Each waits for the chunk being written (behind the gate), then
+	// reads the held ones left and asks for their release.
 	resyncs := make(chan error, 3)
 	for range 3 {
 		go func() { resyncs <- engine.Resync(context.Background()) }()
@@ -245,11 +245,11 @@ func TestReleaseRequestsCoalesce(t *testing.T) {
 		g.Eventually(resyncs).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
 	}
 	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
-	g.Eventually(func() bool {
+	g.Eventually(func() int {
 		engine.mu.Lock()
 		defer engine.mu.Unlock()
-		return engine.releaser
-	}).Should(BeFalse())
+		return len(engine.releasers)
+	}).Should(BeZero())
 	g.Expect(recorder.recorded()).To(HaveLen(4), "35 held deliveries, 10 to a chunk, each written once")
 }
 
