@@ -627,6 +627,13 @@ func (p *Pebble) ActivePage(_ context.Context, partitions []int, after string, l
 		if err != nil {
 			return err
 		}
+		// The deliveries are read with a second iterator, not a Get each:
+		// a partition's ids ascend, so each seek starts from the last one's
+		// blocks rather than from the top of every level.
+		records, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixDelivery}, UpperBound: []byte{prefixDelivery + 1}})
+		if err != nil {
+			return errors.Join(err, iter.Close())
+		}
 		valid := iter.First()
 		if after != "" {
 			// Past the key named by after, which may be gone by now.
@@ -651,17 +658,32 @@ func (p *Pebble) ActivePage(_ context.Context, partitions []int, after string, l
 				break
 			}
 			var delivery Delivery
-			if delivery, err = p.indexed(key[2:]); err == nil {
+			if delivery, err = seekRecord(records, deliveryKey(string(key[2:])), decodeDelivery); err == nil {
 				page = append(page, delivery)
 				valid = iter.Next()
 			}
 		}
-		return errors.Join(err, iter.Error(), iter.Close())
+		return errors.Join(err, iter.Error(), iter.Close(), records.Close())
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("store: listing active deliveries: %w", err)
 	}
 	return page, next, nil
+}
+
+// seekRecord reads the record of an index entry, which must be stored,
+// with an iterator over the records' range.
+func seekRecord[T any](records *pebble.Iterator, key []byte, decode func([]byte) (T, error)) (T, error) {
+	if !records.SeekGE(key) || !bytes.Equal(records.Key(), key) {
+		var zero T
+		return zero, errors.Join(fmt.Errorf("%q is indexed but not stored", key), records.Error())
+	}
+	value, err := records.ValueAndErr()
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return decode(value)
 }
 
 // indexed reads a delivery that an index names, which must be stored.
