@@ -10,10 +10,8 @@ import (
 	"strings"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
-	"sigs.k8s.io/yaml"
-
 	"github.com/hookrelay/hookrelay/internal/testenv"
+	"github.com/hookrelay/hookrelay/test/scale/proc"
 )
 
 // managerProcess runs the manager binary, and runs it again on restart
@@ -45,7 +43,7 @@ func (m *managerProcess) start() error {
 	args := append([]string{"--allow-insecure-endpoints", "--routes-namespace=" + routesNamespace, "--zap-log-level=error",
 		"--metrics-bind-address=" + metricsAddress, "--metrics-secure=false", "--health-probe-bind-address=127.0.0.1:0",
 		"--webhook-bind-address=" + webhookAddress, "--webhook-url=https://" + webhookAddress}, m.extraArgs...)
-	runtimeEnv, err := deployedRuntimeEnv(filepath.Join(testenv.RepoRoot(), "config", "manager", "manager.yaml"), "manager")
+	runtimeEnv, err := proc.RuntimeEnv(filepath.Join(testenv.RepoRoot(), "config", "manager", "manager.yaml"), "manager")
 	if err != nil {
 		return err
 	}
@@ -136,29 +134,3 @@ func startDispatcher(binary, kubeconfig, dir string) (*dispatcherProcess, error)
 	return &dispatcherProcess{process: p, address: address}, nil
 }
 
-// deployedRuntimeEnv is the Go runtime's settings (GOMEMLIMIT, GOGC) that
-// the Deployment in path gives container, as NAME=value: the binary runs
-// here as it runs in a cluster.
-func deployedRuntimeEnv(path, container string) ([]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var deployment appsv1.Deployment
-	if err := yaml.UnmarshalStrict(data, &deployment); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	for _, c := range deployment.Spec.Template.Spec.Containers {
-		if c.Name != container {
-			continue
-		}
-		var env []string
-		for _, v := range c.Env {
-			if v.Name == "GOMEMLIMIT" || v.Name == "GOGC" {
-				env = append(env, v.Name+"="+v.Value)
-			}
-		}
-		return env, nil
-	}
-	return nil, fmt.Errorf("%s: no container %q", path, container)
-}
