@@ -438,7 +438,13 @@ func (e *Engine) releaseInBackground(id string) {
 			if !e.queueFor(id).waitRoom(e.releaseChunk) {
 				return false, nil // given up or stopping: the rest stays held
 			}
-			moved, goOn, err := e.releaseChunkNow(id, chunk)
+			// Read together, in key order: far cheaper than a read by each
+			// attempt.
+			events, err := e.Store.Events(e.attempts, chunk)
+			if err != nil {
+				return false, err
+			}
+			moved, goOn, err := e.releaseChunkNow(id, chunk, events)
 			released += moved
 			return goOn, err
 		})
@@ -466,13 +472,13 @@ func (e *Engine) releaseInBackground(id string) {
 // the release goes on. It holds e.releasing for one store write: a
 // partition given up, or the endpoint disabled or paused again, ends the
 // release of what is left, which stays held in the store.
-func (e *Engine) releaseChunkNow(id string, chunk []store.Delivery) (moved int, goOn bool, err error) {
+func (e *Engine) releaseChunkNow(id string, chunk []store.Delivery, events []store.Event) (moved int, goOn bool, err error) {
 	e.releasing.Lock()
 	defer e.releasing.Unlock()
 	if e.isStopped() || !e.ledger.owns(splitID(id)) || !e.deliverable(e.table.Load().Endpoint(id)) {
 		return 0, false, nil
 	}
-	requeued, err := e.requeueChunk(e.attempts, chunk)
+	requeued, err := e.requeueChunk(e.attempts, chunk, events)
 	return len(requeued), true, err
 }
 

@@ -748,6 +748,44 @@ func (p *Pebble) Event(_ context.Context, namespace, id string) (Event, error) {
 	return record.Event, nil
 }
 
+// Events implements Store. It seeks one iterator to the events in key
+// order, so that events stored side by side are read from the same blocks.
+func (p *Pebble) Events(_ context.Context, deliveries []Delivery) ([]Event, error) {
+	events := make([]Event, len(deliveries))
+	keys := make([][]byte, len(deliveries))
+	order := make([]int, len(deliveries))
+	for i, delivery := range deliveries {
+		keys[i], order[i] = pebbleEventKey(delivery.Namespace, delivery.EventID), i
+	}
+	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	err := p.view(func() error {
+		iter, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixEvent}, UpperBound: []byte{prefixEvent + 1}})
+		if err != nil {
+			return err
+		}
+		for _, i := range order {
+			if !iter.SeekGE(keys[i]) || !bytes.Equal(iter.Key(), keys[i]) {
+				continue
+			}
+			var value []byte
+			if value, err = iter.ValueAndErr(); err != nil {
+				break
+			}
+			var record eventRecord
+			if record, err = decodeEvent(value); err != nil {
+				err = fmt.Errorf("event %q: %w", keys[i], err)
+				break
+			}
+			events[i] = record.Event
+		}
+		return errors.Join(err, iter.Error(), iter.Close())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: reading %d events: %w", len(deliveries), err)
+	}
+	return events, nil
+}
+
 // Delivery implements Store.
 func (p *Pebble) Delivery(_ context.Context, id string) (Delivery, error) {
 	delivery, err := readOne(p, deliveryKey(id), decodeDelivery)

@@ -524,6 +524,42 @@ func (p *Postgres) Event(ctx context.Context, namespace, id string) (Event, erro
 	return event, nil
 }
 
+// Events implements Store, in one query.
+func (p *Postgres) Events(ctx context.Context, deliveries []Delivery) ([]Event, error) {
+	if err := p.open(); err != nil {
+		return nil, err
+	}
+	namespaces, ids := make([]string, len(deliveries)), make([]string, len(deliveries))
+	for i, delivery := range deliveries {
+		namespaces[i], ids[i] = delivery.Namespace, delivery.EventID
+	}
+	rows, err := p.pool.Query(ctx, `SELECT e.namespace, e.id, e.type, e.created_at, e.data, e.sandbox, e.accepted_at, e.deliveries
+		FROM events e JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS wanted (namespace, id) ON e.namespace = wanted.namespace AND e.id = wanted.id`,
+		namespaces, ids)
+	var found []Event
+	if err == nil {
+		found, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) {
+			var event Event
+			var created, accepted *time.Time
+			err := row.Scan(&event.Namespace, &event.ID, &event.Type, &created, &event.Data, &event.Sandbox, &accepted, &event.Deliveries)
+			event.CreatedAt, event.AcceptedAt = utc(created), utc(accepted)
+			return event, err
+		})
+	}
+	if err != nil {
+		return nil, p.fail(err, "reading %d events", len(deliveries))
+	}
+	byKey := make(map[[2]string]Event, len(found))
+	for _, event := range found {
+		byKey[[2]string{event.Namespace, event.ID}] = event
+	}
+	events := make([]Event, len(deliveries))
+	for i, delivery := range deliveries {
+		events[i] = byKey[[2]string{delivery.Namespace, delivery.EventID}]
+	}
+	return events, nil
+}
+
 // DeliveriesOf implements Store.
 func (p *Postgres) DeliveriesOf(ctx context.Context, namespace, eventID string) ([]Delivery, error) {
 	if err := p.open(); err != nil {

@@ -165,6 +165,9 @@ type Store interface {
 	Healths(ctx context.Context) ([]Health, error)
 	// Event returns an event.
 	Event(ctx context.Context, namespace, id string) (Event, error)
+	// Events reads the events of the deliveries at once: events[i] is
+	// deliveries[i]'s, left zero (ID empty) when it is not stored.
+	Events(ctx context.Context, deliveries []Delivery) (events []Event, err error)
 	// Attempts lists a delivery's attempts in order.
 	Attempts(ctx context.Context, deliveryID string) ([]Attempt, error)
 	// DeliveriesOf lists an event's deliveries.

@@ -222,3 +222,24 @@ func testActivePages(t *testing.T, open Open) {
 		t.Errorf("the page after lists a delivery of the first page again: %v", rest)
 	}
 }
+
+// testEvents: Events reads the event of each delivery, as Event does, in
+// the deliveries' order whatever the events' (two deliveries of one event
+// get it twice), and leaves the event of an unknown delivery zero.
+func testEvents(t *testing.T, open Open) {
+	s := start(t, open)
+	ctx := t.Context()
+	var deliveries []store.Delivery
+	for i, namespace := range []string{"shop", "billing", "shop"} {
+		accepted := accept(t, s, event(namespace, fmt.Sprintf("evt_%d", 3-i), base.Add(time.Duration(i)*time.Second)), targets("hooks", "audit"))
+		deliveries = append(deliveries, accepted.Deliveries...)
+	}
+	slices.Reverse(deliveries)
+	deliveries = append(deliveries, store.Delivery{ID: "dlv_unknown", Namespace: "billing", EventID: "evt_0", Endpoint: "hooks"})
+	want := make([]store.Event, len(deliveries))
+	for i, delivery := range deliveries[:len(deliveries)-1] {
+		want[i] = read(s.Event(ctx, delivery.Namespace, delivery.EventID)).must(t)
+	}
+	same(t, "events of the deliveries", want, read(s.Events(ctx, deliveries)).must(t))
+	same(t, "events of no delivery", []store.Event{}, read(s.Events(ctx, nil)).must(t))
+}

@@ -41,6 +41,7 @@ var cases = []struct {
 	{"DeliveryIDsSortInAcceptOrder", testDeliveryIDsSort},
 	{"ActiveListsOnlyThePartitionsAskedFor", testActiveByPartition},
 	{"ActivePagesListWhatActiveDoes", testActivePages},
+	{"EventsReadsTheEventsOfDeliveries", testEvents},
 	{"HeldDeliveriesWaitUntilReleased", testHeldAndReleased},
 	{"AcceptHoldsDisabledEndpoints", testAcceptHoldsDisabledEndpoints},
 	{"AttemptsAreRecordedAndListedInOrder", testAttempts},
