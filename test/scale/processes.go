@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hookrelay/hookrelay/internal/testenv"
-	"github.com/hookrelay/hookrelay/test/scale/proc"
 )
 
 // managerProcess runs the manager binary, and runs it again on restart
@@ -43,7 +42,7 @@ func (m *managerProcess) start() error {
 	args := append([]string{"--allow-insecure-endpoints", "--routes-namespace=" + routesNamespace, "--zap-log-level=error",
 		"--metrics-bind-address=" + metricsAddress, "--metrics-secure=false", "--health-probe-bind-address=127.0.0.1:0",
 		"--webhook-bind-address=" + webhookAddress, "--webhook-url=https://" + webhookAddress}, m.extraArgs...)
-	runtimeEnv, err := proc.RuntimeEnv(filepath.Join(testenv.RepoRoot(), "config", "manager", "manager.yaml"), "manager")
+	runtimeEnv, err := testenv.DeployedRuntimeEnv(filepath.Join(testenv.RepoRoot(), "config", "manager", "manager.yaml"), "manager")
 	if err != nil {
 		return err
 	}
@@ -133,4 +132,3 @@ func startDispatcher(binary, kubeconfig, dir string) (*dispatcherProcess, error)
 	}
 	return &dispatcherProcess{process: p, address: address}, nil
 }
-
