@@ -460,15 +460,20 @@ func (p *Pebble) compareAndSet(ids []string, current func(i int, stored Delivery
 	unlock := p.deliveries.lock(ids...)
 	batch := p.db.NewBatch()
 	defer batch.Close()
+	records, err := p.newDeliveryReader(ids)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
 	applied := make([]bool, len(ids))
 	written := map[string]Delivery{}
 	for i, id := range ids {
 		stored, found := written[id]
 		if !found {
 			var err error
-			if stored, found, err = getRecord(p.db, deliveryKey(id), decodeDelivery); err != nil {
+			if stored, found, err = records.read(id); err != nil {
 				unlock()
-				return nil, fmt.Errorf("delivery %s: %w", id, err)
+				return nil, errors.Join(fmt.Errorf("delivery %s: %w", id, err), records.close())
 			}
 		}
 		if !found || !current(i, stored) {
@@ -477,13 +482,63 @@ func (p *Pebble) compareAndSet(ids []string, current func(i int, stored Delivery
 		next, err := write(batch, i, stored)
 		if err != nil {
 			unlock()
-			return nil, err
+			return nil, errors.Join(err, records.close())
 		}
 		written[id], applied[i] = next, true
 	}
-	err := batch.Commit(pebble.NoSync)
+	err = errors.Join(records.close(), batch.Commit(pebble.NoSync))
 	unlock()
 	return applied, err
+}
+
+// seekThreshold is the number of deliveries, ids ascending, from which
+// compareAndSet reads them with one iterator rather than a Get each.
+const seekThreshold = 64
+
+// deliveryReader reads the delivery records of a compareAndSet: for many
+// with ids ascending (a release's chunk), one iterator that seeks on from
+// where the last read left it instead of from the top of every level of
+// the LSM, which the scale run measured at less than half the CPU of a
+// Get each; a Get each otherwise (attempt records, in the order their
+// attempts ended). Created under the locks, it reads what they keep from
+// changing.
+type deliveryReader struct {
+	db   *pebble.DB
+	iter *pebble.Iterator
+}
+
+func (p *Pebble) newDeliveryReader(ids []string) (*deliveryReader, error) {
+	if len(ids) < seekThreshold || !slices.IsSorted(ids) {
+		return &deliveryReader{db: p.db}, nil
+	}
+	iter, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixDelivery}, UpperBound: []byte{prefixDelivery + 1}})
+	if err != nil {
+		return nil, err
+	}
+	return &deliveryReader{db: p.db, iter: iter}, nil
+}
+
+func (r *deliveryReader) read(id string) (Delivery, bool, error) {
+	key := deliveryKey(id)
+	if r.iter == nil {
+		return getRecord(r.db, key, decodeDelivery)
+	}
+	if !r.iter.SeekGE(key) || !bytes.Equal(r.iter.Key(), key) {
+		return Delivery{}, false, r.iter.Error()
+	}
+	value, err := r.iter.ValueAndErr()
+	if err != nil {
+		return Delivery{}, false, err
+	}
+	delivery, err := decodeDelivery(value)
+	return delivery, err == nil, err
+}
+
+func (r *deliveryReader) close() error {
+	if r.iter == nil {
+		return nil
+	}
+	return r.iter.Close()
 }
 
 // RecordAttempts implements Store. It does not wait for a sync: see Pebble.

@@ -50,6 +50,7 @@ var cases = []struct {
 	{"ConcurrentRecordsOfOneAttemptApplyOnce", testConcurrentRecordsApplyOnce},
 	{"HealthIsKeptPerEndpoint", testHealth},
 	{"ChangeDeliveriesIsCompareAndSet", testChangeIsCompareAndSet},
+	{"ChangeDeliveriesAppliesManyAtOnce", testChangeMany},
 	{"ConcurrentChangesOfOneReadingApplyOnce", testConcurrentChanges},
 	{"EndpointDeliveriesPagesNewestFirst", testPagination},
 	{"EndpointDeliveriesFilters", testFilters},
