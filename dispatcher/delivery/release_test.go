@@ -386,3 +386,44 @@ func TestStartReadsHeldDeliveriesInPages(t *testing.T) {
 	defer reads.mu.Unlock()
 	g.Expect(reads.longest).To(Equal(10), "pages of releaseChunk")
 }
+
+// TestReleasesDoNotWaitForEachOther: each endpoint's release goes on its
+// own, so that one whose receiver is slow (its release waiting for room in
+// line) holds up no other endpoint's.
+func TestReleasesDoNotWaitForEachOther(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	slow, other := testreceiver.NewHeldOrdered(t, nil), testreceiver.NewOrdered(t, nil)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			slow.Release()
+		}
+	})
+	table, _ := twoEndpoints(t, slow.URL, other.URL)
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for _, endpoint := range table.Endpoints() {
+		g.Expect(db.PutHealth(ctx, store.Health{Endpoint: endpoint.ID, UID: endpoint.UID, ConsecutiveFailures: 5, Disabled: true})).To(Succeed())
+	}
+	engine := replicaEngine(t, db, "Test", table, nil)
+	if _, _, err := engine.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	engine.releaseChunk = 5
+	ids := publishEvents(t, engine, 0, 30)
+	g.Expect(heldGauge(t, engine)).To(Equal(60.0))
+
+	reenabled, _ := twoEndpointsWith(t, slow.URL, other.URL, func(route *routes.Endpoint) { route.ReenableToken = "1" })
+	g.Expect(engine.SetTable(ctx, reenabled)).To(Succeed())
+	g.Eventually(other.Delivered).WithTimeout(30*time.Second).WithPolling(10*time.Millisecond).Should(ConsistOf(ids),
+		"released while the slow endpoint's release waits")
+	g.Expect(slow.Delivered()).To(BeEmpty())
+
+	slow.Release()
+	released = true
+	g.Eventually(slow.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(ConsistOf(ids))
+}
