@@ -208,7 +208,8 @@ func testActivePages(t *testing.T, open Open) {
 	}
 	finished := first[2]
 	finished.State, finished.Attempts, finished.NextAttemptAt = store.Succeeded, 1, time.Time{}
-	if applied, err := s.RecordAttempts(ctx, []store.AttemptRecord{{Delivery: finished, Attempt: store.Attempt{DeliveryID: finished.ID, Number: 1, StartedAt: base}}}); err != nil || !applied[0] {
+	record := store.AttemptRecord{Delivery: finished, Attempt: store.Attempt{DeliveryID: finished.ID, Number: 1, StartedAt: base}}
+	if applied, err := s.RecordAttempts(ctx, []store.AttemptRecord{record}); err != nil || !applied[0] {
 		t.Fatalf("finishing %s: applied %v, %v", finished.ID, applied, err)
 	}
 	rest, _, err := s.ActivePage(ctx, store.AllPartitions(), next, len(all))
@@ -230,7 +231,7 @@ func testEvents(t *testing.T, open Open) {
 	s := start(t, open)
 	ctx := t.Context()
 	var deliveries []store.Delivery
-	for i, namespace := range []string{"shop", "billing", "shop"} {
+	for i, namespace := range []string{"orders", "billing", "orders"} {
 		accepted := accept(t, s, event(namespace, fmt.Sprintf("evt_%d", 3-i), base.Add(time.Duration(i)*time.Second)), targets("hooks", "audit"))
 		deliveries = append(deliveries, accepted.Deliveries...)
 	}

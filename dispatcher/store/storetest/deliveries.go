@@ -216,7 +216,7 @@ func testConcurrentChanges(t *testing.T, open Open) {
 func testChangeMany(t *testing.T, open Open) {
 	ctx := t.Context()
 	s := start(t, open)
-	var held []store.Delivery
+	held := make([]store.Delivery, 0, 5*40)
 	for i := range 5 {
 		to := make([]store.Target, 40)
 		for j := range to {
