@@ -357,7 +357,7 @@ func (e *Engine) eachHeld(ctx context.Context, endpointIDs []string, f func(chun
 	}
 	chunk := make([]store.Delivery, 0, e.releaseChunk)
 	goOn := true
-	err := e.eachActive(ctx, partitions, func(page []store.Delivery) (bool, error) {
+	err := e.eachActive(ctx, partitions, nil, func(page []store.Delivery) (bool, error) {
 		for _, delivery := range page {
 			if delivery.State != store.Held || !wanted[routes.ID(delivery.Namespace, delivery.Endpoint)] {
 				continue
@@ -383,24 +383,31 @@ func (e *Engine) eachHeld(ctx context.Context, endpointIDs []string, f func(chun
 // eachActive reads the pending and held deliveries of the partitions from
 // the store a page of releaseChunk at a time, each partition's oldest
 // first, and calls f with each page (which it must not keep) until f says
-// to stop.
-func (e *Engine) eachActive(ctx context.Context, partitions []int, f func(page []store.Delivery) (bool, error)) error {
+// to stop. With under, each page is read and handled holding it.
+func (e *Engine) eachActive(ctx context.Context, partitions []int, under sync.Locker, f func(page []store.Delivery) (bool, error)) error {
 	after := ""
 	for {
-		page, next, err := e.Store.ActivePage(ctx, partitions, after, e.releaseChunk)
-		if err != nil {
+		next, goOn, err := e.activePage(ctx, partitions, after, under, f)
+		if err != nil || !goOn || next == "" {
 			return err
-		}
-		if len(page) > 0 {
-			if goOn, err := f(page); err != nil || !goOn {
-				return err
-			}
-		}
-		if next == "" {
-			return nil
 		}
 		after = next
 	}
+}
+
+// activePage reads and handles one page for eachActive.
+func (e *Engine) activePage(ctx context.Context, partitions []int, after string, under sync.Locker, f func(page []store.Delivery) (bool, error)) (
+	next string, goOn bool, err error) {
+	if under != nil {
+		under.Lock()
+		defer under.Unlock()
+	}
+	page, next, err := e.Store.ActivePage(ctx, partitions, after, e.releaseChunk)
+	if err != nil || len(page) == 0 {
+		return next, true, err
+	}
+	goOn, err = f(page)
+	return next, goOn, err
 }
 
 // releaseLater has a background releaser of its own release each

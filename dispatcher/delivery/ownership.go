@@ -180,7 +180,7 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 	// there may be a million of them.
 	e.forgetHeld(partitions)
 	released := map[string]bool{}
-	err = e.eachActive(ctx, partitions, func(active []store.Delivery) (bool, error) {
+	err = e.eachActive(ctx, partitions, nil, func(active []store.Delivery) (bool, error) {
 		active, err := e.countInterruptions(ctx, active)
 		if err != nil {
 			return false, err
@@ -298,16 +298,15 @@ func (e *Engine) Resync(ctx context.Context) error {
 	if len(owned) == 0 {
 		return nil
 	}
-	// Under e.releasing, so that it reads no delivery a release has stored
-	// as pending but not yet queued: it would queue it out of order. Held
-	// ones stored by other replicas are counted here; released ones are
-	// uncounted as they are released.
-	e.releasing.Lock()
-	defer e.releasing.Unlock()
+	// Each page under e.releasing, so that it reads no delivery a release
+	// has stored as pending but not yet queued (it would queue it out of
+	// order), while a release goes on between two pages. Held ones stored
+	// by other replicas are counted here; released ones are uncounted as
+	// they are released.
 	found := 0
 	endpoints := map[string]bool{}
 	counts := map[string]int64{}
-	err := e.eachActive(ctx, owned, func(active []store.Delivery) (bool, error) {
+	err := e.eachActive(ctx, owned, &e.releasing, func(active []store.Delivery) (bool, error) {
 		queued, releasable, _, _ := e.claim(active)
 		found += queued
 		countHeldIn(counts, active)
@@ -328,6 +327,8 @@ func (e *Engine) Resync(ctx context.Context) error {
 	if len(endpoints) == 0 {
 		return nil
 	}
+	e.releasing.Lock()
+	defer e.releasing.Unlock()
 	return e.release(ctx, slices.Collect(maps.Keys(endpoints)))
 }
 
