@@ -6,8 +6,6 @@ package delivery
 import (
 	"context"
 	"fmt"
-	"maps"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,11 +102,10 @@ type Engine struct {
 	// releaseChunk is the most deliveries requeue moves in one store write
 	// (the constant; tests make it smaller).
 	releaseChunk int
-	// toRelease are the unordered endpoints whose held deliveries the
-	// background releaser is to release next, and releaser says it runs;
-	// both under mu.
-	toRelease map[string]bool
-	releaser  bool
+	// releasers are the unordered endpoints whose held deliveries are
+	// being released in the background, one goroutine each, true when
+	// asked again meanwhile (one more pass follows); under mu.
+	releasers map[string]bool
 	// held counts the owned endpoints' held deliveries (held.go).
 	held heldCounts
 }
@@ -121,7 +118,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock), ledger: newLedger(opts.Waker != nil),
-		records: make([]chan store.AttemptRecord, max(opts.RecordWriters, 1)), releaseChunk: releaseChunk, toRelease: map[string]bool{},
+		records: make([]chan store.AttemptRecord, max(opts.RecordWriters, 1)), releaseChunk: releaseChunk, releasers: map[string]bool{},
 		held: heldCounts{counts: map[string]int64{}},
 	}
 	e.written = sync.NewCond(&e.writtenMu)
@@ -326,11 +323,12 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	if len(strict) == 0 {
 		return nil
 	}
-	held, err := e.heldOf(ctx, strict)
-	if err != nil {
-		return err
-	}
-	released, err := e.requeue(ctx, held)
+	released := 0
+	err := e.eachHeld(ctx, strict, func(chunk []store.Delivery) (bool, error) {
+		moved, err := e.requeue(ctx, chunk)
+		released += moved
+		return true, err
+	})
 	if err != nil {
 		return err
 	}
@@ -345,27 +343,78 @@ func (e *Engine) release(ctx context.Context, endpointIDs []string) error {
 	return nil
 }
 
-// heldOf reads the held deliveries of the endpoints, oldest first.
-func (e *Engine) heldOf(ctx context.Context, endpointIDs []string) ([]store.Delivery, error) {
+// eachHeld reads the held deliveries of the endpoints from the store, oldest
+// first, and calls f with them releaseChunk at a time (the last chunk may
+// be shorter), until f says to stop. f must not keep the chunk: only one
+// chunk and one page of the store are in memory at once, however many are
+// held.
+func (e *Engine) eachHeld(ctx context.Context, endpointIDs []string, f func(chunk []store.Delivery) (bool, error)) error {
 	wanted := map[string]bool{}
 	partitions := make([]int, 0, len(endpointIDs))
 	for _, id := range endpointIDs {
 		wanted[id] = true
 		partitions = append(partitions, partitionOf(id))
 	}
-	active, err := e.Store.Active(ctx, partitions)
-	if err != nil {
-		return nil, err
+	chunk := make([]store.Delivery, 0, e.releaseChunk)
+	goOn := true
+	err := e.eachActive(ctx, partitions, nil, func(page []store.Delivery) (bool, error) {
+		for _, delivery := range page {
+			if delivery.State != store.Held || !wanted[routes.ID(delivery.Namespace, delivery.Endpoint)] {
+				continue
+			}
+			chunk = append(chunk, delivery)
+			if len(chunk) == e.releaseChunk {
+				var err error
+				if goOn, err = f(chunk); err != nil || !goOn {
+					return false, err
+				}
+				chunk = chunk[:0]
+			}
+		}
+		return true, nil
+	})
+	if err != nil || !goOn || len(chunk) == 0 {
+		return err
 	}
-	return slices.DeleteFunc(active, func(delivery store.Delivery) bool {
-		return delivery.State != store.Held || !wanted[routes.ID(delivery.Namespace, delivery.Endpoint)]
-	}), nil
+	_, err = f(chunk)
+	return err
 }
 
-// releaseLater has the background releaser release the endpoints' held
-// deliveries, starting it unless it runs. Requests for an endpoint whose
-// release is under way (a re-read of the store every few seconds asks
-// again) are coalesced into one more pass.
+// eachActive reads the pending and held deliveries of the partitions from
+// the store a page of releaseChunk at a time, each partition's oldest
+// first, and calls f with each page (which it must not keep) until f says
+// to stop. With under, each page is read and handled holding it.
+func (e *Engine) eachActive(ctx context.Context, partitions []int, under sync.Locker, f func(page []store.Delivery) (bool, error)) error {
+	after := ""
+	for {
+		next, goOn, err := e.activePage(ctx, partitions, after, under, f)
+		if err != nil || !goOn || next == "" {
+			return err
+		}
+		after = next
+	}
+}
+
+// activePage reads and handles one page for eachActive.
+func (e *Engine) activePage(ctx context.Context, partitions []int, after string, under sync.Locker, f func(page []store.Delivery) (bool, error)) (
+	next string, goOn bool, err error) {
+	if under != nil {
+		under.Lock()
+		defer under.Unlock()
+	}
+	page, next, err := e.Store.ActivePage(ctx, partitions, after, e.releaseChunk)
+	if err != nil || len(page) == 0 {
+		return next, true, err
+	}
+	goOn, err = f(page)
+	return next, goOn, err
+}
+
+// releaseLater has a background releaser of its own release each
+// endpoint's held deliveries (one goroutine per endpoint being released),
+// so that a slow endpoint's release holds up no other's. A request for an
+// endpoint whose release is under way (a re-read of the store every few
+// seconds asks again) is coalesced into one more pass.
 func (e *Engine) releaseLater(endpointIDs []string) {
 	if len(endpointIDs) == 0 {
 		return
@@ -376,70 +425,68 @@ func (e *Engine) releaseLater(endpointIDs []string) {
 		return // held in the store; the next start releases them
 	}
 	for _, id := range endpointIDs {
-		e.toRelease[id] = true
+		if _, running := e.releasers[id]; running {
+			e.releasers[id] = true
+			continue
+		}
+		e.releasers[id] = false
+		e.inFlight.Go(func() { e.releaseInBackground(id) }) // Stop waits for the chunk being written
 	}
-	if e.releaser {
-		return
-	}
-	e.releaser = true
-	e.inFlight.Go(e.releaseInBackground) // Stop waits for the chunk being written
 }
 
-// releaseInBackground releases the held deliveries of the endpoints asked
-// for, a pass at a time, until none is asked for or the engine stops.
-func (e *Engine) releaseInBackground() {
+// releaseInBackground releases the endpoint's held deliveries, a pass at a
+// time, until no other pass is asked for or the engine stops. It moves a
+// chunk only once the endpoint's line has room for it, so that a release
+// keeps about two chunks in memory, not every held delivery.
+func (e *Engine) releaseInBackground(id string) {
 	for {
+		released := 0
+		err := e.eachHeld(e.attempts, []string{id}, func(chunk []store.Delivery) (bool, error) {
+			if !e.queueFor(id).waitRoom(e.releaseChunk) {
+				return false, nil // given up or stopping: the rest stays held
+			}
+			// Read together, in key order: far cheaper than a read by each
+			// attempt.
+			events, err := e.Store.Events(e.attempts, chunk)
+			if err != nil {
+				return false, err
+			}
+			moved, goOn, err := e.releaseChunkNow(id, chunk, events)
+			released += moved
+			return goOn, err
+		})
+		if err != nil {
+			e.Log.Error(err, "releasing held deliveries; the rest stay held until the endpoint is next re-enabled or unpaused, or the dispatcher restarts",
+				"endpoint", id)
+		}
+		if released > 0 {
+			e.Log.Info("released held deliveries", "count", released, "endpoint", id)
+		}
 		e.mu.Lock()
-		endpointIDs := slices.Sorted(maps.Keys(e.toRelease))
-		clear(e.toRelease)
-		if len(endpointIDs) == 0 || e.stopped {
-			e.releaser = false
+		again := e.releasers[id] && !e.stopped
+		if !again {
+			delete(e.releasers, id)
 			e.mu.Unlock()
 			return
 		}
+		e.releasers[id] = false
 		e.mu.Unlock()
-		held, err := e.heldOf(e.attempts, endpointIDs)
-		if err != nil {
-			e.Log.Error(err, "reading held deliveries to release; they stay held until the endpoint is next re-enabled or unpaused, or the dispatcher restarts",
-				"endpoints", endpointIDs)
-			continue
-		}
-		released := 0
-		for chunk := range slices.Chunk(held, e.releaseChunk) {
-			moved, err := e.releaseChunkNow(chunk)
-			released += moved
-			if err != nil {
-				e.Log.Error(err, "releasing held deliveries; the rest stay held until the endpoint is next re-enabled or unpaused, or the dispatcher restarts",
-					"endpoints", endpointIDs)
-				break
-			}
-		}
-		if released > 0 {
-			e.Log.Info("released held deliveries", "count", released, "endpoints", endpointIDs)
-		}
 	}
 }
 
-// releaseChunkNow requeues those of a chunk of held deliveries whose
-// endpoint is still owned and deliverable, and says how many moved. It
-// holds e.releasing for one store write: a partition given up, or an
-// endpoint disabled or paused again, ends the release of what is left, which
-// stays held in the store.
-func (e *Engine) releaseChunkNow(chunk []store.Delivery) (int, error) {
+// releaseChunkNow requeues a chunk of the endpoint's held deliveries while
+// it is still owned and deliverable, and says how many moved and whether
+// the release goes on. It holds e.releasing for one store write: a
+// partition given up, or the endpoint disabled or paused again, ends the
+// release of what is left, which stays held in the store.
+func (e *Engine) releaseChunkNow(id string, chunk []store.Delivery, events []store.Event) (moved int, goOn bool, err error) {
 	e.releasing.Lock()
 	defer e.releasing.Unlock()
-	if e.isStopped() {
-		return 0, nil
+	if e.isStopped() || !e.ledger.owns(splitID(id)) || !e.deliverable(e.table.Load().Endpoint(id)) {
+		return 0, false, nil
 	}
-	table := e.table.Load()
-	chunk = slices.DeleteFunc(chunk, func(delivery store.Delivery) bool {
-		return !e.ledger.owns(delivery.Namespace, delivery.Endpoint) || !e.deliverable(table.Endpoint(routes.ID(delivery.Namespace, delivery.Endpoint)))
-	})
-	if len(chunk) == 0 {
-		return 0, nil
-	}
-	requeued, err := e.requeueChunk(e.attempts, chunk)
-	return len(requeued), err
+	requeued, err := e.requeueChunk(e.attempts, chunk, events)
+	return len(requeued), true, err
 }
 
 // Recover takes every partition (an engine that is the only replica):

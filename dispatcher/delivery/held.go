@@ -38,20 +38,43 @@ func (e *Engine) countHeld(changes map[string]int64) {
 	}
 }
 
-// recountHeld sets the held counts of the partitions' endpoints to those of
-// the active deliveries read from them, and reports the count of every
+// recountHeld sets the held counts of the partitions' endpoints to counts
+// (countHeldIn of their active deliveries), and reports the count of every
 // endpoint of the partitions in the table (a count left by an earlier
 // ownership may differ).
-func (e *Engine) recountHeld(partitions []int, active []store.Delivery) {
+func (e *Engine) recountHeld(partitions []int, counts map[string]int64) {
+	e.held.mu.Lock()
+	e.held.drop(partitionSet(partitions))
+	for id, count := range counts {
+		e.held.counts[id] += count
+	}
+	e.held.mu.Unlock()
+	e.reportHeld(partitions)
+}
+
+// addHeld counts the held ones among active deliveries of partitions whose
+// counts are being taken again (after forgetHeld, before reportHeld).
+func (e *Engine) addHeld(active []store.Delivery) {
+	e.held.mu.Lock()
+	defer e.held.mu.Unlock()
+	countHeldIn(e.held.counts, active)
+}
+
+// countHeldIn adds the held deliveries among active to counts, by endpoint.
+func countHeldIn(counts map[string]int64, active []store.Delivery) {
+	for _, delivery := range active {
+		if delivery.State == store.Held {
+			counts[routes.ID(delivery.Namespace, delivery.Endpoint)]++
+		}
+	}
+}
+
+// reportHeld reports the count of every endpoint of the partitions in the
+// table.
+func (e *Engine) reportHeld(partitions []int) {
 	in := partitionSet(partitions)
 	e.held.mu.Lock()
 	defer e.held.mu.Unlock()
-	e.held.drop(in)
-	for _, delivery := range active {
-		if delivery.State == store.Held {
-			e.held.counts[routes.ID(delivery.Namespace, delivery.Endpoint)]++
-		}
-	}
 	for _, endpoint := range e.table.Load().Endpoints() {
 		if in[partitionOf(endpoint.ID)] && e.ledger.owns(endpoint.Namespace, endpoint.Name) {
 			e.Status.HeldChanged(endpoint, e.held.counts[endpoint.ID])

@@ -176,30 +176,40 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 			}
 		}
 	}
-	active, err := e.Store.Active(ctx, partitions)
+	// Read a page at a time: the held deliveries are only counted, and
+	// there may be a million of them.
+	e.forgetHeld(partitions)
+	released := map[string]bool{}
+	err = e.eachActive(ctx, partitions, nil, func(active []store.Delivery) (bool, error) {
+		active, err := e.countInterruptions(ctx, active)
+		if err != nil {
+			return false, err
+		}
+		queued, releasable, stay, strictHeld := e.claim(active)
+		pending, held = pending+queued, held+stay
+		// Counted before the releasable ones are released, which uncounts them.
+		e.addHeld(active)
+		for _, id := range strictHeld {
+			e.queueFor(id).block()
+		}
+		for _, delivery := range releasable {
+			released[routes.ID(delivery.Namespace, delivery.Endpoint)] = true
+		}
+		moved, err := e.requeue(ctx, releasable)
+		pending += moved
+		return true, err
+	})
+	e.reportHeld(partitions)
 	if err != nil {
-		return 0, 0, err
-	}
-	if active, err = e.countInterruptions(ctx, active); err != nil {
-		return 0, 0, err
-	}
-	pending, releasable, held, strictHeld := e.claim(active)
-	// Counted before the releasable ones are released, which uncounts them.
-	e.recountHeld(partitions, active)
-	for _, id := range strictHeld {
-		e.queueFor(id).block()
-	}
-	released, err := e.requeue(ctx, releasable)
-	if err != nil {
-		return pending + released, held, err
+		return pending, held, err
 	}
 	// A Strict line blocked by a delivery held before (a publish while the
 	// endpoint was paused or disabled) moves again now that the held ones
 	// are back in line.
-	for _, delivery := range releasable {
-		e.queueFor(routes.ID(delivery.Namespace, delivery.Endpoint)).unblock()
+	for id := range released {
+		e.queueFor(id).unblock()
 	}
-	return pending + released, held, nil
+	return pending, held, nil
 }
 
 // take makes an endpoint of a newly owned partition this engine's: its
@@ -288,25 +298,34 @@ func (e *Engine) Resync(ctx context.Context) error {
 	if len(owned) == 0 {
 		return nil
 	}
-	active, err := e.Store.Active(ctx, owned)
+	// Each page under e.releasing, so that it reads no delivery a release
+	// has stored as pending but not yet queued (it would queue it out of
+	// order), while a release goes on between two pages. Held ones stored
+	// by other replicas are counted here; released ones are uncounted as
+	// they are released.
+	found := 0
+	endpoints := map[string]bool{}
+	counts := map[string]int64{}
+	err := e.eachActive(ctx, owned, &e.releasing, func(active []store.Delivery) (bool, error) {
+		queued, releasable, _, _ := e.claim(active)
+		found += queued
+		countHeldIn(counts, active)
+		// Held by a replica that read the endpoint's health just before a
+		// re-enable committed.
+		for _, delivery := range releasable {
+			endpoints[routes.ID(delivery.Namespace, delivery.Endpoint)] = true
+		}
+		return true, nil
+	})
 	if err != nil {
 		return err
 	}
-	found, releasable, _, _ := e.claim(active)
-	// Held ones stored by other replicas are counted here; released ones
-	// are uncounted as they are released.
-	e.recountHeld(owned, active)
+	e.recountHeld(owned, counts)
 	if found > 0 {
 		e.Log.Info("found pending deliveries no replica had queued; queued them", "count", found)
 	}
-	if len(releasable) == 0 {
+	if len(endpoints) == 0 {
 		return nil
-	}
-	// Held by a replica that read the endpoint's health just before a
-	// re-enable committed.
-	endpoints := map[string]bool{}
-	for _, delivery := range releasable {
-		endpoints[routes.ID(delivery.Namespace, delivery.Endpoint)] = true
 	}
 	e.releasing.Lock()
 	defer e.releasing.Unlock()

@@ -99,6 +99,12 @@ func (w wakeTo) Wake(_ context.Context, deliveries []store.Delivery) error {
 // namespace ns, whose names are picked to fall in different partitions.
 func twoEndpoints(t *testing.T, first, second string) (*routes.Table, [2]int) {
 	t.Helper()
+	return twoEndpointsWith(t, first, second, nil)
+}
+
+// twoEndpointsWith is twoEndpoints with a change to both routes.
+func twoEndpointsWith(t *testing.T, first, second string, change func(*routes.Endpoint)) (*routes.Table, [2]int) {
+	t.Helper()
 	names := [2]string{"first", "second"}
 	for i := 0; store.Partition("ns", names[0]) == store.Partition("ns", names[1]); i++ {
 		names[1] = fmt.Sprintf("second-%d", i)
@@ -107,6 +113,9 @@ func twoEndpoints(t *testing.T, first, second string) (*routes.Table, [2]int) {
 	for i, url := range []string{first, second} {
 		route := strictRoute(url, func(route *routes.Endpoint) {
 			route.Name, route.UID, route.Ordering, route.MaxInFlight = names[i], "uid-"+names[i], "", 4
+			if change != nil {
+				change(route)
+			}
 		})
 		data, err := routes.EncodeEndpoint(route)
 		if err != nil {

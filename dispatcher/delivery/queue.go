@@ -33,6 +33,10 @@ type queue struct {
 	stopping chan struct{}
 	// running counts the workers, for a partition's release to wait for.
 	running sync.WaitGroup
+	// room, when not nil, is closed at the next task taken from ready or
+	// at stop: a release waiting for the line to shorten (waitRoom) looks
+	// again.
+	room chan struct{}
 
 	// ordered is set for a Strict endpoint: see ordered.go.
 	ordered
@@ -93,6 +97,7 @@ func (q *queue) work() {
 			return
 		}
 		t := q.ready.pop()
+		q.signalRoom()
 		q.mu.Unlock()
 		if !q.admit() {
 			q.mu.Lock()
@@ -127,6 +132,39 @@ func (q *queue) stop() {
 	}
 	q.stopped = true
 	q.ready, q.line = fifo{}, nil
+	q.signalRoom()
+}
+
+// signalRoom wakes a release waiting in waitRoom; call with mu held.
+func (q *queue) signalRoom() {
+	if q.room != nil {
+		close(q.room)
+		q.room = nil
+	}
+}
+
+// waitRoom waits until fewer than n tasks wait in the ready line, so that
+// a release of many held deliveries keeps only about a chunk of them in
+// memory ahead of the workers, and reports false if the queue stopped
+// first (its partition given up, or the engine stopping).
+func (q *queue) waitRoom(n int) bool {
+	for {
+		q.mu.Lock()
+		if q.stopped {
+			q.mu.Unlock()
+			return false
+		}
+		if q.ready.len() < n {
+			q.mu.Unlock()
+			return true
+		}
+		if q.room == nil {
+			q.room = make(chan struct{})
+		}
+		room := q.room
+		q.mu.Unlock()
+		<-room
+	}
 }
 
 // fifo is a first-in, first-out line of tasks that reuses its array, so

@@ -234,8 +234,8 @@ func TestReleaseRequestsCoalesce(t *testing.T) {
 	route.ReenableToken = "1"
 	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
 	g.Eventually(receiver.Delivered).WithTimeout(10 * time.Second).Should(Equal(ids[:10]))
-	// Each reads the held ones left, then waits for the chunk being
-	// written (behind the gate) before it asks for their release.
+	// Each waits for the chunk being written (behind the gate), then
+	// reads the held ones left and asks for their release.
 	resyncs := make(chan error, 3)
 	for range 3 {
 		go func() { resyncs <- engine.Resync(context.Background()) }()
@@ -245,11 +245,11 @@ func TestReleaseRequestsCoalesce(t *testing.T) {
 		g.Eventually(resyncs).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
 	}
 	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
-	g.Eventually(func() bool {
+	g.Eventually(func() int {
 		engine.mu.Lock()
 		defer engine.mu.Unlock()
-		return engine.releaser
-	}).Should(BeFalse())
+		return len(engine.releasers)
+	}).Should(BeZero())
 	g.Expect(recorder.recorded()).To(HaveLen(4), "35 held deliveries, 10 to a chunk, each written once")
 }
 
@@ -293,4 +293,137 @@ func TestHeldCountsFollowTheStore(t *testing.T) {
 	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(ConsistOf(ids))
 	g.Expect(engine.Held(id)).To(BeZero())
 	g.Expect(reported()).To(BeZero())
+}
+
+// TestReleaseWaitsForRoomInLine: a release moves the next chunk of held
+// deliveries only once the endpoint's line has room for it, so that while
+// the receiver is slow the dispatcher holds about two chunks in memory, not
+// every held delivery (a disabled endpoint may have a million); once the
+// receiver answers, the rest follow, oldest first.
+func TestReleaseWaitsForRoomInLine(t *testing.T) {
+	g := NewWithT(t)
+	receiver := testreceiver.NewHeldOrdered(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	engine, recorder := disabledEngine(t, route, nil, nil)
+	engine.releaseChunk = 10
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			receiver.Release()
+		}
+	})
+
+	ids := publishEvents(t, engine, 0, 45)
+	route.ReenableToken = "1"
+	g.Expect(engine.SetTable(context.Background(), tableOf(t, route))).To(Succeed())
+	// The first attempt waits at the receiver, 19 wait in line, and the
+	// release waits for room with the other 25 still held in the store
+	// (nothing leaves the line until the receiver answers).
+	queue := engine.queueFor(routes.ID(route.Namespace, route.Name))
+	g.Eventually(func() bool {
+		queue.mu.Lock()
+		defer queue.mu.Unlock()
+		return queue.room != nil && len(recorder.recorded()) == 2
+	}).WithTimeout(10*time.Second).Should(BeTrue(), "the release waits for room in line after two chunks")
+	g.Expect(engine.Held(routes.ID(route.Namespace, route.Name))).To(Equal(int64(25)))
+
+	receiver.Release()
+	released = true
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
+	g.Expect(recorder.recorded()).To(HaveLen(5))
+}
+
+// pagedReads fails the test on a read of every active delivery at once,
+// and notes the longest page read.
+type pagedReads struct {
+	store.Store
+	t       *testing.T
+	mu      sync.Mutex
+	longest int
+}
+
+func (s *pagedReads) Active(ctx context.Context, partitions []int) ([]store.Delivery, error) {
+	s.t.Error("the engine read every active delivery of the partitions at once")
+	return s.Store.Active(ctx, partitions)
+}
+
+func (s *pagedReads) ActivePage(ctx context.Context, partitions []int, after string, limit int) ([]store.Delivery, string, error) {
+	page, next, err := s.Store.ActivePage(ctx, partitions, after, limit)
+	s.mu.Lock()
+	s.longest = max(s.longest, len(page))
+	s.mu.Unlock()
+	return page, next, err
+}
+
+// TestStartReadsHeldDeliveriesInPages: taking partitions (at start) and a
+// release read the store's held deliveries a page at a time, so that the
+// dispatcher's memory at start does not grow with the number held; each is
+// still counted, and released oldest first.
+func TestStartReadsHeldDeliveriesInPages(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	receiver := testreceiver.NewOrdered(t, nil)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	id := routes.ID(route.Namespace, route.Name)
+	reads := &pagedReads{t: t}
+	engine, _ := disabledEngine(t, route, func(db store.Store) store.Store {
+		reads.Store = db
+		return reads
+	}, nil)
+	engine.releaseChunk = 10
+	ids := publishEvents(t, engine, 0, 35)
+
+	engine.Release(store.AllPartitions())
+	_, held, err := engine.Acquire(ctx, store.AllPartitions())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(held).To(Equal(35))
+	g.Expect(engine.Held(id)).To(Equal(int64(35)))
+
+	route.ReenableToken = "1"
+	g.Expect(engine.SetTable(ctx, tableOf(t, route))).To(Succeed())
+	g.Eventually(receiver.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(Equal(ids))
+	reads.mu.Lock()
+	defer reads.mu.Unlock()
+	g.Expect(reads.longest).To(Equal(10), "pages of releaseChunk")
+}
+
+// TestReleasesDoNotWaitForEachOther: each endpoint's release goes on its
+// own, so that one whose receiver is slow (its release waiting for room in
+// line) holds up no other endpoint's.
+func TestReleasesDoNotWaitForEachOther(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	slow, other := testreceiver.NewHeldOrdered(t, nil), testreceiver.NewOrdered(t, nil)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			slow.Release()
+		}
+	})
+	table, _ := twoEndpoints(t, slow.URL, other.URL)
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	for _, endpoint := range table.Endpoints() {
+		g.Expect(db.PutHealth(ctx, store.Health{Endpoint: endpoint.ID, UID: endpoint.UID, ConsecutiveFailures: 5, Disabled: true})).To(Succeed())
+	}
+	engine := replicaEngine(t, db, "Test", table, nil)
+	if _, _, err := engine.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	engine.releaseChunk = 5
+	ids := publishEvents(t, engine, 0, 30)
+	g.Expect(heldGauge(t, engine)).To(Equal(60.0))
+
+	reenabled, _ := twoEndpointsWith(t, slow.URL, other.URL, func(route *routes.Endpoint) { route.ReenableToken = "1" })
+	g.Expect(engine.SetTable(ctx, reenabled)).To(Succeed())
+	g.Eventually(other.Delivered).WithTimeout(30*time.Second).WithPolling(10*time.Millisecond).Should(ConsistOf(ids),
+		"released while the slow endpoint's release waits")
+	g.Expect(slow.Delivered()).To(BeEmpty())
+
+	slow.Release()
+	released = true
+	g.Eventually(slow.Delivered).WithTimeout(30 * time.Second).WithPolling(10 * time.Millisecond).Should(ConsistOf(ids))
 }

@@ -29,7 +29,7 @@ func (e *Engine) Retry(ctx context.Context, namespace, id string) (store.Deliver
 	case store.Held:
 		return store.Delivery{}, fmt.Errorf("%w: %s is held until endpoint %s is re-enabled or unpaused", ErrNotRetriable, id, delivery.Endpoint)
 	}
-	requeued, err := e.requeueChunk(ctx, []store.Delivery{delivery})
+	requeued, err := e.requeueChunk(ctx, []store.Delivery{delivery}, nil)
 	if err != nil {
 		return store.Delivery{}, err
 	}
@@ -81,7 +81,7 @@ const releaseChunk = 1000
 func (e *Engine) requeue(ctx context.Context, deliveries []store.Delivery) (int, error) {
 	moved := 0
 	for chunk := range slices.Chunk(deliveries, e.releaseChunk) {
-		requeued, err := e.requeueChunk(ctx, chunk)
+		requeued, err := e.requeueChunk(ctx, chunk, nil)
 		moved += len(requeued)
 		if err != nil {
 			return moved, err
@@ -91,8 +91,10 @@ func (e *Engine) requeue(ctx context.Context, deliveries []store.Delivery) (int,
 }
 
 // requeueChunk moves deliveries back in line in one store write and returns
-// those that moved, as stored.
-func (e *Engine) requeueChunk(ctx context.Context, deliveries []store.Delivery) ([]store.Delivery, error) {
+// those that moved, as stored. events, when not nil, are the deliveries'
+// events (events[i] is deliveries[i]'s, zero if not read), which their
+// attempts then need not read one by one.
+func (e *Engine) requeueChunk(ctx context.Context, deliveries []store.Delivery, events []store.Event) ([]store.Delivery, error) {
 	now := e.Clock.Now().UTC()
 	changes := make([]store.DeliveryChange, len(deliveries))
 	for i, delivery := range deliveries {
@@ -116,7 +118,11 @@ func (e *Engine) requeueChunk(ctx context.Context, deliveries []store.Delivery) 
 			released = append(released, change.To)
 		}
 		if e.ledger.track(change.To) {
-			e.enqueue(task{delivery: change.To})
+			t := task{delivery: change.To}
+			if events != nil && events[i].ID != "" {
+				t.event = &events[i]
+			}
+			e.enqueue(t)
 		} else {
 			theirs = append(theirs, change.To)
 		}

@@ -470,6 +470,44 @@ func (b *Bolt) Active(_ context.Context, partitions []int) ([]Delivery, error) {
 	return out, nil
 }
 
+// ActivePage implements Store: in id order across the partitions, which is
+// each partition's oldest first; next is the page's last id.
+func (b *Bolt) ActivePage(_ context.Context, partitions []int, after string, limit int) ([]Delivery, string, error) {
+	var wanted [Partitions]bool
+	for _, partition := range partitions {
+		wanted[partition] = true
+	}
+	var page []Delivery
+	next := ""
+	err := b.view(func(tx *bolt.Tx) error {
+		deliveries := tx.Bucket(bucketDeliveries)
+		cursor := tx.Bucket(bucketActive).Cursor()
+		id, _ := cursor.Seek([]byte(after))
+		if id != nil && string(id) == after {
+			id, _ = cursor.Next()
+		}
+		for ; id != nil && limit > 0; id, _ = cursor.Next() {
+			var delivery Delivery
+			if err := json.Unmarshal(deliveries.Get(id), &delivery); err != nil {
+				return fmt.Errorf("delivery %s: %w", id, err)
+			}
+			if !wanted[Partition(delivery.Namespace, delivery.Endpoint)] {
+				continue
+			}
+			if len(page) == limit {
+				next = page[len(page)-1].ID
+				return nil
+			}
+			page = append(page, delivery)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("store: listing active deliveries: %w", err)
+	}
+	return page, next, nil
+}
+
 // Healths implements Store.
 func (b *Bolt) Healths(context.Context) ([]Health, error) {
 	var out []Health
@@ -488,20 +526,49 @@ func (b *Bolt) Healths(context.Context) ([]Health, error) {
 func (b *Bolt) Event(_ context.Context, namespace, id string) (Event, error) {
 	var event Event
 	err := b.view(func(tx *bolt.Tx) error {
-		data := tx.Bucket(bucketEvents).Get(eventKey(namespace, id))
-		if data == nil {
-			return ErrNotFound
-		}
-		if err := json.Unmarshal(data, &event); err != nil {
-			return err
-		}
-		event.Data = bytes.Clone(tx.Bucket(bucketEventData).Get(eventKey(namespace, id)))
-		return nil
+		var err error
+		event, err = readEvent(tx, namespace, id)
+		return err
 	})
 	if err != nil {
 		return Event{}, fmt.Errorf("store: event %s/%s: %w", namespace, id, err)
 	}
 	return event, nil
+}
+
+// readEvent reads an event in tx, ErrNotFound when it is not stored.
+func readEvent(tx *bolt.Tx, namespace, id string) (Event, error) {
+	var event Event
+	data := tx.Bucket(bucketEvents).Get(eventKey(namespace, id))
+	if data == nil {
+		return event, ErrNotFound
+	}
+	if err := json.Unmarshal(data, &event); err != nil {
+		return event, err
+	}
+	event.Data = bytes.Clone(tx.Bucket(bucketEventData).Get(eventKey(namespace, id)))
+	return event, nil
+}
+
+// Events implements Store, in one read transaction.
+func (b *Bolt) Events(_ context.Context, deliveries []Delivery) ([]Event, error) {
+	events := make([]Event, len(deliveries))
+	err := b.view(func(tx *bolt.Tx) error {
+		for i, delivery := range deliveries {
+			event, err := readEvent(tx, delivery.Namespace, delivery.EventID)
+			switch {
+			case err == nil:
+				events[i] = event
+			case !errors.Is(err, ErrNotFound):
+				return fmt.Errorf("event %s/%s: %w", delivery.Namespace, delivery.EventID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: reading %d events: %w", len(deliveries), err)
+	}
+	return events, nil
 }
 
 // DeliveriesOf implements Store.

@@ -519,15 +519,20 @@ func (p *Pebble) compareAndSet(ids []string, current func(i int, stored Delivery
 	unlock := p.deliveries.lock(ids...)
 	batch := p.db.NewBatch()
 	defer batch.Close()
+	records, err := p.newDeliveryReader(ids)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
 	applied := make([]bool, len(ids))
 	written := map[string]Delivery{}
 	for i, id := range ids {
 		stored, found := written[id]
 		if !found {
 			var err error
-			if stored, found, err = getRecord(p.db, deliveryKey(id), decodeDelivery); err != nil {
+			if stored, found, err = records.read(id); err != nil {
 				unlock()
-				return nil, fmt.Errorf("delivery %s: %w", id, err)
+				return nil, errors.Join(fmt.Errorf("delivery %s: %w", id, err), records.close())
 			}
 		}
 		if !found || !current(i, stored) {
@@ -536,13 +541,63 @@ func (p *Pebble) compareAndSet(ids []string, current func(i int, stored Delivery
 		next, err := write(batch, i, stored)
 		if err != nil {
 			unlock()
-			return nil, err
+			return nil, errors.Join(err, records.close())
 		}
 		written[id], applied[i] = next, true
 	}
-	err := batch.Commit(pebble.NoSync)
+	err = errors.Join(records.close(), batch.Commit(pebble.NoSync))
 	unlock()
 	return applied, err
+}
+
+// seekThreshold is the number of deliveries, ids ascending, from which
+// compareAndSet reads them with one iterator rather than a Get each.
+const seekThreshold = 64
+
+// deliveryReader reads the delivery records of a compareAndSet: for many
+// with ids ascending (a release's chunk), one iterator that seeks on from
+// where the last read left it instead of from the top of every level of
+// the LSM, which the scale run measured at less than half the CPU of a
+// Get each; a Get each otherwise (attempt records, in the order their
+// attempts ended). Created under the locks, it reads what they keep from
+// changing.
+type deliveryReader struct {
+	db   *pebble.DB
+	iter *pebble.Iterator
+}
+
+func (p *Pebble) newDeliveryReader(ids []string) (*deliveryReader, error) {
+	if len(ids) < seekThreshold || !slices.IsSorted(ids) {
+		return &deliveryReader{db: p.db}, nil
+	}
+	iter, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixDelivery}, UpperBound: []byte{prefixDelivery + 1}})
+	if err != nil {
+		return nil, err
+	}
+	return &deliveryReader{db: p.db, iter: iter}, nil
+}
+
+func (r *deliveryReader) read(id string) (Delivery, bool, error) {
+	key := deliveryKey(id)
+	if r.iter == nil {
+		return getRecord(r.db, key, decodeDelivery)
+	}
+	if !r.iter.SeekGE(key) || !bytes.Equal(r.iter.Key(), key) {
+		return Delivery{}, false, r.iter.Error()
+	}
+	value, err := r.iter.ValueAndErr()
+	if err != nil {
+		return Delivery{}, false, err
+	}
+	delivery, err := decodeDelivery(value)
+	return delivery, err == nil, err
+}
+
+func (r *deliveryReader) close() error {
+	if r.iter == nil {
+		return nil
+	}
+	return r.iter.Close()
 }
 
 // RecordAttempts implements Store. It does not wait for a sync: see Pebble.
@@ -697,6 +752,81 @@ func (p *Pebble) Active(_ context.Context, partitions []int) ([]Delivery, error)
 	return out, nil
 }
 
+// ActivePage implements Store. It walks the active index, which is ordered
+// by partition then id; next is the index key of the page's last delivery
+// after its leading byte.
+func (p *Pebble) ActivePage(_ context.Context, partitions []int, after string, limit int) ([]Delivery, string, error) {
+	var page []Delivery
+	next := ""
+	err := p.view(func() error {
+		wanted := slices.Sorted(slices.Values(partitions))
+		if len(wanted) == 0 || limit < 1 {
+			return nil
+		}
+		lower := []byte{prefixActive, byte(wanted[0])}
+		iter, err := p.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{prefixActive, byte(wanted[len(wanted)-1] + 1)}})
+		if err != nil {
+			return err
+		}
+		// The deliveries are read with a second iterator, not a Get each:
+		// a partition's ids ascend, so each seek starts from the last one's
+		// blocks rather than from the top of every level.
+		records, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixDelivery}, UpperBound: []byte{prefixDelivery + 1}})
+		if err != nil {
+			return errors.Join(err, iter.Close())
+		}
+		valid := iter.First()
+		if after != "" {
+			// Past the key named by after, which may be gone by now.
+			valid = iter.SeekGE(append([]byte{prefixActive}, after...))
+			if valid && string(iter.Key()[1:]) == after {
+				valid = iter.Next()
+			}
+		}
+		for valid && err == nil {
+			key := iter.Key()
+			if partition := int(key[1]); !slices.Contains(wanted, partition) {
+				// On to the next partition asked for, if any.
+				i, _ := slices.BinarySearch(wanted, partition)
+				if i == len(wanted) {
+					break
+				}
+				valid = iter.SeekGE([]byte{prefixActive, byte(wanted[i])})
+				continue
+			}
+			if len(page) == limit {
+				next = string(activeKey(page[len(page)-1])[1:])
+				break
+			}
+			var delivery Delivery
+			if delivery, err = seekRecord(records, deliveryKey(string(key[2:])), decodeDelivery); err == nil {
+				page = append(page, delivery)
+				valid = iter.Next()
+			}
+		}
+		return errors.Join(err, iter.Error(), iter.Close(), records.Close())
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("store: listing active deliveries: %w", err)
+	}
+	return page, next, nil
+}
+
+// seekRecord reads the record of an index entry, which must be stored,
+// with an iterator over the records' range.
+func seekRecord[T any](records *pebble.Iterator, key []byte, decode func([]byte) (T, error)) (T, error) {
+	if !records.SeekGE(key) || !bytes.Equal(records.Key(), key) {
+		var zero T
+		return zero, errors.Join(fmt.Errorf("%q is indexed but not stored", key), records.Error())
+	}
+	value, err := records.ValueAndErr()
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return decode(value)
+}
+
 // indexed reads a delivery that an index names, which must be stored.
 func (p *Pebble) indexed(id []byte) (Delivery, error) {
 	delivery, found, err := getRecord(p.db, deliveryKey(string(id)), decodeDelivery)
@@ -757,6 +887,44 @@ func (p *Pebble) Event(_ context.Context, namespace, id string) (Event, error) {
 		return Event{}, fmt.Errorf("store: event %s/%s: %w", namespace, id, err)
 	}
 	return record.Event, nil
+}
+
+// Events implements Store. It seeks one iterator to the events in key
+// order, so that events stored side by side are read from the same blocks.
+func (p *Pebble) Events(_ context.Context, deliveries []Delivery) ([]Event, error) {
+	events := make([]Event, len(deliveries))
+	keys := make([][]byte, len(deliveries))
+	order := make([]int, len(deliveries))
+	for i, delivery := range deliveries {
+		keys[i], order[i] = pebbleEventKey(delivery.Namespace, delivery.EventID), i
+	}
+	slices.SortFunc(order, func(a, b int) int { return bytes.Compare(keys[a], keys[b]) })
+	err := p.view(func() error {
+		iter, err := p.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixEvent}, UpperBound: []byte{prefixEvent + 1}})
+		if err != nil {
+			return err
+		}
+		for _, i := range order {
+			if !iter.SeekGE(keys[i]) || !bytes.Equal(iter.Key(), keys[i]) {
+				continue
+			}
+			var value []byte
+			if value, err = iter.ValueAndErr(); err != nil {
+				break
+			}
+			var record eventRecord
+			if record, err = decodeEvent(value); err != nil {
+				err = fmt.Errorf("event %q: %w", keys[i], err)
+				break
+			}
+			events[i] = record.Event
+		}
+		return errors.Join(err, iter.Error(), iter.Close())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: reading %d events: %w", len(deliveries), err)
+	}
+	return events, nil
 }
 
 // Delivery implements Store.

@@ -460,6 +460,27 @@ func (p *Postgres) Active(ctx context.Context, partitions []int) ([]Delivery, er
 	return out, nil
 }
 
+// ActivePage implements Store: in id order across the partitions, which is
+// each partition's oldest first; next is the page's last id.
+func (p *Postgres) ActivePage(ctx context.Context, partitions []int, after string, limit int) ([]Delivery, string, error) {
+	if err := p.open(); err != nil {
+		return nil, "", err
+	}
+	if limit < 1 {
+		return nil, "", nil
+	}
+	// One more than the page says whether another follows.
+	out, err := p.deliveries(ctx, "SELECT "+deliveryColumns+" FROM deliveries WHERE state IN ('pending', 'held') AND partition = ANY($1) AND id > $2 ORDER BY id LIMIT $3",
+		partitions, after, limit+1)
+	if err != nil {
+		return nil, "", p.fail(err, "listing active deliveries")
+	}
+	if len(out) <= limit {
+		return out, "", nil
+	}
+	return out[:limit], out[limit-1].ID, nil
+}
+
 // Healths implements Store.
 func (p *Postgres) Healths(ctx context.Context) ([]Health, error) {
 	if err := p.open(); err != nil {
@@ -501,6 +522,42 @@ func (p *Postgres) Event(ctx context.Context, namespace, id string) (Event, erro
 	}
 	event.CreatedAt, event.AcceptedAt, event.Data = utc(created), utc(accepted), data
 	return event, nil
+}
+
+// Events implements Store, in one query.
+func (p *Postgres) Events(ctx context.Context, deliveries []Delivery) ([]Event, error) {
+	if err := p.open(); err != nil {
+		return nil, err
+	}
+	namespaces, ids := make([]string, len(deliveries)), make([]string, len(deliveries))
+	for i, delivery := range deliveries {
+		namespaces[i], ids[i] = delivery.Namespace, delivery.EventID
+	}
+	rows, err := p.pool.Query(ctx, `SELECT e.namespace, e.id, e.type, e.created_at, e.data, e.sandbox, e.accepted_at, e.deliveries
+		FROM events e JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS wanted (namespace, id) ON e.namespace = wanted.namespace AND e.id = wanted.id`,
+		namespaces, ids)
+	var found []Event
+	if err == nil {
+		found, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) {
+			var event Event
+			var created, accepted *time.Time
+			err := row.Scan(&event.Namespace, &event.ID, &event.Type, &created, &event.Data, &event.Sandbox, &accepted, &event.Deliveries)
+			event.CreatedAt, event.AcceptedAt = utc(created), utc(accepted)
+			return event, err
+		})
+	}
+	if err != nil {
+		return nil, p.fail(err, "reading %d events", len(deliveries))
+	}
+	byKey := make(map[[2]string]Event, len(found))
+	for _, event := range found {
+		byKey[[2]string{event.Namespace, event.ID}] = event
+	}
+	events := make([]Event, len(deliveries))
+	for i, delivery := range deliveries {
+		events[i] = byKey[[2]string{delivery.Namespace, delivery.EventID}]
+	}
+	return events, nil
 }
 
 // DeliveriesOf implements Store.

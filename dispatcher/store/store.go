@@ -154,10 +154,20 @@ type Store interface {
 	// Active lists the pending and held deliveries of the given partitions
 	// (see Partition), oldest first.
 	Active(ctx context.Context, partitions []int) ([]Delivery, error)
+	// ActivePage lists Active a page at a time, so that a caller holds no
+	// more than limit of them at once (a disabled endpoint may have a
+	// million held): at most limit pending and held deliveries of the
+	// partitions, each partition's oldest first, from where the page before
+	// left off (after is its next, empty for the first page). next is empty
+	// after the last page.
+	ActivePage(ctx context.Context, partitions []int, after string, limit int) (page []Delivery, next string, err error)
 	// Healths lists every endpoint's health.
 	Healths(ctx context.Context) ([]Health, error)
 	// Event returns an event.
 	Event(ctx context.Context, namespace, id string) (Event, error)
+	// Events reads the events of the deliveries at once: events[i] is
+	// deliveries[i]'s, left zero (ID empty) when it is not stored.
+	Events(ctx context.Context, deliveries []Delivery) (events []Event, err error)
 	// Attempts lists a delivery's attempts in order.
 	Attempts(ctx context.Context, deliveryID string) ([]Attempt, error)
 	// DeliveriesOf lists an event's deliveries.

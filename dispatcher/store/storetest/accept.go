@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -153,4 +154,93 @@ func testActiveByPartition(t *testing.T, open Open) {
 		same(t, fmt.Sprintf("active deliveries of partition %d", partition), deliveries, read(s.Active(t.Context(), []int{partition})).must(t))
 	}
 	same(t, "active deliveries of no partition", []store.Delivery(nil), read(s.Active(t.Context(), nil)).must(t))
+}
+
+// testActivePages: ActivePage, page after page, lists the deliveries Active
+// does, each partition's oldest first, none twice, a page at most limit
+// long, for all partitions and for some; one finished between two pages is
+// not listed and does not break the listing.
+func testActivePages(t *testing.T, open Open) {
+	s := start(t, open)
+	ctx := t.Context()
+	var all []store.Delivery
+	for i := range 30 {
+		accepted := accept(t, s, event("shop", fmt.Sprintf("evt_%d", i), base.Add(time.Duration(i)*time.Second)), targets(fmt.Sprintf("endpoint-%d", i%7)))
+		all = append(all, accepted.Deliveries...)
+	}
+	some := []int{store.Partition("shop", "endpoint-1"), store.Partition("shop", "endpoint-4")}
+	for _, partitions := range [][]int{store.AllPartitions(), some, nil} {
+		want := read(s.Active(ctx, partitions)).must(t)
+		var got []store.Delivery
+		after := ""
+		for pages := 0; ; pages++ {
+			if pages > len(all) {
+				t.Fatalf("ActivePage of %v does not end", partitions)
+			}
+			page, next, err := s.ActivePage(ctx, partitions, after, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) > 4 {
+				t.Fatalf("a page of %d deliveries, limit 4", len(page))
+			}
+			got = append(got, page...)
+			if next == "" {
+				break
+			}
+			after = next
+		}
+		byID := func(a, b store.Delivery) int { return strings.Compare(a.ID, b.ID) }
+		for partition := range store.Partitions {
+			elsewhere := func(d store.Delivery) bool { return store.Partition(d.Namespace, d.Endpoint) != partition }
+			listed := slices.DeleteFunc(slices.Clone(got), elsewhere)
+			if !slices.IsSortedFunc(listed, byID) {
+				t.Errorf("partition %d listed out of order: %v", partition, listed)
+			}
+		}
+		slices.SortFunc(got, byID)
+		same(t, fmt.Sprintf("active deliveries of %v, paged", partitions), want, got)
+	}
+
+	first, next, err := s.ActivePage(ctx, store.AllPartitions(), "", 3)
+	if err != nil || next == "" {
+		t.Fatalf("first page: next %q, %v", next, err)
+	}
+	finished := first[2]
+	finished.State, finished.Attempts, finished.NextAttemptAt = store.Succeeded, 1, time.Time{}
+	record := store.AttemptRecord{Delivery: finished, Attempt: store.Attempt{DeliveryID: finished.ID, Number: 1, StartedAt: base}}
+	if applied, err := s.RecordAttempts(ctx, []store.AttemptRecord{record}); err != nil || !applied[0] {
+		t.Fatalf("finishing %s: applied %v, %v", finished.ID, applied, err)
+	}
+	rest, _, err := s.ActivePage(ctx, store.AllPartitions(), next, len(all))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(first)+len(rest), len(all); got != want {
+		t.Errorf("after a finished delivery, the pages list %d deliveries, want %d", got, want)
+	}
+	if slices.ContainsFunc(rest, func(d store.Delivery) bool { return d.ID == finished.ID || d.ID == first[0].ID }) {
+		t.Errorf("the page after lists a delivery of the first page again: %v", rest)
+	}
+}
+
+// testEvents: Events reads the event of each delivery, as Event does, in
+// the deliveries' order whatever the events' (two deliveries of one event
+// get it twice), and leaves the event of an unknown delivery zero.
+func testEvents(t *testing.T, open Open) {
+	s := start(t, open)
+	ctx := t.Context()
+	var deliveries []store.Delivery
+	for i, namespace := range []string{"orders", "billing", "orders"} {
+		accepted := accept(t, s, event(namespace, fmt.Sprintf("evt_%d", 3-i), base.Add(time.Duration(i)*time.Second)), targets("hooks", "audit"))
+		deliveries = append(deliveries, accepted.Deliveries...)
+	}
+	slices.Reverse(deliveries)
+	deliveries = append(deliveries, store.Delivery{ID: "dlv_unknown", Namespace: "billing", EventID: "evt_0", Endpoint: "hooks"})
+	want := make([]store.Event, len(deliveries))
+	for i, delivery := range deliveries[:len(deliveries)-1] {
+		want[i] = read(s.Event(ctx, delivery.Namespace, delivery.EventID)).must(t)
+	}
+	same(t, "events of the deliveries", want, read(s.Events(ctx, deliveries)).must(t))
+	same(t, "events of no delivery", []store.Event{}, read(s.Events(ctx, nil)).must(t))
 }

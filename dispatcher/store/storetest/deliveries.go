@@ -208,3 +208,51 @@ func testConcurrentChanges(t *testing.T, open Open) {
 		}
 	}
 }
+
+// testChangeMany: one call of many changes, oldest first (as a release's
+// chunk), applies each that reads its delivery as expected, the second
+// change of one delivery reading what the first left, and skips a stale or
+// missing one.
+func testChangeMany(t *testing.T, open Open) {
+	ctx := t.Context()
+	s := start(t, open)
+	held := make([]store.Delivery, 0, 5*40)
+	for i := range 5 {
+		to := make([]store.Target, 40)
+		for j := range to {
+			to[j] = store.Target{Endpoint: fmt.Sprintf("endpoint-%d", j), Held: true}
+		}
+		held = append(held, accept(t, s, event("shop", fmt.Sprintf("evt_%d", i), base.Add(time.Duration(i)*time.Second)), to).Deliveries...)
+	}
+	release := func(delivery store.Delivery) store.Delivery {
+		delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = store.Pending, base.Add(time.Hour), base.Add(time.Hour)
+		return delivery
+	}
+	var changes []store.DeliveryChange
+	var want []bool
+	wantStored := map[string]store.Delivery{}
+	for i, delivery := range held {
+		wantStored[delivery.ID] = delivery
+		switch {
+		case i%7 == 0: // stale: expects it pending
+			changes, want = append(changes, store.DeliveryChange{State: store.Pending, To: release(delivery)}), append(want, false)
+		case i%11 == 0: // released, then attempted once in the same call
+			attempted := release(delivery)
+			attempted.Attempts = 1
+			changes = append(changes, store.DeliveryChange{State: store.Held, To: release(delivery)},
+				store.DeliveryChange{State: store.Pending, To: attempted})
+			want, wantStored[delivery.ID] = append(want, true, true), attempted
+		default:
+			changes, want, wantStored[delivery.ID] = append(changes, store.DeliveryChange{State: store.Held, To: release(delivery)}), append(want, true), release(delivery)
+		}
+		if i == 100 {
+			missing := release(delivery)
+			missing.ID += "-missing"
+			changes, want = append(changes, store.DeliveryChange{State: store.Held, To: missing}), append(want, false)
+		}
+	}
+	same(t, "applied changes", want, read(s.ChangeDeliveries(ctx, changes)).must(t))
+	for _, delivery := range held {
+		same(t, "delivery "+delivery.ID, wantStored[delivery.ID], read(s.Delivery(ctx, delivery.ID)).must(t))
+	}
+}

@@ -24,6 +24,8 @@ type dispatcher struct {
 	exited  chan struct{}
 	address string
 	log     string
+	// runtimeEnv is the Go runtime's settings it runs with (GOMEMLIMIT, GOGC).
+	runtimeEnv []string
 	// started is when the process started; ready is how long it took from
 	// then to /readyz 200.
 	started time.Time
@@ -43,8 +45,16 @@ func startDispatcher(ctx context.Context, opts options, kubeconfig, dataDir stri
 		"--listen-address=127.0.0.1:0", "--listen-address-file=" + addressFile, "--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth",
 		"--zap-time-encoding=rfc3339nano"},
 		strings.Fields(opts.dispatcherArgs)...)
+	// The runtime's settings of the embedded store's StatefulSet, so that
+	// memory is measured as it is bounded in a cluster.
+	runtimeEnv, err := testenv.DeployedRuntimeEnv(filepath.Join(testenv.RepoRoot(), "config", "dispatcher", "dispatcher.yaml"), "dispatcher")
+	if err != nil {
+		logFile.Close()
+		return nil, err
+	}
 	d.cmd = exec.Command(opts.dispatcherBinary, args...)
-	d.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	d.cmd.Env = append(append(os.Environ(), "KUBECONFIG="+kubeconfig), runtimeEnv...)
+	d.runtimeEnv = runtimeEnv
 	d.cmd.Stdout, d.cmd.Stderr = logFile, logFile
 	started := time.Now()
 	if err := d.cmd.Start(); err != nil {
