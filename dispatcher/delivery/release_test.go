@@ -110,15 +110,29 @@ func disabledEngine(t *testing.T, route routes.Endpoint, wrap func(store.Store) 
 	return engine, recorder
 }
 
+// oneAtATime is the endpoint of the release tests at url: unordered, one
+// attempt at a time, so that deliveries arrive in the order handed out.
+func oneAtATime(url string) routes.Endpoint {
+	return strictRoute(url, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+}
+
+// releasingInChunks is disabledEngine moving held deliveries back in line
+// 10 at a time.
+func releasingInChunks(t *testing.T, route routes.Endpoint, wrap func(store.Store) store.Store, waker Waker) (*Engine, *changeRecorder) {
+	t.Helper()
+	engine, recorder := disabledEngine(t, route, wrap, waker)
+	engine.releaseChunk = 10
+	return engine, recorder
+}
+
 // TestReleaseGoesInChunksOldestFirst: held deliveries are moved back in line
 // a chunk per store write, oldest first, and arrive in acceptance order at
 // an endpoint that takes one at a time.
 func TestReleaseGoesInChunksOldestFirst(t *testing.T) {
 	g := NewWithT(t)
 	receiver := testreceiver.NewOrdered(t, nil)
-	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
-	engine, recorder := disabledEngine(t, route, nil, nil)
-	engine.releaseChunk = 10
+	route := oneAtATime(receiver.URL)
+	engine, recorder := releasingInChunks(t, route, nil, nil)
 
 	ids := publishEvents(t, engine, 0, 35)
 	g.Expect(heldGauge(t, engine)).To(Equal(35.0))
@@ -188,13 +202,12 @@ func (s *gatedChanges) ChangeDeliveries(ctx context.Context, changes []store.Del
 func TestReleaseDoesNotHoldUpTheTable(t *testing.T) {
 	g := NewWithT(t)
 	receiver := testreceiver.NewOrdered(t, nil)
-	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	route := oneAtATime(receiver.URL)
 	gate := &gatedChanges{open: make(chan struct{})}
-	engine, _ := disabledEngine(t, route, func(db store.Store) store.Store {
+	engine, _ := releasingInChunks(t, route, func(db store.Store) store.Store {
 		gate.Store = db
 		return gate
 	}, nil)
-	engine.releaseChunk = 10
 	var opened sync.Once
 	open := func() { opened.Do(func() { close(gate.open) }) }
 	t.Cleanup(open)
@@ -219,13 +232,12 @@ func TestReleaseDoesNotHoldUpTheTable(t *testing.T) {
 func TestReleaseRequestsCoalesce(t *testing.T) {
 	g := NewWithT(t)
 	receiver := testreceiver.NewOrdered(t, nil)
-	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	route := oneAtATime(receiver.URL)
 	gate := &gatedChanges{open: make(chan struct{})}
-	engine, recorder := disabledEngine(t, route, func(db store.Store) store.Store {
+	engine, recorder := releasingInChunks(t, route, func(db store.Store) store.Store {
 		gate.Store = db
 		return gate
 	}, lostWake{})
-	engine.releaseChunk = 10
 	var opened sync.Once
 	open := func() { opened.Do(func() { close(gate.open) }) }
 	t.Cleanup(open)
@@ -303,9 +315,8 @@ func TestHeldCountsFollowTheStore(t *testing.T) {
 func TestReleaseWaitsForRoomInLine(t *testing.T) {
 	g := NewWithT(t)
 	receiver := testreceiver.NewHeldOrdered(t, nil)
-	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
-	engine, recorder := disabledEngine(t, route, nil, nil)
-	engine.releaseChunk = 10
+	route := oneAtATime(receiver.URL)
+	engine, recorder := releasingInChunks(t, route, nil, nil)
 	released := false
 	t.Cleanup(func() {
 		if !released {
@@ -363,14 +374,13 @@ func TestStartReadsHeldDeliveriesInPages(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	receiver := testreceiver.NewOrdered(t, nil)
-	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 1 })
+	route := oneAtATime(receiver.URL)
 	id := routes.ID(route.Namespace, route.Name)
 	reads := &pagedReads{t: t}
-	engine, _ := disabledEngine(t, route, func(db store.Store) store.Store {
+	engine, _ := releasingInChunks(t, route, func(db store.Store) store.Store {
 		reads.Store = db
 		return reads
 	}, nil)
-	engine.releaseChunk = 10
 	ids := publishEvents(t, engine, 0, 35)
 
 	engine.Release(store.AllPartitions())
