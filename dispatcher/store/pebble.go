@@ -582,15 +582,7 @@ func (r *deliveryReader) read(id string) (Delivery, bool, error) {
 	if r.iter == nil {
 		return getRecord(r.db, key, decodeDelivery)
 	}
-	if !r.iter.SeekGE(key) || !bytes.Equal(r.iter.Key(), key) {
-		return Delivery{}, false, r.iter.Error()
-	}
-	value, err := r.iter.ValueAndErr()
-	if err != nil {
-		return Delivery{}, false, err
-	}
-	delivery, err := decodeDelivery(value)
-	return delivery, err == nil, err
+	return seekGet(r.iter, key, decodeDelivery)
 }
 
 func (r *deliveryReader) close() error {
@@ -615,13 +607,7 @@ func (p *Pebble) recordAttempts(records []AttemptRecord) ([]bool, error) {
 	}
 	defer p.closing.RUnlock()
 	ids := deliveryIDs(records, func(r AttemptRecord) string { return r.Delivery.ID })
-	var healths []Health
-	for _, record := range records {
-		if record.Health != nil {
-			healths = append(healths, *record.Health)
-		}
-	}
-	if len(healths) > 0 {
+	if slices.ContainsFunc(records, func(r AttemptRecord) bool { return r.Health != nil }) {
 		p.healthWrites.Lock()
 		defer p.healthWrites.Unlock()
 	}
@@ -648,7 +634,7 @@ func (p *Pebble) recordAttempts(records []AttemptRecord) ([]bool, error) {
 		return nil, err
 	}
 	// Only the healths of applied records were stored.
-	healths = healths[:0]
+	var healths []Health
 	for i, record := range records {
 		if applied[i] && record.Health != nil {
 			healths = append(healths, *record.Health)
@@ -815,16 +801,26 @@ func (p *Pebble) ActivePage(_ context.Context, partitions []int, after string, l
 // seekRecord reads the record of an index entry, which must be stored,
 // with an iterator over the records' range.
 func seekRecord[T any](records *pebble.Iterator, key []byte, decode func([]byte) (T, error)) (T, error) {
+	value, found, err := seekGet(records, key, decode)
+	if err == nil && !found {
+		err = fmt.Errorf("%q is indexed but not stored", key)
+	}
+	return value, err
+}
+
+// seekGet is getRecord with an iterator over the records' range: it seeks
+// on from where the iterator is, so that reads of keys in ascending order
+// share blocks; found is false when there is no record.
+func seekGet[T any](records *pebble.Iterator, key []byte, decode func([]byte) (T, error)) (value T, found bool, err error) {
 	if !records.SeekGE(key) || !bytes.Equal(records.Key(), key) {
-		var zero T
-		return zero, errors.Join(fmt.Errorf("%q is indexed but not stored", key), records.Error())
+		return value, false, records.Error()
 	}
-	value, err := records.ValueAndErr()
+	data, err := records.ValueAndErr()
 	if err != nil {
-		var zero T
-		return zero, err
+		return value, false, err
 	}
-	return decode(value)
+	value, err = decode(data)
+	return value, err == nil, err
 }
 
 // indexed reads a delivery that an index names, which must be stored.
@@ -905,15 +901,8 @@ func (p *Pebble) Events(_ context.Context, deliveries []Delivery) ([]Event, erro
 			return err
 		}
 		for _, i := range order {
-			if !iter.SeekGE(keys[i]) || !bytes.Equal(iter.Key(), keys[i]) {
-				continue
-			}
-			var value []byte
-			if value, err = iter.ValueAndErr(); err != nil {
-				break
-			}
 			var record eventRecord
-			if record, err = decodeEvent(value); err != nil {
+			if record, _, err = seekGet(iter, keys[i], decodeEvent); err != nil {
 				err = fmt.Errorf("event %q: %w", keys[i], err)
 				break
 			}
