@@ -102,6 +102,10 @@ type Engine struct {
 	// releaseChunk is the most deliveries requeue moves in one store write
 	// (the constant; tests make it smaller).
 	releaseChunk int
+	// linger is how long an idle worker waits for a task (workerLinger;
+	// tests change it). It is real time, not the Clock's: no retry, pause
+	// or rate waits on it.
+	linger time.Duration
 	// releasers are the unordered endpoints whose held deliveries are
 	// being released in the background, one goroutine each, true when
 	// asked again meanwhile (one more pass follows); under mu.
@@ -118,7 +122,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		Options: opts, queues: map[string]*queue{}, scheduler: newScheduler(opts.Clock), ledger: newLedger(opts.Waker != nil),
-		records: make([]chan store.AttemptRecord, max(opts.RecordWriters, 1)), releaseChunk: releaseChunk, releasers: map[string]bool{},
+		records: make([]chan store.AttemptRecord, max(opts.RecordWriters, 1)), releaseChunk: releaseChunk, linger: workerLinger, releasers: map[string]bool{},
 		held: heldCounts{counts: map[string]int64{}},
 	}
 	e.written = sync.NewCond(&e.writtenMu)

@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"sync"
+	"time"
 
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/routes"
@@ -16,6 +17,14 @@ type task struct {
 	envelope []byte
 }
 
+// workerLinger is how long a worker that found its line empty waits for the
+// next task before it ends (Engine.linger). A busy endpoint's workers then live on from
+// task to task: a worker started for every task was a new goroutine whose
+// stack grew to the attempt's depth each time, a few percent of the
+// dispatcher's CPU at full load; an idle endpoint still costs no goroutine
+// a moment later.
+const workerLinger = 200 * time.Millisecond
+
 // queue is one endpoint's line of ready deliveries. Workers start on demand,
 // at most maxInFlight at once, so an idle endpoint costs no goroutine and a
 // slow one holds only its own workers.
@@ -27,6 +36,10 @@ type queue struct {
 	ready       fifo
 	workers     int
 	maxInFlight int
+	// idle counts the workers waiting for a task (workerLinger); wake,
+	// with room for one signal, tells one of them that a task came.
+	idle int
+	wake chan struct{}
 	// pacer holds attempts back after a 429 and to the rate limit.
 	pacer    pacer
 	stopped  bool
@@ -43,8 +56,8 @@ type queue struct {
 }
 
 func newQueue(engine *Engine, id string) *queue {
-	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{}), pacer: pacer{scheduler: engine.scheduler},
-		ordered: newOrdered()}
+	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{}), wake: make(chan struct{}, 1),
+		pacer: pacer{scheduler: engine.scheduler}, ordered: newOrdered()}
 }
 
 // configure applies the endpoint's concurrency cap, rate limit and
@@ -70,7 +83,13 @@ func (q *queue) push(t task) {
 		return
 	}
 	q.ready.push(t)
-	if q.workers < q.maxInFlight {
+	if q.idle > 0 {
+		select {
+		case q.wake <- struct{}{}:
+		default: // a signal is already waiting
+		}
+	}
+	if q.workers < q.maxInFlight && q.ready.len() > q.idle {
 		q.workers++
 		q.spawn(q.work)
 	}
@@ -89,16 +108,17 @@ func (q *queue) spawn(work func()) {
 }
 
 func (q *queue) work() {
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for {
-		q.mu.Lock()
-		if q.ready.len() == 0 || q.stopped {
-			q.workers--
-			q.mu.Unlock()
+		t, ok := q.take(&linger)
+		if !ok {
 			return
 		}
-		t := q.ready.pop()
-		q.signalRoom()
-		q.mu.Unlock()
 		if !q.admit() {
 			q.mu.Lock()
 			q.workers--
@@ -108,6 +128,44 @@ func (q *queue) work() {
 		if next := q.engine.attempt(t); next != nil {
 			q.engine.schedule(*next)
 		}
+	}
+}
+
+// take returns the next ready task. With none, the worker waits for one up
+// to the engine's linger (on *linger, made on first use); ok is false when
+// the worker is to end, the worker count already lowered.
+func (q *queue) take(linger **time.Timer) (t task, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for lingered := false; ; {
+		switch {
+		case q.stopped:
+			q.workers--
+			return task{}, false
+		case q.ready.len() > 0:
+			t = q.ready.pop()
+			q.signalRoom()
+			return t, true
+		case lingered:
+			q.workers--
+			return task{}, false
+		}
+		if *linger == nil {
+			*linger = time.NewTimer(q.engine.linger)
+		} else {
+			(*linger).Reset(q.engine.linger)
+		}
+		q.idle++
+		q.mu.Unlock()
+		select {
+		case <-q.wake:
+			(*linger).Stop()
+		case <-(*linger).C:
+			lingered = true
+		case <-q.stopping:
+		}
+		q.mu.Lock()
+		q.idle--
 	}
 }
 

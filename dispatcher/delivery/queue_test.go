@@ -2,10 +2,19 @@ package delivery
 
 import (
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	"k8s.io/utils/clock"
 
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // TestFIFOKeepsOrder: pushes and pops in any interleaving come out in
@@ -41,5 +50,45 @@ func TestFIFOKeepsOrder(t *testing.T) {
 		if task.delivery.ID != model[i] {
 			t.Fatalf("drained %s at %d, want %s", task.delivery.ID, i, model[i])
 		}
+	}
+}
+
+// TestWorkerWaitsForTheNextTaskBeforeEnding: an endpoint's worker that
+// finds its line empty waits a while for the next delivery and takes it,
+// instead of ending and a new one starting; once the wait is over with
+// nothing to do, it ends, and the idle endpoint has no worker left.
+func TestWorkerWaitsForTheNextTaskBeforeEnding(t *testing.T) {
+	for _, test := range []struct {
+		name   string
+		linger time.Duration
+		// after each delivery, the workers left and how many of them wait:
+		// with an hour's wait, one worker took all three deliveries (one
+		// started for a later one would still be there, waiting too)
+		workers, idle int
+	}{
+		{name: "waiting", linger: time.Hour, workers: 1, idle: 1},
+		{name: "ended", linger: time.Millisecond, workers: 0, idle: 0},
+	} {
+		t.Run(test.name, func(t *testing.T) {
+			g := NewWithT(t)
+			var received atomic.Int64
+			receiver := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { received.Add(1) }))
+			t.Cleanup(receiver.Close)
+			engine := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), strictRoute(receiver.URL, func(route *routes.Endpoint) {
+				route.Ordering = ""
+			}), clock.RealClock{})
+			engine.linger = test.linger
+			q := engine.queueFor(routes.ID("ns", "ordered"))
+			for i := range 3 {
+				publishEvents(t, engine, i, i+1)
+				g.Eventually(received.Load).Should(Equal(int64(i + 1)))
+				g.Eventually(func(g Gomega) {
+					q.mu.Lock()
+					defer q.mu.Unlock()
+					g.Expect(q.workers).To(Equal(test.workers), "workers after delivery %d", i+1)
+					g.Expect(q.idle).To(Equal(test.idle), "waiting workers after delivery %d", i+1)
+				}).Should(Succeed())
+			}
+		})
 	}
 }
