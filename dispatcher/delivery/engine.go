@@ -190,10 +190,13 @@ func (e *Engine) Publish(ctx context.Context, namespace string, in Incoming) (st
 	var theirs []store.Delivery
 	// The default body, built once for all the event's deliveries.
 	var body []byte
-	held := map[string]int64{}
-	defer e.countHeld(held)
+	var held map[string]int64 // made for the first held delivery
+	defer func() { e.countHeld(held) }()
 	for _, delivery := range accepted.Deliveries {
 		if delivery.State == store.Held {
+			if held == nil {
+				held = map[string]int64{}
+			}
 			held[routes.ID(namespace, delivery.Endpoint)]++
 			e.Metrics.Deliveries.WithLabelValues(namespace, stateHeld).Inc()
 			e.heldBehind(ctx, routes.ID(namespace, delivery.Endpoint))

@@ -24,6 +24,9 @@ type heldCounts struct {
 // replicas' endpoints are left to their owners, which count them on their
 // next re-read.
 func (e *Engine) countHeld(changes map[string]int64) {
+	if len(changes) == 0 {
+		return
+	}
 	e.held.mu.Lock()
 	defer e.held.mu.Unlock()
 	table := e.table.Load()

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -169,4 +170,20 @@ func BenchmarkRecordEncoding(b *testing.B) {
 		}
 		b.ReportMetric(float64(size), "stored-bytes/op")
 	})
+}
+
+// TestDeliveryIDs: a delivery id is "dlv_" and its sequence number in 16
+// hex digits, so that ids sort as the numbers do (pages and releases go in
+// id order, oldest first).
+func TestDeliveryIDs(t *testing.T) {
+	numbers := []uint64{0, 1, 15, 16, 255, 4096, 1 << 32, 0x0123456789abcdef, 1 << 63, ^uint64(0)}
+	for i, n := range numbers {
+		id := deliveryID(n)
+		if want := fmt.Sprintf("dlv_%016x", n); id != want {
+			t.Errorf("deliveryID(%d) = %q, want %q", n, id, want)
+		}
+		if i > 0 && deliveryID(numbers[i-1]) >= id {
+			t.Errorf("deliveryID(%d) = %q sorts before deliveryID(%d) = %q", n, id, numbers[i-1], deliveryID(numbers[i-1]))
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"hash/maphash"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -394,7 +395,18 @@ func (p *Pebble) allocate(n int) (uint64, error) {
 	return first, nil
 }
 
-func deliveryID(sequence uint64) string { return fmt.Sprintf("dlv_%016x", sequence) }
+// deliveryID is "dlv_" and the sequence number in 16 hex digits.
+func deliveryID(sequence uint64) string {
+	var b [4 + 16]byte
+	copy(b[:], "dlv_")
+	hex := strconv.AppendUint(b[4:4], sequence, 16)
+	// Right-aligned, zero-padded to 16 digits.
+	n := copy(b[4+16-len(hex):], hex)
+	for i := 4; i < 4+16-n; i++ {
+		b[i] = '0'
+	}
+	return string(b[:])
+}
 
 func isActive(state State) bool { return state == Pending || state == Held }
 
