@@ -61,7 +61,9 @@ func main() {
 		return
 	}
 	var cfg config
-	flag.IntVar(&cfg.events, "events", 5000, "Events to publish in each unpaced run.")
+	flag.IntVar(&cfg.events, "events", 5000, "Events to publish in each round of an unpaced run.")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "Rounds of each unpaced run: every round measures the relays and the dispatchers one after the other, "+
+		"each starting the next round, so that a machine whose speed drifts weighs on all of them alike.")
 	flag.IntVar(&cfg.concurrency, "concurrency", 32, "Concurrent publishers.")
 	flag.IntVar(&cfg.pacedRate, "paced-rate", 1000, "Events a second of the paced run (fan-out 1).")
 	flag.IntVar(&cfg.pacedEvents, "paced-events", 5000, "Events to publish in the paced run.")
@@ -85,8 +87,8 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	if cfg.events < 100 || cfg.pacedEvents < 100 || cfg.concurrency < 1 || cfg.pacedRate < 1 {
-		fmt.Fprintln(os.Stderr, "bench: --events and --paced-events must be at least 100, --concurrency and --paced-rate at least 1")
+	if cfg.events < 100 || cfg.pacedEvents < 100 || cfg.concurrency < 1 || cfg.pacedRate < 1 || cfg.rounds < 1 {
+		fmt.Fprintln(os.Stderr, "bench: --events and --paced-events must be at least 100, --concurrency, --paced-rate and --rounds at least 1")
 		os.Exit(2)
 	}
 	if err := run(cfg); err != nil {
@@ -102,6 +104,7 @@ func main() {
 // config is what the flags ask for.
 type config struct {
 	events, concurrency    int
+	rounds                 int
 	pacedRate, pacedEvents int
 	dispatcherBinary       string
 	// embedded are the embedded stores measured, one dispatcher each.
@@ -168,6 +171,8 @@ type result struct {
 	p50, p99           time.Duration
 	events, deliveries int
 	elapsed            time.Duration
+	// latencies are the events' publish→first delivery, sorted.
+	latencies []time.Duration
 	// cpuPerEvent is the CPU time the measured processes used during the
 	// run, over its events; zero where it is not known (the in-bench relay
 	// shares its process with the publishers and receivers).
@@ -247,13 +252,30 @@ func measure(name string, urls []string, l load, r *receivers) (result, error) {
 	for i := range l.events {
 		latencies = append(latencies, r.first[eventID(name, i)].Sub(sent[i]))
 	}
-	slices.Sort(latencies)
-	return result{
-		name: name, events: l.events, deliveries: l.events * l.fanOut, elapsed: elapsed,
-		eventsPerSecond:  float64(l.events) / elapsed.Seconds(),
-		deliveriesPerSec: float64(l.events*l.fanOut) / elapsed.Seconds(),
-		p50:              latencies[len(latencies)/2], p99: latencies[len(latencies)*99/100],
-	}, nil
+	return combine(name, result{events: l.events, deliveries: l.events * l.fanOut, elapsed: elapsed, latencies: latencies}), nil
+}
+
+// combine sums runs of one load into one result: events and deliveries
+// over the time they took together, latencies' percentiles over all of
+// them, CPU per event over all events.
+func combine(name string, runs ...result) result {
+	out := result{name: name}
+	var cpu time.Duration
+	for _, run := range runs {
+		out.events += run.events
+		out.deliveries += run.deliveries
+		out.elapsed += run.elapsed
+		out.latencies = append(out.latencies, run.latencies...)
+		cpu += run.cpuPerEvent * time.Duration(run.events)
+	}
+	slices.Sort(out.latencies)
+	out.eventsPerSecond = float64(out.events) / out.elapsed.Seconds()
+	out.deliveriesPerSec = float64(out.deliveries) / out.elapsed.Seconds()
+	out.p50, out.p99 = out.latencies[len(out.latencies)/2], out.latencies[len(out.latencies)*99/100]
+	if out.events > 0 {
+		out.cpuPerEvent = cpu / time.Duration(out.events)
+	}
+	return out
 }
 
 func eventID(run string, i int) string { return fmt.Sprintf("evt_%s_%06d", run, i) }
@@ -427,8 +449,8 @@ func run(cfg config) (err error) {
 	for i, s := range r.servers {
 		targets[i] = s.URL
 	}
-	fmt.Printf("hookrelay bench: %d events per run, %d concurrent publishers; paced: %d events at %d/s; %s\n\n",
-		cfg.events, cfg.concurrency, cfg.pacedEvents, cfg.pacedRate, strings.Join(stores, "; "))
+	fmt.Printf("hookrelay bench: %d rounds of %d events per unpaced run, %d concurrent publishers; paced: %d events at %d/s; %s\n\n",
+		cfg.rounds, cfg.events, cfg.concurrency, cfg.pacedEvents, cfg.pacedRate, strings.Join(stores, "; "))
 	fmt.Printf("%-*s %12s %14s %12s %12s %12s\n", nameWidth, "run", "events/s", "deliveries/s", "p50", "p99", "cpu/event")
 	b := &bench{r: r, profiles: profiles, nameWidth: nameWidth}
 	// rows[kind] holds the relays' results, then each dispatcher's.
@@ -436,13 +458,15 @@ func run(cfg config) (err error) {
 	kinds := []struct {
 		kind string
 		load load
+		// rounds: a paced run's pace, not the machine, sets its rate
+		rounds int
 	}{
-		{"fanout-1", load{eventType: "bench.one", events: cfg.events, fanOut: 1, concurrency: cfg.concurrency}},
-		{"fanout-4", load{eventType: "bench.four", events: cfg.events, fanOut: 4, concurrency: cfg.concurrency}},
-		{fmt.Sprintf("paced-%d", cfg.pacedRate), load{eventType: "bench.one", events: cfg.pacedEvents, fanOut: 1, concurrency: cfg.concurrency, rate: cfg.pacedRate}},
+		{"fanout-1", load{eventType: "bench.one", events: cfg.events, fanOut: 1, concurrency: cfg.concurrency}, cfg.rounds},
+		{"fanout-4", load{eventType: "bench.four", events: cfg.events, fanOut: 4, concurrency: cfg.concurrency}, cfg.rounds},
+		{fmt.Sprintf("paced-%d", cfg.pacedRate), load{eventType: "bench.one", events: cfg.pacedEvents, fanOut: 1, concurrency: cfg.concurrency, rate: cfg.pacedRate}, 1},
 	}
 	for _, k := range kinds {
-		if rows[k.kind], err = b.runWithRelays(dispatchers, targets, dataDir, k.kind, k.load); err != nil {
+		if rows[k.kind], err = b.runWithRelays(dispatchers, targets, dataDir, k.kind, k.load, k.rounds); err != nil {
 			return err
 		}
 	}
@@ -450,7 +474,7 @@ func run(cfg config) (err error) {
 	printRatios(dispatchers, rows["fanout-1"], rows["fanout-4"], rows[kinds[2].kind], cfg.pacedRate)
 	if profiles != nil {
 		fmt.Printf("\nwhere the dispatcher's time goes (profiles in %s; read one with go tool pprof -http=: %s %s):\n",
-			profiles.dir, cfg.dispatcherBinary, filepath.Join(profiles.dir, "hookrelay-fanout-1.cpu.pb.gz"))
+			profiles.dir, cfg.dispatcherBinary, filepath.Join(profiles.dir, dispatchers[0].name+"-fanout-1.cpu.pb.gz"))
 		fmt.Print(b.summaries.String())
 	}
 	return nil
@@ -459,7 +483,7 @@ func run(cfg config) (err error) {
 // runWithRelays starts the relays for a load (one per placement), measures
 // them and the dispatchers, and stops the relays. The results are the
 // relays', in relayPlacements' order, then the dispatchers'.
-func (b *bench) runWithRelays(dispatchers []dispatcher, targets []string, dir, kind string, l load) ([]result, error) {
+func (b *bench) runWithRelays(dispatchers []dispatcher, targets []string, dir, kind string, l load, rounds int) ([]result, error) {
 	var started []runningRelay
 	defer func() {
 		for _, relay := range started {
@@ -476,7 +500,7 @@ func (b *bench) runWithRelays(dispatchers []dispatcher, targets []string, dir, k
 		started = append(started, relay)
 		relays = append(relays, relay.dispatcher)
 	}
-	return b.runAll(append(relays, dispatchers...), kind, l)
+	return b.runAll(append(relays, dispatchers...), kind, l, rounds)
 }
 
 // printRatios prints each dispatcher's figures over the relay's, with the
@@ -518,8 +542,12 @@ type bench struct {
 	summaries strings.Builder
 }
 
-// runAll warms each of measured up, then measures each, and prints its row.
-func (b *bench) runAll(measured []dispatcher, kind string, l load) ([]result, error) {
+// runAll warms each of measured up, then measures each in rounds, and
+// prints its row: each round measures all of them one after the other,
+// the first of a round going last in the next, so that a drift of the
+// machine's speed (other tenants of its host) weighs on each alike rather
+// than on whichever ran in a slow moment. Only the first round is profiled.
+func (b *bench) runAll(measured []dispatcher, kind string, l load, rounds int) ([]result, error) {
 	warm := l
 	warm.events, warm.rate = 200, 0
 	for _, d := range measured {
@@ -528,14 +556,26 @@ func (b *bench) runAll(measured []dispatcher, kind string, l load) ([]result, er
 			return nil, err
 		}
 	}
-	var results []result
-	for _, d := range measured {
-		name := d.name + "-" + kind
-		fmt.Fprintf(os.Stderr, "bench: measuring %s\n", name)
-		res, err := b.measure(name, d, l)
-		if err != nil {
-			return nil, err
+	runs := make([][]result, len(measured))
+	for round := range rounds {
+		for turn := range measured {
+			i := (turn + round) % len(measured)
+			d := measured[i]
+			name := d.name + "-" + kind
+			if rounds > 1 {
+				name = fmt.Sprintf("%s-round-%d", name, round+1)
+			}
+			fmt.Fprintf(os.Stderr, "bench: measuring %s\n", name)
+			res, err := b.measure(name, d, l, round == 0)
+			if err != nil {
+				return nil, err
+			}
+			runs[i] = append(runs[i], res)
 		}
+	}
+	var results []result
+	for i, d := range measured {
+		res := combine(d.name+"-"+kind, runs[i]...)
 		cpu := "-"
 		if res.cpuPerEvent > 0 {
 			cpu = res.cpuPerEvent.Round(time.Microsecond).String()
@@ -547,19 +587,20 @@ func (b *bench) runAll(measured []dispatcher, kind string, l load) ([]result, er
 	return results, nil
 }
 
-// measure runs one load on d and notes the CPU time d's processes used.
-func (b *bench) measure(name string, d dispatcher, l load) (result, error) {
+// measure runs one load on d, profiled if asked for, and notes the CPU time
+// d's processes used.
+func (b *bench) measure(name string, d dispatcher, l load, profiled bool) (result, error) {
 	if len(d.pids) == 0 {
-		return b.measureProfiled(name, d, l)
+		return b.measureProfiled(name, d, l, profiled)
 	}
 	before, err := processesCPU(d.pids)
 	if errors.Is(err, errNoProcFS) {
-		return b.measureProfiled(name, d, l)
+		return b.measureProfiled(name, d, l, profiled)
 	}
 	if err != nil {
 		return result{}, fmt.Errorf("%s: %w", name, err)
 	}
-	res, err := b.measureProfiled(name, d, l)
+	res, err := b.measureProfiled(name, d, l, profiled)
 	if err != nil {
 		return result{}, err
 	}
@@ -571,12 +612,14 @@ func (b *bench) measure(name string, d dispatcher, l load) (result, error) {
 	return res, nil
 }
 
-// measureProfiled runs one load on d, under profiling when asked for and d
-// has a profiling listener.
-func (b *bench) measureProfiled(name string, d dispatcher, l load) (result, error) {
-	if b.profiles == nil || len(d.profiling) == 0 {
+// measureProfiled runs one load on d, under profiling when asked for (the
+// bench's --profile and profiled) and d has a profiling listener.
+func (b *bench) measureProfiled(name string, d dispatcher, l load, profiled bool) (result, error) {
+	if b.profiles == nil || !profiled || len(d.profiling) == 0 {
 		return measure(name, d.publishURLs, l, b.r)
 	}
+	// Named as the run's row: only its first round is profiled.
+	name = strings.TrimSuffix(name, "-round-1")
 	capture, err := b.profiles.start(d.profiling)
 	if err != nil {
 		return result{}, fmt.Errorf("profiling %s: %w", name, err)
