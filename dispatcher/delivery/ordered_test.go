@@ -21,6 +21,7 @@ import (
 
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/dispatcher/store/storetest"
 	"github.com/hookrelay/hookrelay/internal/routes"
 	"github.com/hookrelay/hookrelay/internal/testreceiver"
 	"github.com/hookrelay/hookrelay/internal/whsec"
@@ -312,7 +313,7 @@ func TestRateLimitedAttemptNotStartedAfterStop(t *testing.T) {
 			g.Eventually(fake.HasWaiters).WithTimeout(10 * time.Second).WithPolling(time.Millisecond).Should(BeTrue())
 			g.Expect(engine.Stop(ctx)).To(Succeed())
 			g.Expect(hits.Load()).To(Equal(int64(1)), "an attempt started after Stop")
-			active, err := db.Active(ctx, store.AllPartitions())
+			active, err := storetest.Active(ctx, db, store.AllPartitions())
 			g.Expect(err).NotTo(HaveOccurred())
 			g.Expect(active).To(HaveLen(1))
 			g.Expect(active[0].State).To(Equal(store.Pending))

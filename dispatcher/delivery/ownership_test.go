@@ -18,6 +18,7 @@ import (
 
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/dispatcher/store/storetest"
 	"github.com/hookrelay/hookrelay/internal/routes"
 	"github.com/hookrelay/hookrelay/internal/whsec"
 )
@@ -255,7 +256,7 @@ func TestReleaseHandsOverInFlightAttemptsOnce(t *testing.T) {
 	g.Eventually(func() bool { return a.ledger.owns("ns", "first") }).WithTimeout(10 * time.Second).Should(BeFalse())
 	first.open()
 	<-released
-	stored, err := db.Active(t.Context(), []int{partitions[0]})
+	stored, err := storetest.Active(t.Context(), db, []int{partitions[0]})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(stored).To(HaveLen(len(ids)-4), "the attempts in flight are stored as succeeded when Release returns")
 	_, _, err = b.Acquire(t.Context(), []int{partitions[0]})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/dispatcher/store/storetest"
 	"github.com/hookrelay/hookrelay/internal/routes"
 	"github.com/hookrelay/hookrelay/internal/whsec"
 )
@@ -201,7 +202,7 @@ func TestStopCancelsAttemptsInFlight(t *testing.T) {
 	cancel() // the drain's time is up at once
 	g.Expect(engine.Stop(drain)).To(MatchError(context.Canceled))
 	g.Eventually(cancelled).WithTimeout(10 * time.Second).Should(BeClosed())
-	active, err := db.Active(ctx, store.AllPartitions())
+	active, err := storetest.Active(ctx, db, store.AllPartitions())
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(active).To(HaveLen(1))
 	g.Expect(active[0].State).To(Equal(store.Pending))

@@ -445,31 +445,6 @@ func (b *Bolt) PutHealth(_ context.Context, health Health) error {
 	return nil
 }
 
-// Active implements Store.
-func (b *Bolt) Active(_ context.Context, partitions []int) ([]Delivery, error) {
-	var wanted [Partitions]bool
-	for _, partition := range partitions {
-		wanted[partition] = true
-	}
-	var out []Delivery
-	err := b.view(func(tx *bolt.Tx) error {
-		deliveries := tx.Bucket(bucketDeliveries)
-		return tx.Bucket(bucketActive).ForEach(func(id, _ []byte) error {
-			if err := appendDecoded(&out, deliveries.Get(id)); err != nil {
-				return fmt.Errorf("delivery %s: %w", id, err)
-			}
-			if last := out[len(out)-1]; !wanted[Partition(last.Namespace, last.Endpoint)] {
-				out = out[:len(out)-1]
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: listing active deliveries: %w", err)
-	}
-	return out, nil
-}
-
 // ActivePage implements Store: in id order across the partitions, which is
 // each partition's oldest first; next is the page's last id.
 func (b *Bolt) ActivePage(_ context.Context, partitions []int, after string, limit int) ([]Delivery, string, error) {

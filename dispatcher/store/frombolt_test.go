@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/dispatcher/store/storetest"
 )
 
 // contents is everything a store answers about the events and endpoints
@@ -56,7 +57,7 @@ func readContents(t *testing.T, s store.Store, eventIDs, endpoints []string) con
 		out.ByEndpoint[endpoint] = page
 	}
 	var err error
-	if out.Active, err = s.Active(ctx, store.AllPartitions()); err != nil {
+	if out.Active, err = storetest.Active(ctx, s, store.AllPartitions()); err != nil {
 		t.Fatal(err)
 	}
 	if out.Healths, err = s.Healths(ctx); err != nil {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -721,33 +720,6 @@ func (p *Pebble) view(read func() error) error {
 	}
 	defer p.closing.RUnlock()
 	return read()
-}
-
-// Active implements Store.
-func (p *Pebble) Active(_ context.Context, partitions []int) ([]Delivery, error) {
-	var out []Delivery
-	err := p.view(func() error {
-		for _, partition := range partitions {
-			prefix := []byte{prefixActive, byte(partition)}
-			err := p.each(prefix, prefixEnd(prefix), func(key, _ []byte) error {
-				delivery, err := p.indexed(key[len(prefix):])
-				if err != nil {
-					return err
-				}
-				out = append(out, delivery)
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: listing active deliveries: %w", err)
-	}
-	slices.SortFunc(out, func(a, b Delivery) int { return strings.Compare(a.ID, b.ID) })
-	return out, nil
 }
 
 // ActivePage implements Store. It walks the active index, which is ordered

@@ -447,19 +447,6 @@ func (p *Postgres) PutHealth(ctx context.Context, health Health) error {
 	return nil
 }
 
-// Active implements Store.
-func (p *Postgres) Active(ctx context.Context, partitions []int) ([]Delivery, error) {
-	if err := p.open(); err != nil {
-		return nil, err
-	}
-	out, err := p.deliveries(ctx, "SELECT "+deliveryColumns+" FROM deliveries WHERE state IN ('pending', 'held') AND partition = ANY($1) ORDER BY id",
-		partitions)
-	if err != nil {
-		return nil, p.fail(err, "listing active deliveries")
-	}
-	return out, nil
-}
-
 // ActivePage implements Store: in id order across the partitions, which is
 // each partition's oldest first; next is the page's last id.
 func (p *Postgres) ActivePage(ctx context.Context, partitions []int, after string, limit int) ([]Delivery, string, error) {

@@ -151,15 +151,12 @@ type Store interface {
 	ChangeDeliveries(ctx context.Context, changes []DeliveryChange) (applied []bool, err error)
 	// PutHealth stores an endpoint's health.
 	PutHealth(ctx context.Context, health Health) error
-	// Active lists the pending and held deliveries of the given partitions
-	// (see Partition), oldest first.
-	Active(ctx context.Context, partitions []int) ([]Delivery, error)
-	// ActivePage lists Active a page at a time, so that a caller holds no
-	// more than limit of them at once (a disabled endpoint may have a
-	// million held): at most limit pending and held deliveries of the
-	// partitions, each partition's oldest first, from where the page before
-	// left off (after is its next, empty for the first page). next is empty
-	// after the last page.
+	// ActivePage lists the pending and held deliveries of the given
+	// partitions (see Partition) a page at a time, so that a caller holds
+	// no more than limit of them at once (a disabled endpoint may have a
+	// million held): at most limit of them, each partition's oldest first,
+	// from where the page before left off (after is its next, empty for the
+	// first page). next is empty after the last page.
 	ActivePage(ctx context.Context, partitions []int, after string, limit int) (page []Delivery, next string, err error)
 	// Healths lists every endpoint's health.
 	Healths(ctx context.Context) ([]Health, error)

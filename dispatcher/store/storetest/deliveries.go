@@ -22,13 +22,13 @@ func testHeldAndReleased(t *testing.T, open Open) {
 		t.Fatalf("delivery to a paused endpoint = %+v, want held with no due time", held)
 	}
 	same(t, "stored held delivery", held, read(s.Delivery(ctx, held.ID)).must(t))
-	same(t, "active deliveries with one held", accepted.Deliveries, read(s.Active(ctx, store.AllPartitions())).must(t))
+	same(t, "active deliveries with one held", accepted.Deliveries, read(Active(ctx, s, store.AllPartitions())).must(t))
 
 	released := held
 	released.State, released.NextAttemptAt, released.UpdatedAt, released.Interrupted = store.Pending, base.Add(time.Minute), base.Add(time.Minute), 1
 	update(t, s, released)
 	same(t, "released delivery", released, read(s.Delivery(ctx, held.ID)).must(t))
-	same(t, "active deliveries after the release", []store.Delivery{accepted.Deliveries[0], released}, read(s.Active(ctx, store.AllPartitions())).must(t))
+	same(t, "active deliveries after the release", []store.Delivery{accepted.Deliveries[0], released}, read(Active(ctx, s, store.AllPartitions())).must(t))
 
 	heldAgain := released
 	heldAgain.State, heldAgain.NextAttemptAt = store.Held, time.Time{}
@@ -80,7 +80,7 @@ func testAttempts(t *testing.T, open Open) {
 	same(t, "attempts of the failed delivery", []store.Attempt{refused}, read(s.Attempts(ctx, gone.ID)).must(t))
 	same(t, "attempts after one more", append(attempts, retried), read(s.Attempts(ctx, flaky.ID)).must(t))
 	same(t, "failed delivery", gone, read(s.Delivery(ctx, gone.ID)).must(t))
-	same(t, "active deliveries once all finished", []store.Delivery(nil), read(s.Active(ctx, store.AllPartitions())).must(t))
+	same(t, "active deliveries once all finished", []store.Delivery(nil), read(Active(ctx, s, store.AllPartitions())).must(t))
 	same(t, "healths", []store.Health{health}, read(s.Healths(ctx)).must(t))
 }
 
@@ -134,7 +134,7 @@ func testChangeIsCompareAndSet(t *testing.T, open Open) {
 	if _, err := s.Delivery(ctx, "no-such-delivery"); !store.IsNotFound(err) {
 		t.Fatalf("a change of a missing delivery stored it: %v", err)
 	}
-	same(t, "active deliveries after the change", []store.Delivery{requeue(finished[0])}, read(s.Active(ctx, store.AllPartitions())).must(t))
+	same(t, "active deliveries after the change", []store.Delivery{requeue(finished[0])}, read(Active(ctx, s, store.AllPartitions())).must(t))
 
 	// The same change again read a state that has moved on.
 	same(t, "applied changes, repeated", []bool{false}, read(s.ChangeDeliveries(ctx, changes[:1])).must(t))

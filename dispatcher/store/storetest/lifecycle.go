@@ -73,7 +73,7 @@ func testConcurrentWriters(t *testing.T, open Open) {
 			t.Errorf("id %s: accepted %d times and %d duplicates, want once and %d", id, count, duplicates[id], wantDuplicates)
 		}
 	}
-	active := read(s.Active(ctx, store.AllPartitions())).must(t)
+	active := read(Active(ctx, s, store.AllPartitions())).must(t)
 	same(t, "active deliveries after concurrent accepts", ids(byID(delivered)), ids(byID(active)))
 	if unique := slices.Compact(ids(byID(active))); len(unique) != len(active) {
 		t.Errorf("%d active deliveries share %d ids", len(active), len(unique))
@@ -111,7 +111,7 @@ func testReopen(t *testing.T, open Open) {
 	healths := read(s.Healths(ctx)).must(t)
 	slices.SortFunc(healths, func(a, b store.Health) int { return strings.Compare(a.Endpoint, b.Endpoint) })
 	same(t, "healths after reopen", []store.Health{health, disabled}, healths)
-	same(t, "active deliveries after reopen", []store.Delivery{first.Deliveries[1], second.Deliveries[0]}, read(s.Active(ctx, store.AllPartitions())).must(t))
+	same(t, "active deliveries after reopen", []store.Delivery{first.Deliveries[1], second.Deliveries[0]}, read(Active(ctx, s, store.AllPartitions())).must(t))
 
 	again, err := s.Accept(ctx, event("shop", "evt_1", base.Add(2*time.Minute)), targets("a"), base.Add(-time.Hour))
 	if err != nil || !again.Duplicate {
@@ -169,7 +169,7 @@ func testWritesRacingClose(t *testing.T, open Open) {
 			t.Errorf("event %s was accepted before Close but is gone after reopen: %v", id, err)
 		}
 	}
-	if active := read(s.Active(ctx, store.AllPartitions())).must(t); len(active) != len(all) {
+	if active := read(Active(ctx, s, store.AllPartitions())).must(t); len(active) != len(all) {
 		t.Errorf("%d active deliveries after reopen, want one per accepted event (%d)", len(active), len(all))
 	}
 }
@@ -203,7 +203,7 @@ func testClosed(t *testing.T, open Open) {
 			return err
 		}},
 		{"PutHealth", func() error { return s.PutHealth(ctx, store.Health{Endpoint: shopA}) }},
-		{"Active", func() error { _, err := s.Active(ctx, store.AllPartitions()); return err }},
+		{"ActivePage", func() error { _, _, err := s.ActivePage(ctx, store.AllPartitions(), "", 10); return err }},
 		{"Healths", func() error { _, err := s.Healths(ctx); return err }},
 		{"Event", func() error { _, err := s.Event(ctx, "shop", "evt_1"); return err }},
 		{"Attempts", func() error { _, err := s.Attempts(ctx, delivery.ID); return err }},

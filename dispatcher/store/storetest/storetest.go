@@ -4,6 +4,7 @@
 package storetest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -140,6 +141,24 @@ func same(t *testing.T, what string, want, got any) {
 	t.Helper()
 	if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("%s differs (-want +got):\n%s", what, diff)
+	}
+}
+
+// Active reads every pending and held delivery of the partitions, page
+// after page, oldest (lowest id) first: what a test compares with the
+// deliveries it expects active.
+func Active(ctx context.Context, s store.Store, partitions []int) ([]store.Delivery, error) {
+	var out []store.Delivery
+	for after := ""; ; {
+		page, next, err := s.ActivePage(ctx, partitions, after, 256)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, page...)
+		if next == "" {
+			return byID(out), nil
+		}
+		after = next
 	}
 }
 

@@ -70,7 +70,7 @@ func testSweep(t *testing.T, open Open) {
 	same(t, "deliveries of a half-finished event", []store.Delivery{half[1]}, read(s.DeliveriesOf(ctx, "shop", "evt_half")).must(t))
 	listed, _ := page(t, s, "shop", "a", store.DeliveryQuery{})
 	same(t, "deliveries of endpoint a after the sweep", []store.Delivery{kept, held[0]}, listed)
-	same(t, "active deliveries after the sweep", []store.Delivery{half[1], held[0]}, read(s.Active(ctx, store.AllPartitions())).must(t))
+	same(t, "active deliveries after the sweep", []store.Delivery{half[1], held[0]}, read(Active(ctx, s, store.AllPartitions())).must(t))
 	if again := read(s.Sweep(ctx, horizon)).must(t); again != 0 {
 		t.Errorf("a second sweep found %d more", again)
 	}
