@@ -34,7 +34,8 @@ type Attempter struct {
 }
 
 // NewHTTPClient is the delivery client: it never follows redirects (the
-// receiver's answer is the answer) and keeps connections to each endpoint.
+// receiver's answer is the answer), does not ask for compressed answers
+// (only a snippet of one is kept), and keeps connections to each endpoint.
 // The Attempter gives each endpoint a clone of its transport, whose idle
 // pool is sized to the endpoint's maxInFlight (connectionPools).
 func NewHTTPClient(transport *http.Transport) *http.Client {
@@ -43,6 +44,7 @@ func NewHTTPClient(transport *http.Transport) *http.Client {
 	}
 	transport.MaxIdleConnsPerHost = 256
 	transport.MaxIdleConns = 4096
+	transport.DisableCompression = true
 	return &http.Client{
 		Transport: transport,
 		CheckRedirect: func(*http.Request, []*http.Request) error {

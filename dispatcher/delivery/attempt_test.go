@@ -115,6 +115,30 @@ func TestAttemptErrorNamesTheRequest(t *testing.T) {
 	}
 }
 
+// TestAttemptAsksForNoCompression: an attempt does not ask the receiver to
+// compress its answer (no Accept-Encoding), of which only a snippet is
+// kept; an answer compressed anyway is kept as it came.
+func TestAttemptAsksForNoCompression(t *testing.T) {
+	var acceptEncoding atomic.Value
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		acceptEncoding.Store(r.Header.Values("Accept-Encoding"))
+		w.Header().Set("Content-Encoding", "gzip")
+		_, _ = io.WriteString(w, "not really gzip")
+	}))
+	t.Cleanup(server.Close)
+	attempter := &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}
+	out := attempter.do(context.Background(), attemptRoute("ns/a", server.URL, 1), &store.Event{ID: "evt_1", Type: "t"}, []byte(`{}`), time.Now())
+	if out.err != nil || out.status != http.StatusOK {
+		t.Fatalf("attempt: status %d, %v", out.status, out.err)
+	}
+	if got := acceptEncoding.Load().([]string); len(got) != 0 {
+		t.Errorf("the attempt sent Accept-Encoding %q, want none", got)
+	}
+	if out.response != "not really gzip" {
+		t.Errorf("response kept as %q, want it as it came", out.response)
+	}
+}
+
 // TestReadSnippet: a response is kept up to responseSnippet bytes, read in
 // pieces; the end of the body is no error, a truncated body is.
 func TestReadSnippet(t *testing.T) {

@@ -97,12 +97,15 @@ func NewMetrics(registerer prometheus.Registerer) *Metrics {
 	return m
 }
 
+// statusClasses are the classes of answered attempts, 2xx to 5xx.
+var statusClasses = [...]string{"2xx", "3xx", "4xx", "5xx"}
+
 // attemptClass is the class of an attempt for hookrelay_attempts_total: its
 // status code's hundreds when it was answered, else what stopped it.
 func attemptClass(status int, err error) string {
 	switch {
 	case status >= 200 && status < 600:
-		return string(rune('0'+status/100)) + "xx"
+		return statusClasses[status/100-2]
 	case errors.Is(err, errEgressRefused):
 		return classBlocked
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, http.ErrHandlerTimeout):
