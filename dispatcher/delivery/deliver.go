@@ -25,7 +25,6 @@ const maxRecordBatch = 1024
 func (e *Engine) writeRecords(records <-chan store.AttemptRecord) {
 	defer e.writers.Done()
 	batch.Each(records, maxRecordBatch, func(records []store.AttemptRecord) {
-		latestHealthOnly(records)
 		applied, err := e.Store.RecordAttempts(context.Background(), records)
 		if err != nil {
 			e.Log.Error(err, "recording attempts; their deliveries stay pending in the store and are attempted again", "count", len(records))
@@ -57,25 +56,6 @@ func (e *Engine) writeRecords(records <-chan store.AttemptRecord) {
 		e.written.Broadcast()
 		e.writtenMu.Unlock()
 	})
-}
-
-// latestHealthOnly keeps each endpoint's health on its last record of the
-// batch only: the tracker's records are successive states of one endpoint,
-// so the last carries what the earlier ones did, and the store writes one
-// health per endpoint instead of one per attempt.
-func latestHealthOnly(records []store.AttemptRecord) {
-	if len(records) < 2 {
-		return
-	}
-	later := make(map[string]bool, 1)
-	for i := len(records) - 1; i >= 0; i-- {
-		if health := records[i].Health; health != nil {
-			if later[health.Endpoint] {
-				records[i].Health = nil
-			}
-			later[health.Endpoint] = true
-		}
-	}
 }
 
 // record hands an attempt's record to the writer of its partition, which

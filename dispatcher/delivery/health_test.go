@@ -1,8 +1,6 @@
 package delivery
 
 import (
-	"reflect"
-	"strconv"
 	"testing"
 	"time"
 
@@ -112,44 +110,5 @@ func TestTrackerAdopts(t *testing.T) {
 	}
 	if health, stale := tr.adopt("ns/a", "uid-2"); !stale || health.UID != "uid-2" || health.ConsecutiveFailures != 0 {
 		t.Fatalf("new UID: stale %v, health %+v", stale, health)
-	}
-}
-
-// TestABatchStoresEachEndpointsLatestHealth: of a batch of attempt records,
-// each endpoint's health is written with its last record only, and that is
-// the latest state; records of other endpoints keep theirs.
-func TestABatchStoresEachEndpointsLatestHealth(t *testing.T) {
-	tracker := newTracker(nil)
-	at := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
-	var records []store.AttemptRecord
-	for i, id := range []string{"ns/a", "ns/b", "ns/a", "ns/c", "ns/a"} {
-		var health store.Health
-		if id == "ns/c" {
-			health, _ = tracker.failed(nil, id, at.Add(time.Duration(i)*time.Second), "HTTP 500", false)
-		} else {
-			health, _ = tracker.succeeded(id, at.Add(time.Duration(i)*time.Second))
-		}
-		records = append(records, store.AttemptRecord{Delivery: store.Delivery{ID: strconv.Itoa(i)}, Health: &health})
-	}
-	records = append(records, store.AttemptRecord{Delivery: store.Delivery{ID: "no-health"}})
-
-	latestHealthOnly(records)
-	stored := map[string]store.Health{}
-	for _, record := range records {
-		if record.Health == nil {
-			continue
-		}
-		if _, twice := stored[record.Health.Endpoint]; twice {
-			t.Errorf("health of %s written twice in one batch", record.Health.Endpoint)
-		}
-		stored[record.Health.Endpoint] = *record.Health
-	}
-	for _, id := range []string{"ns/a", "ns/b", "ns/c"} {
-		if got, want := stored[id], tracker.snapshot(id); !reflect.DeepEqual(got, want) {
-			t.Errorf("stored health of %s = %+v, want the latest %+v", id, got, want)
-		}
-	}
-	if records[4].Health == nil {
-		t.Errorf("the last record of ns/a lost its health")
 	}
 }
