@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -18,16 +19,17 @@ type task struct {
 }
 
 // workerLinger is how long a worker that found its line empty waits for the
-// next task before it ends (Engine.linger). A busy endpoint's workers then live on from
-// task to task: a worker started for every task was a new goroutine whose
-// stack grew to the attempt's depth each time, a few percent of the
-// dispatcher's CPU at full load; an idle endpoint still costs no goroutine
-// a moment later.
+// next task before it ends (Engine.linger). A busy endpoint's workers then
+// live on from task to task: a worker started for every task was a new
+// goroutine whose stack grew to the attempt's depth each time, a few
+// percent of the dispatcher's CPU at full load; an idle endpoint still
+// costs no goroutine a moment later.
 const workerLinger = 200 * time.Millisecond
 
 // queue is one endpoint's line of ready deliveries. Workers start on demand,
-// at most maxInFlight at once, so an idle endpoint costs no goroutine and a
-// slow one holds only its own workers.
+// at most maxInFlight at once, and end a moment (workerLinger) after the
+// line is empty, so an idle endpoint costs no goroutine and a slow one holds
+// only its own workers.
 type queue struct {
 	engine *Engine
 	id     string
@@ -36,10 +38,10 @@ type queue struct {
 	ready       fifo
 	workers     int
 	maxInFlight int
-	// idle counts the workers waiting for a task (workerLinger); wake,
-	// with room for one signal, tells one of them that a task came.
-	idle int
-	wake chan struct{}
+	// waiting are the wake-ups of the workers waiting for a task
+	// (workerLinger), the latest last: a push hands its task to the
+	// latest rather than start a worker, so that the others end.
+	waiting []chan struct{}
 	// pacer holds attempts back after a 429 and to the rate limit.
 	pacer    pacer
 	stopped  bool
@@ -56,7 +58,7 @@ type queue struct {
 }
 
 func newQueue(engine *Engine, id string) *queue {
-	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{}), wake: make(chan struct{}, 1),
+	return &queue{engine: engine, id: id, maxInFlight: 1, stopping: make(chan struct{}),
 		pacer: pacer{scheduler: engine.scheduler}, ordered: newOrdered()}
 }
 
@@ -83,13 +85,14 @@ func (q *queue) push(t task) {
 		return
 	}
 	q.ready.push(t)
-	if q.idle > 0 {
-		select {
-		case q.wake <- struct{}{}:
-		default: // a signal is already waiting
-		}
+	if n := len(q.waiting); n > 0 {
+		// Each waiting worker is woken once, with room for the signal.
+		q.waiting[n-1] <- struct{}{}
+		q.waiting[n-1] = nil
+		q.waiting = q.waiting[:n-1]
+		return
 	}
-	if q.workers < q.maxInFlight && q.ready.len() > q.idle {
+	if q.workers < q.maxInFlight {
 		q.workers++
 		q.spawn(q.work)
 	}
@@ -108,14 +111,10 @@ func (q *queue) spawn(work func()) {
 }
 
 func (q *queue) work() {
-	var linger *time.Timer
-	defer func() {
-		if linger != nil {
-			linger.Stop()
-		}
-	}()
+	var idle idleWait
+	defer idle.stop()
 	for {
-		t, ok := q.take(&linger)
+		t, ok := q.take(&idle)
 		if !ok {
 			return
 		}
@@ -132,12 +131,13 @@ func (q *queue) work() {
 }
 
 // take returns the next ready task. With none, the worker waits for one up
-// to the engine's linger (on *linger, made on first use); ok is false when
-// the worker is to end, the worker count already lowered.
-func (q *queue) take(linger **time.Timer) (t task, ok bool) {
+// to the engine's linger, unless the endpoint now allows fewer workers or
+// is Strict (its line has a worker of its own); ok is false when the
+// worker is to end, the worker count already lowered.
+func (q *queue) take(idle *idleWait) (t task, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for lingered := false; ; {
+	for {
 		switch {
 		case q.stopped:
 			q.workers--
@@ -145,27 +145,57 @@ func (q *queue) take(linger **time.Timer) (t task, ok bool) {
 		case q.ready.len() > 0:
 			t = q.ready.pop()
 			q.signalRoom()
+			idle.lingered = false
 			return t, true
-		case lingered:
+		case idle.lingered || q.workers > q.maxInFlight || q.strict:
 			q.workers--
 			return task{}, false
 		}
-		if *linger == nil {
-			*linger = time.NewTimer(q.engine.linger)
-		} else {
-			(*linger).Reset(q.engine.linger)
-		}
-		q.idle++
-		q.mu.Unlock()
+		idle.wait(q)
+	}
+}
+
+// idleWait is one worker's wait for a task: its wake-up, with room for one
+// signal, and its timer, both made at its first wait.
+type idleWait struct {
+	wake     chan struct{}
+	timer    *time.Timer
+	lingered bool
+}
+
+// wait waits for a push, the linger or the queue's stop. Call with q.mu
+// held; it is released during the wait.
+func (w *idleWait) wait(q *queue) {
+	if w.wake == nil {
+		w.wake, w.timer = make(chan struct{}, 1), time.NewTimer(q.engine.linger)
+	} else {
+		w.timer.Reset(q.engine.linger)
+	}
+	q.waiting = append(q.waiting, w.wake)
+	q.mu.Unlock()
+	select {
+	case <-w.wake:
+	case <-w.timer.C:
+		w.lingered = true
+	case <-q.stopping:
+	}
+	w.timer.Stop()
+	q.mu.Lock()
+	if i := slices.Index(q.waiting, w.wake); i >= 0 {
+		q.waiting = slices.Delete(q.waiting, i, i+1)
+	} else {
+		// A push picked this worker as its wait ended: its task is in
+		// ready, and its signal is dropped here.
 		select {
-		case <-q.wake:
-			(*linger).Stop()
-		case <-(*linger).C:
-			lingered = true
-		case <-q.stopping:
+		case <-w.wake:
+		default:
 		}
-		q.mu.Lock()
-		q.idle--
+	}
+}
+
+func (w *idleWait) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -86,9 +87,73 @@ func TestWorkerWaitsForTheNextTaskBeforeEnding(t *testing.T) {
 					q.mu.Lock()
 					defer q.mu.Unlock()
 					g.Expect(q.workers).To(Equal(test.workers), "workers after delivery %d", i+1)
-					g.Expect(q.idle).To(Equal(test.idle), "waiting workers after delivery %d", i+1)
+					g.Expect(q.waiting).To(HaveLen(test.idle), "waiting workers after delivery %d", i+1)
 				}).Should(Succeed())
 			}
 		})
 	}
+}
+
+// TestWaitingWorkersTakeTasksAtOnce: tasks pushed while several workers
+// wait each wake a worker of their own, so they are attempted at once, not
+// one after the other; and once the endpoint allows fewer workers, those
+// over its maxInFlight end instead of waiting.
+func TestWaitingWorkersTakeTasksAtOnce(t *testing.T) {
+	g := NewWithT(t)
+	// The receiver answers only once two requests are in at the same time.
+	var inFlight, received atomic.Int64
+	both := make(chan struct{})
+	var once sync.Once
+	receiver := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		if inFlight.Add(1) == 2 {
+			once.Do(func() { close(both) })
+		}
+		<-both
+		inFlight.Add(-1)
+		received.Add(1)
+	}))
+	t.Cleanup(receiver.Close)
+	t.Cleanup(func() { once.Do(func() { close(both) }) })
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 2 })
+	engine := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, clock.RealClock{})
+	engine.linger = time.Hour
+	q := engine.queueFor(routes.ID("ns", "ordered"))
+	state := func() (workers, waiting int) {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return q.workers, len(q.waiting)
+	}
+
+	publishEvents(t, engine, 0, 2)
+	g.Eventually(received.Load).WithTimeout(10 * time.Second).Should(Equal(int64(2)))
+	g.Eventually(func(g Gomega) {
+		workers, waiting := state()
+		g.Expect(workers).To(Equal(2))
+		g.Expect(waiting).To(Equal(2))
+	}).Should(Succeed())
+
+	// Two more, pushed back to back to the two waiting workers: the
+	// receiver answers only if both are attempted at once.
+	both = make(chan struct{})
+	once = sync.Once{}
+	var tasks []task
+	for _, id := range []string{"evt_002", "evt_003"} {
+		event := store.Event{Namespace: "ns", ID: id, Type: "login.created", Data: []byte(`{}`), AcceptedAt: time.Now()}
+		accepted, err := engine.Store.Accept(t.Context(), event, []store.Target{{Endpoint: "ordered"}}, time.Now().Add(-DedupeWindow))
+		g.Expect(err).NotTo(HaveOccurred())
+		tasks = append(tasks, task{delivery: accepted.Deliveries[0], event: &accepted.Event})
+	}
+	for _, task := range tasks {
+		q.push(task)
+	}
+	g.Eventually(received.Load).WithTimeout(10*time.Second).Should(Equal(int64(4)), "two tasks for two waiting workers attempted one after the other")
+
+	// maxInFlight 1: the worker that takes the next task ends after it.
+	lower := route
+	lower.MaxInFlight = 1
+	g.Expect(engine.SetTable(t.Context(), tableOf(t, lower))).To(Succeed())
+	once.Do(func() { close(both) }) // answer single requests from now on
+	publishEvents(t, engine, 4, 5)
+	g.Eventually(received.Load).Should(Equal(int64(5)))
+	g.Eventually(func() int { workers, _ := state(); return workers }).Should(Equal(1), "workers once maxInFlight is 1")
 }

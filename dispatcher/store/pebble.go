@@ -32,7 +32,7 @@ const (
 	// prefixHealth + "<namespace>/<name>" → Health.
 	prefixHealth byte = 'h'
 	// prefixActive + partition (1 byte) + delivery id → nothing: the pending
-	// and held deliveries, a range per partition for Active.
+	// and held deliveries, a range per partition for ActivePage.
 	prefixActive byte = 'p'
 	// prefixByEndpoint + namespace \x00 endpoint \x00 delivery id → nothing.
 	prefixByEndpoint byte = 'n'

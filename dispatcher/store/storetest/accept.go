@@ -95,7 +95,7 @@ func testAcceptDedupes(t *testing.T, open Open) {
 }
 
 // testDeliveryIDsSort: delivery ids sort as strings in the order the
-// deliveries were accepted, which Active keeps (oldest first) and pages
+// deliveries were accepted, which the active pages keep (oldest first) and
 // continue from.
 func testDeliveryIDsSort(t *testing.T, open Open) {
 	s := start(t, open)

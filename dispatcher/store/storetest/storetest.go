@@ -41,7 +41,7 @@ var cases = []struct {
 	{"AcceptDedupesWithinTheWindow", testAcceptDedupes},
 	{"DeliveryIDsSortInAcceptOrder", testDeliveryIDsSort},
 	{"ActiveListsOnlyThePartitionsAskedFor", testActiveByPartition},
-	{"ActivePagesListWhatActiveDoes", testActivePages},
+	{"ActivePagesListTheActiveDeliveries", testActivePages},
 	{"EventsReadsTheEventsOfDeliveries", testEvents},
 	{"HeldDeliveriesWaitUntilReleased", testHeldAndReleased},
 	{"AcceptHoldsDisabledEndpoints", testAcceptHoldsDisabledEndpoints},
