@@ -63,3 +63,43 @@ func statTicks(stat string) (int64, error) {
 	}
 	return sum, nil
 }
+
+// settleQuiet, settlePoll and settleAtMost define a quiet process: one
+// that used at most settleQuiet of CPU in the last settlePoll; settle
+// waits at most settleAtMost for that.
+const (
+	settleQuiet  = 10 * time.Millisecond
+	settlePoll   = 200 * time.Millisecond
+	settleAtMost = 10 * time.Second
+)
+
+// settle waits until the processes pids are quiet together, so that the
+// work a run leaves behind (a store's flush and compactions, the last
+// attempt records, a garbage collection) is not measured with the next
+// run, whichever process that is. It gives up after settleAtMost and says
+// so on stderr.
+func settle(pids []int) error {
+	if len(pids) == 0 {
+		return nil
+	}
+	before, err := processesCPU(pids)
+	if errors.Is(err, errNoProcFS) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for waited := time.Duration(0); waited < settleAtMost; waited += settlePoll {
+		time.Sleep(settlePoll)
+		after, err := processesCPU(pids)
+		if err != nil {
+			return err
+		}
+		if after-before <= settleQuiet {
+			return nil
+		}
+		before = after
+	}
+	fmt.Fprintf(os.Stderr, "bench: the measured processes were still busy %s after a run; measuring on\n", settleAtMost)
+	return nil
+}

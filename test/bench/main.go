@@ -62,8 +62,8 @@ func main() {
 	}
 	var cfg config
 	flag.IntVar(&cfg.events, "events", 5000, "Events to publish in each round of an unpaced run.")
-	flag.IntVar(&cfg.rounds, "rounds", 3, "Rounds of each unpaced run: every round measures the relays and the dispatchers one after the other, "+
-		"each starting the next round, so that a machine whose speed drifts weighs on all of them alike.")
+	flag.IntVar(&cfg.rounds, "rounds", 4, "Rounds of each unpaced run: every round measures the relays and the dispatchers one after the other, "+
+		"in the opposite order of the round before, so that a machine whose speed drifts weighs on all of them alike (an even number gives each every place alike).")
 	flag.IntVar(&cfg.concurrency, "concurrency", 32, "Concurrent publishers.")
 	flag.IntVar(&cfg.pacedRate, "paced-rate", 1000, "Events a second of the paced run (fan-out 1).")
 	flag.IntVar(&cfg.pacedEvents, "paced-events", 5000, "Events to publish in the paced run.")
@@ -543,10 +543,13 @@ type bench struct {
 }
 
 // runAll warms each of measured up, then measures each in rounds, and
-// prints its row: each round measures all of them one after the other,
-// the first of a round going last in the next, so that a drift of the
-// machine's speed (other tenants of its host) weighs on each alike rather
-// than on whichever ran in a slow moment. Only the first round is profiled.
+// prints its row: each round measures all of them one after the other, in
+// the opposite order of the round before, so that over two rounds each
+// holds every place alike, and a drift of the machine's speed (other
+// tenants of its host) weighs on each alike rather than on whichever ran
+// in a slow moment. Each run starts once the measured processes are quiet
+// (settle), so that no run is measured with the work another left behind.
+// Only the first round is profiled.
 func (b *bench) runAll(measured []dispatcher, kind string, l load, rounds int) ([]result, error) {
 	warm := l
 	warm.events, warm.rate = 200, 0
@@ -556,11 +559,21 @@ func (b *bench) runAll(measured []dispatcher, kind string, l load, rounds int) (
 			return nil, err
 		}
 	}
+	var pids []int
+	for _, d := range measured {
+		pids = append(pids, d.pids...)
+	}
 	runs := make([][]result, len(measured))
 	for round := range rounds {
 		for turn := range measured {
-			i := (turn + round) % len(measured)
+			i := turn
+			if round%2 == 1 {
+				i = len(measured) - 1 - turn
+			}
 			d := measured[i]
+			if err := settle(pids); err != nil {
+				return nil, err
+			}
 			name := d.name + "-" + kind
 			if rounds > 1 {
 				name = fmt.Sprintf("%s-round-%d", name, round+1)
