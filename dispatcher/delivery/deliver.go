@@ -78,10 +78,11 @@ func (e *Engine) waitWritten(partitions []int) {
 	}
 }
 
-// attempt makes the next attempt of a delivery and records what came of it.
-// It returns the delivery's next try, due at its NextAttemptAt, for the
-// caller to schedule (its queue keeps a Strict endpoint's in line), or nil.
-func (e *Engine) attempt(t task) *task {
+// attempt makes the next attempt of a delivery, from its endpoint's queue
+// q, and records what came of it. It returns the delivery's next try, due
+// at its NextAttemptAt, for the caller to schedule (its queue keeps a
+// Strict endpoint's in line), or nil.
+func (e *Engine) attempt(q *queue, t task) *task {
 	ctx := e.attempts
 	delivery := t.delivery
 	id := routes.ID(delivery.Namespace, delivery.Endpoint)
@@ -140,6 +141,12 @@ func (e *Engine) attempt(t task) *task {
 	var health *store.Health
 	var change Change
 	healthChanged := func(h store.Health, c Change) { health, change = &h, c }
+	// The endpoint's health changes, its record and its report go in one
+	// piece per endpoint: the records reach the store, and the reports the
+	// status, in the order the changes were made, so that an attempt that
+	// ended a moment earlier cannot overwrite a later count (or a Disabled)
+	// with its older one.
+	q.recording.Lock()
 	switch {
 	case outcome == OutcomeSuccess:
 		delivery.State = store.Succeeded
@@ -164,6 +171,10 @@ func (e *Engine) attempt(t task) *task {
 	// before the write leaves the delivery pending in the store, and it is
 	// delivered again: at least once.
 	e.record(store.AttemptRecord{Delivery: delivery, Attempt: record, Health: health})
+	if health != nil {
+		e.Status.HealthChanged(endpoint, *health, change)
+	}
+	q.recording.Unlock()
 	var next *task
 	switch delivery.State {
 	case store.Succeeded:
@@ -174,9 +185,6 @@ func (e *Engine) attempt(t task) *task {
 			"attempts", delivery.Attempts, "error", record.Error, "status", record.StatusCode)
 	case store.Pending:
 		next = &task{delivery: delivery, event: event, envelope: t.envelope}
-	}
-	if health != nil {
-		e.Status.HealthChanged(endpoint, *health, change)
 	}
 	return next
 }

@@ -1,8 +1,16 @@
 package delivery
 
 import (
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	. "github.com/onsi/gomega"
+	"k8s.io/utils/clock"
 
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/routes"
@@ -111,4 +119,56 @@ func TestTrackerAdopts(t *testing.T) {
 	if health, stale := tr.adopt("ns/a", "uid-2"); !stale || health.UID != "uid-2" || health.ConsecutiveFailures != 0 {
 		t.Fatalf("new UID: stale %v, health %+v", stale, health)
 	}
+}
+
+// orderedStatus notes the failure counts reported for an endpoint's
+// failed deliveries, in the order they reach the status sink.
+type orderedStatus struct {
+	noStatus
+	mu     sync.Mutex
+	counts []int
+}
+
+func (s *orderedStatus) HealthChanged(_ *routes.Route, health store.Health, change Change) {
+	if change != ChangeFailed {
+		return // the endpoint's first sight
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counts = append(s.counts, health.ConsecutiveFailures)
+}
+
+// TestConcurrentAttemptsReportHealthInOrder: an endpoint's attempts that
+// fail at once, many in flight, reach the status sink and the store in the
+// order their failures were counted, so that neither is left with an older
+// count (or an older "not disabled") than the last attempt's.
+func TestConcurrentAttemptsReportHealthInOrder(t *testing.T) {
+	g := NewWithT(t)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	t.Cleanup(receiver.Close)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) {
+		route.Ordering, route.MaxInFlight, route.RetrySchedule = "", 16, nil
+	})
+	status := &orderedStatus{}
+	engine := startEngineWith(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, clock.RealClock{}, status)
+	const events = 300
+	publishEvents(t, engine, 0, events)
+
+	g.Eventually(func() int {
+		status.mu.Lock()
+		defer status.mu.Unlock()
+		return len(status.counts)
+	}).WithTimeout(30 * time.Second).Should(Equal(events))
+	status.mu.Lock()
+	reported := slices.Clone(status.counts)
+	status.mu.Unlock()
+	for i := 1; i < len(reported); i++ {
+		if reported[i] <= reported[i-1] {
+			t.Fatalf("failure count %d reported after %d (report %d of %d)", reported[i], reported[i-1], i+1, len(reported))
+		}
+	}
+	g.Eventually(func() ([]store.Health, error) { return engine.Store.Healths(t.Context()) }).Should(ConsistOf(
+		HaveField("ConsecutiveFailures", events)), "the stored health after the last failure")
 }

@@ -150,7 +150,7 @@ func (q *queue) workInLine() {
 			q.mu.Unlock()
 			return // the line stays pending in the store
 		}
-		if next := e.attempt(head); next != nil {
+		if next := e.attempt(q, head); next != nil {
 			e.schedule(*next) // back in line, at the head, until it is due
 		}
 	}

@@ -84,13 +84,19 @@ func tableWithKeys(t *testing.T, route routes.Endpoint, signingKeys ...routes.Ke
 // startEngine runs an engine on the store at path with the route, recovered.
 func startEngine(t *testing.T, path string, route routes.Endpoint, engineClock clock.WithDelayedExecution) *Engine {
 	t.Helper()
+	return startEngineWith(t, path, route, engineClock, noStatus{})
+}
+
+// startEngineWith is startEngine with a status sink of the test's.
+func startEngineWith(t *testing.T, path string, route routes.Endpoint, engineClock clock.WithDelayedExecution, status StatusSink) *Engine {
+	t.Helper()
 	ctx := context.Background()
 	db, err := store.OpenBolt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	engine, err := New(ctx, Options{
-		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: engineClock,
+		Store: db, Status: status, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: engineClock,
 		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
 	})
 	if err != nil {

@@ -48,6 +48,9 @@ type queue struct {
 	stopping chan struct{}
 	// running counts the workers, for a partition's release to wait for.
 	running sync.WaitGroup
+	// recording orders the endpoint's health changes with their records
+	// and reports (Engine.attempt).
+	recording sync.Mutex
 	// room, when not nil, is closed at the next task taken from ready or
 	// at stop: a release waiting for the line to shorten (waitRoom) looks
 	// again.
@@ -124,7 +127,7 @@ func (q *queue) work() {
 			q.mu.Unlock()
 			return // the delivery stays pending in the store
 		}
-		if next := q.engine.attempt(t); next != nil {
+		if next := q.engine.attempt(q, t); next != nil {
 			q.engine.schedule(*next)
 		}
 	}
