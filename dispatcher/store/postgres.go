@@ -122,6 +122,18 @@ func scanDelivery(row pgx.CollectableRow) (Delivery, error) {
 	return d, nil
 }
 
+const eventColumns = "namespace, id, type, created_at, data, sandbox, accepted_at, deliveries"
+
+func scanEvent(row pgx.Row) (Event, error) {
+	var event Event
+	var created, accepted *time.Time
+	if err := row.Scan(&event.Namespace, &event.ID, &event.Type, &created, &event.Data, &event.Sandbox, &accepted, &event.Deliveries); err != nil {
+		return Event{}, err
+	}
+	event.CreatedAt, event.AcceptedAt = utc(created), utc(accepted)
+	return event, nil
+}
+
 // deliveries runs a query of deliveryColumns.
 func (p *Postgres) deliveries(ctx context.Context, sql string, args ...any) ([]Delivery, error) {
 	rows, err := p.pool.Query(ctx, sql, args...)
@@ -137,7 +149,7 @@ func (p *Postgres) deliveries(ctx context.Context, sql string, args ...any) ([]D
 // round trip). Ids come from the sequence in target order, so they sort as
 // the deliveries were accepted.
 const acceptSQL = `WITH event AS (
-	INSERT INTO events AS e (namespace, id, type, created_at, data, sandbox, accepted_at, deliveries)
+	INSERT INTO events AS e (` + eventColumns + `)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $11)
 	ON CONFLICT (namespace, id) DO UPDATE SET type = excluded.type, created_at = excluded.created_at, data = excluded.data,
 		sandbox = excluded.sandbox, accepted_at = excluded.accepted_at, deliveries = excluded.deliveries
@@ -496,18 +508,13 @@ func (p *Postgres) Event(ctx context.Context, namespace, id string) (Event, erro
 	if err := p.open(); err != nil {
 		return Event{}, err
 	}
-	event := Event{Namespace: namespace, ID: id}
-	var created, accepted *time.Time
-	var data []byte
-	err := p.pool.QueryRow(ctx, "SELECT type, created_at, data, sandbox, accepted_at, deliveries FROM events WHERE namespace = $1 AND id = $2",
-		namespace, id).Scan(&event.Type, &created, &data, &event.Sandbox, &accepted, &event.Deliveries)
+	event, err := scanEvent(p.pool.QueryRow(ctx, "SELECT "+eventColumns+" FROM events WHERE namespace = $1 AND id = $2", namespace, id))
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = ErrNotFound
 	}
 	if err != nil {
 		return Event{}, p.fail(err, "event %s/%s", namespace, id)
 	}
-	event.CreatedAt, event.AcceptedAt, event.Data = utc(created), utc(accepted), data
 	return event, nil
 }
 
@@ -520,18 +527,12 @@ func (p *Postgres) Events(ctx context.Context, deliveries []Delivery) ([]Event, 
 	for i, delivery := range deliveries {
 		namespaces[i], ids[i] = delivery.Namespace, delivery.EventID
 	}
-	rows, err := p.pool.Query(ctx, `SELECT e.namespace, e.id, e.type, e.created_at, e.data, e.sandbox, e.accepted_at, e.deliveries
-		FROM events e JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS wanted (namespace, id) ON e.namespace = wanted.namespace AND e.id = wanted.id`,
+	rows, err := p.pool.Query(ctx, "SELECT "+eventColumns+` FROM events
+		JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS wanted (wanted_namespace, wanted_id) ON namespace = wanted_namespace AND id = wanted_id`,
 		namespaces, ids)
 	var found []Event
 	if err == nil {
-		found, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) {
-			var event Event
-			var created, accepted *time.Time
-			err := row.Scan(&event.Namespace, &event.ID, &event.Type, &created, &event.Data, &event.Sandbox, &accepted, &event.Deliveries)
-			event.CreatedAt, event.AcceptedAt = utc(created), utc(accepted)
-			return event, err
-		})
+		found, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) { return scanEvent(row) })
 	}
 	if err != nil {
 		return nil, p.fail(err, "reading %d events", len(deliveries))
