@@ -85,7 +85,7 @@ func (e *Engine) waitWritten(partitions []int) {
 func (e *Engine) attempt(q *queue, t task) *task {
 	ctx := e.attempts
 	delivery := t.delivery
-	id := routes.ID(delivery.Namespace, delivery.Endpoint)
+	id := q.id // the delivery's endpoint, "<namespace>/<name>"
 	endpoint := e.table.Load().Endpoint(id)
 	if !e.deliverable(endpoint) {
 		e.hold(ctx, delivery)
@@ -160,7 +160,7 @@ func (e *Engine) attempt(q *queue, t task) *task {
 		delay := retryDelay(endpoint, delivery.Attempts, out.status, out.retryAfter, e.MaxRetryAfter, finished, rand.Int64N)
 		delivery.NextAttemptAt = finished.Add(delay).UTC()
 		if out.status == http.StatusTooManyRequests {
-			e.queueFor(id).pacer.pause(finished.Add(backOffAfter429(endpoint, out.retryAfter, e.MaxRetryAfter, finished)))
+			q.pacer.pause(finished.Add(backOffAfter429(endpoint, out.retryAfter, e.MaxRetryAfter, finished)))
 		}
 	default:
 		delivery.State = store.Failed
