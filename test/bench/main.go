@@ -690,7 +690,7 @@ func startDispatcher(binary, kubeconfig, dir string, r *receivers, storeArgs ...
 		"--egress-allow-cidr=127.0.0.0/8", "--insecure-no-auth"}, storeArgs...)
 	// The Go runtime's settings of the dispatcher's StatefulSet: the
 	// binary runs here as in a cluster.
-	runtimeEnv, err := testenv.DeployedRuntimeEnv(filepath.Join(testenv.RepoRoot(), "config", "dispatcher", "dispatcher.yaml"), "dispatcher")
+	runtimeEnv, err := testenv.DispatcherRuntimeEnv()
 	if err != nil {
 		return nil, err
 	}

@@ -42,7 +42,7 @@ func (m *managerProcess) start() error {
 	args := append([]string{"--allow-insecure-endpoints", "--routes-namespace=" + routesNamespace, "--zap-log-level=error",
 		"--metrics-bind-address=" + metricsAddress, "--metrics-secure=false", "--health-probe-bind-address=127.0.0.1:0",
 		"--webhook-bind-address=" + webhookAddress, "--webhook-url=https://" + webhookAddress}, m.extraArgs...)
-	runtimeEnv, err := testenv.DeployedRuntimeEnv(filepath.Join(testenv.RepoRoot(), "config", "manager", "manager.yaml"), "manager")
+	runtimeEnv, err := testenv.ManagerRuntimeEnv()
 	if err != nil {
 		return err
 	}

@@ -160,7 +160,7 @@ func run(opts options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("dispatcher runtime settings (config/dispatcher/dispatcher.yaml): %s\n", strings.Join(dispatcher.runtimeEnv, " "))
+	fmt.Printf("dispatcher runtime settings (%s): %s\n", testenv.DispatcherManifest, strings.Join(dispatcher.runtimeEnv, " "))
 	fmt.Printf("time to ready (process start → /readyz 200): %s, %s of CPU; store open and listening after %s, routes loaded and deliveries recovered %s later\n",
 		dispatcher.ready.Round(time.Millisecond), startCPU, listening.Round(time.Millisecond), (ready - listening).Round(time.Millisecond))
 	fmt.Printf("memory after start: %s\n", dispatcher.memory())

@@ -47,7 +47,7 @@ func startDispatcher(ctx context.Context, opts options, kubeconfig, dataDir stri
 		strings.Fields(opts.dispatcherArgs)...)
 	// The runtime's settings of the embedded store's StatefulSet, so that
 	// memory is measured as it is bounded in a cluster.
-	runtimeEnv, err := testenv.DeployedRuntimeEnv(filepath.Join(testenv.RepoRoot(), "config", "dispatcher", "dispatcher.yaml"), "dispatcher")
+	runtimeEnv, err := testenv.DispatcherRuntimeEnv()
 	if err != nil {
 		logFile.Close()
 		return nil, err
