@@ -74,6 +74,14 @@ func (q *queue) configure(endpoint *routes.Route) []task {
 	moved := q.setStrict(endpoint.Strict())
 	q.maxInFlight = max(int(endpoint.MaxInFlight), 1)
 	q.pacer.setLimit(endpoint.RateLimit)
+	if q.workers > q.maxInFlight || q.strict {
+		// The waiting workers look again: those over the lower cap, or
+		// unordered ones of a Strict endpoint, end now rather than at
+		// their linger, and none over the cap is left for a push to wake.
+		for len(q.waiting) > 0 {
+			q.wakeLatest()
+		}
+	}
 	return moved
 }
 
@@ -88,17 +96,24 @@ func (q *queue) push(t task) {
 		return
 	}
 	q.ready.push(t)
-	if n := len(q.waiting); n > 0 {
-		// Each waiting worker is woken once, with room for the signal.
-		q.waiting[n-1] <- struct{}{}
-		q.waiting[n-1] = nil
-		q.waiting = q.waiting[:n-1]
+	if len(q.waiting) > 0 {
+		q.wakeLatest()
 		return
 	}
 	if q.workers < q.maxInFlight {
 		q.workers++
 		q.spawn(q.work)
 	}
+}
+
+// wakeLatest wakes the worker that began waiting last and takes it off the
+// waiting list: each waiting worker is woken once, with room for the
+// signal. Call with mu held and a worker waiting.
+func (q *queue) wakeLatest() {
+	n := len(q.waiting)
+	q.waiting[n-1] <- struct{}{}
+	q.waiting[n-1] = nil
+	q.waiting = q.waiting[:n-1]
 }
 
 // spawn runs a worker, counted for the engine's drain and the queue's
@@ -133,16 +148,18 @@ func (q *queue) work() {
 	}
 }
 
-// take returns the next ready task. With none, the worker waits for one up
-// to the engine's linger, unless the endpoint now allows fewer workers or
-// is Strict (its line has a worker of its own); ok is false when the
-// worker is to end, the worker count already lowered.
+// take returns the next ready task. A worker over the endpoint's cap (it
+// was lowered) ends first, tasks ready or not, so that no more attempts
+// than the cap run once the workers busy at the change are done. With no
+// task, the worker waits for one up to the engine's linger, unless the
+// endpoint is Strict (its line has a worker of its own); ok is false when
+// the worker is to end, the worker count already lowered.
 func (q *queue) take(idle *idleWait) (t task, ok bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for {
 		switch {
-		case q.stopped:
+		case q.stopped, q.workers > q.maxInFlight:
 			q.workers--
 			return task{}, false
 		case q.ready.len() > 0:
@@ -150,7 +167,7 @@ func (q *queue) take(idle *idleWait) (t task, ok bool) {
 			q.signalRoom()
 			idle.lingered = false
 			return t, true
-		case idle.lingered || q.workers > q.maxInFlight || q.strict:
+		case idle.lingered || q.strict:
 			q.workers--
 			return task{}, false
 		}

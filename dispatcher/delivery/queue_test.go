@@ -148,7 +148,7 @@ func TestWaitingWorkersTakeTasksAtOnce(t *testing.T) {
 	}
 	g.Eventually(received.Load).WithTimeout(10*time.Second).Should(Equal(int64(4)), "two tasks for two waiting workers attempted one after the other")
 
-	// maxInFlight 1: the worker that takes the next task ends after it.
+	// maxInFlight 1: one of the two waiting workers ends at once.
 	lower := route
 	lower.MaxInFlight = 1
 	g.Expect(engine.SetTable(t.Context(), tableOf(t, lower))).To(Succeed())
@@ -156,4 +156,70 @@ func TestWaitingWorkersTakeTasksAtOnce(t *testing.T) {
 	publishEvents(t, engine, 4, 5)
 	g.Eventually(received.Load).Should(Equal(int64(5)))
 	g.Eventually(func() int { workers, _ := state(); return workers }).Should(Equal(1), "workers once maxInFlight is 1")
+}
+
+// TestLoweredMaxInFlightHoldsAtOnce: once an endpoint's maxInFlight is
+// lowered, no more attempts than the new cap run, whether its workers were
+// busy at the change (they end as their attempts do, leaving the backlog
+// to the cap) or waiting idle (they end at once, and a push wakes none of
+// them beyond the cap). The transport holds as many connections as the cap
+// allows: an attempt over it would wait for one while its timeout runs.
+func TestLoweredMaxInFlightHoldsAtOnce(t *testing.T) {
+	g := NewWithT(t)
+	var inFlight, received atomic.Int64
+	release, done := make(chan struct{}), make(chan struct{})
+	receiver := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		inFlight.Add(1)
+		defer inFlight.Add(-1)
+		defer received.Add(1)
+		select {
+		case <-release:
+		case <-done:
+		}
+	}))
+	t.Cleanup(receiver.Close)
+	t.Cleanup(func() { close(done) })
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) { route.Ordering, route.MaxInFlight = "", 3 })
+	engine := startEngine(t, filepath.Join(t.TempDir(), "hookrelay.db"), route, clock.RealClock{})
+	engine.linger = time.Hour
+	q := engine.queueFor(routes.ID("ns", "ordered"))
+	type state struct{ inFlight, ready, workers, waiting int }
+	now := func() state {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return state{int(inFlight.Load()), q.ready.len(), q.workers, len(q.waiting)}
+	}
+	setCap := func(maxInFlight int32) {
+		changed := route
+		changed.MaxInFlight = maxInFlight
+		g.Expect(engine.SetTable(t.Context(), tableOf(t, changed))).To(Succeed())
+	}
+	answer := func(n int) {
+		for range n {
+			release <- struct{}{}
+		}
+	}
+
+	// Busy: three attempts held by the receiver and three tasks ready when
+	// the cap goes down to one.
+	publishEvents(t, engine, 0, 6)
+	g.Eventually(now).WithTimeout(10 * time.Second).Should(Equal(state{inFlight: 3, ready: 3, workers: 3}))
+	setCap(1)
+	answer(3)
+	g.Eventually(now).WithTimeout(10*time.Second).Should(Equal(state{inFlight: 1, ready: 2, workers: 1}), "busy workers over the lowered cap")
+	answer(3)
+	g.Eventually(received.Load).WithTimeout(10 * time.Second).Should(Equal(int64(6)))
+
+	// Idle: three workers waiting when the cap goes down to one.
+	setCap(3)
+	publishEvents(t, engine, 6, 9)
+	g.Eventually(now).WithTimeout(10 * time.Second).Should(Equal(state{inFlight: 3, workers: 3}))
+	answer(3)
+	g.Eventually(now).WithTimeout(10 * time.Second).Should(Equal(state{workers: 3, waiting: 3}))
+	setCap(1)
+	g.Eventually(now).Should(Equal(state{workers: 1, waiting: 1}), "idle workers over the lowered cap")
+	publishEvents(t, engine, 9, 12)
+	g.Eventually(now).WithTimeout(10*time.Second).Should(Equal(state{inFlight: 1, ready: 2, workers: 1}), "pushes after the cap was lowered")
+	answer(3)
+	g.Eventually(received.Load).WithTimeout(10 * time.Second).Should(Equal(int64(12)))
 }
