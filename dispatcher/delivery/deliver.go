@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"time"
 
 	"github.com/hookrelay/hookrelay/dispatcher/store"
@@ -51,7 +50,7 @@ func (e *Engine) writeRecords(records <-chan store.AttemptRecord) {
 		}
 		e.writtenMu.Lock()
 		for _, record := range records {
-			e.unwritten[store.Partition(record.Delivery.Namespace, record.Delivery.Endpoint)]--
+			e.stored[store.Partition(record.Delivery.Namespace, record.Delivery.Endpoint)]++
 		}
 		e.written.Broadcast()
 		e.writtenMu.Unlock()
@@ -63,18 +62,26 @@ func (e *Engine) writeRecords(records <-chan store.AttemptRecord) {
 func (e *Engine) record(record store.AttemptRecord) {
 	partition := store.Partition(record.Delivery.Namespace, record.Delivery.Endpoint)
 	e.writtenMu.Lock()
-	e.unwritten[partition]++
+	e.handed[partition]++
 	e.writtenMu.Unlock()
 	e.records[partition%len(e.records)] <- record
 }
 
 // waitWritten waits until the records of the partitions' attempts so far
-// are written.
+// are written; records handed over meanwhile do not keep it waiting.
 func (e *Engine) waitWritten(partitions []int) {
 	e.writtenMu.Lock()
 	defer e.writtenMu.Unlock()
-	for slices.ContainsFunc(partitions, func(partition int) bool { return e.unwritten[partition] > 0 }) {
-		e.written.Wait()
+	handed := make([]uint64, len(partitions))
+	for i, partition := range partitions {
+		handed[i] = e.handed[partition]
+	}
+	for i := 0; i < len(partitions); {
+		if e.stored[partitions[i]] < handed[i] {
+			e.written.Wait()
+			continue
+		}
+		i++
 	}
 }
 

@@ -92,13 +92,15 @@ type Engine struct {
 	// Release and table swaps.
 	releasing sync.Mutex
 	// records carries attempt records to the writers (writeRecords), by
-	// partition; unwritten counts them per partition until written, which
-	// written signals.
-	records   []chan store.AttemptRecord
-	writers   sync.WaitGroup
-	writtenMu sync.Mutex
-	written   *sync.Cond
-	unwritten [store.Partitions]int
+	// partition, so that a partition's are written in the order they were
+	// handed over. handed and stored count them per partition (stored
+	// once written, which written signals): waitWritten waits for those
+	// handed over before it, not for later ones.
+	records        []chan store.AttemptRecord
+	writers        sync.WaitGroup
+	writtenMu      sync.Mutex
+	written        *sync.Cond
+	handed, stored [store.Partitions]uint64
 	// releaseChunk is the most deliveries requeue moves in one store write
 	// (the constant; tests make it smaller).
 	releaseChunk int
@@ -249,20 +251,13 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 			continue // its owner acts on it
 		}
 		wasDeliverable := e.deliverable(previous.Endpoint(endpoint.ID))
-		if err := e.adopt(ctx, endpoint); err != nil {
+		// First sight, or a new spec: its Disabled and Delivering
+		// conditions are published from the record as adopt and reenable
+		// left it, so that their observedGeneration follows the spec
+		// without waiting for a delivery.
+		before := previous.Endpoint(endpoint.ID)
+		if err := e.takeHealth(ctx, endpoint, before == nil || before.Generation != endpoint.Generation); err != nil {
 			return err
-		}
-		if endpoint.ReenableToken != "" {
-			if err := e.reenable(ctx, endpoint); err != nil {
-				return err
-			}
-		}
-		if before := previous.Endpoint(endpoint.ID); before == nil || before.Generation != endpoint.Generation {
-			// First sight, or a new spec: publish its Disabled and
-			// Delivering conditions, from the record as adopt and reenable
-			// left it, so that their observedGeneration follows the spec
-			// without waiting for a delivery.
-			e.Status.HealthChanged(endpoint, e.health.snapshot(endpoint.ID), ChangeObserved)
 		}
 		if !wasDeliverable && e.deliverable(endpoint) {
 			release = append(release, endpoint.ID)
@@ -281,25 +276,57 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 	return e.release(ctx, release)
 }
 
+// takeHealth applies the endpoint's UID and re-enable token to its health
+// record (adopt, reenable) and, if observe, reports the record. It does so
+// in one piece with the endpoint's attempts (queue.recording), and stores
+// a changed record once the records of the attempts before it are written:
+// an older health on its way to the store with an attempt record (a
+// Disabled, say) cannot overwrite the new one there, or be reported after
+// it.
+func (e *Engine) takeHealth(ctx context.Context, endpoint *routes.Route, observe bool) error {
+	q := e.queueFor(endpoint.ID)
+	q.recording.Lock()
+	defer q.recording.Unlock()
+	if err := e.adopt(ctx, endpoint); err != nil {
+		return err
+	}
+	if endpoint.ReenableToken != "" {
+		if err := e.reenable(ctx, endpoint); err != nil {
+			return err
+		}
+	}
+	if observe {
+		e.Status.HealthChanged(endpoint, e.health.snapshot(endpoint.ID), ChangeObserved)
+	}
+	return nil
+}
+
+// putHealth stores an endpoint's health record after the records of its
+// attempts so far (see takeHealth).
+func (e *Engine) putHealth(ctx context.Context, endpoint *routes.Route, health store.Health) error {
+	e.waitWritten([]int{store.Partition(endpoint.Namespace, endpoint.Name)})
+	return e.Store.PutHealth(ctx, health)
+}
+
 // adopt ties the endpoint's health record to its UID: a record left by a
-// deleted endpoint of the same name starts over.
+// deleted endpoint of the same name starts over. Call from takeHealth.
 func (e *Engine) adopt(ctx context.Context, endpoint *routes.Route) error {
 	snapshot, stale := e.health.adopt(endpoint.ID, endpoint.UID)
 	if !stale {
 		return nil // stored with the next change of its health
 	}
 	e.Log.Info("new endpoint of an earlier one's name: its delivery record starts over", "endpoint", endpoint.ID)
-	return e.Store.PutHealth(ctx, snapshot)
+	return e.putHealth(ctx, endpoint, snapshot)
 }
 
 // reenable acts on a new re-enable token: the failure count starts over and
-// the endpoint is enabled.
+// the endpoint is enabled. Call from takeHealth.
 func (e *Engine) reenable(ctx context.Context, endpoint *routes.Route) error {
 	snapshot, changed, change := e.health.reenable(endpoint.ID, endpoint.ReenableToken)
 	if !changed {
 		return nil
 	}
-	if err := e.Store.PutHealth(ctx, snapshot); err != nil {
+	if err := e.putHealth(ctx, endpoint, snapshot); err != nil {
 		return err
 	}
 	if change == ChangeReenabled {

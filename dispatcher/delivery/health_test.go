@@ -1,11 +1,13 @@
 package delivery
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,4 +173,66 @@ func TestConcurrentAttemptsReportHealthInOrder(t *testing.T) {
 	}
 	g.Eventually(func() ([]store.Health, error) { return engine.Store.Healths(t.Context()) }).Should(ConsistOf(
 		HaveField("ConsecutiveFailures", events)), "the stored health after the last failure")
+}
+
+// slowRecords holds a store's attempt records back until open is closed:
+// a writer's ordinary delay, made long.
+type slowRecords struct {
+	store.Store
+	open chan struct{}
+}
+
+func (s *slowRecords) RecordAttempts(ctx context.Context, records []store.AttemptRecord) ([]bool, error) {
+	<-s.open
+	return s.Store.RecordAttempts(ctx, records)
+}
+
+// TestReenableIsStoredAfterEarlierRecords: an endpoint re-enabled while the
+// record of the attempt that disabled it is still on its way to the store
+// stays enabled there (the record does not overwrite the re-enable with its
+// older Disabled), and the next event is delivered, not held.
+func TestReenableIsStoredAfterEarlierRecords(t *testing.T) {
+	g := NewWithT(t)
+	var succeed atomic.Bool
+	var received atomic.Int64
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		received.Add(1)
+		if !succeed.Load() {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	}))
+	t.Cleanup(receiver.Close)
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	g.Expect(err).NotTo(HaveOccurred())
+	slow := &slowRecords{Store: db, open: make(chan struct{})}
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(slow.open) }) }
+	t.Cleanup(open)
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) {
+		route.Ordering, route.RetrySchedule, route.AutoDisableAfter = "", nil, 1
+	})
+	engine := startEngineOn(t, slow, route, clock.RealClock{}, noStatus{})
+	id := routes.ID("ns", "ordered")
+
+	publishEvents(t, engine, 0, 1) // fails for good, which disables the endpoint
+	g.Eventually(func() bool { return engine.health.disabled(id) }).WithTimeout(10 * time.Second).Should(BeTrue())
+	reenabled := route
+	reenabled.ReenableToken = "token-1"
+	swapped := make(chan error, 1)
+	go func() { swapped <- engine.SetTable(t.Context(), tableOf(t, reenabled)) }()
+	g.Eventually(func() bool { return engine.health.disabled(id) }).Should(BeFalse())
+	open() // the disabling attempt's record reaches the store now
+	g.Eventually(swapped).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
+	engine.waitWritten([]int{store.Partition("ns", "ordered")})
+
+	healths, err := db.Healths(t.Context())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(healths).To(ConsistOf(And(
+		HaveField("Endpoint", id), HaveField("Disabled", false), HaveField("ReenableToken", "token-1"),
+	)), "the stored health after the re-enable")
+	succeed.Store(true)
+	accepted, err := engine.Publish(t.Context(), "ns", Incoming{ID: "evt_after", Type: "login.created", Data: []byte(`{}`)})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(accepted.Deliveries).To(ConsistOf(HaveField("State", store.Pending)), "a delivery published after the re-enable")
+	g.Eventually(received.Load).WithTimeout(10 * time.Second).Should(Equal(int64(2)))
 }

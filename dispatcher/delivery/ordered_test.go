@@ -90,11 +90,18 @@ func startEngine(t *testing.T, path string, route routes.Endpoint, engineClock c
 // startEngineWith is startEngine with a status sink of the test's.
 func startEngineWith(t *testing.T, path string, route routes.Endpoint, engineClock clock.WithDelayedExecution, status StatusSink) *Engine {
 	t.Helper()
-	ctx := context.Background()
 	db, err := store.OpenBolt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startEngineOn(t, db, route, engineClock, status)
+}
+
+// startEngineOn is startEngineWith on a store of the test's, which it
+// closes at the end.
+func startEngineOn(t *testing.T, db store.Store, route routes.Endpoint, engineClock clock.WithDelayedExecution, status StatusSink) *Engine {
+	t.Helper()
+	ctx := context.Background()
 	engine, err := New(ctx, Options{
 		Store: db, Status: status, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: engineClock,
 		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,

@@ -215,15 +215,9 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 // take makes an endpoint of a newly owned partition this engine's: its
 // queue, its record's UID and re-enable token, and its status conditions.
 func (e *Engine) take(ctx context.Context, endpoint *routes.Route) error {
-	if err := e.adopt(ctx, endpoint); err != nil {
+	if err := e.takeHealth(ctx, endpoint, true); err != nil {
 		return err
 	}
-	if endpoint.ReenableToken != "" {
-		if err := e.reenable(ctx, endpoint); err != nil {
-			return err
-		}
-	}
-	e.Status.HealthChanged(endpoint, e.health.snapshot(endpoint.ID), ChangeObserved)
 	for _, t := range e.queueFor(endpoint.ID).configure(endpoint) {
 		e.schedule(t)
 	}
