@@ -350,19 +350,28 @@ func (r *recordRound) args() []any {
 // writers of the same deliveries wait for each other instead of
 // deadlocking. The records then apply in rounds, each holding at most one
 // record of a delivery, in the callers' order: attempts N and N+1 of one
-// delivery may share a batch.
+// delivery may share a batch. A record with an endpoint's health goes in
+// no earlier round than the endpoint's health records before it, so that
+// the health stored is the last applied one's in the callers' order (a
+// round stores the last of its own).
 func (p *Postgres) RecordAttempts(ctx context.Context, records []AttemptRecord) ([]bool, error) {
 	if err := p.open(); err != nil {
 		return nil, err
 	}
 	ids := make([]string, len(records))
 	var rounds []*recordRound
-	seen := map[string]int{}
+	// next is the first round a delivery's next record may go in, and
+	// healthRound the latest round with a health record of an endpoint.
+	next, healthRound := map[string]int{}, map[string]int{}
 	for i, record := range records {
 		ids[i] = record.Delivery.ID
-		round := seen[record.Delivery.ID]
-		seen[record.Delivery.ID]++
-		if round == len(rounds) {
+		round := next[record.Delivery.ID]
+		if record.Health != nil {
+			round = max(round, healthRound[record.Health.Endpoint])
+			healthRound[record.Health.Endpoint] = round
+		}
+		next[record.Delivery.ID] = round + 1
+		for len(rounds) <= round {
 			rounds = append(rounds, &recordRound{})
 		}
 		rounds[round].add(i, record)

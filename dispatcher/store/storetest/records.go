@@ -137,6 +137,29 @@ func testRecordBatchAppliesTheCurrentOnes(t *testing.T, open Open) {
 	same(t, "healths", []store.Health{*aSecond.Health, *bFirst.Health, *attempted(c, store.Pending, "earlier", base).Health}, healths)
 }
 
+// testRecordBatchStoresTheLastHealth: an endpoint's health changed by
+// several records of one batch is stored as the last applied one left it,
+// in the batch's order, whatever the rounds a store applies a batch in
+// (the second attempt of one delivery cannot apply with the first), and
+// a later record that does not apply leaves the earlier one's.
+func testRecordBatchStoresTheLastHealth(t *testing.T, open Open) {
+	ctx := t.Context()
+	s := start(t, open)
+	a, b := accept(t, s, event("shop", "evt_1", base), targets("a")).Deliveries[0], accept(t, s, event("shop", "evt_2", base), targets("a")).Deliveries[0]
+	c := accept(t, s, event("shop", "evt_3", base), targets("c")).Deliveries[0]
+	at := base.Add(time.Hour)
+	aFirst := attempted(a, store.Pending, "a1", at)
+	aFirst.Health = nil
+	aSecond := attempted(aFirst.Delivery, store.Failed, "a2", at.Add(time.Second))
+	bFirst := attempted(b, store.Failed, "b1", at.Add(2*time.Second))
+	bFirst.Health.Disabled, bFirst.Health.DisabledAt = true, bFirst.Health.LastFailure
+	cFirst := attempted(c, store.Failed, "c1", at)
+	cStale := attempted(c, store.Succeeded, "c1 again", at.Add(time.Second)) // the same attempt as cFirst
+	records := []store.AttemptRecord{aFirst, aSecond, bFirst, cFirst, cStale}
+	same(t, "applied records", []bool{true, true, true, true, false}, read(s.RecordAttempts(ctx, records)).must(t))
+	same(t, "healths", []store.Health{*bFirst.Health, *cFirst.Health}, takeSnapshot(t, s, nil).Healths)
+}
+
 // testConcurrentRecordsApplyOnce: two writers recording the same attempt
 // of the same deliveries at once (a replica that lost the partition and
 // its new owner): exactly one record of each delivery applies, and the

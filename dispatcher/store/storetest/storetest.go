@@ -48,6 +48,7 @@ var cases = []struct {
 	{"AttemptsAreRecordedAndListedInOrder", testAttempts},
 	{"StaleAttemptRecordsAreSkipped", testStaleRecordsAreSkipped},
 	{"AttemptRecordBatchAppliesTheCurrentOnes", testRecordBatchAppliesTheCurrentOnes},
+	{"AttemptRecordBatchStoresTheLastHealth", testRecordBatchStoresTheLastHealth},
 	{"ConcurrentRecordsOfOneAttemptApplyOnce", testConcurrentRecordsApplyOnce},
 	{"HealthIsKeptPerEndpoint", testHealth},
 	{"ChangeDeliveriesIsCompareAndSet", testChangeIsCompareAndSet},
