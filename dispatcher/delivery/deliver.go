@@ -205,6 +205,7 @@ func failureReason(out result, attempts int) string {
 }
 
 // hold stores a delivery as held until its endpoint is deliverable again.
+// Workers call it (see heldBehindLater).
 func (e *Engine) hold(ctx context.Context, delivery store.Delivery) {
 	delivery.State, delivery.NextAttemptAt, delivery.UpdatedAt = store.Held, time.Time{}, e.Clock.Now().UTC()
 	err := e.Store.UpdateDeliveries(ctx, []store.Delivery{delivery})
@@ -217,5 +218,5 @@ func (e *Engine) hold(ctx context.Context, delivery store.Delivery) {
 	}
 	e.Metrics.Deliveries.WithLabelValues(delivery.Namespace, stateHeld).Inc()
 	e.countHeld(heldChanges([]store.Delivery{delivery}, 1))
-	e.heldBehind(ctx, routes.ID(delivery.Namespace, delivery.Endpoint))
+	e.heldBehindLater(ctx, routes.ID(delivery.Namespace, delivery.Endpoint))
 }

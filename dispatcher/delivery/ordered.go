@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 // ordered is the part of a queue that serves a Strict endpoint: its
@@ -161,14 +163,45 @@ func (q *queue) workInLine() {
 // if the endpoint became deliverable meanwhile (the release already read
 // the store), they are released now, so that none is left behind.
 func (e *Engine) heldBehind(ctx context.Context, id string) {
+	if endpoint := e.blockBehindHeld(id); endpoint != nil {
+		e.releaseBehind(ctx, endpoint)
+	}
+}
+
+// heldBehindLater is heldBehind for a worker, which must not wait for
+// e.releasing: a partition's Release holds it while it waits for the
+// workers. The release, if any, goes on in the background, counted for the
+// engine's drain.
+func (e *Engine) heldBehindLater(ctx context.Context, id string) {
+	endpoint := e.blockBehindHeld(id)
+	if endpoint == nil {
+		return
+	}
+	e.inFlight.Add(1)
+	go func() {
+		defer e.inFlight.Done()
+		e.releaseBehind(ctx, endpoint)
+	}()
+}
+
+// blockBehindHeld blocks the line of the endpoint if it is Strict, and
+// returns it if it is deliverable again, its held deliveries to release.
+func (e *Engine) blockBehindHeld(id string) *routes.Route {
 	endpoint := e.table.Load().Endpoint(id)
 	if endpoint == nil || !endpoint.Strict() {
-		return
+		return nil
 	}
 	e.queueFor(id).block()
 	if !e.deliverable(endpoint) {
-		return
+		return nil
 	}
+	return endpoint
+}
+
+// releaseBehind releases the held deliveries of a Strict endpoint that this
+// engine owns (see heldBehind).
+func (e *Engine) releaseBehind(ctx context.Context, endpoint *routes.Route) {
+	id := endpoint.ID
 	e.releasing.Lock()
 	defer e.releasing.Unlock()
 	if !e.ledger.owns(endpoint.Namespace, endpoint.Name) {

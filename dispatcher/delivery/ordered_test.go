@@ -333,3 +333,59 @@ func TestRateLimitedAttemptNotStartedAfterStop(t *testing.T) {
 		})
 	}
 }
+
+// slowHold holds back the next delivery update once armed (a worker's hold
+// of a delivery), until open is closed, and says when it is entered.
+type slowHold struct {
+	store.Store
+	armed         atomic.Bool
+	entered, open chan struct{}
+}
+
+func (s *slowHold) UpdateDeliveries(ctx context.Context, deliveries []store.Delivery) error {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.open
+	}
+	return s.Store.UpdateDeliveries(ctx, deliveries)
+}
+
+// TestReleaseDuringAStrictHoldEnds: a worker that holds a delivery of a
+// paused Strict endpoint, which is unpaused meanwhile, releases what it held
+// without waiting for a partition's Release under way, which waits for the
+// workers: both end, and the delivery is attempted once the partition is
+// taken again.
+func TestReleaseDuringAStrictHoldEnds(t *testing.T) {
+	g := NewWithT(t)
+	receiver := testreceiver.NewHeldOrdered(t, nil)
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	g.Expect(err).NotTo(HaveOccurred())
+	slow := &slowHold{Store: db, entered: make(chan struct{}), open: make(chan struct{})}
+	var opened sync.Once
+	open := func() { opened.Do(func() { close(slow.open) }) }
+	t.Cleanup(open)
+	route := strictRoute(receiver.URL, nil)
+	engine := startEngineOn(t, slow, route, clock.RealClock{}, noStatus{})
+
+	ids := publishEvents(t, engine, 0, 2) // the first waits at the receiver, the second in line
+	slow.armed.Store(true)
+	paused := route
+	paused.Paused = true
+	g.Expect(engine.SetTable(t.Context(), tableOf(t, paused))).To(Succeed())
+	receiver.Release()
+	g.Eventually(slow.entered).WithTimeout(10*time.Second).Should(BeClosed(), "a worker holding a delivery of the paused endpoint")
+	g.Expect(engine.SetTable(t.Context(), tableOf(t, route))).To(Succeed()) // unpaused before the hold is stored
+
+	released := make(chan struct{})
+	go func() {
+		engine.Release(store.AllPartitions())
+		close(released)
+	}()
+	g.Eventually(func() bool { return engine.ledger.owns(route.Namespace, route.Name) }).Should(BeFalse())
+	open()
+	g.Eventually(released).WithTimeout(10*time.Second).Should(BeClosed(), "Release, waiting for the worker that held a delivery")
+
+	_, _, err = engine.Acquire(t.Context(), store.AllPartitions())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(receiver.Delivered).WithTimeout(10 * time.Second).Should(Equal(ids))
+}
