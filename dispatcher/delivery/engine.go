@@ -82,7 +82,8 @@ type Engine struct {
 	scheduler *scheduler
 	stopped   bool
 
-	// inFlight counts the queues' workers, for a graceful drain.
+	// inFlight counts the queues' workers, and the releases their holds
+	// start (heldBehindLater), for a graceful drain.
 	inFlight sync.WaitGroup
 	// attempts is the context of every attempt; a drain that runs out of
 	// time cancels it.

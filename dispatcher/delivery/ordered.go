@@ -177,11 +177,7 @@ func (e *Engine) heldBehindLater(ctx context.Context, id string) {
 	if endpoint == nil {
 		return
 	}
-	e.inFlight.Add(1)
-	go func() {
-		defer e.inFlight.Done()
-		e.releaseBehind(ctx, endpoint)
-	}()
+	e.inFlight.Go(func() { e.releaseBehind(ctx, endpoint) })
 }
 
 // blockBehindHeld blocks the line of the endpoint if it is Strict, and
