@@ -251,19 +251,20 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 		if !e.ledger.owns(endpoint.Namespace, endpoint.Name) {
 			continue // its owner acts on it
 		}
-		wasDeliverable := e.deliverable(previous.Endpoint(endpoint.ID))
+		before := previous.Endpoint(endpoint.ID)
+		wasDeliverable := e.deliverable(before)
+		q := e.queueFor(endpoint.ID)
 		// First sight, or a new spec: its Disabled and Delivering
 		// conditions are published from the record as adopt and reenable
 		// left it, so that their observedGeneration follows the spec
 		// without waiting for a delivery.
-		before := previous.Endpoint(endpoint.ID)
-		if err := e.takeHealth(ctx, endpoint, before == nil || before.Generation != endpoint.Generation); err != nil {
+		if err := e.takeHealth(ctx, q, endpoint, before == nil || before.Generation != endpoint.Generation); err != nil {
 			return err
 		}
 		if !wasDeliverable && e.deliverable(endpoint) {
 			release = append(release, endpoint.ID)
 		}
-		for _, t := range e.queueFor(endpoint.ID).configure(endpoint) {
+		for _, t := range q.configure(endpoint) {
 			e.schedule(t)
 		}
 	}
@@ -279,13 +280,12 @@ func (e *Engine) SetTable(ctx context.Context, table *routes.Table) error {
 
 // takeHealth applies the endpoint's UID and re-enable token to its health
 // record (adopt, reenable) and, if observe, reports the record. It does so
-// in one piece with the endpoint's attempts (queue.recording), and stores
-// a changed record once the records of the attempts before it are written:
-// an older health on its way to the store with an attempt record (a
-// Disabled, say) cannot overwrite the new one there, or be reported after
-// it.
-func (e *Engine) takeHealth(ctx context.Context, endpoint *routes.Route, observe bool) error {
-	q := e.queueFor(endpoint.ID)
+// in one piece with the endpoint's attempts (its queue q's recording), and
+// stores a changed record once the records of the attempts before it are
+// written: an older health on its way to the store with an attempt record
+// (a Disabled, say) cannot overwrite the new one there, or be reported
+// after it.
+func (e *Engine) takeHealth(ctx context.Context, q *queue, endpoint *routes.Route, observe bool) error {
 	q.recording.Lock()
 	defer q.recording.Unlock()
 	if err := e.adopt(ctx, endpoint); err != nil {

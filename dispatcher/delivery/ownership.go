@@ -215,10 +215,11 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 // take makes an endpoint of a newly owned partition this engine's: its
 // queue, its record's UID and re-enable token, and its status conditions.
 func (e *Engine) take(ctx context.Context, endpoint *routes.Route) error {
-	if err := e.takeHealth(ctx, endpoint, true); err != nil {
+	q := e.queueFor(endpoint.ID)
+	if err := e.takeHealth(ctx, q, endpoint, true); err != nil {
 		return err
 	}
-	for _, t := range e.queueFor(endpoint.ID).configure(endpoint) {
+	for _, t := range q.configure(endpoint) {
 		e.schedule(t)
 	}
 	return nil
