@@ -175,15 +175,30 @@ func TestConcurrentAttemptsReportHealthInOrder(t *testing.T) {
 		HaveField("ConsecutiveFailures", events)), "the stored health after the last failure")
 }
 
-// slowRecords holds a store's attempt records back until open is closed:
+// gate is a channel that a test closes once, and that is closed at the
+// test's end in any case, so that nothing waits on it for ever.
+type gate struct {
+	ch   chan struct{}
+	once sync.Once
+}
+
+func newGate(t *testing.T) *gate {
+	g := &gate{ch: make(chan struct{})}
+	t.Cleanup(g.open)
+	return g
+}
+
+func (g *gate) open() { g.once.Do(func() { close(g.ch) }) }
+
+// slowRecords holds a store's attempt records back until open is opened:
 // a writer's ordinary delay, made long.
 type slowRecords struct {
 	store.Store
-	open chan struct{}
+	open *gate
 }
 
 func (s *slowRecords) RecordAttempts(ctx context.Context, records []store.AttemptRecord) ([]bool, error) {
-	<-s.open
+	<-s.open.ch
 	return s.Store.RecordAttempts(ctx, records)
 }
 
@@ -204,10 +219,7 @@ func TestReenableIsStoredAfterEarlierRecords(t *testing.T) {
 	t.Cleanup(receiver.Close)
 	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
 	g.Expect(err).NotTo(HaveOccurred())
-	slow := &slowRecords{Store: db, open: make(chan struct{})}
-	var opened sync.Once
-	open := func() { opened.Do(func() { close(slow.open) }) }
-	t.Cleanup(open)
+	slow := &slowRecords{Store: db, open: newGate(t)}
 	route := strictRoute(receiver.URL, func(route *routes.Endpoint) {
 		route.Ordering, route.RetrySchedule, route.AutoDisableAfter = "", nil, 1
 	})
@@ -221,7 +233,7 @@ func TestReenableIsStoredAfterEarlierRecords(t *testing.T) {
 	swapped := make(chan error, 1)
 	go func() { swapped <- engine.SetTable(t.Context(), tableOf(t, reenabled)) }()
 	g.Eventually(func() bool { return engine.health.disabled(id) }).Should(BeFalse())
-	open() // the disabling attempt's record reaches the store now
+	slow.open.open() // the disabling attempt's record reaches the store now
 	g.Eventually(swapped).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
 	engine.waitWritten([]int{store.Partition("ns", "ordered")})
 

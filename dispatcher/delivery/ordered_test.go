@@ -335,17 +335,18 @@ func TestRateLimitedAttemptNotStartedAfterStop(t *testing.T) {
 }
 
 // slowHold holds back the next delivery update once armed (a worker's hold
-// of a delivery), until open is closed, and says when it is entered.
+// of a delivery), until open is opened, and says when it is entered.
 type slowHold struct {
 	store.Store
-	armed         atomic.Bool
-	entered, open chan struct{}
+	armed   atomic.Bool
+	entered chan struct{}
+	open    *gate
 }
 
 func (s *slowHold) UpdateDeliveries(ctx context.Context, deliveries []store.Delivery) error {
 	if s.armed.CompareAndSwap(true, false) {
 		close(s.entered)
-		<-s.open
+		<-s.open.ch
 	}
 	return s.Store.UpdateDeliveries(ctx, deliveries)
 }
@@ -360,10 +361,7 @@ func TestReleaseDuringAStrictHoldEnds(t *testing.T) {
 	receiver := testreceiver.NewHeldOrdered(t, nil)
 	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
 	g.Expect(err).NotTo(HaveOccurred())
-	slow := &slowHold{Store: db, entered: make(chan struct{}), open: make(chan struct{})}
-	var opened sync.Once
-	open := func() { opened.Do(func() { close(slow.open) }) }
-	t.Cleanup(open)
+	slow := &slowHold{Store: db, entered: make(chan struct{}), open: newGate(t)}
 	route := strictRoute(receiver.URL, nil)
 	engine := startEngineOn(t, slow, route, clock.RealClock{}, noStatus{})
 
@@ -382,7 +380,7 @@ func TestReleaseDuringAStrictHoldEnds(t *testing.T) {
 		close(released)
 	}()
 	g.Eventually(func() bool { return engine.ledger.owns(route.Namespace, route.Name) }).Should(BeFalse())
-	open()
+	slow.open.open()
 	g.Eventually(released).WithTimeout(10*time.Second).Should(BeClosed(), "Release, waiting for the worker that held a delivery")
 
 	_, _, err = engine.Acquire(t.Context(), store.AllPartitions())
