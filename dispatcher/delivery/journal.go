@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -34,8 +35,8 @@ type Journal struct {
 	mapped   []byte
 	size     int
 	inFlight map[string]int
-	// previous is what the journal held when it was opened: the attempts
-	// in flight when the last process stopped.
+	// previous is what the journal held when it was opened, the attempts
+	// in flight when the last process stopped, less those accounted for.
 	previous map[string]int
 }
 
@@ -43,7 +44,7 @@ type Journal struct {
 const journalSize = 1 << 20
 
 // OpenJournal reads the journal at path, left by the previous process, and
-// opens it for this one. Call Reset once what it held is stored.
+// opens it for this one. Call Accounted as what it held is stored.
 func OpenJournal(path string) (*Journal, error) {
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -51,7 +52,7 @@ func OpenJournal(path string) (*Journal, error) {
 	}
 	lines := journalLines(data)
 	j := &Journal{path: path, inFlight: map[string]int{}, previous: parseJournal(lines)}
-	// The previous lines stay until Reset; a journal from before the
+	// The previous lines stay until accounted for; a journal from before the
 	// mapping (appended to, up to a little over journalSize) is rewritten.
 	if err := j.replace(lines); err != nil {
 		return nil, err
@@ -85,15 +86,26 @@ func parseJournal(lines []byte) map[string]int {
 }
 
 // Previous returns, per delivery, the highest attempt number that the
-// previous process started.
-func (j *Journal) Previous() map[string]int { return j.previous }
-
-// Reset empties the journal once the previous process's entries are
-// accounted for.
-func (j *Journal) Reset() error {
+// previous process started and that is not accounted for yet.
+func (j *Journal) Previous() map[string]int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.previous = map[string]int{}
+	return maps.Clone(j.previous)
+}
+
+// Accounted drops the previous process's entries of deliveries whose
+// interruption is stored (or that need none), and rewrites the journal with
+// the rest, so that a crash before the others are accounted for neither
+// counts these twice nor loses those.
+func (j *Journal) Accounted(deliveryIDs []string) error {
+	if len(deliveryIDs) == 0 {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for _, id := range deliveryIDs {
+		delete(j.previous, id)
+	}
 	return j.rewrite()
 }
 
@@ -125,11 +137,14 @@ func (j *Journal) Done(deliveryID string) {
 	delete(j.inFlight, deliveryID)
 }
 
-// rewrite replaces the journal with the attempts in flight now.
+// rewrite replaces the journal with the previous process's entries not
+// accounted for yet and the attempts in flight now.
 func (j *Journal) rewrite() error {
 	var lines []byte
-	for id, attempt := range j.inFlight {
-		lines = fmt.Appendf(lines, "%s %d\n", id, attempt)
+	for _, entries := range []map[string]int{j.previous, j.inFlight} {
+		for id, attempt := range entries {
+			lines = fmt.Appendf(lines, "%s %d\n", id, attempt)
+		}
 	}
 	return j.replace(lines)
 }

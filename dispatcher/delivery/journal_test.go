@@ -1,15 +1,26 @@
 package delivery
 
 import (
+	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/utils/clock"
+
+	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
+	"github.com/hookrelay/hookrelay/internal/routes"
 )
 
 func openJournal(t *testing.T, path string) *Journal {
@@ -44,11 +55,16 @@ func TestJournalRemembersAttemptsInFlightAcrossACrash(t *testing.T) {
 	if got := again.Previous(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Previous = %v, want %v", got, want)
 	}
-	if err := again.Reset(); err != nil {
+	// What is accounted for is gone for good; the rest stays, through the
+	// rewrite and the next crash.
+	if err := again.Accounted([]string{"dlv_a", "dlv_b"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := openJournal(t, path).Previous(); len(got) != 0 {
-		t.Fatalf("Previous after Reset = %v, want none", got)
+	if got, want := again.Previous(), map[string]int{"dlv_c": 4}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Previous after Accounted = %v, want %v", got, want)
+	}
+	if got, want := openJournal(t, path).Previous(), map[string]int{"dlv_c": 4}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Previous of the next process after Accounted = %v, want %v", got, want)
 	}
 }
 
@@ -69,6 +85,10 @@ func TestJournalSkipsATornLine(t *testing.T) {
 
 func TestJournalIsRewrittenWithTheAttemptsInFlight(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "inflight.journal")
+	// The previous process's attempt, not accounted for yet.
+	if err := os.WriteFile(path, []byte("dlv_previous 2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	journal := openJournal(t, path)
 	if err := journal.Start("dlv_slow", 1); err != nil {
 		t.Fatal(err)
@@ -90,6 +110,9 @@ func TestJournalIsRewrittenWithTheAttemptsInFlight(t *testing.T) {
 	previous := openJournal(t, path).Previous()
 	if previous["dlv_slow"] != 1 {
 		t.Fatalf("the attempt still in flight was lost in the rewrite: %v entries, dlv_slow=%d", len(previous), previous["dlv_slow"])
+	}
+	if previous["dlv_previous"] != 2 {
+		t.Fatalf("the previous process's attempt was lost in the rewrite before it was accounted for: dlv_previous=%d", previous["dlv_previous"])
 	}
 }
 
@@ -165,4 +188,184 @@ func TestPoisonIsTheStoresNextAttempt(t *testing.T) {
 	if !reflect.DeepEqual(applied, []bool{true}) || stored.State != store.Failed || stored.Attempts != 1 {
 		t.Fatalf("poison record applied %v, stored %s at %d attempts; want applied, failed at 1", applied, stored.State, stored.Attempts)
 	}
+}
+
+// crashedJournal leaves a journal at path as a process killed while
+// attempting the deliveries would: their lines, and no end.
+func crashedJournal(t *testing.T, path string, deliveryIDs ...string) {
+	t.Helper()
+	journal, err := OpenJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range deliveryIDs {
+		if err := journal.Start(id, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := journal.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// acceptEvents stores n events of one delivery each to the endpoint
+// ns/ordered and returns their deliveries, oldest first.
+func acceptEvents(t *testing.T, db store.Store, n int) []store.Delivery {
+	t.Helper()
+	now := time.Now().UTC()
+	var out []store.Delivery
+	for i := range n {
+		accepted, err := db.Accept(t.Context(), store.Event{Namespace: "ns", ID: fmt.Sprintf("evt_%d", i), Type: "t", Data: []byte(`{}`), AcceptedAt: now},
+			[]store.Target{{Endpoint: "ordered"}}, now.Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, accepted.Deliveries...)
+	}
+	return out
+}
+
+// recoverEngine starts an engine on db with the journal at path, to read
+// the stored deliveries back a page of releaseChunk at a time.
+func recoverEngine(t *testing.T, db store.Store, path string, route routes.Endpoint, poisonAfter, releaseChunk int) *Engine {
+	t.Helper()
+	journal := openJournal(t, path)
+	engine, err := New(t.Context(), Options{
+		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: clock.RealClock{},
+		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
+		Journal: journal, PoisonAfter: poisonAfter,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := engine.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	engine.releaseChunk = releaseChunk
+	if err := engine.SetTable(t.Context(), tableOf(t, route)); err != nil {
+		t.Fatal(err)
+	}
+	return engine
+}
+
+// TestInterruptionsOnEveryPageAreCounted: the deliveries a killed process
+// was attempting are counted as interrupted, and poisoned, wherever they
+// are among the stored ones, not only on the first page read back; the
+// journal forgets them once stored.
+func TestInterruptionsOnEveryPageAreCounted(t *testing.T) {
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	deliveries := acceptEvents(t, db, 3)
+	// The last was interrupted once before: this is its second, which
+	// poisons it.
+	last := deliveries[2]
+	last.Interrupted = 1
+	if err := db.UpdateDeliveries(t.Context(), []store.Delivery{last}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "inflight.journal")
+	crashedJournal(t, path, deliveries[0].ID, deliveries[1].ID, deliveries[2].ID)
+
+	paused := strictRoute("http://127.0.0.1:1", func(route *routes.Endpoint) { route.Paused = true })
+	engine := recoverEngine(t, db, path, paused, 2, 1)
+	if _, _, err := engine.Recover(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for i, delivery := range deliveries {
+		stored, err := db.Delivery(t.Context(), delivery.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The endpoint is paused: the others stay, pending or held.
+		poisoned, wantInterrupted := stored.State == store.Failed, 1
+		if i == 2 {
+			wantInterrupted = 2
+		}
+		if poisoned != (i == 2) || stored.Interrupted != wantInterrupted {
+			t.Errorf("delivery %d of 3 stored %s, interrupted %d times; want %d interruptions, and failed only if the last", i+1, stored.State, stored.Interrupted, wantInterrupted)
+		}
+	}
+	if left := engine.Journal.Previous(); len(left) != 0 {
+		t.Errorf("the journal still names %v after they were stored", left)
+	}
+}
+
+// firstRecordsHeld holds the store's first batch of attempt records back
+// until open is opened, and the reads of the stored deliveries after the
+// first page until that batch is held.
+type firstRecordsHeld struct {
+	store.Store
+	open    *gate
+	arrived *gate
+	calls   atomic.Int64
+}
+
+func (s *firstRecordsHeld) RecordAttempts(ctx context.Context, records []store.AttemptRecord) ([]bool, error) {
+	if s.calls.Add(1) == 1 {
+		s.arrived.open()
+		<-s.open.ch
+	}
+	return s.Store.RecordAttempts(ctx, records)
+}
+
+func (s *firstRecordsHeld) ActivePage(ctx context.Context, partitions []int, after string, limit int) ([]store.Delivery, string, error) {
+	if after != "" {
+		<-s.arrived.ch
+	}
+	return s.Store.ActivePage(ctx, partitions, after, limit)
+}
+
+// TestPoisonIsStoredAfterEarlierRecords: a delivery poisoned while the
+// record of its endpoint's earlier failed attempt is still on its way to
+// the store is stored after it, so that the endpoint's stored health is
+// the later one: here, disabled by the poisoned delivery, its second
+// failure in a row.
+func TestPoisonIsStoredAfterEarlierRecords(t *testing.T) {
+	g := NewWithT(t)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	t.Cleanup(receiver.Close)
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() { db.Close() })
+	deliveries := acceptEvents(t, db, 2)
+	path := filepath.Join(t.TempDir(), "inflight.journal")
+	// Only the second was in flight: the first is attempted (and fails)
+	// once the first page is read back.
+	crashedJournal(t, path, deliveries[1].ID)
+
+	held := &firstRecordsHeld{Store: db, open: newGate(t), arrived: newGate(t)}
+	route := strictRoute(receiver.URL, func(route *routes.Endpoint) {
+		route.Ordering, route.RetrySchedule, route.AutoDisableAfter = "", nil, 2
+	})
+	engine := recoverEngine(t, held, path, route, 1, 1)
+	recovered := make(chan error, 1)
+	go func() {
+		_, _, err := engine.Recover(t.Context())
+		recovered <- err
+	}()
+	partition := store.Partition("ns", "ordered")
+	// The poisoned delivery's record is stored or on its way.
+	g.Eventually(func() bool {
+		engine.writtenMu.Lock()
+		defer engine.writtenMu.Unlock()
+		return held.calls.Load() > 1 || engine.handed[partition] > 1
+	}).WithTimeout(10 * time.Second).Should(BeTrue())
+	held.open.open()
+	g.Eventually(recovered).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
+	engine.waitWritten([]int{partition})
+
+	healths, err := db.Healths(t.Context())
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(healths).To(ConsistOf(And(HaveField("Endpoint", "ns/ordered"), HaveField("ConsecutiveFailures", 2), HaveField("Disabled", true),
+		HaveField("LastFailureReason", HavePrefix("Poisoned: ")))))
+	stored, err := db.Delivery(t.Context(), deliveries[1].ID)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(stored.State).To(Equal(store.Failed))
 }

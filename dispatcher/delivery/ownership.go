@@ -200,6 +200,9 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 		return true, err
 	})
 	e.reportHeld(partitions)
+	if err == nil {
+		err = e.settleJournal(ctx)
+	}
 	if err != nil {
 		return pending, held, err
 	}

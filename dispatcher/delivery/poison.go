@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -45,75 +46,109 @@ func interruptions(active []store.Delivery, started map[string]int, poisonAfter 
 	return kept, interrupted, poisoned
 }
 
-// countInterruptions stores what the journal says of the previous process:
-// an interruption more on each delivery it was attempting, and poisoned
-// deliveries failed (counting toward their endpoint's consecutive failures
-// like any failed delivery). Then it empties the journal and returns the
-// deliveries still active.
+// countInterruptions stores what the journal says of the previous process
+// about a page of active deliveries: an interruption more on each delivery
+// it was attempting, and poisoned deliveries failed (counting toward their
+// endpoint's consecutive failures like any failed delivery). The journal
+// then forgets the page's deliveries, and the deliveries still active are
+// returned.
 func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery) ([]store.Delivery, error) {
 	if e.Journal == nil {
 		return active, nil
 	}
+	started := e.Journal.Previous()
+	if len(started) == 0 {
+		return active, nil
+	}
 	now := e.Clock.Now().UTC()
-	kept, interrupted, poisoned := interruptions(active, e.Journal.Previous(), e.PoisonAfter, now)
+	kept, interrupted, poisoned := interruptions(active, started, e.PoisonAfter, now)
 	if len(interrupted) > 0 {
 		if err := e.Store.UpdateDeliveries(ctx, interrupted); err != nil {
 			return nil, err
 		}
 		e.Log.Info("deliveries were in flight when the dispatcher stopped; attempting them again", "count", len(interrupted), "poisonAfter", e.PoisonAfter)
 	}
-	type change struct {
-		record   int
-		endpoint *routes.Route
-		health   store.Health
-		change   Change
-	}
-	var changes []change
-	for i := range poisoned {
-		record := &poisoned[i]
-		delivery := record.Delivery
-		id := routes.ID(delivery.Namespace, delivery.Endpoint)
-		endpoint := e.table.Load().Endpoint(id)
-		health, healthChange := e.health.failed(endpoint, id, now, fmt.Sprintf("%s (%d attempts)", record.Attempt.Error, delivery.Attempts), false)
-		record.Health = &health
-		if endpoint != nil {
-			changes = append(changes, change{i, endpoint, health, healthChange})
-		}
-		e.Log.Info("delivery poisoned: failed without another attempt", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID,
-			"interrupted", delivery.Interrupted, "attempts", delivery.Attempts)
-	}
-	if len(poisoned) > 0 {
-		applied, err := e.Store.RecordAttempts(ctx, poisoned)
+	var partitions []int
+	for _, record := range poisoned {
+		partition, err := e.poison(record, now)
 		if err != nil {
 			return nil, err
 		}
-		if skipped := len(poisoned) - countTrue(applied); skipped > 0 {
-			e.Log.Info("poisoned deliveries not failed: they had moved on in the store", "count", skipped)
-		}
-		for i, record := range poisoned {
-			if applied[i] {
-				e.Metrics.Deliveries.WithLabelValues(record.Delivery.Namespace, stateFailed).Inc()
-			}
-		}
-		for _, c := range changes {
-			if applied[c.record] {
-				e.Status.HealthChanged(c.endpoint, c.health, c.change)
-			}
+		partitions = append(partitions, partition)
+	}
+	// The journal forgets the poisoned deliveries once their records are
+	// written (one that failed to store leaves its delivery pending, and
+	// a crash in its next attempt counts again).
+	e.waitWritten(partitions)
+	var accounted []string
+	for _, delivery := range active {
+		if _, ok := started[delivery.ID]; ok {
+			accounted = append(accounted, delivery.ID)
 		}
 	}
-	if err := e.Journal.Reset(); err != nil {
-		return nil, err
-	}
-	return kept, nil
+	return kept, e.Journal.Accounted(accounted)
 }
 
-// countTrue counts the records a store applied.
-func countTrue(applied []bool) int {
-	n := 0
-	for _, ok := range applied {
-		if ok {
-			n++
-		}
+// poison fails a delivery without another attempt, as its endpoint's
+// attempts are recorded: the health change, its record and its report in
+// one piece, so that the record is written after those of the endpoint's
+// earlier attempts (a release's, already under way) and before later ones.
+// It returns the delivery's partition, or an error once the engine is
+// stopping, when no record is written any more (the delivery stays
+// pending in the store, and the journal keeps it for the next start).
+func (e *Engine) poison(record store.AttemptRecord, now time.Time) (int, error) {
+	// Counted for the drain like an attempt, so that the writers stay
+	// until its record is handed over.
+	e.mu.Lock()
+	if e.stopped {
+		e.mu.Unlock()
+		return 0, errStopping
 	}
-	return n
+	e.inFlight.Add(1)
+	e.mu.Unlock()
+	defer e.inFlight.Done()
+	delivery := record.Delivery
+	id := routes.ID(delivery.Namespace, delivery.Endpoint)
+	q := e.queueFor(id)
+	q.recording.Lock()
+	endpoint := e.table.Load().Endpoint(id)
+	health, change := e.health.failed(endpoint, id, now, fmt.Sprintf("%s (%d attempts)", record.Attempt.Error, delivery.Attempts), false)
+	record.Health = &health
+	e.record(record)
+	if endpoint != nil {
+		e.Status.HealthChanged(endpoint, health, change)
+	}
+	q.recording.Unlock()
+	e.Metrics.Deliveries.WithLabelValues(delivery.Namespace, stateFailed).Inc()
+	e.Log.Info("delivery poisoned: failed without another attempt", "delivery", delivery.ID, "endpoint", id, "event", delivery.EventID,
+		"interrupted", delivery.Interrupted, "attempts", delivery.Attempts)
+	return store.Partition(delivery.Namespace, delivery.Endpoint), nil
+}
+
+// errStopping is why a partition take that would write attempt records
+// fails once the engine is stopping.
+var errStopping = errors.New("the delivery engine is stopping")
+
+// settleJournal drops the previous process's journal entries that no
+// longer name an interrupted attempt once a partition take has accounted
+// for its own: deliveries gone, finished or attempted since (by another
+// replica). Those left are pending in partitions other replicas own now,
+// which this one may take later.
+func (e *Engine) settleJournal(ctx context.Context) error {
+	if e.Journal == nil {
+		return nil
+	}
+	var settled []string
+	for id, attempt := range e.Journal.Previous() {
+		delivery, err := e.Store.Delivery(ctx, id)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return err
+		case delivery.State == store.Pending && delivery.Attempts < attempt && !e.ledger.owns(delivery.Namespace, delivery.Endpoint):
+			continue
+		}
+		settled = append(settled, id)
+	}
+	return e.Journal.Accounted(settled)
 }
