@@ -82,8 +82,9 @@ type Engine struct {
 	scheduler *scheduler
 	stopped   bool
 
-	// inFlight counts the queues' workers, and the releases their holds
-	// start (heldBehindLater), for a graceful drain.
+	// inFlight counts the queues' workers, the releases their holds start
+	// (heldBehindLater) and the poisonings of a partition take (poison),
+	// for a graceful drain.
 	inFlight sync.WaitGroup
 	// attempts is the context of every attempt; a drain that runs out of
 	// time cancels it.

@@ -25,8 +25,9 @@ import (
 // cache, which the kernel writes back; only a crash of the whole machine
 // loses it, as it would an unsynced write(2), and that costs only the count
 // of that one interruption. The file has a fixed size (journalSize), zeros
-// after the last line; it is rewritten with the attempts still in flight
-// when a line would not fit.
+// after the last line; it is rewritten with the attempts still in flight,
+// and the previous process's lines not accounted for yet, when a line
+// would not fit.
 type Journal struct {
 	path string
 

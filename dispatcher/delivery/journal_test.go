@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -239,6 +240,9 @@ func recoverEngine(t *testing.T, db store.Store, path string, route routes.Endpo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		if engine.isStopped() {
+			return // stopped by the test
+		}
 		if err := engine.Stop(context.Background()); err != nil {
 			t.Error(err)
 		}
@@ -368,4 +372,52 @@ func TestPoisonIsStoredAfterEarlierRecords(t *testing.T) {
 	stored, err := db.Delivery(t.Context(), deliveries[1].ID)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(stored.State).To(Equal(store.Failed))
+}
+
+// TestATakeStoppedMidwayCountsNoInterruptionTwice: a partition take that
+// the engine's stop cuts short, after it stored an interruption and before
+// it could record a poisoned delivery, leaves the journal with the
+// poisoned one only, so that the next start counts the first no more.
+func TestATakeStoppedMidwayCountsNoInterruptionTwice(t *testing.T) {
+	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	deliveries := acceptEvents(t, db, 2)
+	poisoned := deliveries[1]
+	poisoned.Interrupted = 1
+	if err := db.UpdateDeliveries(t.Context(), []store.Delivery{poisoned}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "inflight.journal")
+	crashedJournal(t, path, deliveries[0].ID, deliveries[1].ID)
+	paused := strictRoute("http://127.0.0.1:1", func(route *routes.Endpoint) { route.Paused = true })
+
+	stopping := recoverEngine(t, db, path, paused, 2, 10)
+	if err := stopping.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := stopping.Recover(t.Context()); !errors.Is(err, errStopping) {
+		t.Fatalf("Recover of a stopped engine = %v, want %v", err, errStopping)
+	}
+	if got, want := stopping.Journal.Previous(), map[string]int{deliveries[1].ID: 1}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("journal after the cut-short take = %v, want %v (the stored interruption forgotten, the poisoning kept)", got, want)
+	}
+
+	next := recoverEngine(t, db, path, paused, 2, 10)
+	if _, _, err := next.Recover(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	first, err := db.Delivery(t.Context(), deliveries[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := db.Delivery(t.Context(), deliveries[1].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Interrupted != 1 || second.State != store.Failed {
+		t.Fatalf("after the next start: first delivery interrupted %d times (want 1), second %s (want failed)", first.Interrupted, second.State)
+	}
 }

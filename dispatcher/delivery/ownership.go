@@ -201,7 +201,7 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 	})
 	e.reportHeld(partitions)
 	if err == nil {
-		err = e.settleJournal(ctx)
+		e.settleJournal(ctx)
 	}
 	if err != nil {
 		return pending, held, err

@@ -68,24 +68,36 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 		}
 		e.Log.Info("deliveries were in flight when the dispatcher stopped; attempting them again", "count", len(interrupted), "poisonAfter", e.PoisonAfter)
 	}
+	// The journal forgets each delivery once what it says of it is stored:
+	// the page's others now, the poisoned ones once their records are
+	// written (so that a stop in between counts none of them twice).
+	poisonedIDs := map[string]bool{}
+	for _, record := range poisoned {
+		poisonedIDs[record.Delivery.ID] = true
+	}
+	var accounted []string
+	for _, delivery := range active {
+		if _, ok := started[delivery.ID]; ok && !poisonedIDs[delivery.ID] {
+			accounted = append(accounted, delivery.ID)
+		}
+	}
+	if err := e.Journal.Accounted(accounted); err != nil {
+		return nil, err
+	}
 	var partitions []int
+	accounted = accounted[:0]
 	for _, record := range poisoned {
 		partition, err := e.poison(record, now)
 		if err != nil {
 			return nil, err
 		}
 		partitions = append(partitions, partition)
+		accounted = append(accounted, record.Delivery.ID)
 	}
-	// The journal forgets the poisoned deliveries once their records are
-	// written (one that failed to store leaves its delivery pending, and
-	// a crash in its next attempt counts again).
+	// A record that fails to store leaves its delivery pending there, as
+	// an attempt's does; a crash in its next attempt counts again, from
+	// the stored count.
 	e.waitWritten(partitions)
-	var accounted []string
-	for _, delivery := range active {
-		if _, ok := started[delivery.ID]; ok {
-			accounted = append(accounted, delivery.ID)
-		}
-	}
 	return kept, e.Journal.Accounted(accounted)
 }
 
@@ -133,10 +145,11 @@ var errStopping = errors.New("the delivery engine is stopping")
 // longer name an interrupted attempt once a partition take has accounted
 // for its own: deliveries gone, finished or attempted since (by another
 // replica). Those left are pending in partitions other replicas own now,
-// which this one may take later.
-func (e *Engine) settleJournal(ctx context.Context) error {
+// which this one may take later. It only tidies: an error is logged, and
+// the entries it could not settle stay for the next take.
+func (e *Engine) settleJournal(ctx context.Context) {
 	if e.Journal == nil {
-		return nil
+		return
 	}
 	var settled []string
 	for id, attempt := range e.Journal.Previous() {
@@ -144,11 +157,14 @@ func (e *Engine) settleJournal(ctx context.Context) error {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 		case err != nil:
-			return err
+			e.Log.Error(err, "reading a delivery the in-flight journal names; the entry stays for the next partition take", "delivery", id)
+			continue
 		case delivery.State == store.Pending && delivery.Attempts < attempt && !e.ledger.owns(delivery.Namespace, delivery.Endpoint):
 			continue
 		}
 		settled = append(settled, id)
 	}
-	return e.Journal.Accounted(settled)
+	if err := e.Journal.Accounted(settled); err != nil {
+		e.Log.Error(err, "rewriting the in-flight journal; its settled entries stay for the next partition take", "count", len(settled))
+	}
 }
