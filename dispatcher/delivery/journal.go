@@ -71,12 +71,21 @@ func journalLines(data []byte) []byte {
 	return data[:bytes.LastIndexByte(data, '\n')+1]
 }
 
-// parseJournal returns, per delivery, the highest attempt number started.
-// A line that does not parse (torn by an earlier crash) is skipped.
+// accountedMark is the attempt number of a line that says a delivery's
+// earlier lines are accounted for (Accounted).
+const accountedMark = "-"
+
+// parseJournal returns, per delivery, the highest attempt number started
+// since the last line that said its lines were accounted for. A line that
+// does not parse (torn by an earlier crash) is skipped.
 func parseJournal(lines []byte) map[string]int {
 	started := map[string]int{}
 	for line := range bytes.Lines(lines) {
 		id, number, ok := strings.Cut(strings.TrimSuffix(string(line), "\n"), " ")
+		if ok && number == accountedMark {
+			delete(started, id)
+			continue
+		}
 		attempt, err := strconv.Atoi(number)
 		if !ok || err != nil || id == "" {
 			continue
@@ -94,20 +103,38 @@ func (j *Journal) Previous() map[string]int {
 	return maps.Clone(j.previous)
 }
 
-// Accounted drops the previous process's entries of deliveries whose
-// interruption is stored (or that need none), and rewrites the journal with
-// the rest, so that a crash before the others are accounted for neither
-// counts these twice nor loses those.
-func (j *Journal) Accounted(deliveryIDs []string) error {
-	if len(deliveryIDs) == 0 {
-		return nil
+// PreviousOf is Previous for the deliveries named: a page of them, read
+// without a copy of the whole journal.
+func (j *Journal) PreviousOf(deliveryIDs []string) map[string]int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := map[string]int{}
+	for _, id := range deliveryIDs {
+		if attempt, ok := j.previous[id]; ok {
+			out[id] = attempt
+		}
 	}
+	return out
+}
+
+// Accounted drops the previous process's entries of deliveries whose
+// interruption is stored (or that need none): a line "<delivery id> -"
+// each, appended as an attempt's start is, so that a crash before the
+// others are accounted for neither counts these twice nor loses those.
+func (j *Journal) Accounted(deliveryIDs []string) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	for _, id := range deliveryIDs {
+		if _, ok := j.previous[id]; !ok {
+			continue
+		}
 		delete(j.previous, id)
+		var buffer [128]byte
+		if err := j.append(append(append(buffer[:0], id...), " "+accountedMark...)); err != nil {
+			return err
+		}
 	}
-	return j.rewrite()
+	return nil
 }
 
 // Start records that attempt number of a delivery begins.
@@ -117,9 +144,14 @@ func (j *Journal) Start(deliveryID string, attempt int) error {
 	j.inFlight[deliveryID] = attempt
 	// Built on the stack for the usual id lengths.
 	var buffer [128]byte
-	line := strconv.AppendInt(append(append(buffer[:0], deliveryID...), ' '), int64(attempt), 10)
+	return j.append(strconv.AppendInt(append(append(buffer[:0], deliveryID...), ' '), int64(attempt), 10))
+}
+
+// append adds a line (without its newline) to the journal, or rewrites the
+// journal when it would not fit: the rewrite holds what the line says, as
+// the maps already do. Call with mu held.
+func (j *Journal) append(line []byte) error {
 	if j.size+len(line)+1 > len(j.mapped) {
-		// The rewrite holds this attempt: it is in flight.
 		return j.rewrite()
 	}
 	// The newline last: a line cut short by the process's death has none,

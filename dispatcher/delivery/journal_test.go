@@ -84,6 +84,20 @@ func TestJournalSkipsATornLine(t *testing.T) {
 	}
 }
 
+// TestJournalAccountedLinesEndEarlierOnes: a delivery's "-" line drops its
+// lines before it, not the ones after (an attempt started once its
+// interruption was stored).
+func TestJournalAccountedLinesEndEarlierOnes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "inflight.journal")
+	content := "dlv_1 1\ndlv_2 1\ndlv_1 -\ndlv_3 2\ndlv_3 -\ndlv_3 3\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := openJournal(t, path).Previous(), map[string]int{"dlv_2": 1, "dlv_3": 3}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Previous of %q = %v, want %v", content, got, want)
+	}
+}
+
 func TestJournalIsRewrittenWithTheAttemptsInFlight(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "inflight.journal")
 	// The previous process's attempt, not accounted for yet.

@@ -56,7 +56,11 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 	if e.Journal == nil {
 		return active, nil
 	}
-	started := e.Journal.Previous()
+	ids := make([]string, len(active))
+	for i, delivery := range active {
+		ids[i] = delivery.ID
+	}
+	started := e.Journal.PreviousOf(ids)
 	if len(started) == 0 {
 		return active, nil
 	}
@@ -76,9 +80,9 @@ func (e *Engine) countInterruptions(ctx context.Context, active []store.Delivery
 		poisonedIDs[record.Delivery.ID] = true
 	}
 	var accounted []string
-	for _, delivery := range active {
-		if _, ok := started[delivery.ID]; ok && !poisonedIDs[delivery.ID] {
-			accounted = append(accounted, delivery.ID)
+	for id := range started {
+		if !poisonedIDs[id] {
+			accounted = append(accounted, id)
 		}
 	}
 	if err := e.Journal.Accounted(accounted); err != nil {
