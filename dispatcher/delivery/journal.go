@@ -24,7 +24,9 @@ import (
 // path of every attempt. What a killed process copied is in the page
 // cache, which the kernel writes back; only a crash of the whole machine
 // loses it, as it would an unsynced write(2), and that costs only the count
-// of that one interruption. The file has a fixed size (journalSize), zeros
+// of that one interruption. A line "<delivery id> -" says the previous
+// process's lines of that delivery are accounted for (Accounted). The file
+// has a fixed size (journalSize), zeros
 // after the last line; it is rewritten with the attempts still in flight,
 // and the previous process's lines not accounted for yet, when a line
 // would not fit.
@@ -133,8 +135,22 @@ func (j *Journal) Accounted(deliveryIDs []string) error {
 		if err := j.append(append(append(buffer[:0], id...), " "+accountedMark...)); err != nil {
 			return err
 		}
+		// The mark ends this process's line of an attempt of the delivery
+		// in flight too (a retry can start one before the take accounts
+		// for it): the line comes again after it.
+		if attempt, ok := j.inFlight[id]; ok {
+			if err := j.append(inFlightLine(buffer[:0], id, attempt)); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+// inFlightLine appends the journal line of an attempt in flight, without
+// its newline, to dst.
+func inFlightLine(dst []byte, deliveryID string, attempt int) []byte {
+	return strconv.AppendInt(append(append(dst, deliveryID...), ' '), int64(attempt), 10)
 }
 
 // Start records that attempt number of a delivery begins.
@@ -144,7 +160,7 @@ func (j *Journal) Start(deliveryID string, attempt int) error {
 	j.inFlight[deliveryID] = attempt
 	// Built on the stack for the usual id lengths.
 	var buffer [128]byte
-	return j.append(strconv.AppendInt(append(append(buffer[:0], deliveryID...), ' '), int64(attempt), 10))
+	return j.append(inFlightLine(buffer[:0], deliveryID, attempt))
 }
 
 // append adds a line (without its newline) to the journal, or rewrites the

@@ -98,6 +98,27 @@ func TestJournalAccountedLinesEndEarlierOnes(t *testing.T) {
 	}
 }
 
+// TestJournalAccountedKeepsTheAttemptInFlight: accounting for the previous
+// process's lines of a delivery whose next attempt this process has
+// started (a retry during the take) keeps that attempt for the next start.
+func TestJournalAccountedKeepsTheAttemptInFlight(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "inflight.journal")
+	if err := os.WriteFile(path, []byte("dlv_1 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	journal := openJournal(t, path)
+	if err := journal.Start("dlv_1", 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := journal.Accounted([]string{"dlv_1"}); err != nil {
+		t.Fatal(err)
+	}
+	// Killed now: the next process reads what is in the file.
+	if got, want := openJournal(t, path).Previous(), map[string]int{"dlv_1": 4}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Previous after a crash during attempt 4 = %v, want %v", got, want)
+	}
+}
+
 func TestJournalIsRewrittenWithTheAttemptsInFlight(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "inflight.journal")
 	// The previous process's attempt, not accounted for yet.

@@ -169,6 +169,6 @@ func (e *Engine) settleJournal(ctx context.Context) {
 		settled = append(settled, id)
 	}
 	if err := e.Journal.Accounted(settled); err != nil {
-		e.Log.Error(err, "rewriting the in-flight journal; its settled entries stay for the next partition take", "count", len(settled))
+		e.Log.Error(err, "noting settled entries in the in-flight journal; they stay for the next partition take", "count", len(settled))
 	}
 }
