@@ -34,6 +34,17 @@ func openJournal(t *testing.T, path string) *Journal {
 	return journal
 }
 
+// writtenJournal is the path of a journal file holding content, as a
+// previous process left it.
+func writtenJournal(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "inflight.journal")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func TestJournalRemembersAttemptsInFlightAcrossACrash(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "inflight.journal")
 	journal := openJournal(t, path)
@@ -74,11 +85,7 @@ func TestJournalRemembersAttemptsInFlightAcrossACrash(t *testing.T) {
 // "dlv_3 12"), and the unused rest of the file is zeros.
 func TestJournalSkipsATornLine(t *testing.T) {
 	for _, content := range []string{"dlv_1 1\ngarbage\ndlv_2 ", "dlv_1 1\ndlv_3 1", "dlv_1 1\ndlv_3 1\x00\x00\x00"} {
-		path := filepath.Join(t.TempDir(), "inflight.journal")
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := openJournal(t, path).Previous(), map[string]int{"dlv_1": 1}; !reflect.DeepEqual(got, want) {
+		if got, want := openJournal(t, writtenJournal(t, content)).Previous(), map[string]int{"dlv_1": 1}; !reflect.DeepEqual(got, want) {
 			t.Fatalf("Previous of %q = %v, want %v", content, got, want)
 		}
 	}
@@ -88,12 +95,8 @@ func TestJournalSkipsATornLine(t *testing.T) {
 // lines before it, not the ones after (an attempt started once its
 // interruption was stored).
 func TestJournalAccountedLinesEndEarlierOnes(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "inflight.journal")
 	content := "dlv_1 1\ndlv_2 1\ndlv_1 -\ndlv_3 2\ndlv_3 -\ndlv_3 3\n"
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := openJournal(t, path).Previous(), map[string]int{"dlv_2": 1, "dlv_3": 3}; !reflect.DeepEqual(got, want) {
+	if got, want := openJournal(t, writtenJournal(t, content)).Previous(), map[string]int{"dlv_2": 1, "dlv_3": 3}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("Previous of %q = %v, want %v", content, got, want)
 	}
 }
@@ -102,10 +105,7 @@ func TestJournalAccountedLinesEndEarlierOnes(t *testing.T) {
 // process's lines of a delivery whose next attempt this process has
 // started (a retry during the take) keeps that attempt for the next start.
 func TestJournalAccountedKeepsTheAttemptInFlight(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "inflight.journal")
-	if err := os.WriteFile(path, []byte("dlv_1 3\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writtenJournal(t, "dlv_1 3\n")
 	journal := openJournal(t, path)
 	if err := journal.Start("dlv_1", 4); err != nil {
 		t.Fatal(err)
@@ -120,11 +120,8 @@ func TestJournalAccountedKeepsTheAttemptInFlight(t *testing.T) {
 }
 
 func TestJournalIsRewrittenWithTheAttemptsInFlight(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "inflight.journal")
 	// The previous process's attempt, not accounted for yet.
-	if err := os.WriteFile(path, []byte("dlv_previous 2\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := writtenJournal(t, "dlv_previous 2\n")
 	journal := openJournal(t, path)
 	if err := journal.Start("dlv_slow", 1); err != nil {
 		t.Fatal(err)
@@ -289,26 +286,38 @@ func recoverEngine(t *testing.T, db store.Store, path string, route routes.Endpo
 	return engine
 }
 
-// TestInterruptionsOnEveryPageAreCounted: the deliveries a killed process
-// was attempting are counted as interrupted, and poisoned, wherever they
-// are among the stored ones, not only on the first page read back; the
-// journal forgets them once stored.
-func TestInterruptionsOnEveryPageAreCounted(t *testing.T) {
+// crashedWhileAttempting stores n deliveries to ns/ordered, the last
+// interrupted once before, and leaves the journal (at path) of a process
+// killed while attempting them all: the last is poisoned at the next start
+// with a poison-after of 2.
+func crashedWhileAttempting(t *testing.T, n int) (db store.Store, deliveries []store.Delivery, path string) {
+	t.Helper()
 	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	deliveries := acceptEvents(t, db, 3)
-	// The last was interrupted once before: this is its second, which
-	// poisons it.
-	last := deliveries[2]
+	deliveries = acceptEvents(t, db, n)
+	last := deliveries[n-1]
 	last.Interrupted = 1
 	if err := db.UpdateDeliveries(t.Context(), []store.Delivery{last}); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "inflight.journal")
-	crashedJournal(t, path, deliveries[0].ID, deliveries[1].ID, deliveries[2].ID)
+	path = filepath.Join(t.TempDir(), "inflight.journal")
+	ids := make([]string, n)
+	for i, delivery := range deliveries {
+		ids[i] = delivery.ID
+	}
+	crashedJournal(t, path, ids...)
+	return db, deliveries, path
+}
+
+// TestInterruptionsOnEveryPageAreCounted: the deliveries a killed process
+// was attempting are counted as interrupted, and poisoned, wherever they
+// are among the stored ones, not only on the first page read back; the
+// journal forgets them once stored.
+func TestInterruptionsOnEveryPageAreCounted(t *testing.T) {
+	db, deliveries, path := crashedWhileAttempting(t, 3)
 
 	paused := strictRoute("http://127.0.0.1:1", func(route *routes.Endpoint) { route.Paused = true })
 	engine := recoverEngine(t, db, path, paused, 2, 1)
@@ -414,19 +423,7 @@ func TestPoisonIsStoredAfterEarlierRecords(t *testing.T) {
 // it could record a poisoned delivery, leaves the journal with the
 // poisoned one only, so that the next start counts the first no more.
 func TestATakeStoppedMidwayCountsNoInterruptionTwice(t *testing.T) {
-	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	deliveries := acceptEvents(t, db, 2)
-	poisoned := deliveries[1]
-	poisoned.Interrupted = 1
-	if err := db.UpdateDeliveries(t.Context(), []store.Delivery{poisoned}); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "inflight.journal")
-	crashedJournal(t, path, deliveries[0].ID, deliveries[1].ID)
+	db, deliveries, path := crashedWhileAttempting(t, 2)
 	paused := strictRoute("http://127.0.0.1:1", func(route *routes.Endpoint) { route.Paused = true })
 
 	stopping := recoverEngine(t, db, path, paused, 2, 10)
