@@ -14,12 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/utils/clock"
 
-	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/routes"
 )
@@ -262,12 +259,9 @@ func acceptEvents(t *testing.T, db store.Store, n int) []store.Delivery {
 // the stored deliveries back a page of releaseChunk at a time.
 func recoverEngine(t *testing.T, db store.Store, path string, route routes.Endpoint, poisonAfter, releaseChunk int) *Engine {
 	t.Helper()
-	journal := openJournal(t, path)
-	engine, err := New(t.Context(), Options{
-		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: clock.RealClock{},
-		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
-		Journal: journal, PoisonAfter: poisonAfter,
-	})
+	options := testOptions(db, noStatus{}, clock.RealClock{})
+	options.Journal, options.PoisonAfter = openJournal(t, path), poisonAfter
+	engine, err := New(t.Context(), options)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,15 +97,21 @@ func startEngineWith(t *testing.T, path string, route routes.Endpoint, engineClo
 	return startEngineOn(t, db, route, engineClock, status)
 }
 
+// testOptions are the engine's options of the package's tests: metrics of
+// their own, no logs, a signing attempter, retries after at most a minute.
+func testOptions(db store.Store, status StatusSink, engineClock clock.WithDelayedExecution) Options {
+	return Options{
+		Store: db, Status: status, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: engineClock,
+		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
+	}
+}
+
 // startEngineOn is startEngineWith on a store of the test's, which it
 // closes at the end.
 func startEngineOn(t *testing.T, db store.Store, route routes.Endpoint, engineClock clock.WithDelayedExecution, status StatusSink) *Engine {
 	t.Helper()
 	ctx := context.Background()
-	engine, err := New(ctx, Options{
-		Store: db, Status: status, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: engineClock,
-		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
-	})
+	engine, err := New(ctx, testOptions(db, status, engineClock))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,10 +264,7 @@ func TestStrictHeldBeforeRecoverReleasedByRecover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine, err := New(ctx, Options{
-		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: &jumpingClock{},
-		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
-	})
+	engine, err := New(ctx, testOptions(db, noStatus{}, &jumpingClock{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,10 +312,7 @@ func TestRateLimitedAttemptNotStartedAfterStop(t *testing.T) {
 			// The clock stands still: the second delivery waits for the
 			// limit until Stop, however slow the machine.
 			fake := clocktesting.NewFakeClock(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC))
-			engine, err := New(ctx, Options{
-				Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: fake,
-				Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
-			})
+			engine, err := New(ctx, testOptions(db, noStatus{}, fake))
 			if err != nil {
 				t.Fatal(err)
 			}

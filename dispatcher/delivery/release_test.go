@@ -10,12 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
-	"github.com/prometheus/client_golang/prometheus"
 	clocktesting "k8s.io/utils/clock/testing"
 
-	"github.com/hookrelay/hookrelay/dispatcher/signing"
 	"github.com/hookrelay/hookrelay/dispatcher/store"
 	"github.com/hookrelay/hookrelay/internal/routes"
 	"github.com/hookrelay/hookrelay/internal/testreceiver"
@@ -86,13 +83,11 @@ func disabledEngine(t *testing.T, route routes.Endpoint, wrap func(store.Store) 
 	if wrap != nil {
 		recorder.Store = wrap(db)
 	}
-	engine, err := New(ctx, Options{
-		Store: recorder, Status: recorder, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(),
-		// Standing still: every release is due at once, and a shared store's
-		// finished ids are remembered for the whole test.
-		Clock:   clocktesting.NewFakeClock(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)),
-		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute, Waker: waker,
-	})
+	// Standing still: every release is due at once, and a shared store's
+	// finished ids are remembered for the whole test.
+	options := testOptions(recorder, recorder, clocktesting.NewFakeClock(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)))
+	options.Waker = waker
+	engine, err := New(ctx, options)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	. "github.com/onsi/gomega"
-	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -187,10 +185,7 @@ func TestStopCancelsAttemptsInFlight(t *testing.T) {
 	db, err := store.OpenBolt(filepath.Join(t.TempDir(), "hookrelay.db"))
 	g.Expect(err).NotTo(HaveOccurred())
 	t.Cleanup(func() { g.Expect(db.Close()).To(Succeed()) })
-	engine, err := New(ctx, Options{
-		Store: db, Status: noStatus{}, Metrics: NewMetrics(prometheus.NewRegistry()), Log: logr.Discard(), Clock: clocktesting.NewFakeClock(clockStart),
-		Attempt: &Attempter{Client: NewHTTPClient(nil), Signer: signing.Signer{Prefix: "Test"}}, MaxRetryAfter: time.Minute,
-	})
+	engine, err := New(ctx, testOptions(db, noStatus{}, clocktesting.NewFakeClock(clockStart)))
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(engine.SetTable(ctx, tableOf(t, strictRoute(server.URL, func(route *routes.Endpoint) { route.Ordering = "" })))).To(Succeed())
 	_, _, err = engine.Recover(ctx)
