@@ -200,12 +200,10 @@ func (e *Engine) Acquire(ctx context.Context, partitions []int) (pending, held i
 		return true, err
 	})
 	e.reportHeld(partitions)
-	if err == nil {
-		e.settleJournal(ctx)
-	}
 	if err != nil {
 		return pending, held, err
 	}
+	e.settleJournal(ctx)
 	// A Strict line blocked by a delivery held before (a publish while the
 	// endpoint was paused or disabled) moves again now that the held ones
 	// are back in line.
